@@ -1,0 +1,54 @@
+"""Helpers shared by CLI modules: reading input files and key options."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from zos.cli import CliError
+from zos.identity import Identity, KeyError_, load_key_file
+
+# Deployments and manifests are small; anything bigger is refused before parsing.
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+
+
+def read_input(name: str) -> bytes:
+    """Bytes of FILE, or of stdin when FILE is '-', bounded in size."""
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(name, "rb") as f:
+                data = f.read(MAX_INPUT_BYTES + 1)
+    except OSError as e:
+        raise CliError(f"{name}: {e.strerror}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise CliError(f"{name}: larger than {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def add_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mnemonic", help="BIP-39 mnemonic (or env ZOS_MNEMONIC)")
+    parser.add_argument("--key-file", type=Path, help="key file written by `zos key new`")
+
+
+def identity_from_args(args: argparse.Namespace, required: bool = True) -> Identity | None:
+    try:
+        if getattr(args, "mnemonic", None):
+            return Identity.from_mnemonic(args.mnemonic)
+        if getattr(args, "key_file", None):
+            return load_key_file(args.key_file)
+        if os.environ.get("ZOS_MNEMONIC"):
+            return Identity.from_mnemonic(os.environ["ZOS_MNEMONIC"])
+        default = Path(os.environ.get("ZOS_KEY_FILE", Path.home() / ".config/zos/key.json"))
+        if default.exists():
+            return load_key_file(default)
+    except KeyError_ as e:
+        raise CliError(str(e)) from None
+    if required:
+        raise CliError(
+            "no key: pass --mnemonic, --key-file, or set ZOS_MNEMONIC (see `zos key new`)"
+        )
+    return None

@@ -1,0 +1,30 @@
+"""Keys of twins and nodes: ed25519 signing keys, X25519 keys for sealing data to a twin."""
+
+from zos.identity.keys import (
+    Identity,
+    KeyError_,
+    load_key_file,
+    new_mnemonic,
+    public_key_from_hex,
+    seed_from_mnemonic,
+    verify_ed25519,
+    verify_sr25519,
+    write_key_file,
+)
+from zos.identity.sealing import SealError, open_sealed, seal, x25519_public_from_ed25519
+
+__all__ = [
+    "Identity",
+    "KeyError_",
+    "SealError",
+    "load_key_file",
+    "new_mnemonic",
+    "open_sealed",
+    "public_key_from_hex",
+    "seal",
+    "seed_from_mnemonic",
+    "verify_ed25519",
+    "verify_sr25519",
+    "write_key_file",
+    "x25519_public_from_ed25519",
+]
