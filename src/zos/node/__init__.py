@@ -1,0 +1,1 @@
+"""The node agent: registration, heartbeat, the provision engine and its bus API."""

@@ -1,0 +1,1 @@
+"""One manager per workload type, all behind `zos.node.workloads.base.Manager`."""

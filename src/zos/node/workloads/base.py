@@ -1,0 +1,77 @@
+"""The one small interface every workload manager implements.
+
+The engine decides *what* must exist (policy, order, capacity, results); a manager
+makes one workload type exist on this machine through `zos.primitives`. Every method
+is idempotent: after a crash the engine simply calls `provision` again for every
+workload that should exist, and `deprovision` for every one that should not.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from zos.gridtypes import Deployment, Workload
+
+
+class WorkloadError(Exception):
+    """A workload could not be built; the message goes to the user in Result.message."""
+
+
+@dataclass
+class NodeServices:
+    """What managers share on one node: its data directory and node-wide services.
+
+    Services that later issues add (the flist cache, networks) are looked up in
+    `extra` by name so this interface does not change when they arrive.
+    """
+
+    data_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def storage_dir(self, kind: str) -> Path:
+        path = self.data_dir / "storage" / kind
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@dataclass
+class WorkloadContext:
+    twin_id: int
+    contract_id: int
+    deployment: Deployment
+    workload: Workload
+    node: NodeServices
+
+    @property
+    def workload_id(self) -> str:
+        """`<twin>-<contract>-<name>`, as zos names workloads."""
+        return f"{self.twin_id}-{self.contract_id}-{self.workload.name}"
+
+
+class Manager(ABC):
+    """Builds, updates and removes one workload type."""
+
+    type: ClassVar[str]
+    # Whether an update with a new version may change this type's data in place.
+    updatable: ClassVar[bool] = False
+
+    def __init__(self, node: NodeServices) -> None:
+        self.node = node
+
+    @abstractmethod
+    async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
+        """Make the workload exist (or confirm it does) and return its result data."""
+
+    async def update(self, ctx: WorkloadContext, previous: Workload) -> dict[str, Any]:
+        raise WorkloadError(f"workload type {self.type} does not support update")
+
+    @abstractmethod
+    async def deprovision(self, ctx: WorkloadContext) -> None:
+        """Remove the workload and everything it made; a no-op if it is already gone."""
+
+    async def cleanup(self, keep: set[str]) -> None:  # noqa: B027 - optional hook
+        """Remove anything of this type whose workload id is not in `keep` (leftovers)."""
