@@ -1,0 +1,41 @@
+"""The grid's message bus: signed, sealed envelopes between twins over NATS.
+
+Nodes and users never talk directly: each twin serves commands on its own NATS subject
+(`zos.twin.<id>`) and every request and response is an `Envelope` signed by its sender
+and, by default, sealed to its receiver. See `envelope` for the format and the checks,
+`client` for request/response, `router` for handlers, `resolver` for twin keys.
+"""
+
+from zos.bus.client import BusClient, twin_subject
+from zos.bus.connection import connect_nats, default_nats_url
+from zos.bus.envelope import (
+    ALLOWED_SKEW,
+    MAX_ENVELOPE,
+    MAX_PAYLOAD,
+    MAX_TTL,
+    Envelope,
+    ReplayCache,
+)
+from zos.bus.errors import BusError
+from zos.bus.resolver import CachedResolver, KeyResolver, StaticResolver
+from zos.bus.router import Handler, Request, Router
+
+__all__ = [
+    "ALLOWED_SKEW",
+    "MAX_ENVELOPE",
+    "MAX_PAYLOAD",
+    "MAX_TTL",
+    "BusClient",
+    "BusError",
+    "CachedResolver",
+    "Envelope",
+    "Handler",
+    "KeyResolver",
+    "ReplayCache",
+    "Request",
+    "Router",
+    "StaticResolver",
+    "connect_nats",
+    "default_nats_url",
+    "twin_subject",
+]

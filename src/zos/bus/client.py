@@ -1,0 +1,250 @@
+"""`BusClient`: send signed requests to twins and serve commands on one's own subject.
+
+A twin serves on the subject `zos.twin.<id>`. A request is an `Envelope` from the caller
+to that twin, published with a NATS inbox as reply subject; the response is itself a
+signed envelope from the destination back to the caller (`reply_to` = the request id),
+sealed when the request was sealed, so callers verify responses as servers verify
+requests. The response payload is JSON: `{"ok": true, "result": ...}` or
+`{"ok": false, "error": {"code": ..., "message": ...}}`.
+
+A request that fails the checks in `zos.bus.envelope` is answered with a signed (not
+sealed) error, so the caller learns why. Handlers run concurrently, at most
+`max_concurrency` at a time; past that, requests are answered `busy`.
+
+The NATS connection reconnects by itself (`zos.bus.connection`), and the subscription
+is restored with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from zos.bus.connection import connect_nats
+from zos.bus.envelope import DEFAULT_TTL, MAX_TTL, Envelope, ReplayCache
+from zos.bus.errors import BusError
+from zos.bus.resolver import KeyResolver
+from zos.bus.router import Request, Router
+from zos.identity import Identity
+
+log = logging.getLogger(__name__)
+
+SUBJECT_PREFIX = "zos.twin."
+
+
+def twin_subject(twin_id: int) -> str:
+    return f"{SUBJECT_PREFIX}{twin_id}"
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class BusClient:
+    def __init__(
+        self,
+        nats_conn: str | list[str] | NATS,
+        identity: Identity,
+        twin_id: int,
+        resolver: KeyResolver,
+        *,
+        seal: bool = True,
+        ttl: float = DEFAULT_TTL,
+        max_concurrency: int = 256,
+        replay_cache: ReplayCache | None = None,
+    ) -> None:
+        self._servers = None if isinstance(nats_conn, NATS) else nats_conn
+        self._nc: NATS | None = nats_conn if isinstance(nats_conn, NATS) else None
+        self._owns_nc = self._nc is None
+        self.identity = identity
+        self.twin_id = twin_id
+        self.resolver = resolver
+        self.seal = seal
+        self.ttl = ttl
+        self.max_concurrency = max_concurrency
+        self.replay = replay_cache or ReplayCache()
+        self._sub: Subscription | None = None
+        self._router: Router | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def nc(self) -> NATS:
+        if self._nc is None:
+            raise RuntimeError("BusClient is not connected; call connect() first")
+        return self._nc
+
+    async def connect(self) -> BusClient:
+        if self._nc is None:
+            assert self._servers is not None
+            self._nc = await connect_nats(self._servers, name=f"zos-twin-{self.twin_id}")
+        return self
+
+    async def __aenter__(self) -> BusClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+            for t in list(self._tasks):
+                t.cancel()
+        if self._nc is not None and self._owns_nc:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._nc = None
+
+    # -- calling ---------------------------------------------------------------------
+
+    async def _key_of(self, twin_id: int) -> bytes:
+        key = await self.resolver(twin_id)
+        if key is None:
+            raise BusError("unknown_twin", f"twin {twin_id} is not known")
+        return key
+
+    async def request(
+        self,
+        dest_twin: int,
+        command: str,
+        payload: Any = None,
+        *,
+        timeout: float = 10.0,
+        seal: bool | None = None,
+    ) -> Any:
+        """Send `command` to `dest_twin`; its result, or BusError (code `timeout` too)."""
+        key = await self._key_of(dest_twin)
+        sealed = self.seal if seal is None else seal
+        data = b"" if payload is None else _encode(payload)
+        ttl = min(MAX_TTL, max(self.ttl, timeout + 1.0))
+        env = Envelope.create(
+            self.identity,
+            self.twin_id,
+            dest_twin,
+            command,
+            data,
+            seal_to=key if sealed else None,
+            ttl=ttl,
+        )
+        try:
+            msg = await self.nc.request(twin_subject(dest_twin), env.to_bytes(), timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise BusError("unreachable", f"twin {dest_twin} is not connected") from None
+        except (TimeoutError, nats.errors.TimeoutError):
+            raise BusError("timeout", f"no answer from twin {dest_twin} in {timeout}s") from None
+        except nats.errors.ConnectionClosedError:
+            raise BusError("unreachable", "the bus connection is closed") from None
+        return self._read_response(msg.data, env, key)
+
+    def _read_response(self, data: bytes, request: Envelope, key: bytes) -> Any:
+        resp = Envelope.from_bytes(data)
+        if resp.source != request.destination or resp.destination != request.source:
+            raise BusError("malformed", "response is not from the twin asked or not for us")
+        if resp.reply_to not in (request.id, ""):
+            raise BusError("malformed", "response answers another request")
+        if not resp.verify(key):
+            raise BusError("bad_signature", f"response signature of twin {resp.source} is bad")
+        resp.check_time()
+        body = resp.decode_payload(self.identity)
+        if not isinstance(body, dict) or not isinstance(body.get("ok"), bool):
+            raise BusError("malformed", "response payload has no 'ok'")
+        if not body["ok"]:
+            raise BusError.from_dict(body.get("error"))
+        return body.get("result")
+
+    # -- serving ---------------------------------------------------------------------
+
+    async def serve(self, router: Router) -> None:
+        """Answer requests to this twin with `router` (returns once subscribed)."""
+        if self._sub is not None:
+            raise RuntimeError("this BusClient already serves a router")
+        self._router = router
+        self._sub = await self.nc.subscribe(twin_subject(self.twin_id), cb=self._on_message)
+        await self.nc.flush()
+
+    async def _on_message(self, msg: Msg) -> None:
+        if len(self._tasks) >= self.max_concurrency:
+            await self._reply(msg, None, {"ok": False, "error": _busy.to_dict()}, None)
+            return
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            env = Envelope.from_bytes(msg.data)
+        except BusError as e:
+            await self._reply(msg, None, {"ok": False, "error": e.to_dict()}, None)
+            return
+        key: bytes | None = None
+        try:
+            if env.destination != self.twin_id:
+                raise BusError("malformed", f"envelope is for twin {env.destination}")
+            env.check_time()
+            key = await self.resolver(env.source)
+            if key is None:
+                raise BusError("unknown_twin", f"twin {env.source} is not known")
+            if not env.verify(key):
+                raise BusError("bad_signature", "envelope signature does not verify")
+            self.replay.check_and_add(env.source, env.id, env.expiry)
+            payload = env.decode_payload(self.identity)
+        except BusError as e:
+            await self._reply(msg, env, {"ok": False, "error": e.to_dict()}, None)
+            return
+        assert self._router is not None
+        request = Request(
+            source_twin=env.source, command=env.command, payload=payload, envelope=env
+        )
+        try:
+            body = {"ok": True, "result": await self._router.dispatch(request)}
+        except BusError as e:
+            body = {"ok": False, "error": e.to_dict()}
+        await self._reply(msg, env, body, key if env.sealed else None)
+
+    async def _reply(
+        self, msg: Msg, request: Envelope | None, body: dict[str, Any], seal_to: bytes | None
+    ) -> None:
+        if not msg.reply:
+            return
+        try:
+            data = _encode(body)
+        except (TypeError, ValueError):
+            log.error("result of %s is not JSON-able", request.command if request else "?")
+            data = _encode({"ok": False, "error": _not_json.to_dict()})
+        try:
+            reply = Envelope.create(
+                self.identity,
+                self.twin_id,
+                request.source if request else 0,
+                request.command if request else "error",
+                data,
+                seal_to=seal_to,
+                reply_to=request.id if request else "",
+            )
+        except BusError as e:  # a result too large to send
+            reply = Envelope.create(
+                self.identity,
+                self.twin_id,
+                request.source if request else 0,
+                request.command if request else "error",
+                _encode({"ok": False, "error": e.to_dict()}),
+                reply_to=request.id if request else "",
+            )
+        with contextlib.suppress(Exception):
+            await msg.respond(reply.to_bytes())
+
+
+_busy = BusError("busy", "too many requests in progress; try again later")
+_not_json = BusError("internal", "handler result is not JSON")
