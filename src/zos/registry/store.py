@@ -1,0 +1,266 @@
+"""The registry's state in JetStream: KV buckets, a stream of events, CAS helpers.
+
+Buckets (history 1, `replicas` copies each):
+  zos-twins       <twin id>        -> Twin
+  zos-twin-keys   <public key hex> -> twin id         (one twin per key)
+  zos-farms       <farm id>        -> Farm
+  zos-farm-names  <lowercase name> -> farm id         (farm names are unique)
+  zos-nodes       <node id>        -> Node
+  zos-node-twins  <twin id>        -> node id         (a twin is at most one node)
+  zos-contracts   <contract id>    -> NodeContract | NameContract
+  zos-names       <name>           -> contract id     (live name contracts)
+  zos-counters    twin|farm|node|contract -> last id given
+  zos-txids       <tx id>          -> accepted time   (entries expire after TX_ID_TTL)
+
+Stream ZOS_REGISTRY holds `zos.registry.audit.<kind>` (every accepted transaction but
+heartbeats, with its result) and `zos.registry.contracts.<node id>` (ContractEvent).
+
+Every write is conditional: `create` for keys that must not exist, `update` with the
+revision read for changes, so service copies running side by side never overwrite each
+other; a lost race is retried by re-reading. Ids come from the counters the same way.
+Index keys are written before the record they point to; a crash between the two leaves
+an id gap or an index to a missing record, which lookups treat as absent.
+
+`Mirror` keeps an in-memory copy of a bucket, fed by a KV watch, for list queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, TypeAdapter
+
+from zos.bus.errors import BusError
+from zos.registry.tx import TX_ID_TTL
+
+log = logging.getLogger(__name__)
+
+BUCKETS = (
+    "twins",
+    "twin-keys",
+    "farms",
+    "farm-names",
+    "nodes",
+    "node-twins",
+    "contracts",
+    "names",
+    "counters",
+    "txids",
+)
+STREAM = "ZOS_REGISTRY"
+AUDIT_PREFIX = "zos.registry.audit"
+CONTRACTS_PREFIX = "zos.registry.contracts"
+EVENTS_MAX_AGE = 30 * 24 * 3600.0
+CAS_ATTEMPTS = 50
+
+T = TypeVar("T")
+
+
+def dump(model: BaseModel | int) -> bytes:
+    if isinstance(model, int):
+        return str(model).encode()
+    return model.model_dump_json().encode()
+
+
+async def _backoff(attempt: int) -> None:
+    await asyncio.sleep(min(0.2, 0.002 * (attempt + 1)) * random.random())
+
+
+class Store:
+    def __init__(self, js: JetStreamContext, replicas: int = 1) -> None:
+        self.js = js
+        self.replicas = replicas
+        self.kv: dict[str, KeyValue] = {}
+
+    async def setup(self) -> None:
+        """Create the buckets and the stream if missing (idempotent; any copy may do it)."""
+        for name in BUCKETS:
+            bucket = f"zos-{name}"
+            ttl = TX_ID_TTL if name == "txids" else None
+            try:
+                self.kv[name] = await self.js.create_key_value(
+                    bucket=bucket, history=1, replicas=self.replicas, ttl=ttl
+                )
+            except nats.js.errors.BadRequestError:
+                # Exists with another config (e.g. replicas): use it as it is.
+                self.kv[name] = await self.js.key_value(bucket)
+        config = StreamConfig(
+            name=STREAM,
+            subjects=[f"{AUDIT_PREFIX}.>", f"{CONTRACTS_PREFIX}.>"],
+            num_replicas=self.replicas,
+            max_age=EVENTS_MAX_AGE,
+            duplicate_window=120.0,
+        )
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.stream_info(STREAM)
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def get_raw(self, bucket: str, key: str) -> tuple[bytes, int] | None:
+        try:
+            entry = await self.kv[bucket].get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        if entry.value is None:
+            return None
+        return entry.value, entry.revision or 0
+
+    async def get(self, bucket: str, key: str | int, parse: TypeAdapter[T]) -> tuple[T, int] | None:
+        raw = await self.get_raw(bucket, str(key))
+        if raw is None:
+            return None
+        return parse.validate_json(raw[0]), raw[1]
+
+    async def get_int(self, bucket: str, key: str) -> int | None:
+        raw = await self.get_raw(bucket, key)
+        return int(raw[0]) if raw is not None else None
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def create(self, bucket: str, key: str | int, value: BaseModel | int) -> int | None:
+        """Write `key` if it does not exist; its revision, or None when it already does."""
+        try:
+            return await self.kv[bucket].create(str(key), dump(value))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+
+    async def update(
+        self,
+        bucket: str,
+        key: str | int,
+        parse: TypeAdapter[T],
+        change: Callable[[T], T | Awaitable[T]],
+    ) -> tuple[T, int]:
+        """Read, change, write back only if nobody wrote in between; retried on a race.
+
+        `change` may raise BusError to refuse; raises not_found when the key is absent.
+        """
+        for attempt in range(CAS_ATTEMPTS):
+            current = await self.get(bucket, key, parse)
+            if current is None:
+                raise BusError("not_found", f"{bucket[:-1]} {key} does not exist")
+            value, revision = current
+            new = change(value)
+            if asyncio.iscoroutine(new):
+                new = await new
+            try:
+                rev = await self.kv[bucket].update(str(key), dump(new), last=revision)  # type: ignore[arg-type]
+                return new, rev  # type: ignore[return-value]
+            except nats.js.errors.KeyWrongLastSequenceError:
+                await _backoff(attempt)
+        raise BusError("busy", f"{bucket[:-1]} {key} is being changed too often; try again")
+
+    async def delete(self, bucket: str, key: str | int) -> int:
+        """Delete `key` (a KV delete marker); the marker's revision."""
+        # As KeyValue.delete does, but keeping the revision for the mirrors.
+        ack = await self.js.publish(f"$KV.zos-{bucket}.{key}", b"", headers={"KV-Operation": "DEL"})
+        return ack.seq
+
+    async def next_id(self, counter: str) -> int:
+        kv = self.kv["counters"]
+        for attempt in range(CAS_ATTEMPTS):
+            raw = await self.get_raw("counters", counter)
+            try:
+                if raw is None:
+                    await kv.create(counter, b"1")
+                    return 1
+                value = int(raw[0]) + 1
+                await kv.update(counter, str(value).encode(), last=raw[1])
+                return value
+            except nats.js.errors.KeyWrongLastSequenceError:
+                await _backoff(attempt)
+        raise BusError("busy", f"could not take a {counter} id; try again")
+
+    async def claim_tx(self, tx_id: str) -> bool:
+        """Record a transaction id; False if it was already recorded (a replay)."""
+        return await self.create("txids", tx_id, int(time.time())) is not None
+
+    async def publish(self, subject: str, payload: dict[str, Any], msg_id: str) -> None:
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        for attempt in range(5):
+            try:
+                await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+                return
+            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError):
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Mirror(Generic[M]):
+    """An in-memory copy of one bucket, kept current by a KV watch (restarted on failure).
+
+    `apply` lets the service put its own writes in at once, so a list query right after
+    a change it made already sees it; the watch brings the writes of other copies.
+    """
+
+    def __init__(self, kv: KeyValue, parse: TypeAdapter[M]) -> None:
+        self.kv = kv
+        self.parse = parse
+        self.items: dict[str, tuple[int, M | None]] = {}  # None: deleted at that revision
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    def apply(self, key: str, revision: int, value: M | None) -> None:
+        have = self.items.get(key)
+        if have is not None and have[0] >= revision:
+            return
+        self.items[key] = (revision, value)
+
+    def values(self) -> list[M]:
+        return [v for _, v in self.items.values() if v is not None]
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            watcher = None
+            try:
+                watcher = await self.kv.watchall()
+                async for entry in watcher:
+                    if entry is None:  # the initial values are all in
+                        self._ready.set()
+                        continue
+                    if entry.operation in ("DEL", "PURGE") or not entry.value:
+                        self.apply(entry.key, entry.revision or 0, None)
+                    else:
+                        try:
+                            value = self.parse.validate_json(entry.value)
+                        except ValueError:
+                            log.warning("mirror %s: bad entry %s", self.kv._name, entry.key)
+                            continue
+                        self.apply(entry.key, entry.revision or 0, value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("mirror %s: watch failed (%s); restarting", self.kv._name, e)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()
+            await asyncio.sleep(0.5)
