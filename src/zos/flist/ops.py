@@ -1,0 +1,111 @@
+"""The flist operations the CLI and the node use: fetch an `.fl`, unpack it, inspect it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import aiohttp
+
+from zos.flist.errors import FlistError
+from zos.flist.format import Flist, SetuidPolicy, read_flist
+from zos.flist.stores import Router
+from zos.flist.unpack import UnpackResult, unpack
+
+MAX_FLIST_BYTES = 512 * 1024 * 1024
+
+
+def is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+async def download_flist(url: str, dest: Path) -> Path:
+    """Download an `.fl` from a hub URL to `dest` (written whole or not at all)."""
+    tmp = dest.with_name(f".{dest.name}.{os.urandom(4).hex()}.part")
+    try:
+        timeout = aiohttp.ClientTimeout(total=600)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
+            if resp.status != 200:
+                raise FlistError(f"{url}: hub answered {resp.status}")
+            size = 0
+            with open(tmp, "wb") as f:
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_FLIST_BYTES:
+                        raise FlistError(f"{url}: larger than {MAX_FLIST_BYTES} bytes")
+                    f.write(chunk)
+        os.replace(tmp, dest)
+    except aiohttp.ClientError as e:
+        raise FlistError(f"{url}: {e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+async def open_flist(location: str | Path, *, setuid: SetuidPolicy = "refuse") -> Flist:
+    """Read and check a local `.fl` or one at a hub URL."""
+    if isinstance(location, str) and is_url(location):
+        with tempfile.TemporaryDirectory(prefix="zos-fl-") as tmp:
+            path = await download_flist(location, Path(tmp) / "flist.fl")
+            return read_flist(path, setuid=setuid)
+    return read_flist(Path(location), setuid=setuid)
+
+
+def router_for(flist: Flist, stores: list[str] | None = None) -> Router:
+    """The given stores, or else the flist's own routes."""
+    if stores:
+        return Router.parse(stores)
+    if not flist.routes:
+        raise FlistError("the flist has no routes: pass --store")
+    return Router.from_routes(flist.routes)
+
+
+def clear_directory(target: Path) -> None:
+    """Remove everything under `target` (never following symlinks), keep `target`."""
+    for child in os.listdir(target):
+        path = target / child
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, onerror=_make_writable)
+        else:
+            path.unlink()
+
+
+def _make_writable(func: object, path: str, exc: object) -> None:
+    parent = os.path.dirname(path)
+    os.chmod(parent, 0o700)
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+        shutil.rmtree(path, onerror=_make_writable)
+    else:
+        os.unlink(path)
+
+
+async def unpack_flist(
+    location: str | Path,
+    target: Path,
+    *,
+    stores: list[str] | None = None,
+    setuid: SetuidPolicy = "refuse",
+    owners: bool | None = None,
+) -> tuple[Flist, UnpackResult]:
+    """Check, fetch, verify and write a tree; on any failure nothing is left in `target`."""
+    flist = await open_flist(location, setuid=setuid)
+    router = router_for(flist, stores)
+    target = Path(target)
+    existed = target.exists()
+    if existed and (target.is_symlink() or not target.is_dir() or any(target.iterdir())):
+        raise FlistError(f"{target}: target must be a new or empty directory")
+    try:
+        result = await unpack(flist, target, router.get, owners=owners)
+    except BaseException:
+        if target.is_dir() and not target.is_symlink():
+            if existed:
+                clear_directory(target)
+            else:
+                shutil.rmtree(target, onerror=_make_writable)
+        raise
+    finally:
+        await router.close()
+    return flist, result

@@ -1,0 +1,267 @@
+"""Block stores (dir://, http(s):// hub, zdb://) and the router that spreads blocks over them.
+
+A route `[start, end]` sends every block whose id's first byte is in that range to its
+store; overlapping routes replicate (writes go to all, reads try each in turn). Reads
+verify `BLAKE2b-256(data) == id`, so a store that returns wrong bytes is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+
+from zos.flist.blocks import ID_LEN, MAX_CIPHERTEXT, check_id
+from zos.flist.errors import BlockError, StoreError
+from zos.flist.format import Route
+from zos.flist.resp import RespClient, RespError
+from zos.hub.auth import sign_headers
+from zos.identity import Identity
+
+
+class Store(Protocol):
+    url: str  # the address written into a published flist (no password)
+
+    async def get(self, block_id: bytes) -> bytes | None: ...
+    async def put(self, block_id: bytes, data: bytes) -> None: ...
+    async def close(self) -> None: ...
+
+
+def _hex(block_id: bytes) -> str:
+    if len(block_id) != ID_LEN:
+        raise ValueError(f"block id must be {ID_LEN} bytes")
+    return block_id.hex()
+
+
+class DirStore:
+    """Blocks as files `PATH/<hex[0:2]>/<hex>`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.url = f"dir://{self.path}"
+
+    def _file(self, block_id: bytes) -> Path:
+        h = _hex(block_id)
+        return self.path / h[:2] / h
+
+    async def get(self, block_id: bytes) -> bytes | None:
+        return await asyncio.to_thread(self._read, self._file(block_id))
+
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read(MAX_CIPHERTEXT + 1)
+        except FileNotFoundError:
+            return None
+
+    async def put(self, block_id: bytes, data: bytes) -> None:
+        await asyncio.to_thread(self._write, self._file(block_id), data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        if path.exists():  # content addressed: the same id is the same bytes
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class HubSigner:
+    """Who signs writes to a hub: a registered twin and its key."""
+
+    identity: Identity
+    twin_id: int
+
+
+class HttpStore:
+    """A hub: GET `BASE/<hex[0:2]>/<hex>` for anyone; PUT the same path, signed, to write."""
+
+    def __init__(self, base: str, signer: HubSigner | None = None) -> None:
+        parsed = urllib.parse.urlsplit(base)
+        netloc = parsed.hostname or ""
+        if parsed.port:
+            netloc += f":{parsed.port}"
+        self.base = base.rstrip("/")
+        self.url = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", "")).rstrip("/")
+        self.signer = signer
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+        return self._session
+
+    def _url(self, block_id: bytes) -> str:
+        h = _hex(block_id)
+        return f"{self.base}/{h[:2]}/{h}"
+
+    async def get(self, block_id: bytes) -> bytes | None:
+        try:
+            async with self.session.get(self._url(block_id)) as resp:
+                if resp.status == 404:
+                    return None
+                if resp.status != 200:
+                    raise StoreError(f"{self.url}: GET block answered {resp.status}")
+                data = await resp.content.read(MAX_CIPHERTEXT + 1)
+                return data
+        except aiohttp.ClientError as e:
+            raise StoreError(f"{self.url}: {e}") from None
+
+    async def put(self, block_id: bytes, data: bytes) -> None:
+        if self.signer is None:
+            raise StoreError(f"{self.url}: writing to a hub needs a twin id and key")
+        url = self._url(block_id)
+        path = urllib.parse.urlsplit(url).path
+        headers = sign_headers(self.signer.identity, self.signer.twin_id, "PUT", path, data)
+        try:
+            async with self.session.put(url, data=data, headers=headers) as resp:
+                if resp.status not in (200, 201):
+                    text = (await resp.text())[:200]
+                    raise StoreError(f"{self.url}: PUT block answered {resp.status}: {text}")
+        except aiohttp.ClientError as e:
+            raise StoreError(f"{self.url}: {e}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class ZdbStore:
+    """A 0-db namespace over RESP; the key is the raw 32-byte block id."""
+
+    def __init__(self, host: str, port: int, namespace: str, password: str | None) -> None:
+        self.namespace = namespace
+        self.password = password
+        self.url = f"zdb://{host}:{port}/{namespace}"
+        self._client = RespClient(host, port, on_connect=self._select)
+        self._lock = asyncio.Lock()
+
+    async def _select(self, client: RespClient) -> None:
+        if self.namespace and self.namespace != "default":
+            args = [b"SELECT", self.namespace.encode()]
+            if self.password:
+                args.append(self.password.encode())
+            await client.raw_command(*args)
+
+    async def get(self, block_id: bytes) -> bytes | None:
+        try:
+            async with self._lock:
+                reply = await self._client.command(b"GET", block_id)
+        except (RespError, OSError) as e:
+            raise StoreError(f"{self.url}: GET: {e}") from None
+        if reply is not None and not isinstance(reply, bytes):
+            raise StoreError(f"{self.url}: GET answered {type(reply).__name__}, not a value")
+        return reply
+
+    async def put(self, block_id: bytes, data: bytes) -> None:
+        try:
+            async with self._lock:
+                reply = await self._client.command(b"SET", block_id, data)
+        except (RespError, OSError) as e:
+            raise StoreError(f"{self.url}: SET: {e}") from None
+        # 0-db answers the key it stored, or nil when the same value is already there.
+        if reply is not None and reply != block_id:
+            raise StoreError(f"{self.url}: SET answered {reply!r:.80}, expected the key")
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+_RANGE = re.compile(r"^(?P<start>[0-9a-fA-F]{2})-(?P<end>[0-9a-fA-F]{2})=(?P<url>.+)$")
+
+
+def make_store(url: str, signer: HubSigner | None = None) -> Store:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "dir":
+        path = parsed.netloc + parsed.path
+        if not path:
+            raise StoreError(f"{url}: dir:// needs a path")
+        return DirStore(Path(path))
+    if parsed.scheme in ("http", "https"):
+        if not parsed.hostname:
+            raise StoreError(f"{url}: needs a host")
+        return HttpStore(url, signer)
+    if parsed.scheme == "zdb":
+        if not parsed.hostname:
+            raise StoreError(f"{url}: zdb:// needs host:port/namespace")
+        namespace = parsed.path.strip("/").split("/")[-1] or "default"
+        password = urllib.parse.unquote(parsed.password) if parsed.password else None
+        return ZdbStore(parsed.hostname, parsed.port or 9900, namespace, password)
+    raise StoreError(f"{url}: unknown store type {parsed.scheme!r} (dir, http, https, zdb)")
+
+
+class Router:
+    """Stores by the first byte of the block id."""
+
+    def __init__(self, routes: list[tuple[int, int, Store]] | None = None) -> None:
+        self.routes: list[tuple[int, int, Store]] = list(routes or [])
+
+    @classmethod
+    def parse(cls, specs: list[str], signer: HubSigner | None = None) -> Router:
+        """`[xx-yy=]URL` for each store, as `rfs pack --store` takes them."""
+        router = cls()
+        for spec in specs:
+            m = _RANGE.match(spec)
+            start, end, url = (
+                (0, 255, spec)
+                if m is None
+                else (
+                    int(m["start"], 16),
+                    int(m["end"], 16),
+                    m["url"],
+                )
+            )
+            if start > end:
+                raise StoreError(f"{spec}: range start is after its end")
+            router.routes.append((start, end, make_store(url, signer)))
+        return router
+
+    @classmethod
+    def from_routes(cls, routes: list[Route], signer: HubSigner | None = None) -> Router:
+        return cls([(r.start, r.end, make_store(r.url, signer)) for r in routes])
+
+    def public_routes(self) -> list[Route]:
+        return [Route(s, e, store.url) for s, e, store in self.routes]
+
+    def _stores(self, block_id: bytes) -> list[Store]:
+        stores = [store for s, e, store in self.routes if s <= block_id[0] <= e]
+        if not stores:
+            raise StoreError(f"no store is routed for blocks starting with {block_id[0]:02x}")
+        return stores
+
+    async def get(self, block_id: bytes) -> bytes:
+        """The block's ciphertext, checked against its id; tries each matching store."""
+        errors = []
+        for store in self._stores(block_id):
+            try:
+                data = await store.get(block_id)
+                if data is None:
+                    errors.append(f"{store.url}: not found")
+                    continue
+                check_id(block_id, data)
+                return data
+            except (StoreError, BlockError) as e:
+                errors.append(str(e))
+        raise StoreError(f"block {block_id.hex()}: " + "; ".join(errors))
+
+    async def put(self, block_id: bytes, data: bytes) -> None:
+        await asyncio.gather(*(store.put(block_id, data) for store in self._stores(block_id)))
+
+    async def close(self) -> None:
+        for _, _, store in self.routes:
+            with contextlib.suppress(Exception):
+                await store.close()
