@@ -1,0 +1,207 @@
+"""Links over netlink (pyroute2): bridges, veth pairs, addresses, routes.
+
+Every function takes `ns`, the name of the network namespace to work in (None: the
+agent's own), is idempotent, and blocks: call it through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
+from ipaddress import IPv4Address, IPv4Interface
+
+from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink.exceptions import NetlinkError
+
+MAX_IFNAME = 15
+
+
+class LinkError(Exception):
+    pass
+
+
+def check_ifname(name: str) -> str:
+    if not name or len(name) > MAX_IFNAME or "/" in name or " " in name:
+        raise LinkError(f"invalid interface name {name!r} (1-{MAX_IFNAME} characters)")
+    return name
+
+
+@contextmanager
+def ipr(ns: str | None = None) -> Iterator[IPRoute]:
+    sock = NetNS(ns) if ns else IPRoute()
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def _index(sock: IPRoute, name: str) -> int | None:
+    found = sock.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def exists(name: str, ns: str | None = None) -> bool:
+    with ipr(ns) as sock:
+        return _index(sock, name) is not None
+
+
+def index(name: str, ns: str | None = None) -> int:
+    with ipr(ns) as sock:
+        idx = _index(sock, name)
+    if idx is None:
+        raise LinkError(f"no link {name} in namespace {ns or 'host'}")
+    return idx
+
+
+def kind(name: str, ns: str | None = None) -> str | None:
+    with ipr(ns) as sock:
+        idx = _index(sock, name)
+        if idx is None:
+            return None
+        link = sock.get_links(idx)[0]
+        info = link.get("IFLA_LINKINFO")
+        return info.get("IFLA_INFO_KIND") if info else None
+
+
+def names(ns: str | None = None) -> list[str]:
+    with ipr(ns) as sock:
+        return [link.get("IFLA_IFNAME") for link in sock.get_links()]
+
+
+def ensure_bridge(name: str, ns: str | None = None) -> None:
+    check_ifname(name)
+    with ipr(ns) as sock:
+        idx = _index(sock, name)
+        if idx is None:
+            sock.link("add", ifname=name, kind="bridge")
+            idx = _index(sock, name)
+        sock.link("set", index=idx, state="up")
+
+
+def ensure_veth(name: str, peer: str, ns: str | None = None, peer_ns: str | None = None) -> None:
+    """A veth pair `name` (in `ns`) ↔ `peer` (in `peer_ns`); recreated if half of it is missing."""
+    check_ifname(name)
+    check_ifname(peer)
+    if exists(name, ns) and exists(peer, peer_ns if peer_ns else ns):
+        return
+    delete(name, ns)
+    with ipr(ns) as sock:
+        spec: dict[str, object] = {"ifname": peer}
+        if peer_ns and peer_ns != ns:
+            spec["net_ns_fd"] = peer_ns
+        try:
+            sock.link("add", ifname=name, kind="veth", peer=spec)
+        except NetlinkError as exc:
+            raise LinkError(f"cannot create veth {name}/{peer}: {exc}") from exc
+
+
+def set_master(name: str, master: str, ns: str | None = None) -> None:
+    with ipr(ns) as sock:
+        idx, midx = _index(sock, name), _index(sock, master)
+        if idx is None or midx is None:
+            raise LinkError(f"cannot attach {name} to {master}: link missing")
+        sock.link("set", index=idx, master=midx)
+
+
+def ports(bridge: str, ns: str | None = None) -> list[str]:
+    """Names of the links enslaved to `bridge`."""
+    with ipr(ns) as sock:
+        midx = _index(sock, bridge)
+        if midx is None:
+            return []
+        return [
+            link.get("IFLA_IFNAME") for link in sock.get_links() if link.get("IFLA_MASTER") == midx
+        ]
+
+
+def set_up(name: str, ns: str | None = None) -> None:
+    with ipr(ns) as sock:
+        idx = _index(sock, name)
+        if idx is None:
+            raise LinkError(f"no link {name} in namespace {ns or 'host'}")
+        sock.link("set", index=idx, state="up")
+
+
+def set_down(name: str, ns: str | None = None) -> None:
+    with ipr(ns) as sock:
+        idx = _index(sock, name)
+        if idx is not None:
+            sock.link("set", index=idx, state="down")
+
+
+def rename(name: str, new: str, ns: str | None = None) -> None:
+    check_ifname(new)
+    with ipr(ns) as sock:
+        idx = _index(sock, name)
+        if idx is None:
+            raise LinkError(f"no link {name} in namespace {ns or 'host'}")
+        sock.link("set", index=idx, state="down")
+        sock.link("set", index=idx, ifname=new)
+
+
+def delete(name: str, ns: str | None = None) -> None:
+    with ipr(ns) as sock:
+        idx = _index(sock, name)
+        if idx is None:
+            return
+        try:
+            sock.link("del", index=idx)
+        except NetlinkError as exc:
+            if exc.code != 19:  # ENODEV: a peer deleted it meanwhile
+                raise
+
+
+def addresses(name: str, ns: str | None = None) -> list[IPv4Interface]:
+    with ipr(ns) as sock:
+        idx = _index(sock, name)
+        if idx is None:
+            return []
+        return [
+            IPv4Interface(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+            for a in sock.get_addr(index=idx, family=2)
+        ]
+
+
+def all_addresses(ns: str | None = None) -> list[IPv4Interface]:
+    with ipr(ns) as sock:
+        return [
+            IPv4Interface(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+            for a in sock.get_addr(family=2)
+        ]
+
+
+def set_addresses(name: str, wanted: list[IPv4Interface], ns: str | None = None) -> None:
+    """Make `wanted` exactly the IPv4 addresses of `name`."""
+    with ipr(ns) as sock:
+        idx = _index(sock, name)
+        if idx is None:
+            raise LinkError(f"no link {name} in namespace {ns or 'host'}")
+        have = {
+            IPv4Interface(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+            for a in sock.get_addr(index=idx, family=2)
+        }
+        for addr in have - set(wanted):
+            sock.addr("del", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+        for addr in wanted:
+            if addr not in have:
+                sock.addr(
+                    "add",
+                    index=idx,
+                    address=str(addr.ip),
+                    prefixlen=addr.network.prefixlen,
+                    broadcast=str(addr.network.broadcast_address),
+                )
+
+
+def set_default_route(gateway: IPv4Address, ns: str | None = None) -> None:
+    with ipr(ns) as sock:
+        sock.route("replace", dst="0.0.0.0/0", gateway=str(gateway))
+
+
+def default_gateway(ns: str | None = None) -> IPv4Address | None:
+    with ipr(ns) as sock:
+        for route in sock.get_routes(family=2):
+            if route["dst_len"] == 0 and route.get("RTA_GATEWAY"):
+                return ipaddress.IPv4Address(route.get("RTA_GATEWAY"))
+    return None

@@ -1,0 +1,171 @@
+"""The way out of a private network, and the walls around it.
+
+A network namespace gets a point-to-point uplink veth to the agent's namespace (the
+"host"): a /30 from a node-local range, host side `.1`, namespace side `.2` and its
+default route. The namespace masquerades its subnet out of the uplink; the host
+forwards and masquerades the uplink range out of its own default route.
+
+Isolation is enforced twice, with nftables:
+- in the network namespace, forwarded traffic from the bridge may only go out of the
+  uplink to a public address: private, loopback, link-local, CGNAT (other tenants'
+  uplinks), multicast and the host's own addresses are dropped;
+- on the host, nothing that arrives over an uplink may reach the host itself (its bus
+  connection, its services) or another uplink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from zos.primitives import links, netns
+
+UPLINK_RANGE = IPv4Network("100.127.0.0/16")
+UPLINK_PREFIX = "u-"  # host side of every uplink veth: u-<netid>
+NS_UPLINK = "pub"  # namespace side of the uplink
+HOST_TABLE = "zos_host"
+NS_TABLE = "zos"
+
+# Destinations a tenant never reaches through its uplink.
+BLOCKED = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+
+_alloc_lock = threading.Lock()
+
+
+class NatError(Exception):
+    pass
+
+
+def host_rules(table: str = HOST_TABLE) -> str:
+    # `table x {}` then `delete table x` makes the replacement atomic and idempotent.
+    return f"""
+table inet {table}
+delete table inet {table}
+table inet {table} {{
+    chain input {{
+        type filter hook input priority -10; policy accept;
+        iifname "{UPLINK_PREFIX}*" drop
+    }}
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        iifname "{UPLINK_PREFIX}*" oifname "{UPLINK_PREFIX}*" drop
+        iifname "{UPLINK_PREFIX}*" ip daddr {{ {", ".join(BLOCKED)} }} drop
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority 100; policy accept;
+        ip saddr {UPLINK_RANGE} oifname != "{UPLINK_PREFIX}*" masquerade
+    }}
+}}
+"""
+
+
+async def setup_host() -> None:
+    """Forwarding and the host table; safe to call for every network."""
+    await asyncio.to_thread(netns.set_sysctl, None, "net/ipv4/ip_forward", "1")
+    await netns.exec_in(None, "nft", "-f", "-", input=host_rules().encode())
+
+
+def _allocate(host_if: str) -> IPv4Network:
+    with _alloc_lock:
+        for addr in links.addresses(host_if):
+            if addr.ip in UPLINK_RANGE:
+                return addr.network
+        used = {a.network for a in links.all_addresses() if a.ip in UPLINK_RANGE}
+        for net in UPLINK_RANGE.subnets(new_prefix=30):
+            if net not in used:
+                # Claim it now, under the lock, so a concurrent allocation skips it.
+                links.set_addresses(host_if, [IPv4Interface(f"{net[1]}/30")])
+                return net
+    raise NatError(f"no free uplink /30 left in {UPLINK_RANGE}")
+
+
+def _ensure_uplink(ns: str, host_if: str) -> IPv4Network:
+    links.ensure_veth(host_if, NS_UPLINK, None, ns)
+    net = _allocate(host_if)
+    links.set_up(host_if)
+    links.set_addresses(NS_UPLINK, [IPv4Interface(f"{net[2]}/30")], ns)
+    links.set_up(NS_UPLINK, ns)
+    links.set_default_route(net[1], ns)
+    return net
+
+
+async def ensure_uplink(ns: str, host_if: str) -> IPv4Network:
+    """The uplink veth of namespace `ns` (host side `host_if`); returns its /30."""
+    if not host_if.startswith(UPLINK_PREFIX):
+        raise NatError(f"uplink name {host_if!r} must start with {UPLINK_PREFIX!r}")
+    return await asyncio.to_thread(_ensure_uplink, ns, host_if)
+
+
+async def remove_uplink(host_if: str) -> None:
+    await asyncio.to_thread(links.delete, host_if)
+
+
+def namespace_rules(
+    bridge: str, subnet: IPv4Network, host_addresses: list[IPv4Address], wg_port: int = 0
+) -> str:
+    blocked = list(BLOCKED) + [str(a) for a in host_addresses if not _covered(a)]
+    wg = f"udp dport {wg_port} accept" if wg_port else ""
+    return f"""
+table inet {NS_TABLE}
+delete table inet {NS_TABLE}
+table inet {NS_TABLE} {{
+    chain input {{
+        type filter hook input priority 0; policy drop;
+        iif lo accept
+        ct state established,related accept
+        iifname "{bridge}" icmp type echo-request accept
+        {wg}
+    }}
+    chain forward {{
+        type filter hook forward priority 0; policy drop;
+        ct state established,related accept
+        meta nfproto ipv6 drop
+        iifname "{bridge}" ip saddr != {subnet} drop
+        ip saddr {subnet} ip daddr {subnet} accept
+        iifname "{bridge}" ip daddr {{ {", ".join(blocked)} }} drop
+        iifname "{bridge}" oifname "{NS_UPLINK}" accept
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority 100; policy accept;
+        oifname "{NS_UPLINK}" ip saddr {subnet} masquerade
+    }}
+}}
+"""
+
+
+def _covered(addr: IPv4Address) -> bool:
+    return any(addr in IPv4Network(net) for net in BLOCKED)
+
+
+async def apply_namespace_rules(
+    ns: str, bridge: str, subnet: IPv4Network, wg_port: int = 0
+) -> None:
+    """Routing on, bridge traffic kept off the IP hooks, and the rules above (replaced whole)."""
+    host_addresses = [a.ip for a in await asyncio.to_thread(links.all_addresses)]
+
+    def sysctls() -> None:
+        for key, value in (
+            ("net/ipv4/ip_forward", "1"),
+            # Only where br_netfilter is loaded; bridged frames stay on the bridge.
+            ("net/bridge/bridge-nf-call-iptables", "0"),
+            ("net/bridge/bridge-nf-call-ip6tables", "0"),
+            ("net/bridge/bridge-nf-call-arptables", "0"),
+        ):
+            netns.set_sysctl(None, key, value)
+
+    await asyncio.to_thread(netns.run_in, ns, sysctls)
+    rules = namespace_rules(bridge, subnet, host_addresses, wg_port)
+    await netns.exec_in(ns, "nft", "-f", "-", input=rules.encode())

@@ -1,0 +1,161 @@
+"""runc bundles and containers: limits, namespaces, mounts, state, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from zos.primitives import cgroups, netns
+from zos.primitives.runc import (
+    CAPABILITIES,
+    BindMount,
+    ContainerSpec,
+    Runc,
+    RuncError,
+    build_config,
+    write_bundle,
+)
+
+pytestmark = [pytest.mark.runc]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for a parent that does not reap counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+async def runc(tmp_path: Path) -> AsyncIterator[Runc]:
+    r = Runc(root=tmp_path / "runc-state")
+    try:
+        yield r
+    finally:
+        for c in await r.list():
+            await r.delete(c["id"])
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path, busybox_rootfs: Path) -> Path:
+    dst = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, dst, symlinks=True)
+    return dst
+
+
+def test_config_is_locked_down(tmp_path: Path) -> None:
+    spec = ContainerSpec(
+        id="c1", rootfs=tmp_path, args=["sh"], cpu=2, memory=300 << 20, netns=Path("/x/y")
+    )
+    cfg = build_config(spec)
+    proc = cfg["process"]
+    assert proc["noNewPrivileges"] is True
+    assert "CAP_SYS_ADMIN" not in proc["capabilities"]["bounding"]
+    assert "CAP_NET_RAW" not in proc["capabilities"]["effective"]
+    assert proc["capabilities"]["permitted"] == CAPABILITIES
+    linux = cfg["linux"]
+    assert {"type": "network", "path": "/x/y"} in linux["namespaces"]
+    assert {n["type"] for n in linux["namespaces"]} == {"pid", "ipc", "uts", "mount", "network"}
+    assert linux["resources"]["cpu"] == {"quota": 200000, "period": 100000}
+    assert linux["resources"]["memory"]["limit"] == 300 << 20
+    assert linux["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    assert "/proc/kcore" in linux["maskedPaths"] and "/proc/sys" in linux["readonlyPaths"]
+    with pytest.raises(RuncError, match="invalid container id"):
+        build_config(ContainerSpec(id="../x", rootfs=tmp_path, args=["sh"]))
+    with pytest.raises(RuncError, match="needs a command"):
+        build_config(ContainerSpec(id="ok", rootfs=tmp_path, args=[]))
+
+
+async def test_container_limits_mounts_and_isolation(
+    tmp_path: Path, runc: Runc, rootfs: Path
+) -> None:
+    cid = f"t-{uuid.uuid4().hex[:8]}"
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "hello.txt").write_text("from the host")
+    out = tmp_path / "out"
+    spec = ContainerSpec(
+        id=cid,
+        rootfs=rootfs,
+        args=[
+            "sh",
+            "-c",
+            "cat /data/hello.txt; echo; echo $GREETING; hostname; ls /proc | grep -c '^[0-9]';"
+            " echo done > /data/written; sleep 30",
+        ],
+        env={"GREETING": "hi there"},
+        hostname="box1",
+        cpu=1.5,
+        memory=64 << 20,
+        mounts=[BindMount(vol, "/data")],
+    )
+    bundle = tmp_path / "bundle"
+    write_bundle(bundle, spec)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        pid = await runc.run_detached(cid, bundle, fd)
+    finally:
+        os.close(fd)
+    state = await runc.state(cid)
+    assert state is not None and state["status"] == "running" and state["pid"] == pid
+    assert [c["id"] for c in await runc.list()] == [cid]
+    limits = cgroups.limits(pid)
+    assert limits.memory == 64 << 20
+    assert limits.cpu_quota == 150000 and limits.cpu_period == 100000
+    assert cgroups.usage(pid).memory > 0
+    for _ in range(100):
+        if (vol / "written").exists():
+            break
+        await asyncio.sleep(0.05)
+    lines = out.read_text().splitlines()
+    # the volume, env and hostname; only its own processes (sh, ls, grep) under /proc
+    assert lines[:3] == ["from the host", "hi there", "box1"]
+    assert int(lines[3]) <= 4
+    # its own network namespace (fresh one: only lo)
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    cgroup_dir = cgroups.controller_dir(pid, "memory")
+    await runc.delete(cid)
+    assert await runc.state(cid) is None
+    assert not alive(pid)
+    assert not cgroup_dir.exists()
+    await runc.delete(cid)  # idempotent
+
+
+@pytest.mark.netns
+async def test_container_joins_named_netns(tmp_path: Path, runc: Runc, rootfs: Path) -> None:
+    ns = f"zt-{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(netns.create, ns)
+    try:
+        cid = f"t-{uuid.uuid4().hex[:8]}"
+        bundle = tmp_path / "b"
+        write_bundle(
+            bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["sleep", "30"], netns=netns.path(ns))
+        )
+        fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            pid = await runc.run_detached(cid, bundle, fd)
+        finally:
+            os.close(fd)
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns.path(ns)).st_ino
+    finally:
+        await runc.delete(cid)
+        await asyncio.to_thread(netns.delete, ns)
+
+
+async def test_run_failure_is_a_clear_error(tmp_path: Path, runc: Runc, rootfs: Path) -> None:
+    bundle = tmp_path / "b"
+    write_bundle(bundle, ContainerSpec(id="bad1", rootfs=rootfs, args=["/no/such/binary"]))
+    fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        with pytest.raises(RuncError, match="no such file"):
+            await runc.run_detached("bad1", bundle, fd)
+    finally:
+        os.close(fd)

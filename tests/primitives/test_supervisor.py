@@ -1,0 +1,118 @@
+"""Supervised detached containers: restart with back-off, bounded logs, re-attach."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from zos.primitives import logd
+from zos.primitives.runc import ContainerSpec, Runc, write_bundle
+from zos.primitives.supervisor import Backoff, Supervisor
+
+pytestmark = [pytest.mark.runc]
+
+
+@pytest.fixture
+async def env(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[tuple[Runc, Path, Path]]:
+    runc = Runc(root=tmp_path / "runc-state")
+    logs = tmp_path / "logs"
+    rootfs = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+    try:
+        yield runc, logs, rootfs
+    finally:
+        for c in await runc.list():
+            await runc.delete(c["id"])
+        await asyncio.to_thread(logd.stop_daemon, logs)
+
+
+async def wait_for(cond, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def test_backoff_grows_and_caps() -> None:
+    b = Backoff(base=1, cap=8)
+    assert [b.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
+
+
+async def test_crash_restarts_with_backoff_and_logs(
+    env: tuple[Runc, Path, Path], tmp_path: Path
+) -> None:
+    runc, logs, rootfs = env
+    cid = f"s-{uuid.uuid4().hex[:8]}"
+    bundle = tmp_path / "bundle"
+    write_bundle(
+        bundle,
+        ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", "echo started; sleep 0.3; exit 3"]),
+    )
+    sup = Supervisor(runc, logs, Backoff(base=0.1, cap=0.4, stable=30))
+    try:
+        await sup.ensure(cid, bundle)
+        await wait_for(lambda: sup.restarts(cid) >= 3)
+        await wait_for(lambda: logd.read(sup.log_dir(cid)).count(b"started") >= 3)
+    finally:
+        await sup.stop(cid)
+    assert await runc.state(cid) is None
+
+
+async def test_logs_are_bounded_and_followed(env: tuple[Runc, Path, Path], tmp_path: Path) -> None:
+    runc, logs, rootfs = env
+    cid = f"s-{uuid.uuid4().hex[:8]}"
+    bundle = tmp_path / "bundle"
+    # ~3 MiB of output, then a marker, then idle
+    script = "i=0; while [ $i -lt 3000 ]; do printf '%01023d\\n' $i; i=$((i+1)); done; echo END; sleep 30"
+    write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", script]))
+    sup = Supervisor(runc, logs)
+    try:
+        await sup.ensure(cid, bundle)
+        directory = sup.log_dir(cid)
+        await wait_for(lambda: logd.read(directory).endswith(b"END\n"), timeout=60)
+        data = logd.read(directory)
+        assert len(data) <= 2 * logd.CAP
+        assert (directory / "previous").stat().st_size == logd.CAP
+        got = b""
+        agen = logd.follow(directory)
+        async for chunk in agen:
+            got += chunk
+            if got.endswith(b"END\n"):
+                break
+        await agen.aclose()
+        assert got.endswith(b"END\n")
+    finally:
+        await sup.stop(cid)
+
+
+async def test_agent_restart_reattaches(env: tuple[Runc, Path, Path], tmp_path: Path) -> None:
+    runc, logs, rootfs = env
+    cid = f"s-{uuid.uuid4().hex[:8]}"
+    bundle = tmp_path / "bundle"
+    write_bundle(
+        bundle,
+        ContainerSpec(
+            id=cid, rootfs=rootfs, args=["sh", "-c", "while true; do echo tick; sleep 0.2; done"]
+        ),
+    )
+    first = Supervisor(runc, logs, Backoff(base=0.1))
+    pid = await first.ensure(cid, bundle)
+    first.close()  # the agent goes away; the container stays
+    await asyncio.sleep(0.3)
+    state = await runc.state(cid)
+    assert state and state["status"] == "running" and state["pid"] == pid
+    second = Supervisor(runc, logs, Backoff(base=0.1))
+    try:
+        assert await second.ensure(cid, bundle) == pid  # re-attached, not restarted
+        before = logd.read(second.log_dir(cid)).count(b"tick")
+        await wait_for(lambda: logd.read(second.log_dir(cid)).count(b"tick") > before)
+        await runc.kill(cid)  # a crash: the new supervisor restarts it
+        await wait_for(lambda: second.restarts(cid) == 1 and second.pid(cid) not in (None, pid))
+        assert [c["id"] for c in await runc.list()] == [cid]
+    finally:
+        await second.stop(cid)
