@@ -68,7 +68,10 @@ async def test_logs_are_bounded_and_followed(env: tuple[Runc, Path, Path], tmp_p
     cid = f"s-{uuid.uuid4().hex[:8]}"
     bundle = tmp_path / "bundle"
     # ~3 MiB of output, then a marker, then idle
-    script = "i=0; while [ $i -lt 3000 ]; do printf '%01023d\\n' $i; i=$((i+1)); done; echo END; sleep 30"
+    script = (
+        "i=0; while [ $i -lt 3000 ]; do printf '%01023d\\n' $i; i=$((i+1)); done;"
+        " echo END; sleep 30"
+    )
     write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", script]))
     sup = Supervisor(runc, logs)
     try:

@@ -109,10 +109,9 @@ def serve(root: Path, cap: int = CAP) -> None:
         for fd, _ in poller.poll(SCAN_INTERVAL * 1000):
             sink = by_fd.get(fd)
             if sink is not None:
-                try:
+                # Disk trouble: drop this chunk, keep serving the others.
+                with contextlib.suppress(OSError):
                     sink.drain()
-                except OSError:
-                    pass  # disk trouble: drop this chunk, keep serving the others
 
 
 # ---- the agent's side ---------------------------------------------------------------
