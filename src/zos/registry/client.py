@@ -21,7 +21,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import TypeAdapter
 
 from zos.bus.connection import connect_nats
@@ -100,8 +100,10 @@ class RegistryClient:
             raise BusError("unavailable", "the NATS connection is closed") from None
         return read_answer(msg.data)
 
-    async def query(self, name: str, **args: Any) -> Any:
-        return await self._ask(QUERY_SUBJECT, json.dumps({"query": name, "args": args}).encode())
+    async def query(self, query_name: str, /, **args: Any) -> Any:
+        return await self._ask(
+            QUERY_SUBJECT, json.dumps({"query": query_name, "args": args}).encode()
+        )
 
     def _signer(self) -> Identity:
         if self.identity is None:
@@ -328,11 +330,13 @@ class RegistryClient:
         `start_seq=seq + 1` after a restart to miss nothing and see nothing twice.
         """
         js = self.nc.jetstream()
-        kwargs: dict[str, Any] = {"deliver_policy": DeliverPolicy.ALL}
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         if start_seq is not None:
-            kwargs = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start_seq}
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq
+            )
         sub = await js.subscribe(
-            f"{CONTRACTS_PREFIX}.{node_id}", stream=STREAM, ordered_consumer=True, **kwargs
+            f"{CONTRACTS_PREFIX}.{node_id}", stream=STREAM, ordered_consumer=True, config=config
         )
         try:
             async for msg in sub.messages:

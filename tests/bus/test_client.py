@@ -1,0 +1,178 @@
+"""Request/response between twins over a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+
+from zos.bus import BusClient, BusError, Envelope, Request, Router, StaticResolver, twin_subject
+from zos.grid.natsserver import NatsServer
+from zos.identity import Identity
+
+pytestmark = pytest.mark.nats
+
+ALICE, BOB, MALLORY = Identity.generate(), Identity.generate(), Identity.generate()
+KEYS = StaticResolver({1: ALICE.public_key, 2: BOB.public_key})
+
+
+def router() -> Router:
+    r = Router()
+
+    @r.command("echo")
+    async def echo(req: Request) -> object:
+        return {"from": req.source_twin, "payload": req.payload, "sealed": req.envelope.sealed}
+
+    @r.command("refuse")
+    async def refuse(req: Request) -> object:
+        raise BusError("forbidden", "not for you")
+
+    @r.command("crash")
+    async def crash(req: Request) -> object:
+        raise RuntimeError("secret detail")
+
+    @r.command("slow")
+    async def slow(req: Request) -> object:
+        await asyncio.sleep(2)
+        return "late"
+
+    return r
+
+
+@pytest.fixture
+async def pair(nats_server: NatsServer) -> AsyncIterator[tuple[BusClient, BusClient]]:
+    alice = await BusClient(nats_server.url, ALICE, 1, KEYS).connect()
+    bob = await BusClient(nats_server.url, BOB, 2, KEYS).connect()
+    await bob.serve(router())
+    try:
+        yield alice, bob
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_request_response_sealed_and_not(pair: tuple[BusClient, BusClient]) -> None:
+    alice, _ = pair
+    assert await alice.request(2, "echo", {"a": [1, 2]}) == {
+        "from": 1,
+        "payload": {"a": [1, 2]},
+        "sealed": True,
+    }
+    plain = await alice.request(2, "echo", "hi", seal=False)
+    assert plain == {"from": 1, "payload": "hi", "sealed": False}
+
+
+async def test_structured_errors(pair: tuple[BusClient, BusClient]) -> None:
+    alice, _ = pair
+    cases = {"refuse": "forbidden", "crash": "internal", "nope": "not_found"}
+    for command, code in cases.items():
+        with pytest.raises(BusError) as e:
+            await alice.request(2, command, {})
+        assert e.value.code == code
+    with pytest.raises(BusError) as e:
+        await alice.request(2, "crash")
+    assert "secret" not in e.value.message
+    with pytest.raises(BusError) as e:
+        await alice.request(2, "slow", timeout=0.3)
+    assert e.value.code == "timeout"
+    with pytest.raises(BusError) as e:
+        await alice.request(9, "echo")
+    assert e.value.code == "unknown_twin"
+    with pytest.raises(BusError) as e:
+        await BusClient(alice.nc, BOB, 2, KEYS).request(1, "echo")  # alice serves nothing
+    assert e.value.code == "unreachable"
+
+
+async def raw_request(nc: nats.NATS, data: bytes) -> dict[str, object]:
+    """Send raw bytes to twin 2 and read the (signed) answer."""
+    msg = await nc.request(twin_subject(2), data, timeout=5)
+    reply = Envelope.from_bytes(msg.data)
+    assert reply.source == 2 and reply.verify(BOB.public_key)
+    body = json.loads(reply.open(ALICE) if reply.sealed else reply.payload)
+    return body
+
+
+async def test_refusals_reach_the_caller(pair: tuple[BusClient, BusClient]) -> None:
+    alice, _ = pair
+    nc = alice.nc
+
+    async def code_of(env_or_bytes: Envelope | bytes) -> str:
+        data = env_or_bytes.to_bytes() if isinstance(env_or_bytes, Envelope) else env_or_bytes
+        body = await raw_request(nc, data)
+        assert body["ok"] is False
+        return body["error"]["code"]  # type: ignore[index]
+
+    good = Envelope.create(ALICE, 1, 2, "echo", b'"x"', seal_to=BOB.public_key)
+    assert (await raw_request(nc, good.to_bytes()))["ok"] is True
+    assert await code_of(good) == "replayed"
+
+    forged = Envelope.create(MALLORY, 1, 2, "echo", b'"x"')
+    assert await code_of(forged) == "bad_signature"
+    tampered = Envelope.create(ALICE, 1, 2, "echo", b'"x"')
+    tampered.command = "refuse"
+    assert await code_of(tampered) == "bad_signature"
+    stranger = Envelope.create(MALLORY, 7, 2, "echo", b'"x"')
+    assert await code_of(stranger) == "unknown_twin"
+    old = Envelope.create(ALICE, 1, 2, "echo", b'"x"')
+    old.timestamp -= 600_000
+    old.expiry -= 600_000
+    old.signature = ALICE.sign(old.signing_bytes())
+    assert await code_of(old) == "expired"
+    future = Envelope.create(ALICE, 1, 2, "echo", b'"x"')
+    future.timestamp += 120_000
+    future.expiry += 120_000
+    future.signature = ALICE.sign(future.signing_bytes())
+    assert await code_of(future) == "expired"
+    assert await code_of(b"{not json") == "malformed"
+    assert await code_of(b"x" * (3 << 20)) == "too_large"
+    sealed_to_other = Envelope.create(ALICE, 1, 2, "echo", b'"x"', seal_to=ALICE.public_key)
+    assert await code_of(sealed_to_other) == "malformed"
+    not_json = Envelope.create(ALICE, 1, 2, "echo", b"\xff\xfe")
+    assert await code_of(not_json) == "malformed"
+
+
+async def test_forged_response_is_refused(nats_server: NatsServer) -> None:
+    """A server holding the wrong key cannot answer for twin 2."""
+    alice = await BusClient(nats_server.url, ALICE, 1, KEYS).connect()
+    impostor = await BusClient(nats_server.url, MALLORY, 2, KEYS).connect()
+    await impostor.serve(router())
+    try:
+        with pytest.raises(BusError) as e:
+            await alice.request(2, "echo", 1, seal=False)
+        assert e.value.code == "bad_signature"
+    finally:
+        await alice.close()
+        await impostor.close()
+
+
+async def test_concurrent_requests(pair: tuple[BusClient, BusClient]) -> None:
+    alice, _ = pair
+    results = await asyncio.gather(*(alice.request(2, "echo", i) for i in range(200)))
+    assert [r["payload"] for r in results] == list(range(200))
+
+
+async def test_reconnects_after_server_restart(nats_server: NatsServer) -> None:
+    alice = await BusClient(nats_server.url, ALICE, 1, KEYS).connect()
+    bob = await BusClient(nats_server.url, BOB, 2, KEYS).connect()
+    await bob.serve(router())
+    try:
+        assert (await alice.request(2, "echo", 1))["payload"] == 1
+        nats_server.kill()
+        with pytest.raises(BusError):
+            await alice.request(2, "echo", 2, timeout=0.5)
+        nats_server.start()  # same port
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            try:
+                assert (await alice.request(2, "echo", 3, timeout=1))["payload"] == 3
+                break
+            except BusError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await alice.close()
+        await bob.close()
