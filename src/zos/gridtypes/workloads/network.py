@@ -102,7 +102,12 @@ class Network(WorkloadData):
 
 
 class NetworkLight(WorkloadData):
-    """`network-light`: only the subnet and mycelium are hashed."""
+    """`network-light`: a network on a light node; mycelium is always present.
+
+    The challenge is the one of current zosbase (and of the TypeScript client when the
+    WireGuard fields are set): ip_range, subnet, private key, listen port, peers, then
+    mycelium. (Older zos light nodes hashed only the subnet and mycelium.)
+    """
 
     type: ClassVar[str] = "network-light"
 
@@ -114,7 +119,15 @@ class NetworkLight(WorkloadData):
     peers: list[Peer] = Field(default_factory=list)
 
     def challenge(self) -> str:
-        return go_ipnet_challenge(self.subnet) + self.mycelium.challenge()
+        out = [
+            go_ipnet_challenge(self.ip_range),
+            go_ipnet_challenge(self.subnet),
+            self.wireguard_private_key,
+            str(self.wireguard_listen_port),
+        ]
+        out.extend(p.challenge() for p in self.peers)
+        out.append(self.mycelium.challenge())
+        return "".join(out)
 
     def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
         if not self.subnet:
