@@ -1,0 +1,112 @@
+"""`zos node run`: the node agent, configured only by flags or environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+from pathlib import Path
+
+from zos.cli import CliError
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, what: str) -> int:
+    """Bytes from `1073741824`, `512M`, `10G`, `1GiB`, `2T` (binary units)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise CliError(f"{what}: not a size: {text!r} (e.g. 10G, 512M or bytes)")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    node = sub.add_parser("node", help="run a Zero-OS node agent")
+    ns = node.add_subparsers(dest="node_command", metavar="ACTION")
+    ns.required = True
+
+    run = ns.add_parser(
+        "run",
+        help="register this machine as a node of a farm and serve deployments",
+        description="Every setting also reads from the environment variable named in brackets.",
+    )
+    run.add_argument("--farm-id", type=int, default=_env("ZOS_FARM_ID"), help="[ZOS_FARM_ID]")
+    run.add_argument(
+        "--nats", default=_env("ZOS_NATS"), help="NATS URL(s), comma-separated [ZOS_NATS]"
+    )
+    run.add_argument(
+        "--data-dir", type=Path, default=_env("ZOS_DATA_DIR"), help="node state [ZOS_DATA_DIR]"
+    )
+    run.add_argument(
+        "--join-token",
+        default=_env("ZOS_JOIN_TOKEN"),
+        help="farm join token, needed on first start [ZOS_JOIN_TOKEN]",
+    )
+    run.add_argument(
+        "--cores", type=int, default=_env("ZOS_CORES"), help="cores offered [ZOS_CORES]"
+    )
+    run.add_argument(
+        "--memory", default=_env("ZOS_MEMORY"), help="memory offered, e.g. 8G [ZOS_MEMORY]"
+    )
+    run.add_argument("--disk", default=_env("ZOS_DISK"), help="disk offered, e.g. 100G [ZOS_DISK]")
+    run.add_argument(
+        "--heartbeat",
+        type=float,
+        default=_env("ZOS_HEARTBEAT"),
+        help="seconds between heartbeats (default: the registry's period) [ZOS_HEARTBEAT]",
+    )
+    run.add_argument("--log-level", default=_env("ZOS_LOG_LEVEL") or "info")
+    run.set_defaults(handler=cmd_run)
+
+
+def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazily)
+    from zos.node.agent import Settings
+
+    missing = [
+        f"--{n}" for n in ("farm-id", "nats", "data-dir") if not getattr(args, n.replace("-", "_"))
+    ]
+    if missing:
+        raise CliError(f"missing {', '.join(missing)} (or ZOS_FARM_ID, ZOS_NATS, ZOS_DATA_DIR)")
+    try:
+        farm_id = int(args.farm_id)
+        cores = int(args.cores) if args.cores is not None else None
+        heartbeat = float(args.heartbeat) if args.heartbeat is not None else None
+    except ValueError as e:
+        raise CliError(f"not a number: {e}") from None
+    if farm_id <= 0:
+        raise CliError("--farm-id: must be a farm id (1 or more)")
+    if heartbeat is not None and not 0.1 <= heartbeat <= 3600:
+        raise CliError("--heartbeat: must be between 0.1 and 3600 seconds")
+    settings = Settings(
+        farm_id=farm_id,
+        nats=args.nats,
+        data_dir=Path(args.data_dir).absolute(),
+        join_token=args.join_token,
+        cores=cores,
+        memory=parse_size(args.memory, "--memory") if args.memory else None,
+        disk=parse_size(args.disk, "--disk") if args.disk else None,
+    )
+    if heartbeat is not None:
+        settings.heartbeat = heartbeat
+    return settings
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from zos.node.agent import Agent
+
+    try:
+        asyncio.run(Agent(settings).run())
+    except ValueError as e:  # an offer larger than the machine
+        raise CliError(str(e)) from None
+    return 0

@@ -1,0 +1,207 @@
+"""The node agent: identity, registration, heartbeat, the bus API and the contract watch.
+
+Settings come only from flags or the environment (see `zos node run`). The agent
+opens no listening socket: it connects out to NATS, registers its twin and node in
+the registry, serves signed requests on its twin's subject and follows the
+registry's contract events for this node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from zos.bus import BusClient, BusError, connect_nats
+from zos.gridtypes import Capacity as GridCapacity
+from zos.identity import Identity, load_key_file, write_key_file
+from zos.node.api import node_router
+from zos.node.capacity import Offer
+from zos.node.engine import ContractInfo, Engine
+from zos.node.store import Store
+from zos.node.workloads import NodeServices, default_managers
+from zos.registry import HEARTBEAT_PERIOD, Capacity, NodeContract, RegistryClient
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "node-key.json"
+STATE_DB = "state.db"
+CONTRACT_SEQ = "contract_event_seq"
+
+
+@dataclass
+class Settings:
+    farm_id: int
+    nats: str
+    data_dir: Path
+    join_token: str | None = None
+    cores: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+    heartbeat: float = HEARTBEAT_PERIOD
+
+
+def load_or_create_identity(data_dir: Path) -> Identity:
+    """The node's key: created on first start (mode 0600), the same ever after."""
+    path = data_dir / KEY_FILE
+    if path.exists():
+        return load_key_file(path)
+    identity = Identity.generate()
+    write_key_file(path, identity)
+    return identity
+
+
+def _registry_capacity(c: GridCapacity) -> Capacity:
+    return Capacity(cru=c.cru, mru=c.mru, sru=c.sru, hru=c.hru)
+
+
+class RegistryGrid:
+    """The engine's view of the registry: twin keys (cached) and node contracts (fresh)."""
+
+    def __init__(self, registry: RegistryClient) -> None:
+        self.registry = registry
+        self.resolver = registry.key_resolver()
+
+    async def twin_key(self, twin_id: int) -> bytes | None:
+        return await self.resolver(twin_id)
+
+    async def node_contract(self, contract_id: int) -> ContractInfo | None:
+        try:
+            contract = await self.registry.get_contract(contract_id)
+        except BusError as e:
+            if e.code in ("not_found", "invalid"):
+                return None
+            raise
+        if not isinstance(contract, NodeContract):
+            return None
+        return ContractInfo(
+            id=contract.id,
+            node_id=contract.node_id,
+            owner_twin=contract.owner_twin,
+            deployment_hash=contract.deployment_hash,
+            active=contract.state == "created",
+        )
+
+
+class Agent:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.twin_id = 0
+        self.node_id = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        s = self.settings
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        self.identity = load_or_create_identity(self.data_dir)
+        self.offer = Offer.measure(self.data_dir, s.cores, s.memory, s.disk)
+        self.nc = await connect_nats(s.nats, name="zos-node")
+        self.registry = RegistryClient(self.nc, self.identity)
+        await self._register()
+        self.store = Store(self.data_dir / STATE_DB)
+        services = NodeServices(data_dir=self.data_dir)
+        grid = RegistryGrid(self.registry)
+        self.engine = Engine(
+            self.store, default_managers(services), services, self.offer, grid, self.node_id
+        )
+        await self.engine.start()
+        self.bus = BusClient(self.nc, self.identity, self.twin_id, grid.resolver)
+        await self.bus.serve(node_router(self.engine))
+        self._tasks = [
+            asyncio.create_task(self._heartbeats()),
+            asyncio.create_task(self._watch_contracts()),
+        ]
+        log.info("node %s (twin %s) serving on the bus", self.node_id, self.twin_id)
+
+    async def _register(self) -> None:
+        """Register twin and node, retrying while the registry is not there yet."""
+        delay = 0.2
+        while True:
+            try:
+                twin = await self.registry.ensure_twin()
+                self.twin_id = twin.id
+                node = await self.registry.node_by_twin(twin.id)
+                if node is not None and node.farm_id != self.settings.farm_id:
+                    raise RuntimeError(
+                        f"this node is node {node.id} of farm {node.farm_id}, "
+                        f"not of farm {self.settings.farm_id}"
+                    )
+                if node is None or self.settings.join_token:
+                    if not self.settings.join_token:
+                        raise RuntimeError(
+                            "first start needs a farm join token (--join-token or ZOS_JOIN_TOKEN)"
+                        )
+                    node = await self.registry.register_node(
+                        self.settings.farm_id,
+                        self.settings.join_token,
+                        _registry_capacity(self.offer.total),
+                    )
+                self.node_id = node.id
+                await self.registry.heartbeat(self.node_id, _registry_capacity(self.offer.system))
+                return
+            except BusError as e:
+                if e.code not in ("unavailable", "timeout", "internal"):
+                    raise RuntimeError(f"registration refused: {e.message}") from None
+                log.warning("registry not ready (%s); retrying", e.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            try:
+                await self.registry.heartbeat(self.node_id, _registry_capacity(self.engine.used()))
+            except BusError as e:
+                log.warning("heartbeat failed: %s", e)
+
+    async def _watch_contracts(self) -> None:
+        """Take down deployments whose contract was cancelled, now and while we were away."""
+        while True:
+            try:
+                for contract_id in self.engine.active_contracts():
+                    info = await self.engine.grid.node_contract(contract_id)
+                    if info is None or not info.active:
+                        log.info("contract %s is gone or cancelled: deleting", contract_id)
+                        await self.engine.cancel(contract_id)
+                seq = self.store.meta(CONTRACT_SEQ)
+                start = int(seq) + 1 if seq else None
+                async for event in self.registry.watch_contracts(self.node_id, start_seq=start):
+                    if event.kind == "cancelled":
+                        log.info("contract %s cancelled: deleting", event.contract.id)
+                        await self.engine.cancel(event.contract.id)
+                    self.store.set_meta(CONTRACT_SEQ, str(event.seq))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("contract watch interrupted (%s); resuming", e)
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.bus.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.engine.wait_idle(), timeout=10)
+        await self.engine.close()
+        self.store.close()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopped.set)
+        await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.stop()

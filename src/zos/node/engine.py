@@ -1,0 +1,507 @@
+"""The provision engine: policy only. What must exist, in which order, and what it reports.
+
+A request is checked and accepted (or refused whole, with nothing changed) in one
+step; the work it implies is written into the store as *pending operations* on the
+deployment, then carried out by a job that reads the store afresh before every
+step. So a crash (`kill -9`) at any point leaves a store that says exactly what is
+left to do, and `start()` simply runs every job again: managers are idempotent.
+
+Pending operations, by workload name: `add` (provision), `update` (update from
+`previous`), `ensure` (provision again after a restart, keeping the state),
+`remove` (deprovision `previous`, a workload an update dropped). Removals run
+first, in reverse install order, then the rest in install order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from zos.gridtypes import Capacity, Deployment, GridTypeError, Result, Workload, validate
+from zos.node.capacity import Offer
+from zos.node.store import ACTIVE, DELETED, DELETING, Store
+from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
+
+log = logging.getLogger(__name__)
+
+INSTALL_ORDER = ("zmount", "volume", "network", "network-light", "ip", "ipv4", "zmachine")
+
+OK, ERROR, INIT, DELETED_STATE, UNCHANGED = "ok", "error", "init", "deleted", "unchanged"
+
+
+class EngineError(Exception):
+    """A refused request; `code` is a bus error code, the message names the field or rule."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ContractInfo:
+    """What the engine needs to know about a node contract in the registry."""
+
+    id: int
+    node_id: int
+    owner_twin: int
+    deployment_hash: str
+    active: bool
+
+
+class Grid(Protocol):
+    """The registry as the engine sees it."""
+
+    async def twin_key(self, twin_id: int) -> bytes | None: ...
+
+    async def node_contract(self, contract_id: int) -> ContractInfo | None: ...
+
+
+def install_rank(wtype: str) -> int:
+    return INSTALL_ORDER.index(wtype) if wtype in INSTALL_ORDER else len(INSTALL_ORDER)
+
+
+def _result(state: str, message: str = "", data: Any = None) -> dict[str, Any]:
+    return {"created": int(time.time()), "state": state, "message": message, "data": data}
+
+
+def _usage(body: dict[str, Any]) -> Capacity:
+    """Capacity a stored deployment holds: every workload not failed or deleted."""
+    total = Capacity()
+    for wl in Deployment.from_dict(body["deployment"]).workloads:
+        if wl.result.state not in (ERROR, DELETED_STATE):
+            total = total + wl.capacity()
+    return total
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        managers: Mapping[str, Manager],
+        services: NodeServices,
+        offer: Offer,
+        grid: Grid,
+        node_id: int,
+    ) -> None:
+        self.store = store
+        self.managers = dict(managers)
+        self.services = services
+        self.offer = offer
+        self.grid = grid
+        self.node_id = node_id
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._used: dict[int, Capacity] = {}
+        self._last_deployment = 0
+        for rec in store.list(states=(ACTIVE, DELETING)):
+            self._used[rec.contract_id] = _usage(rec.body)
+            self._last_deployment = max(self._last_deployment, int(rec.created))
+
+    # --- start-up -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Remove leftovers, then bring every deployment back to what its owner asked.
+
+        Leftovers first and before any new request is accepted: `cleanup` removes
+        anything not in the store, which must not race a deployment being built.
+        """
+        keep: dict[str, set[str]] = {t: set() for t in self.managers}
+        for rec in self.store.list(states=(ACTIVE, DELETING)):
+            dep = Deployment.from_dict(rec.body["deployment"])
+            pending = rec.body.get("pending", {})
+            for wl in dep.workloads:
+                if wl.type in keep and (wl.result.state != ERROR or wl.name in pending):
+                    keep[wl.type].add(dep.workload_id(wl.name))
+            for op in pending.values():
+                prev = op.get("previous")
+                if op["op"] == "remove" and prev and prev["type"] in keep:
+                    keep[prev["type"]].add(dep.workload_id(prev["name"]))
+        for wtype, manager in self.managers.items():
+            try:
+                await manager.cleanup(keep[wtype])
+            except Exception:
+                log.exception("cleanup of %s leftovers failed", wtype)
+        for rec in self.store.list(states=(ACTIVE,)):
+            body = rec.body
+            pending = body.setdefault("pending", {})
+            for wl in body["deployment"]["workloads"]:
+                state = wl["result"]["state"]
+                if wl["name"] not in pending and state in (OK, INIT, UNCHANGED):
+                    pending[wl["name"]] = {"op": "ensure"}
+            self.store.put(rec.twin_id, rec.contract_id, body)
+            self._schedule(rec.contract_id)
+        for rec in self.store.list(states=(DELETING,)):
+            self._schedule(rec.contract_id)
+
+    async def wait_idle(self) -> None:
+        """Wait until no job is running (tests, shutdown)."""
+        while self._jobs:
+            await asyncio.gather(*list(self._jobs), return_exceptions=True)
+
+    async def close(self) -> None:
+        for job in list(self._jobs):
+            job.cancel()
+        await asyncio.gather(*list(self._jobs), return_exceptions=True)
+
+    # --- checks shared by deploy and update -------------------------------------------------
+
+    def _parse(self, raw: Any) -> Deployment:
+        if not isinstance(raw, dict):
+            raise EngineError("invalid", "deployment: expected a JSON object")
+        try:
+            dep = Deployment.from_dict(raw)
+            validate(dep)
+        except GridTypeError as e:
+            raise EngineError("invalid", str(e)) from None
+        return dep
+
+    async def _check_signed_and_contracted(self, sender: int, dep: Deployment) -> None:
+        if dep.twin_id != sender:
+            raise EngineError(
+                "forbidden",
+                f"twin_id: the deployment belongs to twin {dep.twin_id}, but twin {sender} sent it",
+            )
+        if dep.contract_id == 0:
+            raise EngineError("invalid", "contract_id: must be the id of a node contract")
+        keys: dict[int, bytes] = {}
+        for request in dep.signature_requirement.requests:
+            key = await self.grid.twin_key(request.twin_id)
+            if key is None:
+                raise EngineError(
+                    "invalid", f"signature_requirement: twin {request.twin_id} is not registered"
+                )
+            keys[request.twin_id] = key
+        try:
+            dep.verify(keys)
+        except GridTypeError as e:
+            raise EngineError("bad_signature", f"signature_requirement: {e}") from None
+        contract = await self.grid.node_contract(dep.contract_id)
+        cid = dep.contract_id
+        if contract is None:
+            raise EngineError("invalid", f"contract_id {cid}: no such node contract")
+        if contract.owner_twin != dep.twin_id:
+            raise EngineError(
+                "forbidden",
+                f"contract_id {cid}: owned by twin {contract.owner_twin}, not {dep.twin_id}",
+            )
+        if contract.node_id != self.node_id:
+            raise EngineError(
+                "invalid",
+                f"contract_id {cid}: is for node {contract.node_id}, not this node "
+                f"({self.node_id})",
+            )
+        if not contract.active:
+            raise EngineError("invalid", f"contract_id {cid}: the contract is cancelled")
+        if contract.deployment_hash.lower() != dep.hash_hex():
+            raise EngineError(
+                "invalid",
+                f"deployment hash {dep.hash_hex()} does not match the hash of contract {cid} "
+                f"({contract.deployment_hash})",
+            )
+
+    def _check_capacity(self, wanted: Capacity, contract_id: int) -> None:
+        used = sum((c for cid, c in self._used.items() if cid != contract_id), start=Capacity())
+        short = self.offer.shortfall(used, wanted)
+        if short:
+            raise EngineError("capacity", "not enough capacity on this node: " + "; ".join(short))
+
+    def _owned(self, sender: int, contract_id: int, states: tuple[str, ...] = (ACTIVE,)):
+        rec = self.store.get(contract_id)
+        if rec is None or rec.twin_id != sender or rec.state not in states:
+            raise EngineError(
+                "not_found", f"contract_id {contract_id}: twin {sender} has no such deployment"
+            )
+        return rec
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def deploy(self, sender: int, raw: Any) -> None:
+        dep = self._parse(raw)
+        if dep.version != 0:
+            raise EngineError("invalid", "version: must be 0 for a new deployment")
+        await self._check_signed_and_contracted(sender, dep)
+        # From here to the store write nothing awaits, so two requests cannot both fit.
+        if self.store.get(dep.contract_id) is not None:
+            raise EngineError(
+                "conflict", f"contract_id {dep.contract_id}: a deployment already exists"
+            )
+        wanted = dep.capacity()
+        self._check_capacity(wanted, dep.contract_id)
+        for wl in dep.workloads:
+            wl.result = Result.from_raw(_result(INIT))
+        body = {
+            "deployment": dep.to_dict(),
+            "pending": {wl.name: {"op": "add"} for wl in dep.workloads},
+        }
+        self.store.add(dep.twin_id, dep.contract_id, body, changed=body["deployment"]["workloads"])
+        self._used[dep.contract_id] = wanted
+        self._last_deployment = int(time.time())
+        self._schedule(dep.contract_id)
+
+    async def update(self, sender: int, raw: Any) -> None:
+        new = self._parse(raw)
+        rec = self._owned(sender, new.contract_id)
+        old = Deployment.from_dict(rec.body["deployment"])
+        if new.version != old.version + 1:
+            raise EngineError(
+                "invalid",
+                f"version: must be {old.version + 1} (the current version is "
+                f"{old.version}), got {new.version}",
+            )
+        await self._check_signed_and_contracted(sender, new)
+        rec = self._owned(sender, new.contract_id)  # it may have gone while we checked
+        old = Deployment.from_dict(rec.body["deployment"])
+        if new.version != old.version + 1:
+            raise EngineError("conflict", "version: the deployment changed meanwhile; retry")
+        pending: dict[str, Any] = dict(rec.body.get("pending", {}))
+        old_by_name = {wl.name: wl for wl in old.workloads}
+        for wl in new.workloads:
+            before = old_by_name.get(wl.name)
+            if before is None:
+                wl.result = Result.from_raw(_result(INIT))
+                pending[wl.name] = {"op": "add"}
+                continue
+            if before.type != wl.type:
+                raise EngineError(
+                    "invalid",
+                    f"workload '{wl.name}': type: cannot change from {before.type} to {wl.type}",
+                )
+            if wl.version == new.version:
+                wl.result = Result.from_raw(_result(INIT))
+                failed = before.result.state in (ERROR, DELETED_STATE)
+                pending[wl.name] = (
+                    {"op": "add"} if failed else {"op": "update", "previous": before.to_dict()}
+                )
+            elif wl.raw_data() != before.raw_data() or wl.version != before.version:
+                raise EngineError(
+                    "invalid",
+                    f"workload '{wl.name}': version: changed without being raised to {new.version}",
+                )
+            else:
+                wl.result = before.result
+        names = {wl.name for wl in new.workloads}
+        for before in old.workloads:
+            if before.name not in names and before.result.state != DELETED_STATE:
+                pending[before.name] = {"op": "remove", "previous": before.to_dict()}
+        body = {"deployment": new.to_dict(), "pending": pending}
+        wanted = _usage(body)
+        self._check_capacity(wanted, new.contract_id)
+        changed = [wl.to_dict() for wl in new.workloads if pending.get(wl.name, {}).get("op")]
+        self.store.put(rec.twin_id, rec.contract_id, body, changed=changed)
+        self._used[new.contract_id] = wanted
+        self._schedule(new.contract_id)
+
+    async def delete(self, sender: int, contract_id: int) -> None:
+        self._owned(sender, contract_id)
+        await self.cancel(contract_id)
+
+    async def cancel(self, contract_id: int) -> None:
+        """Take a deployment down (its owner asked, or its contract was cancelled)."""
+        rec = self.store.get(contract_id)
+        if rec is None or rec.state != ACTIVE:
+            return
+        self.store.put(rec.twin_id, contract_id, rec.body, state=DELETING)
+        self._schedule(contract_id)
+
+    async def get(self, sender: int, contract_id: int) -> dict[str, Any]:
+        rec = self._owned(sender, contract_id, (ACTIVE, DELETING, DELETED))
+        return rec.body["deployment"]
+
+    async def list(self, sender: int) -> list[dict[str, Any]]:
+        return [rec.body["deployment"] for rec in self.store.list(twin_id=sender)]
+
+    async def changes(self, sender: int, contract_id: int) -> list[dict[str, Any]]:
+        self._owned(sender, contract_id, (ACTIVE, DELETING, DELETED))
+        return self.store.changes(contract_id)
+
+    def active_contracts(self) -> list[int]:
+        return [rec.contract_id for rec in self.store.list(states=(ACTIVE,))]
+
+    def used(self) -> Capacity:
+        """What deployments hold plus what the system keeps back (what zos reports as used)."""
+        return sum(self._used.values(), start=self.offer.system)
+
+    def statistics(self) -> dict[str, Any]:
+        records = self.store.list(states=(ACTIVE,))
+        workloads = sum(
+            1
+            for rec in records
+            for wl in rec.body["deployment"]["workloads"]
+            if wl["result"]["state"] != DELETED_STATE
+        )
+        return {
+            "total": self.offer.total.as_dict(),
+            "used": self.used().as_dict(),
+            "system": self.offer.system.as_dict(),
+            "users": {
+                "deployments": len(records),
+                "workloads": workloads,
+                "last_deployment_timestamp": self._last_deployment,
+            },
+        }
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def _schedule(self, contract_id: int) -> None:
+        job = asyncio.create_task(self._job(contract_id))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _job(self, contract_id: int) -> None:
+        lock = self._locks.setdefault(contract_id, asyncio.Lock())
+        async with lock:
+            try:
+                await self._work(contract_id)
+            except Exception:
+                log.exception("deployment %s: job failed", contract_id)
+        if not lock.locked():
+            self._locks.pop(contract_id, None)
+
+    async def _work(self, contract_id: int) -> None:
+        while True:
+            rec = self.store.get(contract_id)
+            if rec is None or rec.state == DELETED:
+                return
+            if rec.state == DELETING:
+                await self._teardown(contract_id)
+                return
+            step = self._next_step(rec.body)
+            if step is None:
+                return
+            name, op = step
+            await self._run_op(rec.twin_id, contract_id, name, op)
+
+    @staticmethod
+    def _next_step(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        pending: dict[str, Any] = body.get("pending", {})
+        if not pending:
+            return None
+        types = {wl["name"]: wl["type"] for wl in body["deployment"]["workloads"]}
+
+        def key(item: tuple[str, dict[str, Any]]) -> tuple[int, int]:
+            name, op = item
+            if op["op"] == "remove":
+                return (0, -install_rank(op["previous"]["type"]))
+            return (1, install_rank(types.get(name, "")))
+
+        return min(pending.items(), key=key)
+
+    def _ctx(self, dep: Deployment, wl: Workload) -> WorkloadContext:
+        return WorkloadContext(
+            twin_id=dep.twin_id,
+            contract_id=dep.contract_id,
+            deployment=dep,
+            workload=wl,
+            node=self.services,
+        )
+
+    async def _run_op(self, twin: int, contract_id: int, name: str, op: dict[str, Any]) -> None:
+        rec = self.store.get(contract_id)
+        assert rec is not None
+        dep = Deployment.from_dict(rec.body["deployment"])
+        kind = op["op"]
+        if kind == "remove":
+            prev = Workload.from_raw(op["previous"])
+            message = await self._deprovision(self._ctx(dep, prev))
+            prev.result = Result.from_raw(
+                _result(ERROR if message else DELETED_STATE, message or "")
+            )
+            self._finish(contract_id, name, op, None, prev.to_dict())
+            return
+        wl = dep.get(name)
+        manager = self.managers.get(wl.type)
+        ctx = self._ctx(dep, wl)
+        old_state = wl.result.state
+        try:
+            if manager is None:
+                raise WorkloadError(f"workload type {wl.type} is not supported on this node")
+            if kind == "update":
+                data = await manager.update(ctx, Workload.from_raw(op["previous"]))
+            else:
+                data = await manager.provision(ctx)
+            state = OK if kind != "ensure" or old_state != UNCHANGED else UNCHANGED
+            message = wl.result.message if state == UNCHANGED else ""
+            result = _result(state, message, data)
+        except Exception as e:
+            if not isinstance(e, WorkloadError):
+                log.exception("workload %s: %s failed", ctx.workload_id, kind)
+            text = str(e) or type(e).__name__
+            if kind == "update":
+                result = _result(UNCHANGED, f"update failed, the previous version runs: {text}")
+            else:
+                result = _result(ERROR, text)
+                if manager is not None:
+                    await self._deprovision(ctx)  # do not leave half of it behind
+        same = (
+            kind == "ensure" and result["state"] == old_state and result["data"] == wl.result.data
+        )
+        if same:
+            result["created"] = wl.result.created
+        self._finish(contract_id, name, op, result, None if same else True)
+
+    async def _deprovision(self, ctx: WorkloadContext) -> str | None:
+        """Remove a workload; the error text if that failed (the leftover is retried at start)."""
+        manager = self.managers.get(ctx.workload.type)
+        if manager is None:
+            return None
+        try:
+            await manager.deprovision(ctx)
+        except Exception as e:
+            log.warning("workload %s: removal failed: %s", ctx.workload_id, e)
+            return f"removal failed: {e}"
+        return None
+
+    def _finish(
+        self,
+        contract_id: int,
+        name: str,
+        op: dict[str, Any],
+        result: dict[str, Any] | None,
+        change: dict[str, Any] | bool | None,
+    ) -> None:
+        """Write a step's outcome, unless a newer request replaced that step meanwhile."""
+        rec = self.store.get(contract_id)
+        if rec is None or rec.state != ACTIVE:
+            return
+        body = rec.body
+        pending = body.setdefault("pending", {})
+        if pending.get(name) != op:
+            return  # an update re-planned this workload; its own step will report
+        del pending[name]
+        changed: list[dict[str, Any]] = []
+        if result is not None:
+            for wl in body["deployment"]["workloads"]:
+                if wl["name"] == name:
+                    wl["result"] = result
+                    if change:
+                        changed.append(wl)
+        elif isinstance(change, dict):
+            changed.append(change)
+        self.store.put(rec.twin_id, contract_id, body, changed=changed)
+        self._used[contract_id] = _usage(body)
+
+    async def _teardown(self, contract_id: int) -> None:
+        rec = self.store.get(contract_id)
+        assert rec is not None
+        dep = Deployment.from_dict(rec.body["deployment"])
+        extra = [
+            Workload.from_raw(op["previous"])
+            for op in rec.body.get("pending", {}).values()
+            if op["op"] == "remove"
+        ]
+        order = sorted(dep.workloads + extra, key=lambda w: -install_rank(w.type))
+        changed = []
+        for wl in order:
+            if wl.result.state == DELETED_STATE:
+                continue
+            message = await self._deprovision(self._ctx(dep, wl))
+            wl.result = Result.from_raw(_result(DELETED_STATE, message or ""))
+            changed.append(wl.to_dict())
+        body = {"deployment": dep.to_dict(), "pending": {}}
+        self.store.put(rec.twin_id, contract_id, body, changed=changed, state=DELETED)
+        self._used.pop(contract_id, None)

@@ -1,0 +1,80 @@
+"""Files of an image-backed workload (volume, zmount) and the rules they share."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+
+from zos.node.workloads.base import WorkloadContext, WorkloadError
+
+_ID = re.compile(r"^(\d+-\d+-[A-Za-z0-9_]+)(\.img|\.img\.tmp|\.grow)?$")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ImageFiles:
+    """`<id>.img` (the image), `<id>.img.tmp` (being made), `<id>.grow` (growing), `<id>/`."""
+
+    def __init__(self, directory: Path, workload_id: str) -> None:
+        self.directory = directory
+        self.image = directory / f"{workload_id}.img"
+        self.tmp = directory / f"{workload_id}.img.tmp"
+        self.marker = directory / f"{workload_id}.grow"
+        self.mount = directory / workload_id
+
+    def commit_tmp(self) -> None:
+        os.replace(self.tmp, self.image)
+        _fsync_dir(self.directory)
+
+    def mark_growing(self) -> None:
+        self.marker.touch()
+        _fsync_dir(self.directory)
+
+    def growing(self) -> bool:
+        return self.marker.exists()
+
+    def done_growing(self) -> None:
+        self.marker.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        for path in (self.image, self.tmp, self.marker):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            _fsync_dir(self.directory)
+
+    @staticmethod
+    def ids_in(directory: Path) -> set[str]:
+        """Workload ids that have anything in `directory`."""
+        found = set()
+        for entry in os.listdir(directory):
+            m = _ID.match(entry)
+            if m:
+                found.add(m.group(1))
+        return found
+
+
+def data_size(ctx: WorkloadContext) -> int:
+    size = int(ctx.workload.data.size)
+    if size <= 0:
+        raise WorkloadError(f"{ctx.workload.type} {ctx.workload.name}: data.size must be > 0")
+    return size
+
+
+def check_not_shrinking(ctx: WorkloadContext, image: Path) -> None:
+    """Refuse an update that would make the image smaller than it is (data would be lost)."""
+    size = data_size(ctx)
+    with contextlib.suppress(FileNotFoundError):
+        current = image.stat().st_size
+        if size < current:
+            raise WorkloadError(
+                f"{ctx.workload.type} {ctx.workload.name}: data.size: cannot shrink from "
+                f"{current} to {size} bytes (data would be lost)"
+            )

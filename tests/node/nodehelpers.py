@@ -1,0 +1,172 @@
+"""Helpers for node tests: an agent subprocess, a twin that deploys, leftover checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zos.bus import BusClient, BusError
+from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
+from zos.identity import Identity, load_key_file
+from zos.primitives import filesystem, loop
+from zos.registry import RegistryClient
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+@dataclass
+class Farm:
+    nats: str
+    farmer: RegistryClient
+    farm_id: int
+    token: str
+
+
+@dataclass
+class NodeProcess:
+    """One node agent as a subprocess; its data directory survives restarts."""
+
+    farm: Farm
+    data_dir: Path
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    node_id: int = 0
+    twin_id: int = 0
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "zos.cli", "node", "run"]
+        argv += ["--farm-id", str(self.farm.farm_id), "--nats", self.farm.nats]
+        argv += ["--data-dir", str(self.data_dir), "--join-token", self.farm.token]
+        argv += ["--heartbeat", "1", *self.args]
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    async def wait_ready(self, user: User, timeout: float = 30.0) -> None:
+        """Until the node is registered and answers `zos.system.version` on the bus."""
+        deadline = time.monotonic() + timeout
+        key_file = self.data_dir / "node-key.json"
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited {self.proc.returncode}:\n{self.log()}")
+            if key_file.exists() and not self.twin_id:
+                twin = await user.registry.twin_by_key(load_key_file(key_file).public_key)
+                node = await user.registry.node_by_twin(twin.id) if twin else None
+                if node is not None:
+                    self.twin_id, self.node_id = twin.id, node.id
+            if self.twin_id:
+                with contextlib.suppress(BusError):
+                    await user.bus.request(self.twin_id, "zos.system.version", timeout=1)
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"node not ready in {timeout}s:\n{self.log()}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else 0
+
+
+@dataclass
+class User:
+    """A twin with a registry client and a bus client: what the SDK will be."""
+
+    identity: Identity
+    twin_id: int
+    registry: RegistryClient
+    bus: BusClient
+
+    def deployment(self, workloads: list[dict[str, Any]], version: int = 0) -> Deployment:
+        return Deployment(
+            version=version,
+            twin_id=self.twin_id,
+            signature_requirement=SignatureRequirement(
+                requests=[SignatureRequest(twin_id=self.twin_id, required=True, weight=1)],
+                weight_required=1,
+            ),
+            workloads=[Workload.from_raw({"version": version, **w}) for w in workloads],
+        )
+
+    async def deploy(self, node: NodeProcess, dep: Deployment) -> Deployment:
+        """Create the node contract, sign, send; returns the deployment as sent."""
+        contract = await self.registry.create_node_contract(node.node_id, dep.hash_hex())
+        dep.contract_id = contract.id
+        dep.sign(self.twin_id, self.identity)
+        await self.call(node, "zos.deployment.deploy", dep.to_dict())
+        return dep
+
+    async def update(self, node: NodeProcess, dep: Deployment) -> None:
+        await self.registry.update_node_contract(dep.contract_id, dep.hash_hex())
+        dep.sign(self.twin_id, self.identity)
+        await self.call(node, "zos.deployment.update", dep.to_dict())
+
+    async def call(self, node: NodeProcess, command: str, payload: Any = None) -> Any:
+        return await self.bus.request(node.twin_id, command, payload, timeout=20)
+
+    async def get(self, node: NodeProcess, contract_id: int) -> dict[str, Any]:
+        return await self.call(node, "zos.deployment.get", {"contract_id": contract_id})
+
+    async def wait_states(
+        self, node: NodeProcess, contract_id: int, want: dict[str, str], timeout: float = 30
+    ) -> dict[str, Any]:
+        """Poll `get` until each named workload has the wanted state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dep = await self.get(node, contract_id)
+            states = {wl["name"]: wl["result"]["state"] for wl in dep["workloads"]}
+            if all(states.get(n) == s for n, s in want.items()):
+                return dep
+            if time.monotonic() > deadline:
+                raise AssertionError(f"states {states}, wanted {want}\n{node.log()[-3000:]}")
+            await asyncio.sleep(0.05)
+
+
+async def remove_leftovers(directory: Path) -> None:
+    for m in reversed(filesystem.mounts_under(directory)):
+        subprocess.run(["umount", "-l", str(m.target)], check=False, capture_output=True)
+    for dev in loop.devices_under(directory):
+        subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
+
+
+def leftovers(data_dir: Path) -> dict[str, Any]:
+    """Mounts, loop devices and image files a node holds under its data directory."""
+    storage = data_dir / "storage"
+    return {
+        "mounts": [str(m.target) for m in filesystem.mounts_under(data_dir)],
+        "loops": sorted(loop.devices_under(data_dir)),
+        "files": sorted(str(p.relative_to(storage)) for p in storage.rglob("*") if p.is_file())
+        if storage.exists()
+        else [],
+    }

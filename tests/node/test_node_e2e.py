@@ -1,0 +1,85 @@
+"""One node agent (a real subprocess) with a real registry and nats-server: volumes and
+zmounts deployed, read, grown, listed, deleted; refusals leave everything as it was."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from nodehelpers import MiB, leftovers
+
+from zos.primitives import capacity, filesystem, loop
+
+pytestmark = [pytest.mark.nats, pytest.mark.root, pytest.mark.slow]
+
+
+def _fs_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize
+
+
+async def test_volume_and_zmount_lifecycle(make_user, make_node) -> None:
+    user = await make_user()
+    node = await make_node(user, "--disk", "4G")
+    dep = user.deployment(
+        [
+            {"name": "data", "type": "volume", "data": {"size": 64 * MiB}},
+            {"name": "disk", "type": "zmount", "data": {"size": 128 * MiB}},
+        ]
+    )
+    await user.deploy(node, dep)
+    got = await user.wait_states(node, dep.contract_id, {"data": "ok", "disk": "ok"})
+    wid = f"{user.twin_id}-{dep.contract_id}"
+    results = {wl["name"]: wl["result"] for wl in got["workloads"]}
+    assert results["data"]["data"] == {"id": f"{wid}-data"}
+    assert results["disk"]["data"] == {"volume_id": f"{wid}-disk"}
+    assert got["contract_id"] == dep.contract_id and got["version"] == 0
+
+    storage = node.data_dir / "storage"
+    mountpoint = storage / "volumes" / f"{wid}-data"
+    mount = filesystem.mount_of(mountpoint)
+    assert mount is not None and mount.fstype == "ext4"
+    assert (storage / "volumes" / f"{wid}-data.img").stat().st_size == 64 * MiB
+    disk = storage / "zmounts" / f"{wid}-disk.img"
+    assert disk.stat().st_size == 128 * MiB and filesystem.allocated_bytes(disk) < MiB
+    (mountpoint / "hello").write_text("kept across growth")
+    small = _fs_bytes(mountpoint)
+
+    # Update: the volume grows (its version goes up), the zmount stays as it is.
+    dep.version = 1
+    dep.workloads[0].version = 1
+    dep.workloads[0].data.size = 256 * MiB
+    await user.update(node, dep)
+    got = await user.wait_states(node, dep.contract_id, {"data": "ok", "disk": "ok"})
+    assert got["version"] == 1
+    assert _fs_bytes(mountpoint) > small + 150 * MiB
+    assert (mountpoint / "hello").read_text() == "kept across growth"
+
+    history = await user.call(node, "zos.deployment.changes", {"contract_id": dep.contract_id})
+    seen = [(c["name"], c["version"], c["result"]["state"]) for c in history]
+    assert seen == [
+        ("data", 0, "init"),
+        ("disk", 0, "init"),
+        ("disk", 0, "ok"),
+        ("data", 0, "ok"),
+        ("data", 1, "init"),
+        ("data", 1, "ok"),
+    ]
+    listed = await user.call(node, "zos.deployment.list")
+    assert [d["contract_id"] for d in listed] == [dep.contract_id]
+    stats = await user.call(node, "zos.statistics.get")
+    assert stats["used"]["sru"] - stats["system"]["sru"] == 256 * MiB + 128 * MiB
+    assert stats["users"]["deployments"] == 1 and stats["users"]["workloads"] == 2
+    assert (await user.call(node, "zos.system.version"))["zos"]
+
+    assert capacity.listening_sockets(node.pid) == []
+
+    await user.call(node, "zos.deployment.delete", {"contract_id": dep.contract_id})
+    await user.wait_states(node, dep.contract_id, {"data": "deleted", "disk": "deleted"})
+    assert leftovers(node.data_dir) == {"mounts": [], "loops": [], "files": []}
+    assert not mountpoint.exists()
+    assert await user.call(node, "zos.deployment.list") == []
+    stats = await user.call(node, "zos.statistics.get")
+    assert stats["used"] == {**stats["system"]}
+    assert loop.devices_under(node.data_dir) == {}
