@@ -6,13 +6,20 @@ agent's own), is idempotent, and blocks: call it through `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface
+from typing import ParamSpec, TypeVar
 
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 MAX_IFNAME = 15
 
@@ -25,6 +32,22 @@ def check_ifname(name: str) -> str:
     if not name or len(name) > MAX_IFNAME or "/" in name or " " in name:
         raise LinkError(f"invalid interface name {name!r} (1-{MAX_IFNAME} characters)")
     return name
+
+
+def _off_loop(fn: Callable[P, R]) -> Callable[P, R]:
+    """pyroute2's blocking API runs its own event loop, which cannot run on a thread that
+    already runs one: called from there, do the work on a short-lived thread instead."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fn(*args, **kwargs)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(fn, *args, **kwargs).result()
+
+    return wrapper
 
 
 @contextmanager
@@ -41,11 +64,13 @@ def _index(sock: IPRoute, name: str) -> int | None:
     return found[0] if found else None
 
 
+@_off_loop
 def exists(name: str, ns: str | None = None) -> bool:
     with ipr(ns) as sock:
         return _index(sock, name) is not None
 
 
+@_off_loop
 def index(name: str, ns: str | None = None) -> int:
     with ipr(ns) as sock:
         idx = _index(sock, name)
@@ -54,6 +79,7 @@ def index(name: str, ns: str | None = None) -> int:
     return idx
 
 
+@_off_loop
 def kind(name: str, ns: str | None = None) -> str | None:
     with ipr(ns) as sock:
         idx = _index(sock, name)
@@ -64,11 +90,13 @@ def kind(name: str, ns: str | None = None) -> str | None:
         return info.get("IFLA_INFO_KIND") if info else None
 
 
+@_off_loop
 def names(ns: str | None = None) -> list[str]:
     with ipr(ns) as sock:
         return [link.get("IFLA_IFNAME") for link in sock.get_links()]
 
 
+@_off_loop
 def ensure_bridge(name: str, ns: str | None = None) -> None:
     check_ifname(name)
     with ipr(ns) as sock:
@@ -79,6 +107,7 @@ def ensure_bridge(name: str, ns: str | None = None) -> None:
         sock.link("set", index=idx, state="up")
 
 
+@_off_loop
 def ensure_veth(name: str, peer: str, ns: str | None = None, peer_ns: str | None = None) -> None:
     """A veth pair `name` (in `ns`) ↔ `peer` (in `peer_ns`); recreated if half of it is missing."""
     check_ifname(name)
@@ -96,6 +125,7 @@ def ensure_veth(name: str, peer: str, ns: str | None = None, peer_ns: str | None
             raise LinkError(f"cannot create veth {name}/{peer}: {exc}") from exc
 
 
+@_off_loop
 def set_master(name: str, master: str, ns: str | None = None) -> None:
     with ipr(ns) as sock:
         idx, midx = _index(sock, name), _index(sock, master)
@@ -104,6 +134,7 @@ def set_master(name: str, master: str, ns: str | None = None) -> None:
         sock.link("set", index=idx, master=midx)
 
 
+@_off_loop
 def ports(bridge: str, ns: str | None = None) -> list[str]:
     """Names of the links enslaved to `bridge`."""
     with ipr(ns) as sock:
@@ -115,6 +146,7 @@ def ports(bridge: str, ns: str | None = None) -> list[str]:
         ]
 
 
+@_off_loop
 def set_up(name: str, ns: str | None = None) -> None:
     with ipr(ns) as sock:
         idx = _index(sock, name)
@@ -123,6 +155,7 @@ def set_up(name: str, ns: str | None = None) -> None:
         sock.link("set", index=idx, state="up")
 
 
+@_off_loop
 def set_down(name: str, ns: str | None = None) -> None:
     with ipr(ns) as sock:
         idx = _index(sock, name)
@@ -130,6 +163,7 @@ def set_down(name: str, ns: str | None = None) -> None:
             sock.link("set", index=idx, state="down")
 
 
+@_off_loop
 def rename(name: str, new: str, ns: str | None = None) -> None:
     check_ifname(new)
     with ipr(ns) as sock:
@@ -140,6 +174,7 @@ def rename(name: str, new: str, ns: str | None = None) -> None:
         sock.link("set", index=idx, ifname=new)
 
 
+@_off_loop
 def delete(name: str, ns: str | None = None) -> None:
     with ipr(ns) as sock:
         idx = _index(sock, name)
@@ -152,6 +187,7 @@ def delete(name: str, ns: str | None = None) -> None:
                 raise
 
 
+@_off_loop
 def addresses(name: str, ns: str | None = None) -> list[IPv4Interface]:
     with ipr(ns) as sock:
         idx = _index(sock, name)
@@ -163,6 +199,7 @@ def addresses(name: str, ns: str | None = None) -> list[IPv4Interface]:
         ]
 
 
+@_off_loop
 def all_addresses(ns: str | None = None) -> list[IPv4Interface]:
     with ipr(ns) as sock:
         return [
@@ -171,6 +208,7 @@ def all_addresses(ns: str | None = None) -> list[IPv4Interface]:
         ]
 
 
+@_off_loop
 def set_addresses(name: str, wanted: list[IPv4Interface], ns: str | None = None) -> None:
     """Make `wanted` exactly the IPv4 addresses of `name`."""
     with ipr(ns) as sock:
@@ -194,11 +232,13 @@ def set_addresses(name: str, wanted: list[IPv4Interface], ns: str | None = None)
                 )
 
 
+@_off_loop
 def set_default_route(gateway: IPv4Address, ns: str | None = None) -> None:
     with ipr(ns) as sock:
         sock.route("replace", dst="0.0.0.0/0", gateway=str(gateway))
 
 
+@_off_loop
 def default_gateway(ns: str | None = None) -> IPv4Address | None:
     with ipr(ns) as sock:
         for route in sock.get_routes(family=2):

@@ -1,0 +1,83 @@
+"""Helpers shared by the network and zmachine manager tests: contexts and probes."""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import socket
+from pathlib import Path
+from typing import Any
+
+from zos.gridtypes import Deployment
+from zos.node.workloads.base import NodeServices, WorkloadContext
+from zos.primitives import netns
+
+WG_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+def unique_twin() -> int:
+    return random.randint(10_000, 4_000_000_000)
+
+
+def network_data(subnet: str, ip_range: str = "10.0.0.0/8") -> dict[str, Any]:
+    return {
+        "ip_range": ip_range,
+        "subnet": subnet,
+        "wireguard_private_key": WG_KEY,
+        "wireguard_listen_port": 51820,
+        "peers": [],
+    }
+
+
+def deployment(twin: int, contract: int, workloads: list[dict[str, Any]]) -> Deployment:
+    return Deployment.from_dict(
+        {
+            "version": 0,
+            "twin_id": twin,
+            "contract_id": contract,
+            "workloads": [{"version": 0, **w} for w in workloads],
+        }
+    )
+
+
+def ctx(node: NodeServices, dep: Deployment, name: str) -> WorkloadContext:
+    return WorkloadContext(
+        twin_id=dep.twin_id,
+        contract_id=dep.contract_id,
+        deployment=dep,
+        workload=dep.get(name),
+        node=node,
+    )
+
+
+def listen_in(ns: str | None, port: int = 0, host: str = "0.0.0.0") -> socket.socket:
+    """A TCP listener inside namespace `ns` (a socket keeps the namespace it was made in)."""
+
+    def make() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(16)
+        return s
+
+    return netns.run_in(ns, make) if ns else make()
+
+
+def can_connect(ns: str, host: str, port: int, timeout: float = 1.0) -> bool:
+    def attempt() -> bool:
+        s = socket.socket()
+        s.settimeout(timeout)
+        try:
+            s.connect((host, port))
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    return netns.run_in(ns, attempt)
+
+
+def ns_inode(path: Path | str) -> int:
+    return os.stat(path).st_ino
