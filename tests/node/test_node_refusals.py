@@ -1,0 +1,183 @@
+"""Every refusal comes back as a clear error naming the rule, and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from nodehelpers import GiB, MiB, leftovers
+
+from zos.bus import BusError
+from zos.gridtypes import Capacity
+from zos.node.capacity import Offer
+
+pytestmark = [pytest.mark.nats, pytest.mark.root, pytest.mark.slow]
+
+NOTHING = {"mounts": [], "loops": [], "files": []}
+
+
+async def _refused(call, code: str, *words: str) -> BusError:
+    with pytest.raises(BusError) as e:
+        await call
+    assert e.value.code == code, e.value
+    for word in words:
+        assert word in e.value.message, e.value.message
+    return e.value
+
+
+async def test_other_twins_cannot_read_change_or_delete(make_user, make_node) -> None:
+    owner, other = await make_user(), await make_user()
+    node = await make_node(owner)
+    dep = owner.deployment([{"name": "v", "type": "volume", "data": {"size": 32 * MiB}}])
+    await owner.deploy(node, dep)
+    before = await owner.wait_states(node, dep.contract_id, {"v": "ok"})
+    files = leftovers(node.data_dir)
+    arg = {"contract_id": dep.contract_id}
+
+    for command in ("zos.deployment.get", "zos.deployment.changes", "zos.deployment.delete"):
+        await _refused(other.call(node, command, arg), "not_found", f"twin {other.twin_id}")
+    assert await other.call(node, "zos.deployment.list") == []
+
+    # The owner's signed update, replayed by another twin: the sender is not the owner.
+    dep.version = 1
+    dep.workloads[0].version = 1
+    dep.workloads[0].data.size = 64 * MiB
+    await owner.registry.update_node_contract(dep.contract_id, dep.hash_hex())
+    dep.sign(owner.twin_id, owner.identity)
+    await _refused(other.call(node, "zos.deployment.update", dep.to_dict()), "not_found")
+    # ... and as a new deployment under another twin's name.
+    await _refused(other.call(node, "zos.deployment.deploy", dep.to_dict()), "invalid", "version")
+    dep.version, dep.workloads[0].version = 0, 0
+    await _refused(other.call(node, "zos.deployment.deploy", dep.to_dict()), "forbidden", "twin_id")
+
+    assert await owner.get(node, dep.contract_id) == before
+    assert leftovers(node.data_dir) == files
+
+
+async def test_bad_signature_and_hash_mismatch_change_nothing(make_user, make_node) -> None:
+    user, other = await make_user(), await make_user()
+    node = await make_node(user)
+    dep = user.deployment([{"name": "v", "type": "volume", "data": {"size": 32 * MiB}}])
+    contract = await user.registry.create_node_contract(node.node_id, dep.hash_hex())
+    dep.contract_id = contract.id
+
+    # Signed by another key than the owner's.
+    dep.sign(user.twin_id, other.identity)
+    await _refused(
+        user.call(node, "zos.deployment.deploy", dep.to_dict()),
+        "bad_signature",
+        f"twin {user.twin_id}",
+        "does not verify",
+    )
+    # No signature at all.
+    dep.signature_requirement.signatures = []
+    await _refused(
+        user.call(node, "zos.deployment.deploy", dep.to_dict()), "bad_signature", "missing"
+    )
+    # Properly signed, but not what the contract was made for.
+    dep.workloads[0].data.size = 48 * MiB
+    dep.sign(user.twin_id, user.identity)
+    await _refused(
+        user.call(node, "zos.deployment.deploy", dep.to_dict()),
+        "invalid",
+        "does not match the hash of contract",
+    )
+    # Someone else's contract.
+    theirs = await other.registry.create_node_contract(node.node_id, dep.hash_hex())
+    dep.contract_id = theirs.id
+    dep.sign(user.twin_id, user.identity)
+    await _refused(
+        user.call(node, "zos.deployment.deploy", dep.to_dict()),
+        "forbidden",
+        f"owned by twin {other.twin_id}",
+    )
+    # Malformed requests name the field.
+    await _refused(user.call(node, "zos.deployment.deploy", [1, 2]), "invalid", "JSON object")
+    bad = dep.to_dict()
+    bad["workloads"][0]["name"] = "no spaces allowed"
+    await _refused(user.call(node, "zos.deployment.deploy", bad), "invalid", "name")
+    await _refused(
+        user.call(node, "zos.deployment.get", {"contract_id": "x"}), "invalid", "contract_id"
+    )
+
+    assert await user.call(node, "zos.deployment.list") == []
+    assert leftovers(node.data_dir) == NOTHING
+
+
+async def test_deployment_larger_than_free_capacity_is_refused_whole(make_user, make_node) -> None:
+    user = await make_user()
+    node = await make_node(user, "--disk", "1G")
+    too_big = user.deployment(
+        [
+            {"name": "a", "type": "zmount", "data": {"size": 512 * MiB}},
+            {"name": "b", "type": "volume", "data": {"size": 768 * MiB}},
+        ]
+    )
+    err = await _refused(user.deploy(node, too_big), "capacity", "disk", str(1280 * MiB))
+    assert "1073741824 free" in err.message
+    assert await user.call(node, "zos.deployment.list") == []
+    assert leftovers(node.data_dir) == NOTHING
+
+    first = user.deployment([{"name": "a", "type": "zmount", "data": {"size": 700 * MiB}}])
+    await user.deploy(node, first)
+    await user.wait_states(node, first.contract_id, {"a": "ok"})
+    second = user.deployment([{"name": "a", "type": "zmount", "data": {"size": 400 * MiB}}])
+    await _refused(user.deploy(node, second), "capacity", "disk", str(324 * MiB))
+
+    # Growing past the free space is refused too, and the old version stays.
+    first.version = 1
+    first.workloads[0].version = 1
+    first.workloads[0].data.size = 2 * GiB
+    await _refused(user.update(node, first), "capacity", "disk")
+    got = await user.get(node, first.contract_id)
+    assert got["version"] == 0 and got["workloads"][0]["data"]["size"] == 700 * MiB
+    assert [d["contract_id"] for d in await user.call(node, "zos.deployment.list")] == [
+        first.contract_id
+    ]
+
+
+async def test_shrink_unsupported_type_and_bad_versions(make_user, make_node) -> None:
+    user = await make_user()
+    node = await make_node(user)
+    dep = user.deployment(
+        [
+            {"name": "v", "type": "volume", "data": {"size": 64 * MiB}},
+            {"name": "db", "type": "zdb", "data": {"size": 64 * MiB, "mode": "user"}},
+        ]
+    )
+    await user.deploy(node, dep)
+    got = await user.wait_states(node, dep.contract_id, {"v": "ok", "db": "error"})
+    db = next(wl for wl in got["workloads"] if wl["name"] == "db")
+    assert db["result"]["message"] == "workload type zdb is not supported on this node"
+
+    # Shrinking a volume is refused for that workload; the old one keeps running.
+    dep.version = 1
+    dep.workloads[0].version = 1
+    dep.workloads[0].data.size = 32 * MiB
+    await user.update(node, dep)
+    got = await user.wait_states(node, dep.contract_id, {"v": "unchanged"})
+    message = got["workloads"][0]["result"]["message"]
+    assert "cannot shrink" in message and "data.size" in message
+    image = node.data_dir / "storage" / "volumes" / f"{user.twin_id}-{dep.contract_id}-v.img"
+    assert image.stat().st_size == 64 * MiB
+
+    # Versions: an update must be exactly one more; a changed workload must bump its own.
+    dep.version = 5
+    await _refused(user.update(node, dep), "invalid", "version: must be 2")
+    dep.version = 2
+    dep.workloads[1].data.size = 128 * MiB  # changed but still version 0
+    await _refused(user.update(node, dep), "invalid", "'db'", "version")
+    assert (await user.get(node, dep.contract_id))["version"] == 1
+
+
+def test_offer_names_what_is_short(tmp_path) -> None:
+    offer = Offer.measure(tmp_path, cores=2, memory=4 * GiB, disk=10 * GiB)
+    assert offer.usable == Capacity(cru=2, mru=4 * GiB, sru=10 * GiB)
+    used = Capacity(mru=3 * GiB, sru=4 * GiB, hru=2 * GiB)
+    assert offer.shortfall(used, Capacity(mru=GiB, sru=2 * GiB, hru=2 * GiB)) == []
+    assert offer.shortfall(used, Capacity(cru=64, mru=2 * GiB, hru=5 * GiB)) == [
+        f"memory: needs {2 * GiB} bytes, {GiB} free",
+        f"disk: needs {5 * GiB} bytes, {4 * GiB} free",
+    ]
+    measured = Offer.measure(tmp_path)
+    assert measured.system.mru >= 2 * GiB  # the system reserve
+    with pytest.raises(ValueError, match="memory: offered"):
+        Offer.measure(tmp_path, memory=1 << 60)
