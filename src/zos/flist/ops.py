@@ -62,14 +62,18 @@ def router_for(flist: Flist, stores: list[str] | None = None) -> Router:
     return Router.from_routes(flist.routes)
 
 
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree (never following symlinks), even read-only parts of it."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, onerror=_make_writable)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 def clear_directory(target: Path) -> None:
-    """Remove everything under `target` (never following symlinks), keep `target`."""
+    """Remove everything under `target`, keep `target`."""
     for child in os.listdir(target):
-        path = target / child
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, onerror=_make_writable)
-        else:
-            path.unlink()
+        remove_tree(target / child)
 
 
 def _make_writable(func: object, path: str, exc: object) -> None:
@@ -104,7 +108,7 @@ async def unpack_flist(
             if existed:
                 clear_directory(target)
             else:
-                shutil.rmtree(target, onerror=_make_writable)
+                remove_tree(target)
         raise
     finally:
         await router.close()

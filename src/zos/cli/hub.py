@@ -1,0 +1,86 @@
+"""`zos hub serve`: the flist hub (blocks and published flists over HTTP)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+from zos.cli import CliError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    hub = sub.add_parser("hub", help="the flist hub")
+    hs = hub.add_subparsers(dest="hub_command", metavar="ACTION")
+    hs.required = True
+    s = hs.add_parser("serve", help="serve blocks and flists; writes signed by registered twins")
+    s.add_argument("--root", type=Path, required=True, help="where blocks and flists are kept")
+    s.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    s.add_argument("--nats", help="NATS URL of the grid: twins' keys come from the registry")
+    s.add_argument(
+        "--twin-key",
+        action="append",
+        default=[],
+        metavar="ID=PUBHEX",
+        help="a twin allowed to write, without a registry (repeatable)",
+    )
+    s.set_defaults(handler=cmd_serve)
+
+
+def _static_keys(items: list[str]) -> dict[int, bytes]:
+    from zos.identity import KeyError_, public_key_from_hex
+
+    keys = {}
+    for item in items:
+        twin, sep, hexkey = item.partition("=")
+        if not sep or not twin.isdigit():
+            raise CliError(f"--twin-key {item!r}: expected ID=PUBHEX")
+        try:
+            keys[int(twin)] = public_key_from_hex(hexkey)
+        except KeyError_ as e:
+            raise CliError(f"--twin-key {twin}: {e}") from None
+    return keys
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    host, sep, port = args.listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CliError(f"--listen {args.listen!r}: expected HOST:PORT")
+    static = _static_keys(args.twin_key)
+    if not static and not args.nats:
+        raise CliError("pass --nats URL (registry) or at least one --twin-key ID=PUBHEX")
+    asyncio.run(_serve(args.root, host or "127.0.0.1", int(port), args.nats, static))
+    return 0
+
+
+async def _serve(root: Path, host: str, port: int, nats: str | None, static: dict) -> None:
+    from zos.hub import Hub
+
+    registry = None
+    lookup_registry = None
+    if nats:
+        from zos.registry import RegistryClient
+
+        registry = await RegistryClient(nats).connect()
+        lookup_registry = registry.key_resolver()
+
+    async def lookup(twin_id: int) -> bytes | None:
+        if twin_id in static:
+            return static[twin_id]
+        return await lookup_registry(twin_id) if lookup_registry else None
+
+    hub = await Hub(root, lookup).start(host, port)
+    print(f"hub serving {root} at {hub.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await hub.stop()
+        if registry is not None:
+            await registry.close()
