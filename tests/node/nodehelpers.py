@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -161,12 +162,17 @@ async def remove_leftovers(directory: Path) -> None:
 
 
 def leftovers(data_dir: Path) -> dict[str, Any]:
-    """Mounts, loop devices and image files a node holds under its data directory."""
+    """Mounts, loop devices and files a node holds under its data directory's storage
+    (files inside a mounted volume belong to the volume, not to the node)."""
     storage = data_dir / "storage"
+    files = []
+    if storage.exists():
+        device = storage.stat().st_dev
+        for root, dirs, names in os.walk(storage):
+            dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == device]
+            files += [str(Path(root, n).relative_to(storage)) for n in names]
     return {
         "mounts": [str(m.target) for m in filesystem.mounts_under(data_dir)],
         "loops": sorted(loop.devices_under(data_dir)),
-        "files": sorted(str(p.relative_to(storage)) for p in storage.rglob("*") if p.is_file())
-        if storage.exists()
-        else [],
+        "files": sorted(files),
     }
