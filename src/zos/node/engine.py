@@ -353,14 +353,12 @@ class Engine:
         job.add_done_callback(self._jobs.discard)
 
     async def _job(self, contract_id: int) -> None:
-        lock = self._locks.setdefault(contract_id, asyncio.Lock())
-        async with lock:
+        # One lock per contract, kept: dropping it while a job waits would let two run.
+        async with self._locks.setdefault(contract_id, asyncio.Lock()):
             try:
                 await self._work(contract_id)
             except Exception:
                 log.exception("deployment %s: job failed", contract_id)
-        if not lock.locked():
-            self._locks.pop(contract_id, None)
 
     async def _work(self, contract_id: int) -> None:
         while True:

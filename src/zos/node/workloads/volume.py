@@ -43,7 +43,12 @@ class VolumeManager(Manager):
                 files.mark_growing()
                 filesystem.grow_sparse(files.image, size)
             if filesystem.mount_of(files.mount) is None:
-                await filesystem.mount_image(files.image, files.mount)
+                try:
+                    await filesystem.mount_image(files.image, files.mount)
+                except CommandError:
+                    # A `mount` started by an agent that was killed may have won the race.
+                    if filesystem.mount_of(files.mount) is None:
+                        raise
             if files.growing():
                 await filesystem.grow_ext4(files.image, files.mount)
                 files.done_growing()
@@ -61,7 +66,8 @@ class VolumeManager(Manager):
     async def _remove(self, workload_id: str) -> None:
         files = self._files(workload_id)
         try:
-            if filesystem.mount_of(files.mount) is not None:
+            # More than one mount may be stacked there (a `mount` that outlived a killed agent).
+            while filesystem.mount_of(files.mount) is not None:
                 await filesystem.umount(files.mount)
             # A loop device left attached without a mount (a crash inside `mount`).
             for dev in loop.devices_for(files.image):
