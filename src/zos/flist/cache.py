@@ -43,10 +43,14 @@ def _hash_file(path: Path) -> str:
 
 
 class FlistCache:
-    def __init__(self, root: Path, max_bytes: int, stores: list[str] | None = None) -> None:
+    def __init__(
+        self, root: Path, max_bytes: int, stores: list[str] | Router | None = None
+    ) -> None:
+        """`stores`: store URLs (or a Router) to fetch every flist's blocks from, instead
+        of the routes each flist names."""
         self.root = Path(root)
         self.max_bytes = max_bytes
-        self.stores = list(stores or [])
+        self.stores = stores
         self.blocks_dir = self.root / "blocks"
         self.trees_dir = self.root / "trees"
         self.flists_dir = self.root / "flists"
@@ -158,7 +162,8 @@ class FlistCache:
             return tree
         # setuid bits are stripped: a container user must not become a file's owner
         flist = await asyncio.to_thread(read_flist, fl, setuid="strip")
-        router = router_for(flist, self.stores)
+        shared = isinstance(self.stores, Router)
+        router = self.stores if isinstance(self.stores, Router) else router_for(flist, self.stores)
         tmp = self.trees_dir / f".{key}.{os.urandom(4).hex()}"
         try:
             await unpack(flist, tmp, lambda block_id: self.get_block(block_id, router))
@@ -167,7 +172,8 @@ class FlistCache:
             await asyncio.to_thread(remove_tree, tmp)
             raise
         finally:
-            await router.close()
+            if not shared:
+                await router.close()
         self._db.execute(
             "INSERT OR REPLACE INTO trees (hash, size, used) VALUES (?, ?, ?)",
             (key, flist.total_size, time.time()),
