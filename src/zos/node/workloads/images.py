@@ -1,13 +1,15 @@
-"""Files of an image-backed workload (volume, zmount) and the rules they share."""
+"""Image-backed workloads (volume, zmount): their files and the rules they share."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+from abc import abstractmethod
 from pathlib import Path
+from typing import Any
 
-from zos.node.workloads.base import WorkloadContext, WorkloadError
+from zos.node.workloads.base import Manager, WorkloadContext, WorkloadError
 
 _ID = re.compile(r"^(\d+-\d+-[A-Za-z0-9_]+)(\.img|\.img\.tmp|\.grow)?$")
 
@@ -78,3 +80,28 @@ def check_not_shrinking(ctx: WorkloadContext, image: Path) -> None:
                 f"{ctx.workload.type} {ctx.workload.name}: data.size: cannot shrink from "
                 f"{current} to {size} bytes (data would be lost)"
             )
+
+
+class ImageManager(Manager):
+    """A manager whose workloads are images in `storage/<directory>/`: grow, never shrink."""
+
+    updatable = True
+    directory = ""
+
+    def files(self, workload_id: str) -> ImageFiles:
+        return ImageFiles(self.node.storage_dir(self.directory), workload_id)
+
+    async def update(self, ctx: WorkloadContext, previous: Any) -> dict[str, Any]:
+        check_not_shrinking(ctx, self.files(ctx.workload_id).image)
+        return await self.provision(ctx)
+
+    async def deprovision(self, ctx: WorkloadContext) -> None:
+        await self.remove(ctx.workload_id)
+
+    @abstractmethod
+    async def remove(self, workload_id: str) -> None:
+        """Remove everything of `workload_id`; a no-op when nothing is there."""
+
+    async def cleanup(self, keep: set[str]) -> None:
+        for workload_id in ImageFiles.ids_in(self.node.storage_dir(self.directory)) - keep:
+            await self.remove(workload_id)

@@ -12,27 +12,24 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
-from zos.node.workloads.images import ImageFiles, check_not_shrinking, data_size
+from zos.node.workloads.base import NodeServices, WorkloadContext, WorkloadError
+from zos.node.workloads.images import ImageManager, data_size
 from zos.primitives import filesystem, loop
 from zos.primitives.command import CommandError
 
 
 def volume_path(node: NodeServices, workload_id: str) -> Path:
     """Where volume `workload_id` is mounted (what a container bind-mounts)."""
-    return node.storage_dir("volumes") / workload_id
+    return node.storage_dir(VolumeManager.directory) / workload_id
 
 
-class VolumeManager(Manager):
+class VolumeManager(ImageManager):
     type = "volume"
-    updatable = True
-
-    def _files(self, workload_id: str) -> ImageFiles:
-        return ImageFiles(self.node.storage_dir("volumes"), workload_id)
+    directory = "volumes"
 
     async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
         size = data_size(ctx)
-        files = self._files(ctx.workload_id)
+        files = self.files(ctx.workload_id)
         try:
             if not files.image.exists():
                 files.tmp.unlink(missing_ok=True)
@@ -56,15 +53,8 @@ class VolumeManager(Manager):
             raise WorkloadError(f"volume {ctx.workload.name}: {e}") from None
         return {"id": ctx.workload_id}
 
-    async def update(self, ctx: WorkloadContext, previous: Any) -> dict[str, Any]:
-        check_not_shrinking(ctx, self._files(ctx.workload_id).image)
-        return await self.provision(ctx)
-
-    async def deprovision(self, ctx: WorkloadContext) -> None:
-        await self._remove(ctx.workload_id)
-
-    async def _remove(self, workload_id: str) -> None:
-        files = self._files(workload_id)
+    async def remove(self, workload_id: str) -> None:
+        files = self.files(workload_id)
         try:
             # More than one mount may be stacked there (a `mount` that outlived a killed agent).
             while filesystem.mount_of(files.mount) is not None:
@@ -77,7 +67,3 @@ class VolumeManager(Manager):
         with contextlib.suppress(FileNotFoundError):
             files.mount.rmdir()
         files.remove()
-
-    async def cleanup(self, keep: set[str]) -> None:
-        for workload_id in ImageFiles.ids_in(self.node.storage_dir("volumes")) - keep:
-            await self._remove(workload_id)

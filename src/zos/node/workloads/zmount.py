@@ -8,26 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
-from zos.node.workloads.images import ImageFiles, check_not_shrinking, data_size
+from zos.node.workloads.base import NodeServices, WorkloadContext, WorkloadError
+from zos.node.workloads.images import ImageManager, data_size
 from zos.primitives import filesystem, loop
 
 
 def zmount_path(node: NodeServices, workload_id: str) -> Path:
     """The disk image of zmount `workload_id`."""
-    return node.storage_dir("zmounts") / f"{workload_id}.img"
+    return node.storage_dir(ZMountManager.directory) / f"{workload_id}.img"
 
 
-class ZMountManager(Manager):
+class ZMountManager(ImageManager):
     type = "zmount"
-    updatable = True
-
-    def _files(self, workload_id: str) -> ImageFiles:
-        return ImageFiles(self.node.storage_dir("zmounts"), workload_id)
+    directory = "zmounts"
 
     async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
         size = data_size(ctx)
-        files = self._files(ctx.workload_id)
+        files = self.files(ctx.workload_id)
         try:
             if not files.image.exists():
                 filesystem.create_sparse(files.tmp, size)
@@ -38,20 +35,9 @@ class ZMountManager(Manager):
             raise WorkloadError(f"zmount {ctx.workload.name}: {e.strerror or e}") from None
         return {"volume_id": ctx.workload_id}
 
-    async def update(self, ctx: WorkloadContext, previous: Any) -> dict[str, Any]:
-        check_not_shrinking(ctx, self._files(ctx.workload_id).image)
-        return await self.provision(ctx)
-
-    async def deprovision(self, ctx: WorkloadContext) -> None:
-        await self._remove(ctx.workload_id)
-
-    async def _remove(self, workload_id: str) -> None:
-        files = self._files(workload_id)
+    async def remove(self, workload_id: str) -> None:
+        files = self.files(workload_id)
         if loop.devices_for(files.image):
             # A machine still has the disk attached; removing the file would not free it.
             raise WorkloadError(f"zmount {workload_id}: disk is still in use")
         files.remove()
-
-    async def cleanup(self, keep: set[str]) -> None:
-        for workload_id in ImageFiles.ids_in(self.node.storage_dir("zmounts")) - keep:
-            await self._remove(workload_id)
