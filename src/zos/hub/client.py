@@ -30,7 +30,7 @@ async def _answer(resp: aiohttp.ClientResponse, what: str) -> Any:
 
 async def publish_flist(hub: str, signer: HubSigner, flist: Path, name: str | None = None) -> Any:
     name = name or Path(flist).name
-    url = _url(hub, f"/flists/{signer.twin_id}/{urllib.parse.quote(name)}")
+    url = _url(hub, f"/flists/{signer.twin_id}/{urllib.parse.quote(name, safe='')}")
     body = Path(flist).read_bytes()
     path = urllib.parse.urlsplit(url).path
     headers = sign_headers(signer.identity, signer.twin_id, "PUT", path, body)
@@ -50,4 +50,6 @@ async def list_flists(hub: str, twin_id: int) -> list[dict[str, Any]]:
 
 
 async def fetch_flist(hub: str, twin_id: int, name: str, dest: Path) -> Path:
-    return await download_flist(_url(hub, f"/flists/{twin_id}/{urllib.parse.quote(name)}"), dest)
+    return await download_flist(
+        _url(hub, f"/flists/{twin_id}/{urllib.parse.quote(name, safe='')}"), dest
+    )

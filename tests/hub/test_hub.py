@@ -1,0 +1,226 @@
+"""The hub on a real aiohttp server and a free port: reads for anyone, writes signed by a
+registered twin, blocks only under their own hash, flists listed and downloaded per twin."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from zos.flist import HubSigner, Router, StoreError, encrypt_block, pack, unpack_flist
+from zos.flist.cache import FlistCache
+from zos.grid.natsserver import NatsServer, free_port
+from zos.hub import Hub, sign_headers
+from zos.hub.client import list_flists, publish_flist
+from zos.identity import Identity
+
+TWIN = 7
+OWNER = Identity.generate()
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    keys = {TWIN: OWNER.public_key}
+
+    async def lookup(twin_id: int) -> bytes | None:
+        return keys.get(twin_id)
+
+    server = await Hub(tmp_path / "hub", lookup).start("127.0.0.1", free_port())
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def make_src(root: Path) -> Path:
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/motd").write_text("welcome\n")
+    (root / "data").write_bytes(os.urandom(700_000))
+    return root
+
+
+async def put_block(
+    hub: Hub, data: bytes, headers: dict[str, str], block_id: str | None = None
+) -> tuple[int, str]:
+    block_id = block_id or hashlib.blake2b(data, digest_size=32).hexdigest()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.put(f"{hub.url}/{block_id[:2]}/{block_id}", data=data, headers=headers) as r,
+    ):
+        return r.status, await r.text()
+
+
+def signed(identity: Identity, twin: int, data: bytes, **kw) -> dict[str, str]:
+    block_id = hashlib.blake2b(data, digest_size=32).hexdigest()
+    return sign_headers(identity, twin, "PUT", f"/{block_id[:2]}/{block_id}", data, **kw)
+
+
+async def test_signed_pack_to_hub_and_anonymous_unpack(hub: Hub, tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src")
+    router = Router.parse([hub.url], HubSigner(OWNER, TWIN))
+    result = await pack(src, tmp_path / "x.fl", router)
+    await router.close()
+    stored = [p for p in (tmp_path / "hub/blocks").rglob("*") if p.is_file()]
+    assert len(stored) == result.new_blocks == 3
+    for p in stored:  # every block sits under its own hash
+        assert hashlib.blake2b(p.read_bytes(), digest_size=32).hexdigest() == p.name
+    # anyone may read: the flist's own route (the hub) without any key
+    await unpack_flist(tmp_path / "x.fl", tmp_path / "out")
+    assert (tmp_path / "out/etc/motd").read_text() == "welcome\n"
+    assert (tmp_path / "out/data").read_bytes() == (src / "data").read_bytes()
+
+
+async def test_unknown_twin_is_refused(hub: Hub) -> None:
+    _, cipher = encrypt_block(b"payload")
+    status, text = await put_block(hub, cipher, signed(OWNER, 99, cipher))
+    assert status == 403 and "twin 99 is not registered" in text
+    assert not any(p.is_file() for p in hub.blocks.rglob("*"))
+
+
+async def test_bad_signature_is_refused(hub: Hub) -> None:
+    _, cipher = encrypt_block(b"payload")
+    status, text = await put_block(hub, cipher, signed(Identity.generate(), TWIN, cipher))
+    assert status == 403 and "bad signature" in text
+    # a signature over other bytes does not cover these
+    _, other = encrypt_block(b"other payload")
+    headers = signed(OWNER, TWIN, other)
+    block_id = hashlib.blake2b(cipher, digest_size=32).hexdigest()
+    headers = sign_headers(OWNER, TWIN, "PUT", f"/{block_id[:2]}/{block_id}", other)
+    status, text = await put_block(hub, cipher, headers)
+    assert status == 403 and "bad signature" in text
+    status, text = await put_block(hub, cipher, {})
+    assert status == 401 and "unsigned request" in text
+    assert not any(p.is_file() for p in hub.blocks.rglob("*"))
+
+
+async def test_block_whose_id_is_not_its_hash_is_refused(hub: Hub) -> None:
+    _, cipher = encrypt_block(b"payload")
+    wrong = hashlib.blake2b(b"something else", digest_size=32).hexdigest()
+    headers = sign_headers(OWNER, TWIN, "PUT", f"/{wrong[:2]}/{wrong}", cipher)
+    status, text = await put_block(hub, cipher, headers, block_id=wrong)
+    assert status == 400 and "not the BLAKE2b-256 hash of its bytes" in text
+    assert not any(p.is_file() for p in hub.blocks.rglob("*"))
+
+
+async def test_stale_and_replayed_requests_are_refused(hub: Hub) -> None:
+    _, cipher = encrypt_block(b"payload")
+    status, text = await put_block(hub, cipher, signed(OWNER, TWIN, cipher, now=time.time() - 900))
+    assert status == 401 and "stale" in text
+    headers = signed(OWNER, TWIN, cipher)
+    assert (await put_block(hub, cipher, headers))[0] == 201
+    status, text = await put_block(hub, cipher, headers)
+    assert status == 403 and "replayed" in text
+
+
+async def test_anyone_reads_blocks(hub: Hub) -> None:
+    block, cipher = encrypt_block(b"public ciphertext")
+    assert (await put_block(hub, cipher, signed(OWNER, TWIN, cipher)))[0] == 201
+    h = block.id.hex()
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{hub.url}/{h[:2]}/{h}") as r:
+            assert r.status == 200 and await r.read() == cipher
+        async with s.head(f"{hub.url}/{h[:2]}/{h}") as r:
+            assert r.status == 200
+        missing = "ab" * 32
+        async with s.get(f"{hub.url}/ab/{missing}") as r:
+            assert r.status == 404
+
+
+async def test_publish_list_download_flists(hub: Hub, tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src")
+    signer = HubSigner(OWNER, TWIN)
+    router = Router.parse([hub.url], signer)
+    await pack(src, tmp_path / "app.fl", router)
+    await router.close()
+    answer = await publish_flist(hub.url, signer, tmp_path / "app.fl")
+    assert answer["name"] == "app.fl"
+    items = await list_flists(hub.url, TWIN)
+    assert [i["name"] for i in items] == ["app.fl"]
+    assert (
+        items[0]["hash"]
+        == hashlib.blake2b((tmp_path / "app.fl").read_bytes(), digest_size=32).hexdigest()
+    )
+    assert await list_flists(hub.url, 8) == []
+    url = f"{hub.url}/flists/{TWIN}/app.fl"
+    await unpack_flist(url, tmp_path / "out")
+    assert (tmp_path / "out/etc/motd").read_text() == "welcome\n"
+
+    # the node cache prepares straight from the hub URL
+    cache = FlistCache(tmp_path / "cache", 1 << 30)
+    tree = await cache.prepare(url)
+    assert (tree / "data").read_bytes() == (src / "data").read_bytes()
+    cache.close()
+
+    # another twin cannot publish under twin 7, nor can anyone publish garbage
+    intruder = Identity.generate()
+    with pytest.raises(StoreError, match="403"):
+        body = (tmp_path / "app.fl").read_bytes()
+        headers = sign_headers(intruder, TWIN, "PUT", f"/flists/{TWIN}/evil.fl", body)
+        async with (
+            aiohttp.ClientSession() as s,
+            s.put(f"{hub.url}/flists/{TWIN}/evil.fl", data=body, headers=headers) as r,
+        ):
+            raise StoreError(f"{r.status}")
+    (tmp_path / "junk.fl").write_bytes(b"SQLite format 3\x00" + os.urandom(5000))
+    with pytest.raises(StoreError, match="not a valid flist"):
+        await publish_flist(hub.url, signer, tmp_path / "junk.fl")
+    with pytest.raises(StoreError, match="400"):
+        await publish_flist(hub.url, signer, tmp_path / "app.fl", name="../../escape.fl")
+    assert [i["name"] for i in await list_flists(hub.url, TWIN)] == ["app.fl"]
+    assert sorted(p.name for p in (tmp_path / "hub").rglob("*.fl")) == ["app.fl"]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError("hub did not listen")
+
+
+@pytest.mark.nats
+async def test_hub_serve_checks_twins_in_the_registry(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    from zos.registry import RegistryClient, RegistryService
+
+    service = await RegistryService(nats_server.url).start()
+    user = Identity.generate()
+    client = await RegistryClient(nats_server.url, user).connect()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zos.cli", "hub", "serve", "--root", str(tmp_path / "hub"),
+         "--listen", f"127.0.0.1:{port}", "--nats", nats_server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        twin = await client.register_twin()
+        await asyncio.to_thread(_wait_port, port, proc)
+        url = f"http://127.0.0.1:{port}"
+        router = Router.parse([url], HubSigner(user, twin.id))
+        await pack(make_src(tmp_path / "src"), tmp_path / "x.fl", router)
+        await router.close()
+        assert len([p for p in (tmp_path / "hub/blocks").rglob("*") if p.is_file()]) == 3
+        # a key the registry does not know for that twin id
+        stranger = Router.parse([url], HubSigner(Identity.generate(), twin.id + 1000))
+        with pytest.raises(StoreError, match="not registered"):
+            await pack(make_src(tmp_path / "src2"), tmp_path / "y.fl", stranger)
+        await stranger.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        await client.close()
+        await service.stop()
