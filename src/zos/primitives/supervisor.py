@@ -126,6 +126,10 @@ class Supervisor:
             await asyncio.sleep(self.backoff.delay(w.failures))
             if self._watches.get(cid) is not w:
                 return
+            if not (w.bundle / "config.json").exists():
+                log.warning("container %s: its bundle is gone; no longer supervised", cid)
+                self.forget(cid)
+                return
             try:
                 await self.runc.delete(cid)
                 await asyncio.to_thread(logd.ensure_daemon, self.logs_root)

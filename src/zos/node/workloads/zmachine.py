@@ -1,0 +1,423 @@
+"""`zmachine`: a container under runc on a twin's private network.
+
+For workload `<wid>` the node makes:
+- a writable layer: `<data>/storage/zmachines/<wid>.img`, an ext4 image of the
+  machine's root size, loop-mounted at `<data>/storage/zmachines/<wid>/` (upper + work);
+- its rootfs: the flist's prepared tree (node flist cache, read-only, shared) with that
+  layer on top (overlayfs) at `<data>/zmachines/<wid>/rootfs`;
+- a network namespace `c-<wid>` with `eth0` (a veth whose other end, named by
+  `short_name(wid, 0)`, sits on the network's bridge), its ip and a default route via
+  the subnet's `.1`;
+- an OCI bundle (`<data>/zmachines/<wid>/bundle`) and container `zm-<wid>`, run
+  detached and supervised (`zos.primitives.supervisor`), with its output in bounded
+  log files (`zos.primitives.logd`).
+`<data>/zmachines/<wid>/state.json` records what was made, before it is made, so a
+crash half way is finished or removed by the next provision or cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import re
+import shlex
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, ip_address
+from pathlib import Path
+from typing import Any
+
+from zos.gridtypes.names import network_id, short_name
+from zos.node.workloads import network as networks
+from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
+from zos.node.workloads.volume import volume_path
+from zos.primitives import filesystem, links, logd, loop, netns, overlay
+from zos.primitives.command import CommandError
+from zos.primitives.runc import BindMount, ContainerSpec, Runc, RuncError, write_bundle
+from zos.primitives.supervisor import Backoff, Supervisor
+
+MiB = 1 << 20
+DEFAULT_ROOT_SIZE = 500 * MiB
+# Where a user's volume may not be mounted (the container's own kernel file systems).
+FORBIDDEN_MOUNTPOINTS = ("/", "/proc", "/sys", "/dev", "/.zos")
+_ENV_KEY = re.compile(r"^[^=\x00]+$")
+
+
+@dataclass
+class MachineState:
+    """What `provision` made for one zmachine (enough to find and remove all of it)."""
+
+    wid: str
+    cid: str
+    netid: str
+    ip: str
+    netns: str
+    port: str  # the veth end on the network's bridge
+    tree: str  # the prepared flist tree (the overlay's lower)
+    cached: bool  # whether `tree` is held in the node's flist cache
+    mounts: list[dict[str, str]] = field(default_factory=list)
+
+
+def container_id(wid: str) -> str:
+    return f"zm-{wid}"
+
+
+class ZMachineManager(Manager):
+    type = "zmachine"
+
+    def __init__(self, node: NodeServices) -> None:
+        super().__init__(node)
+        key = hashlib.sha256(str(node.data_dir.resolve()).encode()).hexdigest()[:12]
+        # runc state on /run (gone on reboot, as the containers are), one directory per node.
+        root = Path(node.extra.get("runc_root") or f"/run/zos/runc-{key}")
+        self.runc = Runc(root)
+        self.supervisor: Supervisor = node.extra.get("zmachine_supervisor") or Supervisor(
+            self.runc, self.logs_root, node.extra.get("zmachine_backoff") or Backoff()
+        )
+        self._held: set[str] = set()  # workloads whose flist tree this manager holds
+
+    # ---- places ------------------------------------------------------------------
+
+    @property
+    def logs_root(self) -> Path:
+        return self.node.data_dir / "logs" / "zmachines"
+
+    def _dir(self, wid: str) -> Path:
+        return self.node.data_dir / "zmachines" / wid
+
+    def _storage(self, wid: str) -> tuple[Path, Path]:
+        base = self.node.storage_dir("zmachines")
+        return base / f"{wid}.img", base / wid
+
+    def _netns(self, wid: str) -> str:
+        return f"{self.node.extra.get('netns_prefix', '')}c-{wid}"
+
+    def _load(self, wid: str) -> MachineState | None:
+        try:
+            return MachineState(**json.loads((self._dir(wid) / "state.json").read_text()))
+        except FileNotFoundError:
+            return None
+
+    def _save(self, state: MachineState) -> None:
+        path = self._dir(state.wid) / "state.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=1))
+        os.replace(tmp, path)
+
+    def states(self) -> list[MachineState]:
+        base = self.node.data_dir / "zmachines"
+        found = []
+        if base.is_dir():
+            for d in sorted(base.iterdir()):
+                st = self._load(d.name)
+                if st is not None:
+                    found.append(st)
+        return found
+
+    # ---- checks ------------------------------------------------------------------
+
+    def _check(self, ctx: WorkloadContext) -> tuple[Any, networks.NetworkInfo, IPv4Address]:
+        data = ctx.workload.data
+        wid = ctx.workload_id
+        interfaces = list(data.network.interfaces)
+        if len(interfaces) != 1:
+            raise WorkloadError(
+                f"network.interfaces: exactly one private network interface is supported, "
+                f"got {len(interfaces)}"
+            )
+        inf = interfaces[0]
+        try:
+            info = networks.lookup(self.node, ctx.twin_id, inf.network)
+        except WorkloadError as exc:
+            raise WorkloadError(f"network.interfaces[0].network: {exc}") from None
+        try:
+            ip = ip_address(str(inf.ip))
+        except ValueError:
+            raise WorkloadError(f"network.interfaces[0].ip: {inf.ip!r} is not an IP") from None
+        subnet = info.network
+        if ip not in subnet:
+            raise WorkloadError(
+                f"network.interfaces[0].ip: {ip} is outside the subnet {subnet} "
+                f"of network '{inf.network}'"
+            )
+        if ip in (subnet.network_address, subnet.broadcast_address, info.gateway):
+            raise WorkloadError(
+                f"network.interfaces[0].ip: {ip} is reserved in {subnet} "
+                "(network, broadcast or the gateway .1)"
+            )
+        for other in self.states():
+            if other.wid != wid and other.netid == info.netid and other.ip == str(ip):
+                raise WorkloadError(
+                    f"network.interfaces[0].ip: {ip} is already used by another machine "
+                    f"on network '{inf.network}'"
+                )
+        if not isinstance(ip, IPv4Address):
+            raise WorkloadError("network.interfaces[0].ip: only IPv4 is supported")
+        cpu = int(data.compute_capacity.cpu)
+        if cpu < 1:
+            raise WorkloadError("compute_capacity.cpu: must be at least 1")
+        if int(data.compute_capacity.memory) < 16 * MiB:
+            raise WorkloadError("compute_capacity.memory: must be at least 16 MiB")
+        for key in data.env:
+            if not _ENV_KEY.match(key):
+                raise WorkloadError(f"env: invalid variable name {key!r}")
+        return data, info, ip
+
+    def _mounts(self, ctx: WorkloadContext) -> list[BindMount]:
+        result = []
+        seen: set[str] = set()
+        for i, m in enumerate(ctx.workload.data.mounts):
+            where = f"mounts[{i}]"
+            point = posixpath.normpath(str(m.mountpoint or ""))
+            if not str(m.mountpoint).startswith("/") or ".." in str(m.mountpoint).split("/"):
+                raise WorkloadError(
+                    f"{where}.mountpoint: {m.mountpoint!r} must be an absolute path"
+                )
+            if point in FORBIDDEN_MOUNTPOINTS or any(
+                point.startswith(f"{f}/") for f in FORBIDDEN_MOUNTPOINTS[1:]
+            ):
+                raise WorkloadError(f"{where}.mountpoint: {point} cannot be mounted over")
+            if point in seen:
+                raise WorkloadError(f"{where}.mountpoint: {point} is used twice")
+            seen.add(point)
+            target = next((w for w in ctx.deployment.workloads if w.name == m.name), None)
+            if target is None or target.type not in ("volume", "zmount"):
+                raise WorkloadError(f"{where}.name: no volume named '{m.name}' in the deployment")
+            if target.type == "zmount":
+                raise WorkloadError(
+                    f"{where}.name: '{m.name}' is a zmount (a raw disk for virtual machines); "
+                    "a container mounts volumes"
+                )
+            source = volume_path(self.node, f"{ctx.twin_id}-{ctx.contract_id}-{m.name}")
+            if filesystem.mount_of(source) is None:
+                raise WorkloadError(f"{where}.name: volume '{m.name}' is not ready on this node")
+            result.append(BindMount(source, point))
+        return result
+
+    async def _rootfs_tree(self, flist: str) -> tuple[Path, bool, dict[str, str]]:
+        """The read-only tree of `flist` and its tags (entrypoint, env, workdir)."""
+        cache = self.node.extra.get("flist_cache")
+        local = {str(Path(p)) for p in self.node.extra.get("local_rootfs_dirs", ())}
+        if flist in local and Path(flist).is_dir():
+            # Trusted local trees (tests, benchmarks, an operator's base images).
+            return Path(flist), False, {}
+        if cache is None:
+            raise WorkloadError("flist: this node has no flist cache")
+        try:
+            tree = await cache.prepare(flist, acquire=True)
+        except Exception as exc:  # the cache's own errors name the flist and the rule
+            raise WorkloadError(f"flist: {exc}") from None
+        tags: dict[str, str] = {}
+        fl = Path(cache.flists_dir) / f"{Path(tree).name}.fl"
+        with contextlib.suppress(Exception):
+            from zos.flist.format import read_flist
+
+            tags = (await asyncio.to_thread(read_flist, fl, setuid="strip")).tags
+        return Path(tree), True, tags
+
+    # ---- the manager -------------------------------------------------------------
+
+    async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
+        data, info, ip = self._check(ctx)
+        wid = ctx.workload_id
+        mounts = self._mounts(ctx)
+        async with networks.network_lock(info.netid):
+            before = self._load(wid)
+            try:
+                await self._build(ctx, data, info, ip, mounts)
+            except (WorkloadError, CommandError, RuncError, OSError, links.LinkError) as exc:
+                if before is None:
+                    await self._remove(wid, release_network=False)
+                if isinstance(exc, WorkloadError):
+                    raise
+                raise WorkloadError(f"zmachine {ctx.workload.name}: {exc}") from None
+        return {"id": wid, "ip": str(ip), "planetary_ip": "", "mycelium_ip": "", "console_url": ""}
+
+    async def _build(
+        self,
+        ctx: WorkloadContext,
+        data: Any,
+        info: networks.NetworkInfo,
+        ip: IPv4Address,
+        mounts: list[BindMount],
+    ) -> None:
+        wid = ctx.workload_id
+        cid = container_id(wid)
+        tree, cached, tags = await self._rootfs_tree(str(data.flist))
+        if cached and wid not in self._held:
+            self._held.add(wid)
+        elif cached:
+            self.node.extra["flist_cache"].release(tree)  # held once per workload
+        state = MachineState(
+            wid=wid,
+            cid=cid,
+            netid=info.netid,
+            ip=str(ip),
+            netns=self._netns(wid),
+            port=short_name(wid, 0),
+            tree=str(tree),
+            cached=cached,
+            mounts=[{"source": str(m.source), "destination": m.destination} for m in mounts],
+        )
+        self._save(state)
+        args, env, cwd = self._process(data, tags)
+        rootfs = await self._mount_rootfs(wid, tree, int(data.root_size()))
+        await asyncio.to_thread(self._plumb, state, info)
+        bundle = self._dir(wid) / "bundle"
+        etc = await asyncio.to_thread(self._etc_files, wid, ctx.workload.name, ip)
+        spec = ContainerSpec(
+            id=cid,
+            rootfs=rootfs,
+            args=args,
+            env=env,
+            cwd=cwd,
+            hostname=ctx.workload.name,
+            netns=netns.path(state.netns),
+            cpu=int(data.compute_capacity.cpu),
+            memory=int(data.compute_capacity.memory),
+            mounts=[*etc, *mounts],
+        )
+        await asyncio.to_thread(write_bundle, bundle, spec)
+        await self.supervisor.ensure(cid, bundle)
+
+    def _process(self, data: Any, tags: dict[str, str]) -> tuple[list[str], dict[str, str], str]:
+        try:
+            args = shlex.split(str(data.entrypoint or ""))
+        except ValueError as exc:
+            raise WorkloadError(f"entrypoint: cannot be parsed: {exc}") from None
+        if not args:
+            with contextlib.suppress(ValueError, TypeError):
+                args = json.loads(tags.get("entrypoint", "[]")) + json.loads(tags.get("cmd", "[]"))
+        if not args:
+            raise WorkloadError("entrypoint: empty, and the flist names no entrypoint of its own")
+        env: dict[str, str] = {}
+        with contextlib.suppress(ValueError, TypeError):
+            for item in json.loads(tags.get("env", "[]")):
+                key, _, value = str(item).partition("=")
+                env[key] = value
+        env.update({str(k): str(v) for k, v in data.env.items()})
+        return args, env, tags.get("workdir") or "/"
+
+    async def _mount_rootfs(self, wid: str, tree: Path, size: int) -> Path:
+        image, layer = self._storage(wid)
+        rootfs = self._dir(wid) / "rootfs"
+        if filesystem.mount_of(layer) is None:
+            if not image.exists():
+                tmp = image.with_suffix(".img.tmp")
+                filesystem.create_sparse(tmp, size or DEFAULT_ROOT_SIZE)
+                await filesystem.mkfs_ext4(tmp)
+                os.replace(tmp, image)
+            await filesystem.mount_image(image, layer)
+        if not overlay.is_mounted(rootfs):
+            await overlay.mount_overlay(tree, layer / "upper", layer / "work", rootfs)
+        return rootfs
+
+    def _plumb(self, state: MachineState, info: networks.NetworkInfo) -> None:
+        ns = state.netns
+        netns.create(ns)
+        links.ensure_veth(state.port, "eth0", info.namespace, ns)
+        links.set_master(state.port, info.bridge, info.namespace)
+        links.set_up(state.port, info.namespace)
+        links.set_up("lo", ns)
+        links.set_addresses("eth0", [IPv4Interface(f"{state.ip}/{info.network.prefixlen}")], ns)
+        links.set_up("eth0", ns)
+        links.set_default_route(info.gateway, ns)
+        # ping without CAP_NET_RAW (ICMP datagram sockets)
+        netns.set_sysctl(ns, "net/ipv4/ping_group_range", "0 2147483647")
+
+    def _etc_files(self, wid: str, name: str, ip: IPv4Address) -> list[BindMount]:
+        etc = self._dir(wid) / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        files = {
+            "hostname": f"{name}\n",
+            "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{ip}\t{name}\n",
+            "resolv.conf": "nameserver 1.1.1.1\nnameserver 8.8.8.8\n",
+        }
+        mounts = []
+        for fname, text in files.items():
+            (etc / fname).write_text(text)
+            mounts.append(BindMount(etc / fname, f"/etc/{fname}", readonly=True))
+        return mounts
+
+    async def deprovision(self, ctx: WorkloadContext) -> None:
+        wid = ctx.workload_id
+        state = self._load(wid)
+        netid = state.netid if state else None
+        if netid is None:
+            with contextlib.suppress(Exception):
+                inf = ctx.workload.data.network.interfaces[0]
+                netid = network_id(ctx.twin_id, inf.network)
+        if netid is None:
+            await self._remove(wid, release_network=False)
+            return
+        async with networks.network_lock(netid):
+            await self._remove(wid, release_network=True)
+
+    async def _remove(self, wid: str, release_network: bool) -> None:
+        """Remove every piece of `wid`; each step is a no-op when its piece is gone."""
+        state = self._load(wid)
+        cid = container_id(wid)
+        try:
+            await self.supervisor.stop(cid)
+            rootfs = self._dir(wid) / "rootfs"
+            await overlay.unmount(rootfs)
+            image, layer = self._storage(wid)
+            if filesystem.mount_of(layer) is not None:
+                await filesystem.umount(layer)
+            for dev in loop.devices_for(image):
+                await loop.detach(dev)
+        except (CommandError, RuncError) as exc:
+            raise WorkloadError(f"zmachine {wid}: cannot remove: {exc}") from None
+        await asyncio.to_thread(netns.delete, self._netns(wid))
+        for path in (image, image.with_suffix(".img.tmp")):
+            path.unlink(missing_ok=True)
+        await asyncio.to_thread(shutil.rmtree, layer, True)
+        await asyncio.to_thread(shutil.rmtree, self.supervisor.log_dir(cid), True)
+        if state is not None and state.cached and wid in self._held:
+            self._held.discard(wid)
+            cache = self.node.extra.get("flist_cache")
+            if cache is not None:
+                cache.release(state.tree)
+        await asyncio.to_thread(shutil.rmtree, self._dir(wid), True)
+        if release_network and state is not None:
+            await networks.release_if_unused(self.node, state.netid)
+        if not self.states() and not self.supervisor.watched():
+            # The node's last machine: no log daemon or empty runc state directory stays.
+            await asyncio.to_thread(logd.stop_daemon, self.logs_root)
+            with contextlib.suppress(OSError):
+                self.runc.root.rmdir()
+
+    async def cleanup(self, keep: set[str]) -> None:
+        for state in self.states():
+            if state.wid not in keep:
+                async with networks.network_lock(state.netid):
+                    await self._remove(state.wid, release_network=True)
+        # Containers of this node that nothing records any more.
+        for c in await self.runc.list():
+            cid = c.get("id", "")
+            if cid.startswith("zm-") and self._load(cid[3:]) is None:
+                await self.runc.delete(cid)
+
+    def close(self) -> None:
+        """The agent is stopping: let go of the containers, leave them running."""
+        self.supervisor.close()
+
+    # ---- logs --------------------------------------------------------------------
+
+    async def read_logs(self, workload_id: str, follow: bool = False) -> AsyncIterator[bytes]:
+        """The machine's output (stdout and stderr, at most 2 MiB kept); with `follow`, new
+        output as it comes until the machine is removed. The caller checks the owner."""
+        if self._load(workload_id) is None:
+            raise WorkloadError(f"no zmachine {workload_id} on this node")
+        directory = self.supervisor.log_dir(container_id(workload_id))
+        if not follow:
+            yield await asyncio.to_thread(logd.read, directory)
+            return
+        async for chunk in logd.follow(directory):
+            yield chunk
