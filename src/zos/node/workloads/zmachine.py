@@ -394,15 +394,17 @@ class ZMachineManager(Manager):
                 self.runc.root.rmdir()
 
     async def cleanup(self, keep: set[str]) -> None:
+        # Containers of this node that nothing records any more (`runc list` first: it
+        # recreates the state directory that removing the last machine takes away).
+        if self.runc.root.exists():
+            for c in await self.runc.list():
+                cid = c.get("id", "")
+                if cid.startswith("zm-") and self._load(cid[3:]) is None:
+                    await self.runc.delete(cid)
         for state in self.states():
             if state.wid not in keep:
                 async with networks.network_lock(state.netid):
                     await self._remove(state.wid, release_network=True)
-        # Containers of this node that nothing records any more.
-        for c in await self.runc.list():
-            cid = c.get("id", "")
-            if cid.startswith("zm-") and self._load(cid[3:]) is None:
-                await self.runc.delete(cid)
 
     def close(self) -> None:
         """The agent is stopping: let go of the containers, leave them running."""
