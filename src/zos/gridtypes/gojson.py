@@ -36,8 +36,19 @@ from zos.gridtypes.errors import GridTypeError
 MAX_JSON_BYTES = 4 * 1024 * 1024
 
 
-class Pairs(list):
+class Pairs:
     """A JSON object as it was written: its (key, value) pairs in order."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        self.pairs = pairs
+
+    def __iter__(self):
+        return iter(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
 
 
 @dataclass(frozen=True)
@@ -252,7 +263,7 @@ def to_plain(raw: Any) -> Any:
 
 def _items(raw: Any) -> list[tuple[Any, Any]]:
     if isinstance(raw, Pairs):
-        return list(raw)
+        return raw.pairs
     return list(raw.items())
 
 

@@ -26,9 +26,9 @@ def _check_backend(backend: str, tls_passthrough: bool) -> str | None:
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            return f"invalid ip {host!r}"
+            return f"must be ip:port when tls_passthrough is set (invalid ip {host!r})"
         if not port.isascii() or not port.isdigit() or int(port) > 65535:
-            return f"invalid port {port!r}"
+            return f"must be ip:port when tls_passthrough is set (invalid port {port!r})"
         return None
     try:
         url = urlsplit(backend)

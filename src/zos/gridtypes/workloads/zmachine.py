@@ -91,7 +91,8 @@ class _MachineMixin:
 
     def min_root_size(self) -> int:
         """2 GiB once cpu × memory reaches 8 GiB-cores, otherwise 500 MiB (as zos)."""
-        cu = self.compute_capacity.cpu * self.compute_capacity.memory // (8 * GiB)
+        # uint64 arithmetic, wrapping as zos computes it
+        cu = (self.compute_capacity.cpu * self.compute_capacity.memory) % 2**64 // (8 * GiB)
         return 500 * MiB if cu == 0 else 2 * GiB
 
     def root_size(self) -> int:
