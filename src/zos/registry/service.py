@@ -11,6 +11,9 @@ registers), its signature (bad_signature), its body (invalid, naming the field),
 (replayed: ids are recorded in a KV bucket with a TTL), then the rules of its kind
 (not_found, forbidden, conflict, unavailable). Only then is it written.
 
+Needs nats-server 2.10 or newer when replicated: older servers may accept two
+compare-and-set writes on a clustered stream at once (nats-server#4320).
+
 Rules:
 - register_twin: one twin per public key.
 - create_farm: any twin; farm names are unique (case-insensitive); the signer owns it.
@@ -64,7 +67,7 @@ from zos.registry.models import (
     PublicConfig,
     Twin,
 )
-from zos.registry.store import AUDIT_PREFIX, CONTRACTS_PREFIX, Mirror, Store
+from zos.registry.store import AUDIT_PREFIX, CONTRACTS_PREFIX, TRANSIENT, Mirror, Store
 from zos.registry.tx import (
     QUERY_SUBJECT,
     QUEUE_GROUP,
@@ -190,7 +193,9 @@ class RegistryService:
         replicas: int = 1,
         down_after: float = DOWN_AFTER,
         max_concurrency: int = 256,
+        setup_timeout: float = 60.0,
     ) -> None:
+        self.setup_timeout = setup_timeout
         self._servers = None if isinstance(nats_conn, NATS) else nats_conn
         self._nc: NATS | None = nats_conn if isinstance(nats_conn, NATS) else None
         self._owns_nc = self._nc is None
@@ -231,8 +236,12 @@ class RegistryService:
         if self._nc is None:
             assert self._servers is not None
             self._nc = await connect_nats(self._servers, name="zos-registry")
-        self.store = Store(self._nc.jetstream(timeout=5.0), replicas=self.replicas)
-        await self.store.setup()
+        version = self._nc.connected_server_version
+        if self.replicas > 1 and (version.major, version.minor) < (2, 10):
+            # nats-server#4320: older clustered streams may accept two CAS writes at once.
+            log.warning("nats-server %s: compare-and-set is not safe in clusters", version)
+        self.store = Store(self._nc.jetstream(timeout=2.0), replicas=self.replicas)
+        await self._setup_store()
         self.farms = Mirror(self.store.kv["farms"], FARM)
         self.nodes = Mirror(self.store.kv["nodes"], NODE)
         self.contracts = Mirror(self.store.kv["contracts"], CONTRACT)
@@ -245,6 +254,19 @@ class RegistryService:
         ]
         await nc.flush()
         return self
+
+    async def _setup_store(self) -> None:
+        # A cluster that has just started elects its JetStream leaders for a few seconds.
+        deadline = time.monotonic() + self.setup_timeout
+        while True:
+            try:
+                await self.store.setup()
+                return
+            except (*TRANSIENT, nats.js.errors.APIError) as e:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("JetStream not ready (%s); retrying", e)
+                await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
         for sub in self._subs:
@@ -286,7 +308,7 @@ class RegistryService:
                 answer = ok(await handle(msg.data))
             except BusError as e:
                 answer = fail(e)
-            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as e:
+            except TRANSIENT as e:
                 log.warning("registry storage not answering: %s", e)
                 answer = fail(BusError("unavailable", "registry storage is not answering; retry"))
             except Exception:
@@ -420,7 +442,8 @@ class RegistryService:
         if await self.store.create("twin-keys", args.public_key, twin_id) is None:
             raise BusError("conflict", "this key was registered at the same moment")
         twin = Twin(id=twin_id, public_key=args.public_key, created=time.time())
-        await self.store.create("twins", twin_id, twin)
+        if await self.store.create("twins", twin_id, twin) is None:
+            raise BusError("conflict", f"twin {twin_id} exists already")
         return _json(twin)
 
     async def _create_farm(self, tx: Transaction, args: CreateFarmArgs) -> Any:
@@ -433,7 +456,9 @@ class RegistryService:
             raise BusError("conflict", f"farm name {args.name!r} is taken")
         farm = Farm(id=farm_id, name=args.name, owner_twin=tx.twin, created=time.time())
         rev = await self.store.create("farms", farm_id, farm)
-        self.farms.apply(str(farm_id), rev or 0, farm)
+        if rev is None:
+            raise BusError("conflict", f"farm {farm_id} exists already")
+        self.farms.apply(str(farm_id), rev, farm)
         return _json(farm)
 
     async def _register_node(self, tx: Transaction, args: RegisterNodeArgs) -> Any:
@@ -579,7 +604,9 @@ class RegistryService:
             id=contract_id, name=args.name, owner_twin=tx.twin, created=now, updated=now
         )
         rev = await self.store.create("contracts", contract_id, contract)
-        self.contracts.apply(str(contract_id), rev or 0, contract)
+        if rev is None:
+            raise BusError("conflict", f"contract {contract_id} exists already")
+        self.contracts.apply(str(contract_id), rev, contract)
         return _json(contract)
 
     async def _cancel_name_contract(self, tx: Transaction, args: NameArgs) -> Any:

@@ -30,11 +30,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
@@ -63,12 +65,19 @@ AUDIT_PREFIX = "zos.registry.audit"
 CONTRACTS_PREFIX = "zos.registry.contracts"
 EVENTS_MAX_AGE = 30 * 24 * 3600.0
 CAS_ATTEMPTS = 50
+# Errors of a cluster electing new leaders after a server died: worth retrying.
+TRANSIENT: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 T = TypeVar("T")
 
 
-def dump(model: BaseModel | int) -> bytes:
-    if isinstance(model, int):
+def dump(model: BaseModel | int | str) -> bytes:
+    if isinstance(model, (int, str)):
         return str(model).encode()
     return model.model_dump_json().encode()
 
@@ -78,9 +87,10 @@ async def _backoff(attempt: int) -> None:
 
 
 class Store:
-    def __init__(self, js: JetStreamContext, replicas: int = 1) -> None:
+    def __init__(self, js: JetStreamContext, replicas: int = 1, retry_for: float = 8.0) -> None:
         self.js = js
         self.replicas = replicas
+        self.retry_for = retry_for
         self.kv: dict[str, KeyValue] = {}
 
     async def setup(self) -> None:
@@ -107,16 +117,37 @@ class Store:
         except nats.js.errors.BadRequestError:
             await self.js.stream_info(STREAM)
 
+    # -- retries -------------------------------------------------------------------
+
+    async def _retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run `op`, again while JetStream is between leaders (a server died)."""
+        deadline = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            try:
+                return await op()
+            except TRANSIENT as e:
+                if time.monotonic() > deadline:
+                    log.warning("storage %s failed: %r", what, e)
+                    raise BusError(
+                        "unavailable", "registry storage is not answering; retry"
+                    ) from None
+                await asyncio.sleep(min(0.5, 0.05 * 2**attempt))
+                attempt += 1
+
     # -- reads -----------------------------------------------------------------------
 
     async def get_raw(self, bucket: str, key: str) -> tuple[bytes, int] | None:
-        try:
-            entry = await self.kv[bucket].get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        if entry.value is None:
-            return None
-        return entry.value, entry.revision or 0
+        async def read() -> tuple[bytes, int] | None:
+            try:
+                entry = await self.kv[bucket].get(key)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                return None
+            if entry.value is None:
+                return None
+            return entry.value, entry.revision or 0
+
+        return await self._retry(f"get {bucket}/{key}", read)
 
     async def get(self, bucket: str, key: str | int, parse: TypeAdapter[T]) -> tuple[T, int] | None:
         raw = await self.get_raw(bucket, str(key))
@@ -130,12 +161,40 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------
 
-    async def create(self, bucket: str, key: str | int, value: BaseModel | int) -> int | None:
+    async def _write(self, bucket: str, key: str, data: bytes, last: int) -> int | None:
+        """Write if the key's revision is `last` (0: absent); None if it is not.
+
+        A write whose acknowledgement was lost in a failover is retried; if the retry
+        then finds our own bytes in place, the first attempt went through.
+        """
+        kv = self.kv[bucket]
+        interrupted = False
+        deadline = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            try:
+                if last == 0:
+                    return await kv.create(key, data)
+                return await kv.update(key, data, last=last)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                if interrupted:
+                    current = await self.get_raw(bucket, key)
+                    if current is not None and current[0] == data:
+                        return current[1]
+                return None
+            except TRANSIENT as e:
+                interrupted = True
+                if time.monotonic() > deadline:
+                    log.warning("storage write %s/%s failed: %r", bucket, key, e)
+                    raise BusError(
+                        "unavailable", "registry storage is not answering; retry"
+                    ) from None
+                await asyncio.sleep(min(0.5, 0.05 * 2**attempt))
+                attempt += 1
+
+    async def create(self, bucket: str, key: str | int, value: BaseModel | int | str) -> int | None:
         """Write `key` if it does not exist; its revision, or None when it already does."""
-        try:
-            return await self.kv[bucket].create(str(key), dump(value))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return None
+        return await self._write(bucket, str(key), dump(value), 0)
 
     async def update(
         self,
@@ -156,48 +215,46 @@ class Store:
             new = change(value)
             if asyncio.iscoroutine(new):
                 new = await new
-            try:
-                rev = await self.kv[bucket].update(str(key), dump(new), last=revision)  # type: ignore[arg-type]
+            rev = await self._write(bucket, str(key), dump(new), revision)  # type: ignore[arg-type]
+            if rev is not None:
                 return new, rev  # type: ignore[return-value]
-            except nats.js.errors.KeyWrongLastSequenceError:
-                await _backoff(attempt)
+            await _backoff(attempt)
         raise BusError("busy", f"{bucket[:-1]} {key} is being changed too often; try again")
 
     async def delete(self, bucket: str, key: str | int) -> int:
         """Delete `key` (a KV delete marker); the marker's revision."""
+
         # As KeyValue.delete does, but keeping the revision for the mirrors.
-        ack = await self.js.publish(f"$KV.zos-{bucket}.{key}", b"", headers={"KV-Operation": "DEL"})
-        return ack.seq
+        async def delete() -> int:
+            subject = f"$KV.zos-{bucket}.{key}"
+            ack = await self.js.publish(subject, b"", headers={"KV-Operation": "DEL"})
+            return ack.seq
+
+        return await self._retry(f"delete {bucket}/{key}", delete)
 
     async def next_id(self, counter: str) -> int:
-        kv = self.kv["counters"]
         for attempt in range(CAS_ATTEMPTS):
             raw = await self.get_raw("counters", counter)
-            try:
-                if raw is None:
-                    await kv.create(counter, b"1")
-                    return 1
-                value = int(raw[0]) + 1
-                await kv.update(counter, str(value).encode(), last=raw[1])
+            value = 1 if raw is None else int(raw[0]) + 1
+            if await self._write("counters", counter, str(value).encode(), raw[1] if raw else 0):
                 return value
-            except nats.js.errors.KeyWrongLastSequenceError:
-                await _backoff(attempt)
+            await _backoff(attempt)
         raise BusError("busy", f"could not take a {counter} id; try again")
 
     async def claim_tx(self, tx_id: str) -> bool:
         """Record a transaction id; False if it was already recorded (a replay)."""
-        return await self.create("txids", tx_id, int(time.time())) is not None
+        # The value is unique to this claim, so a retried claim recognises itself.
+        stamp = f"{time.time():.6f} {os.urandom(8).hex()}"
+        return await self.create("txids", tx_id, stamp) is not None
 
     async def publish(self, subject: str, payload: dict[str, Any], msg_id: str) -> None:
+        """Append to the event stream (a retry is deduplicated by the message id)."""
         data = json.dumps(payload, separators=(",", ":")).encode()
-        for attempt in range(5):
-            try:
-                await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-                return
-            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError):
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
+
+        async def publish() -> None:
+            await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+
+        await self._retry(f"publish {subject}", publish)
 
 
 M = TypeVar("M", bound=BaseModel)

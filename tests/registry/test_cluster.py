@@ -1,0 +1,119 @@
+"""A three-server NATS cluster with KV replicas 3: one server dies under load.
+
+Clients keep writing (twins, name contracts) and reading while the server the
+registry service is connected to is killed. Every write that was acknowledged must
+still be there afterwards, and the service must go on answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import pytest
+
+from zos.bus import BusError
+from zos.grid.natsserver import start_cluster
+from zos.identity import Identity
+from zos.registry import RegistryClient, RegistryService
+
+pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+async def retry(coro_fn, deadline: float):  # type: ignore[no-untyped-def]
+    while True:
+        try:
+            return await coro_fn()
+        except BusError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+async def test_cluster_survives_a_dead_server(tmp_path: Path) -> None:
+    servers = start_cluster(tmp_path, 3)
+    urls = [s.url for s in servers]
+    service = None
+    clients: list[RegistryClient] = []
+    try:
+        service = await RegistryService(urls, replicas=3).start()
+        for _ in range(3):
+            c = await RegistryClient(urls, Identity.generate()).connect()
+            await retry(c.register_twin, time.monotonic() + 30)
+            clients.append(c)
+
+        acked: list[tuple[RegistryClient, str, int]] = []  # client, name, contract id
+        twins: list[int] = []
+        failures = 0
+        log: list[str] = []  # refusals, shown if the test fails
+        stop = asyncio.Event()
+
+        async def writer(n: int, client: RegistryClient) -> None:
+            nonlocal failures
+            i = 0
+            while not stop.is_set():
+                name = f"w{n}-{i}"
+                i += 1
+                try:
+                    contract = await client.create_name_contract(name)
+                    acked.append((client, name, contract.id))
+                    newcomer = RegistryClient(client.nc, Identity.generate())
+                    twins.append((await newcomer.register_twin()).id)
+                except BusError as e:
+                    log.append(f"{time.monotonic():.1f} writer {n}: {e}")
+                    failures += 1  # unacknowledged: it may or may not have happened
+                    await asyncio.sleep(0.1)
+
+        reads = 0
+
+        async def reader(client: RegistryClient) -> None:
+            nonlocal reads
+            while not stop.is_set():
+                with contextlib.suppress(BusError):
+                    await client.list_contracts(client.twin_id)
+                    await client.get_twin(client.twin_id or 1)
+                    reads += 1
+                await asyncio.sleep(0.01)
+
+        tasks = [asyncio.create_task(writer(i, c)) for i, c in enumerate(clients)]
+        tasks.append(asyncio.create_task(reader(clients[0])))
+        await asyncio.sleep(2)
+        assert len(acked) > 0
+
+        # Kill the server the service is connected to, as a crash would.
+        assert service._nc is not None and service._nc.connected_url is not None
+        port = service._nc.connected_url.port
+        victim = next(s for s in servers if s.port == port)
+        victim.kill()
+        killed_at, reads_at_kill = len(acked), reads
+        # JetStream elects new leaders within seconds; writes must resume.
+        deadline = time.monotonic() + 40
+        while (len(acked) < killed_at + 30 or reads <= reads_at_kill) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(*tasks)
+
+        assert len(acked) >= killed_at + 30, f"writes stalled after the kill: {log[-10:]}"
+        assert reads > reads_at_kill
+        deadline = time.monotonic() + 30
+        for client, name, contract_id in acked:
+            got = await retry(lambda c=client, n=name: c.get_name_contract(n), deadline)
+            assert got.id == contract_id and got.owner_twin == client.twin_id
+        for twin_id in twins:
+            await retry(lambda t=twin_id: clients[0].get_twin(t), deadline)
+        # Ids stayed unique through the failover.
+        assert len({cid for _, _, cid in acked}) == len(acked)
+        assert len(set(twins)) == len(twins)
+        mine = await clients[0].list_contracts(clients[0].twin_id)
+        assert {c.id for c in mine} >= {cid for c, _, cid in acked if c is clients[0]}
+    finally:
+        for c in clients:
+            await c.close()
+        if service is not None:
+            await service.stop()
+        for s in servers:
+            s.stop()
