@@ -340,6 +340,19 @@ async def test_agent_restart_and_crash_converge(node: NodeServices, busybox_root
     assert len(loop.devices_for(image)) == 1
     assert len([m for m in filesystem.mounts_under(node.data_dir) if wid in str(m.target)]) == 2
     await logs_until(zm, wid, b"tick")
+    # logs by offset (what `zos.zmachine.logs` serves) and followed
+    first_part, offset = await zm.logs_since(wid, 0)
+    more, after = await zm.logs_since(wid, offset, wait=5)
+    assert b"tick" in first_part and more.startswith(b"tick") and after == offset + len(more)
+    followed = b""
+    stream = zm.read_logs(wid, follow=True)
+    async for chunk in stream:
+        followed += chunk
+        if followed.count(b"tick") > first_part.count(b"tick") + 2:
+            break
+    await stream.aclose()
+    with pytest.raises(WorkloadError, match="no zmachine"):
+        await zm.logs_since(f"{twin}-400-other")
     # supervised by the new agent: a crash is restarted
     await zm.runc.kill(cid)
     for _ in range(100):

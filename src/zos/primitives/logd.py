@@ -64,9 +64,15 @@ class _Sink:
         self.out.flush()
 
     def rotate(self) -> None:
+        # `base` = how many bytes were ever logged before `current`: readers keep offsets.
+        base = read_base(self.dir) + self.out.tell()
         self.out.close()
+        # While `base.next` exists a reader retries: files and base may not match yet.
+        pending = self.dir / "base.next"
+        pending.write_text(str(base))
         os.replace(self.dir / "current", self.dir / "previous")
         self.out = open(self.dir / "current", "ab")  # noqa: SIM115
+        os.replace(pending, self.dir / "base")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -180,6 +186,36 @@ def open_output(directory: Path) -> int:
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
     return fd
+
+
+def read_base(directory: Path) -> int:
+    try:
+        return int((directory / "base").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def read_from(directory: Path, offset: int) -> tuple[bytes, int]:
+    """Output from absolute `offset` on (or from the oldest byte still kept) and the offset
+    after it. Offsets count every byte ever logged, so a reader survives rotations."""
+    for _ in range(100):
+        base = read_base(directory)
+        prev = _size(directory / "previous")
+        data = read(directory)
+        rotating = (directory / "base.next").exists()
+        if not rotating and read_base(directory) == base and _size(directory / "previous") == prev:
+            start = base - prev
+            skip = max(offset - start, 0)
+            return data[skip:], start + len(data)
+        time.sleep(0.001)
+    raise RuntimeError(f"{directory}: log rotating too fast to read")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def read(directory: Path) -> bytes:

@@ -412,6 +412,21 @@ class ZMachineManager(Manager):
 
     # ---- logs --------------------------------------------------------------------
 
+    async def logs_since(
+        self, workload_id: str, offset: int = 0, wait: float = 0.0
+    ) -> tuple[bytes, int]:
+        """Output from `offset` on and the offset to ask from next; with `wait`, wait up
+        to that many seconds for output when there is none yet (a long poll)."""
+        if self._load(workload_id) is None:
+            raise WorkloadError(f"no zmachine {workload_id} on this node")
+        directory = self.supervisor.log_dir(container_id(workload_id))
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            data, after = await asyncio.to_thread(logd.read_from, directory, offset)
+            if data or asyncio.get_running_loop().time() >= deadline:
+                return data, after
+            await asyncio.sleep(0.2)
+
     async def read_logs(self, workload_id: str, follow: bool = False) -> AsyncIterator[bytes]:
         """The machine's output (stdout and stderr, at most 2 MiB kept); with `follow`, new
         output as it comes until the machine is removed. The caller checks the owner."""
