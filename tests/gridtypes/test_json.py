@@ -242,3 +242,26 @@ def test_lone_surrogates_become_replacement_characters():
 
 def test_line_and_column_of_syntax_errors():
     refused('{\n  "version": 1,\n  "twin_id": }', "line 3 column 14")
+
+
+def test_unicode_folding_as_go():
+    # U+212A KELVIN SIGN folds to k, U+017F LONG S to s, as in Go's encoding/json
+    d = Deployment.from_json('{"\\u212aey": 1, "de\\u017fcription": "x", "metadata\\u0130": "y"}')
+    assert d.description == "x"
+    assert d.metadata == ""
+
+
+@pytest.mark.parametrize("depth", [65, 500, 990, 5000])
+def test_deep_nesting_is_refused_without_recursion_errors(depth):
+    nested = "[" * depth + "]" * depth
+    text = '{"workloads": [{"name": "x", "type": "zz", "data": ' + nested + "}]}"
+    refused(text, "nested")
+    text = '{"workloads": [{"result": {"data": ' + '{"a":' * depth + "1" + "}" * depth + "}}]}"
+    refused(text, "nested")
+
+
+def test_moderate_nesting_in_raw_data_is_kept():
+    nested = {"a": [{"b": [1, 2.5, None, True]}]}
+    text = json.dumps({"workloads": [{"name": "x", "type": "zz", "data": nested}]})
+    d = Deployment.from_json(text)
+    assert d.to_dict()["workloads"][0]["data"] == nested

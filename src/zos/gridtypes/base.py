@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from zos.gridtypes.capacity import Capacity
 from zos.gridtypes.errors import GridTypeError
@@ -21,10 +21,39 @@ def go_bool(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _from_pydantic(cls: type, e: ValidationError) -> GridTypeError:
+    """One GridTypeError line from a pydantic ValidationError (keeps our own messages)."""
+    parts = []
+    for err in e.errors(include_url=False):
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, GridTypeError):
+            return inner
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else err.get("msg", "invalid"))
+    return GridTypeError(f"{cls.__name__}: " + "; ".join(parts))
+
+
 class GoModel(BaseModel):
-    """A model read and written with Go's encoding/json rules (see zos.gridtypes.gojson)."""
+    """A model read and written with Go's encoding/json rules (see zos.gridtypes.gojson).
+
+    Building one in Python (`ZMount(size=5)`) checks types and ranges too; any
+    problem is a GridTypeError.
+    """
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore", validate_assignment=False)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise _from_pydantic(type(self), e) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as e:
+            raise _from_pydantic(cls, e) from None
 
     @classmethod
     def from_raw(cls, raw: Any, path: str = "") -> Any:

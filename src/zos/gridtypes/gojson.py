@@ -4,8 +4,8 @@ zos nodes decode deployments with Go's `encoding/json`, so we accept exactly wha
 accepts and read it the same way:
 
 - unknown object keys are ignored (the TypeScript client sends `__type` in data);
-- keys match struct fields case-insensitively, an exact match first; when several keys
-  land on one field the last one wins;
+- keys match struct fields case-insensitively (Go's folding), an exact match first;
+  when several keys land on one field the last one wins;
 - `null` leaves a plain field as it was (its zero value) and clears an optional one;
 - numbers for integer fields must be integer literals within the Go type's range
   (uint8/uint16/uint32/uint64/int64); `1.0`, `1e3`, `true` or `"1"` are refused;
@@ -34,6 +34,8 @@ from zos.gridtypes.errors import GridTypeError
 
 # A deployment is small (a node's bus messages are far smaller); refuse more before parsing.
 MAX_JSON_BYTES = 4 * 1024 * 1024
+# Deployments nest about 8 levels; result data a little more. Deeper input is refused.
+MAX_JSON_DEPTH = 64
 
 
 class Pairs:
@@ -111,7 +113,7 @@ def parse_json(data: bytes | bytearray | str, what: str = "JSON") -> Any:
     else:
         raise GridTypeError(f"{what}: expected bytes or str, got {type(data).__name__}")
     try:
-        return json.loads(
+        value = json.loads(
             text,
             object_pairs_hook=Pairs,
             parse_float=Decimal,
@@ -125,6 +127,28 @@ def parse_json(data: bytes | bytearray | str, what: str = "JSON") -> Any:
         raise GridTypeError(f"{what}: invalid JSON: nested too deeply") from None
     except ValueError as e:  # integer with too many digits, NaN/Infinity
         raise GridTypeError(f"{what}: invalid JSON: {_short(str(e))}") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise GridTypeError(f"{what}: invalid JSON: nested more than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Pairs):
+            children = [v for _k, v in item.pairs]
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -365,6 +389,21 @@ def decode_value(tp: Any, raw: Any, path: str, meta: list[Any] | None = None) ->
     raise TypeError(f"gridtypes decoder: unsupported annotation {tp!r}")  # programming error
 
 
+def fold_key(key: str) -> str:
+    """A key folded as Go's encoding/json folds names: ASCII upper-cased, other letters
+    mapped to the upper case of their lower case (so the Kelvin sign matches k and
+    the long s matches s)."""
+    if key.isascii():
+        return key.upper()
+    out = []
+    for c in key:
+        low = c.lower()
+        low = low if len(low) == 1 else c
+        up = low.upper()
+        out.append(up if len(up) == 1 else low)
+    return "".join(out)
+
+
 def _json_name(name: str, info: Any) -> str:
     return info.alias or name
 
@@ -383,13 +422,13 @@ def decode_model(cls: type[BaseModel], raw: Any, path: str = "") -> Any:
             continue
         jname = _json_name(name, info)
         exact[jname] = name
-        folded.setdefault(jname.lower(), name)
+        folded.setdefault(fold_key(jname), name)
     values: dict[str, Any] = {}
     raw_values: dict[str, Any] = {}
     for key, value in _items(raw):
         if not isinstance(key, str):
             continue
-        name = exact.get(key) or folded.get(key.lower())
+        name = exact.get(key) or folded.get(fold_key(key))
         if name is None:
             continue  # unknown keys are ignored, as Go does
         info = fields[name]
