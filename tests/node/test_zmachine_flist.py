@@ -1,0 +1,107 @@
+"""A zmachine from a real flist: packed into a block store, prepared by the node's flist
+cache, run with the image's own entrypoint and env from the flist's tags."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from netzm_helpers import ctx, deployment, network_data, unique_twin
+
+from zos.flist import Router, pack
+from zos.flist.cache import FlistCache
+from zos.node.workloads.base import NodeServices, WorkloadError
+from zos.node.workloads.network import NetworkManager
+from zos.node.workloads.zmachine import ZMachineManager
+from zos.primitives import filesystem, logd
+from zos.primitives.supervisor import Backoff
+
+pytestmark = [pytest.mark.runc, pytest.mark.netns, pytest.mark.root]
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+async def node(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[NodeServices]:
+    router = Router.parse([f"dir://{tmp_path / 'store'}"])
+    tags = {
+        "entrypoint": json.dumps(["sh", "-c"]),
+        "cmd": json.dumps(["echo image says $IMG; exec sleep 1000"]),
+        "env": json.dumps(["IMG=tagged", "PATH=/bin"]),
+    }
+    await pack(busybox_rootfs, tmp_path / "busybox.fl", router, tags=tags)
+    cache = FlistCache(tmp_path / "cache", 1 << 30, router)
+    svc = NodeServices(
+        data_dir=tmp_path / "node",
+        extra={"flist_cache": cache, "zmachine_backoff": Backoff(base=0.2)},
+    )
+    try:
+        yield svc
+    finally:
+        if "zm" in svc.extra:
+            svc.extra["zm"].close()
+        zm = ZMachineManager(svc)
+        await zm.cleanup(set())
+        await NetworkManager(svc).cleanup(set())
+        await asyncio.to_thread(logd.stop_daemon, zm.logs_root)
+        cache.close()
+        await router.close()
+        assert filesystem.mounts_under(svc.data_dir) == []
+
+
+async def test_zmachine_from_flist_with_image_entrypoint(
+    node: NodeServices, tmp_path: Path
+) -> None:
+    twin = unique_twin()
+    fl = tmp_path / "busybox.fl"
+    m = {
+        "name": "m",
+        "type": "zmachine",
+        "data": {
+            "flist": str(fl),
+            "network": {"interfaces": [{"network": "net", "ip": "10.74.1.2"}]},
+            "compute_capacity": {"cpu": 1, "memory": 256 * MiB},
+            "entrypoint": "",
+        },
+    }
+    dep = deployment(
+        twin, 500, [{"name": "net", "type": "network", "data": network_data("10.74.1.0/24")}, m]
+    )
+    await NetworkManager(node).provision(ctx(node, dep, "net"))
+    zm = node.extra["zm"] = ZMachineManager(node)
+    await zm.provision(ctx(node, dep, "m"))
+    await zm.provision(ctx(node, dep, "m"))  # again: still one hold on the tree
+    cache: FlistCache = node.extra["flist_cache"]
+    tree = next((cache.trees_dir).iterdir())
+    assert cache.in_use(tree) == 1
+    wid = f"{twin}-500-m"
+    for _ in range(100):
+        out = b"".join([c async for c in zm.read_logs(wid)])
+        if b"image says tagged" in out:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(out)
+    # a flist the cache cannot get is refused with the cache's reason, nothing built
+    bad = deployment(
+        twin,
+        501,
+        [
+            {
+                **m,
+                "data": {
+                    **m["data"],
+                    "flist": str(tmp_path / "missing.fl"),
+                    "network": {"interfaces": [{"network": "net", "ip": "10.74.1.3"}]},
+                },
+            }
+        ],
+    )
+    with pytest.raises(WorkloadError, match=r"flist: .*missing\.fl"):
+        await zm.provision(ctx(node, bad, "m"))
+    assert not (node.data_dir / "zmachines" / f"{twin}-501-m").exists()
+    await zm.deprovision(ctx(node, dep, "m"))
+    assert cache.in_use(tree) == 0
