@@ -7,11 +7,15 @@ and accepts one URL, a comma-separated list, or a list (a cluster).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
+
+from zos.bus.errors import BusError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,13 @@ async def connect_nats(
     name: str = "zos",
     reconnect_wait: float = 0.5,
     connect_timeout: float = 5.0,
+    first_connect_timeout: float | None = 15.0,
 ) -> NATS:
+    """A connected client; BusError `unavailable` if no server answers at first.
+
+    After the first connection, the client reconnects forever on its own.
+    """
+
     async def on_error(e: Exception) -> None:
         log.debug("nats %s: %s", name, e)
 
@@ -47,8 +57,9 @@ async def connect_nats(
     async def on_reconnect() -> None:
         log.info("nats %s: reconnected", name)
 
-    return await nats.connect(
-        servers=server_list(servers),
+    urls = server_list(servers)
+    connecting = nats.connect(
+        servers=urls,
         name=name,
         allow_reconnect=True,
         max_reconnect_attempts=-1,
@@ -58,3 +69,8 @@ async def connect_nats(
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    try:
+        # nats-py retries a first connection forever too: bound it.
+        return await asyncio.wait_for(connecting, first_connect_timeout)
+    except (TimeoutError, OSError, nats.errors.Error) as e:
+        raise BusError("unavailable", f"cannot reach NATS at {', '.join(urls)} ({e!r})") from None

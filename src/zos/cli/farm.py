@@ -1,0 +1,111 @@
+"""`zos farm create | token | list | show | nodes | remove-node`."""
+
+from __future__ import annotations
+
+import argparse
+
+from zos.cli import CliError
+from zos.cli._io import add_key_options
+from zos.cli.registry import add_nats_option, parse_duration, print_result, with_registry
+from zos.registry.client import RegistryClient
+from zos.registry.models import Farm, Node
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    farm = sub.add_parser("farm", help="create farms, hand out join tokens, list their nodes")
+    fs = farm.add_subparsers(dest="farm_command", metavar="ACTION")
+    fs.required = True
+
+    create = fs.add_parser("create", help="create a farm owned by this key's twin")
+    create.add_argument("name")
+    token = fs.add_parser("token", help="print a join token for nodes of a farm you own")
+    token.add_argument("farm_id", type=int)
+    token.add_argument("--expires", default="24h", help="validity, e.g. 3600, 30m, 24h, 7d")
+    token.add_argument(
+        "--node-twin", type=int, default=0, help="only this twin may use it (default: any)"
+    )
+    lst = fs.add_parser("list", help="list farms")
+    lst.add_argument("--owner", type=int, help="only farms of this twin")
+    show = fs.add_parser("show", help="show a farm")
+    show.add_argument("farm_id", type=int)
+    nodes = fs.add_parser("nodes", help="list the nodes of a farm")
+    nodes.add_argument("farm_id", type=int)
+    nodes.add_argument("--status", choices=["up", "down"])
+    remove = fs.add_parser("remove-node", help="remove a node from a farm you own")
+    remove.add_argument("node_id", type=int)
+
+    for p in (create, token, remove):
+        add_key_options(p)
+    for p in (create, token, lst, show, nodes, remove):
+        add_nats_option(p)
+        p.add_argument("--json", action="store_true")
+    create.set_defaults(handler=cmd_create)
+    token.set_defaults(handler=cmd_token)
+    lst.set_defaults(handler=cmd_list)
+    show.set_defaults(handler=cmd_show)
+    nodes.set_defaults(handler=cmd_nodes)
+    remove.set_defaults(handler=cmd_remove_node)
+
+
+def _farm_line(f: Farm) -> str:
+    return f"{f.id}\t{f.name}\towner twin {f.owner_twin}"
+
+
+def _node_line(n: Node) -> str:
+    c = n.capacity
+    return (
+        f"{n.id}\t{n.status}\ttwin {n.twin_id}\tcru {c.cru}\tmru {c.mru >> 30}G"
+        f"\tsru {c.sru >> 30}G\thru {c.hru >> 30}G"
+    )
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    farm = with_registry(args, lambda c: c.create_farm(args.name))
+    print_result(args, farm, str(farm.id))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    expires = parse_duration(args.expires)
+    if expires <= 0:
+        raise CliError("--expires must be positive")
+    token = with_registry(
+        args, lambda c: c.farm_join_token(args.farm_id, args.node_twin, expires=expires)
+    )
+    print_result(args, {"token": token}, token)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    farms = with_registry(args, lambda c: c.list_farms(args.owner), key=False)
+    print_result(args, farms, "\n".join(_farm_line(f) for f in farms))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    farm = with_registry(args, lambda c: c.get_farm(args.farm_id), key=False)
+    print_result(args, farm, _farm_line(farm))
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    async def nodes(client: RegistryClient) -> list[Node]:
+        await client.get_farm(args.farm_id)  # not_found for a farm that does not exist
+        found: list[Node] = []
+        while True:
+            page = await client.list_nodes(
+                farm=args.farm_id, status=args.status, offset=len(found), limit=1000
+            )
+            found.extend(page)
+            if len(page) < 1000:
+                return found
+
+    found = with_registry(args, nodes, key=False)
+    print_result(args, found, "\n".join(_node_line(n) for n in found))
+    return 0
+
+
+def cmd_remove_node(args: argparse.Namespace) -> int:
+    result = with_registry(args, lambda c: c.remove_node(args.node_id))
+    print_result(args, result, f"node {args.node_id} removed")
+    return 0
