@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import random
@@ -11,7 +12,10 @@ from typing import Any
 
 from zos.gridtypes import Deployment
 from zos.node.workloads.base import NodeServices, WorkloadContext
-from zos.primitives import netns
+from zos.node.workloads.network import NetworkManager
+from zos.node.workloads.volume import VolumeManager
+from zos.node.workloads.zmachine import ZMachineManager
+from zos.primitives import filesystem, logd, netns
 
 WG_KEY = base64.b64encode(bytes(range(32))).decode()
 
@@ -81,3 +85,15 @@ def can_connect(ns: str, host: str, port: int, timeout: float = 1.0) -> bool:
 
 def ns_inode(path: Path | str) -> int:
     return os.stat(path).st_ino
+
+
+async def remove_everything(svc: NodeServices) -> None:
+    """What a test left on a node: containers, mounts, namespaces, uplinks, log daemon."""
+    if "zm" in svc.extra:
+        svc.extra["zm"].close()  # the test's manager stops supervising first
+    zm = ZMachineManager(svc)
+    await zm.cleanup(set())
+    await NetworkManager(svc).cleanup(set())
+    await VolumeManager(svc).cleanup(set())
+    await asyncio.to_thread(logd.stop_daemon, zm.logs_root)
+    assert filesystem.mounts_under(svc.data_dir) == []

@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from netzm_helpers import ctx, deployment, network_data, unique_twin
+from netzm_helpers import ctx, deployment, network_data, remove_everything, unique_twin
 
 from zos.flist import Router, pack
 from zos.flist.cache import FlistCache
 from zos.node.workloads.base import NodeServices, WorkloadError
 from zos.node.workloads.network import NetworkManager
 from zos.node.workloads.zmachine import ZMachineManager
-from zos.primitives import filesystem, logd
 from zos.primitives.supervisor import Backoff
 
 pytestmark = [pytest.mark.runc, pytest.mark.netns, pytest.mark.root]
@@ -41,15 +40,9 @@ async def node(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[NodeServic
     try:
         yield svc
     finally:
-        if "zm" in svc.extra:
-            svc.extra["zm"].close()
-        zm = ZMachineManager(svc)
-        await zm.cleanup(set())
-        await NetworkManager(svc).cleanup(set())
-        await asyncio.to_thread(logd.stop_daemon, zm.logs_root)
+        await remove_everything(svc)
         cache.close()
         await router.close()
-        assert filesystem.mounts_under(svc.data_dir) == []
 
 
 async def test_zmachine_from_flist_with_image_entrypoint(

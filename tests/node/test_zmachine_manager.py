@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netzm_helpers import ctx, deployment, listen_in, network_data, unique_twin
+from netzm_helpers import ctx, deployment, listen_in, network_data, remove_everything, unique_twin
 
 from zos.gridtypes import Deployment
 from zos.gridtypes.names import network_id
@@ -21,7 +21,7 @@ from zos.node.workloads.base import NodeServices, WorkloadError
 from zos.node.workloads.network import NetworkManager, bridge_name, namespace_name
 from zos.node.workloads.volume import VolumeManager, volume_path
 from zos.node.workloads.zmachine import ZMachineManager, container_id
-from zos.primitives import cgroups, filesystem, links, logd, loop, nat, netns, overlay
+from zos.primitives import cgroups, filesystem, links, loop, nat, netns, overlay
 from zos.primitives.supervisor import Backoff
 
 pytestmark = [pytest.mark.runc, pytest.mark.netns, pytest.mark.root, pytest.mark.slow]
@@ -48,15 +48,7 @@ async def node(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[NodeServic
     try:
         yield svc
     finally:
-        # whatever a test left: containers, mounts, namespaces, uplinks, the log daemon
-        if "zm" in svc.extra:
-            svc.extra["zm"].close()
-        zm = ZMachineManager(svc)
-        await zm.cleanup(set())
-        await NetworkManager(svc).cleanup(set())
-        await VolumeManager(svc).cleanup(set())
-        await asyncio.to_thread(logd.stop_daemon, zm.logs_root)
-        assert filesystem.mounts_under(svc.data_dir) == []
+        await remove_everything(svc)
 
 
 def machine(name: str, network: str, ip: str, entrypoint: str, **extra: Any) -> dict[str, Any]:
