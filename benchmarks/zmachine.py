@@ -157,10 +157,11 @@ async def main() -> None:
         await net.provision(ctx(node, net_dep, "bench"))
         print(f"zmachine benchmark ({os.cpu_count()} cores), work dir {work}")
 
-        # warm-up (page cache, first runc, log daemon start)
-        d = machine(2, rootfs, ip_for(0))
-        await zm.provision(ctx(node, d, "m"))
-        await zm.deprovision(ctx(node, d, "m"))
+        # warm-up (page cache, first runc) and an anchor machine that stays: a node with
+        # machines keeps its log daemon, which the node's last removal stops.
+        anchor = machine(2, rootfs, ip_for(0))
+        await zm.provision(ctx(node, anchor, "m"))
+        deployed.append(anchor)
 
         up, down = [], []
         for i in range(args.count):
@@ -193,12 +194,12 @@ async def main() -> None:
         elapsed = time.perf_counter() - start
         await asyncio.sleep(1)
         cg_mem = 0
-        for d in deployed:
+        for d in deployed[1:]:
             st = await zm.runc.state(container_id(ctx(node, d, "m").workload_id))
             if st and st.get("pid"):
                 cg_mem += cgroups.usage(st["pid"]).memory
         logd_pid = int((zm.logs_root / logd.PID).read_text())
-        n = len(deployed)
+        n = len(deployed) - 1  # without the anchor
         print(f"idle containers: {n} running (stopped at {args.idle} or {args.budget_mib} MiB)")
         print(f"  deployed in {elapsed:.1f} s ({n / elapsed:.1f}/s)")
         print(f"  container cgroups: {cg_mem / MiB:.1f} MiB ({cg_mem / MiB / n:.2f} MiB each)")
