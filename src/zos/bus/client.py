@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from zos.bus.connection import connect_nats
-from zos.bus.envelope import DEFAULT_TTL, MAX_TTL, Envelope, ReplayCache
+from zos.bus.envelope import DEFAULT_TTL, MAX_TTL, Envelope, Keys, ReplayCache
 from zos.bus.errors import BusError
 from zos.bus.resolver import KeyResolver
 from zos.bus.router import Request, Router
@@ -65,6 +65,7 @@ class BusClient:
         self._nc: NATS | None = nats_conn if isinstance(nats_conn, NATS) else None
         self._owns_nc = self._nc is None
         self.identity = identity
+        self.keys = Keys(identity)
         self.twin_id = twin_id
         self.resolver = resolver
         self.seal = seal
@@ -130,7 +131,7 @@ class BusClient:
         data = b"" if payload is None else _encode(payload)
         ttl = min(MAX_TTL, max(self.ttl, timeout + 1.0))
         env = Envelope.create(
-            self.identity,
+            self.keys,
             self.twin_id,
             dest_twin,
             command,
@@ -157,7 +158,7 @@ class BusClient:
         if not resp.verify(key):
             raise BusError("bad_signature", f"response signature of twin {resp.source} is bad")
         resp.check_time()
-        body = resp.decode_payload(self.identity)
+        body = resp.decode_payload(self.keys)
         if not isinstance(body, dict) or not isinstance(body.get("ok"), bool):
             raise BusError("malformed", "response payload has no 'ok'")
         if not body["ok"]:
@@ -199,7 +200,7 @@ class BusClient:
             if not env.verify(key):
                 raise BusError("bad_signature", "envelope signature does not verify")
             self.replay.check_and_add(env.source, env.id, env.expiry)
-            payload = env.decode_payload(self.identity)
+            payload = env.decode_payload(self.keys)
         except BusError as e:
             await self._reply(msg, env, {"ok": False, "error": e.to_dict()}, None)
             return
@@ -225,7 +226,7 @@ class BusClient:
             data = _encode({"ok": False, "error": _not_json.to_dict()})
         try:
             reply = Envelope.create(
-                self.identity,
+                self.keys,
                 self.twin_id,
                 request.source if request else 0,
                 request.command if request else "error",
@@ -235,7 +236,7 @@ class BusClient:
             )
         except BusError as e:  # a result too large to send
             reply = Envelope.create(
-                self.identity,
+                self.keys,
                 self.twin_id,
                 request.source if request else 0,
                 request.command if request else "error",

@@ -639,8 +639,11 @@ class RegistryService:
         return _json(await self._farm(farm_id))
 
     async def _list_farms(self, args: ListFarmsArgs) -> Any:
-        farms = sorted(self.farms.values(), key=lambda f: f.id)
-        return [_json(f) for f in farms if args.owner_twin in (None, f.owner_twin)]
+        return [
+            self.farms.dumped(str(f.id))
+            for f in self.farms.values()
+            if args.owner_twin in (None, f.owner_twin)
+        ]
 
     async def _get_node(self, args: IdArgs) -> Any:
         return _json(await self._node(args.id))
@@ -655,19 +658,30 @@ class RegistryService:
             return None
 
     async def _list_nodes(self, args: ListNodesArgs) -> Any:
+        # Plain arithmetic over the mirror: no model is built for a node filtered out.
         now = time.time()
-        want = Capacity(cru=args.free_cru, mru=args.free_mru, sru=args.free_sru, hru=args.free_hru)
-        found = []
-        for node in sorted(self.nodes.values(), key=lambda n: n.id):
+        skip, found = args.offset, []
+        for node in self.nodes.values():
             if args.farm_id is not None and node.farm_id != args.farm_id:
                 continue
-            node = node.with_status(now, self.down_after)
-            if args.status is not None and node.status != args.status:
+            status = "up" if now - node.last_heartbeat <= self.down_after else "down"
+            if args.status is not None and status != args.status:
                 continue
-            if not node.free.covers(want):
+            c, u = node.capacity, node.used
+            if (
+                c.cru - u.cru < args.free_cru
+                or c.mru - u.mru < args.free_mru
+                or c.sru - u.sru < args.free_sru
+                or c.hru - u.hru < args.free_hru
+            ):
                 continue
-            found.append(node)
-        return [_json(n) for n in found[args.offset : args.offset + args.limit]]
+            if skip:
+                skip -= 1
+                continue
+            found.append({**self.nodes.dumped(str(node.id)), "status": status})
+            if len(found) == args.limit:
+                break
+        return found
 
     async def _get_contract(self, args: IdArgs) -> Any:
         return _json(await self._contract(args.id))
@@ -679,8 +693,8 @@ class RegistryService:
         return _json(await self._contract(contract_id))
 
     async def _list_contracts(self, args: ListContractsArgs) -> Any:
-        found = []
-        for c in sorted(self.contracts.values(), key=lambda c: c.id):
+        skip, found = args.offset, []
+        for c in self.contracts.values():
             if args.twin_id is not None and c.owner_twin != args.twin_id:
                 continue
             if args.node_id is not None and getattr(c, "node_id", None) != args.node_id:
@@ -689,8 +703,13 @@ class RegistryService:
                 continue
             if args.type is not None and c.type != args.type:
                 continue
-            found.append(c)
-        return [_json(c) for c in found[args.offset : args.offset + args.limit]]
+            if skip:
+                skip -= 1
+                continue
+            found.append(self.contracts.dumped(str(c.id)))
+            if len(found) == args.limit:
+                break
+        return found
 
 
 def key_hex_of(key: bytes) -> str:

@@ -271,6 +271,8 @@ class Mirror(Generic[M]):
         self.kv = kv
         self.parse = parse
         self.items: dict[str, tuple[int, M | None]] = {}  # None: deleted at that revision
+        self._sorted: list[M] | None = None  # live values by id, rebuilt after a change
+        self._dumped: dict[str, tuple[int, dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -279,9 +281,25 @@ class Mirror(Generic[M]):
         if have is not None and have[0] >= revision:
             return
         self.items[key] = (revision, value)
+        self._sorted = None
 
     def values(self) -> list[M]:
-        return [v for _, v in self.items.values() if v is not None]
+        """Live values ordered by numeric key (ids); do not modify the list."""
+        if self._sorted is None:
+            live = [(k, v) for k, (_, v) in self.items.items() if v is not None]
+            live.sort(key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)
+            self._sorted = [v for _, v in live]
+        return self._sorted
+
+    def dumped(self, key: str) -> dict[str, Any]:
+        """The JSON form of one live value, computed once per revision."""
+        revision, value = self.items[key]
+        cached = self._dumped.get(key)
+        if cached is None or cached[0] != revision:
+            assert value is not None
+            cached = (revision, value.model_dump(mode="json"))
+            self._dumped[key] = cached
+        return cached[1]
 
     async def start(self, timeout: float = 10.0) -> None:
         self._task = asyncio.create_task(self._run())
