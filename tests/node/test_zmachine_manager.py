@@ -260,6 +260,19 @@ async def test_refusals_leave_nothing(node: NodeServices, busybox_rootfs: Path) 
     with pytest.raises(WorkloadError, match="flist"):
         await zm.provision(ctx(node, bad_flist, "m"))
     assert [s.wid for s in zm.states()] == [f"{twin}-300-first"]
+    # two machines asking for one free ip at the same time: exactly one gets it
+    racers = [
+        with_rootfs(
+            deployment(twin, 340 + i, [*base[:2], machine("m", "net", "10.72.1.20", "sleep 1000")]),
+            busybox_rootfs,
+        )
+        for i in range(2)
+    ]
+    results = await asyncio.gather(
+        *(zm.provision(ctx(node, d, "m")) for d in racers), return_exceptions=True
+    )
+    assert sorted(type(r).__name__ for r in results) == ["WorkloadError", "dict"], results
+    assert len(zm.states()) == 2
 
 
 CRASH_SCRIPT = textwrap.dedent(

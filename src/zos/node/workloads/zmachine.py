@@ -224,10 +224,13 @@ class ZMachineManager(Manager):
     # ---- the manager -------------------------------------------------------------
 
     async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
-        data, info, ip = self._check(ctx)
         wid = ctx.workload_id
-        mounts = self._mounts(ctx)
-        async with networks.network_lock(info.netid):
+        interfaces = list(ctx.workload.data.network.interfaces)
+        netid = network_id(ctx.twin_id, interfaces[0].network) if interfaces else ""
+        # Checked under the network's lock: two machines cannot both take one free ip.
+        async with networks.network_lock(netid):
+            data, info, ip = self._check(ctx)
+            mounts = self._mounts(ctx)
             before = self._load(wid)
             try:
                 await self._build(ctx, data, info, ip, mounts)
