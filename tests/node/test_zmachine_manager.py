@@ -372,6 +372,17 @@ async def test_agent_restart_and_crash_converge(node: NodeServices, busybox_root
     again = ZMachineManager(node)
     await again.provision(ctx(node, dep, "m"))
     assert (await again.runc.state(cid))["pid"] == st["pid"]
+    # it crashes while no agent watches: the next agent's provision restarts it
+    again.close()
+    await again.runc.kill(cid)
+    for _ in range(50):
+        if (await again.runc.state(cid))["status"] == "stopped":
+            break
+        await asyncio.sleep(0.1)
+    again = ZMachineManager(node)
+    await again.provision(ctx(node, dep, "m"))
+    st = await again.runc.state(cid)
+    assert st["status"] == "running" and [c["id"] for c in await again.runc.list()] == [cid]
     # half built (a crash while building): the overlay is gone and the container too
     await again.runc.delete(cid)
     again.supervisor.forget(cid)
