@@ -28,7 +28,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from zos.bus.connection import connect_nats
+from zos.bus.connection import NatsHolder
 from zos.bus.envelope import DEFAULT_TTL, MAX_TTL, Envelope, Keys, ReplayCache
 from zos.bus.errors import BusError
 from zos.bus.resolver import KeyResolver
@@ -48,7 +48,7 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class BusClient:
+class BusClient(NatsHolder):
     def __init__(
         self,
         nats_conn: str | list[str] | NATS,
@@ -61,9 +61,8 @@ class BusClient:
         max_concurrency: int = 256,
         replay_cache: ReplayCache | None = None,
     ) -> None:
-        self._servers = None if isinstance(nats_conn, NATS) else nats_conn
-        self._nc: NATS | None = nats_conn if isinstance(nats_conn, NATS) else None
-        self._owns_nc = self._nc is None
+        self._init_nats(nats_conn)
+        self._nats_name = f"zos-twin-{twin_id}"
         self.identity = identity
         self.keys = Keys(identity)
         self.twin_id = twin_id
@@ -76,16 +75,8 @@ class BusClient:
         self._router: Router | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def nc(self) -> NATS:
-        if self._nc is None:
-            raise RuntimeError("BusClient is not connected; call connect() first")
-        return self._nc
-
     async def connect(self) -> BusClient:
-        if self._nc is None:
-            assert self._servers is not None
-            self._nc = await connect_nats(self._servers, name=f"zos-twin-{self.twin_id}")
+        await self._open_nats()
         return self
 
     async def __aenter__(self) -> BusClient:
@@ -103,10 +94,7 @@ class BusClient:
             await asyncio.wait(list(self._tasks), timeout=5)
             for t in list(self._tasks):
                 t.cancel()
-        if self._nc is not None and self._owns_nc:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
-            self._nc = None
+        await self._close_nats()
 
     # -- calling ---------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ and accepts one URL, a comma-separated list, or a list (a cluster).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 
@@ -74,3 +75,32 @@ async def connect_nats(
         return await asyncio.wait_for(connecting, first_connect_timeout)
     except (TimeoutError, OSError, nats.errors.Error) as e:
         raise BusError("unavailable", f"cannot reach NATS at {', '.join(urls)} ({e!r})") from None
+
+
+class NatsHolder:
+    """A NATS connection given (shared, left open) or opened on `connect` (owned, closed)."""
+
+    _nats_name = "zos"
+
+    def _init_nats(self, nats_conn: str | list[str] | NATS) -> None:
+        self._servers = None if isinstance(nats_conn, NATS) else nats_conn
+        self._nc: NATS | None = nats_conn if isinstance(nats_conn, NATS) else None
+        self._owns_nc = self._nc is None
+
+    @property
+    def nc(self) -> NATS:
+        if self._nc is None:
+            raise RuntimeError(f"{type(self).__name__} is not connected; call connect() first")
+        return self._nc
+
+    async def _open_nats(self) -> NATS:
+        if self._nc is None:
+            assert self._servers is not None
+            self._nc = await connect_nats(self._servers, name=self._nats_name)
+        return self._nc
+
+    async def _close_nats(self) -> None:
+        if self._nc is not None and self._owns_nc:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._nc = None

@@ -24,7 +24,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import TypeAdapter
 
-from zos.bus.connection import connect_nats
+from zos.bus.connection import NatsHolder
 from zos.bus.errors import BusError
 from zos.bus.resolver import CachedResolver
 from zos.identity import Identity
@@ -47,7 +47,9 @@ from zos.registry.tx import QUERY_SUBJECT, TX_SUBJECT, Transaction, read_answer
 CONTRACT: TypeAdapter[NodeContract | NameContract] = TypeAdapter(Contract)
 
 
-class RegistryClient:
+class RegistryClient(NatsHolder):
+    _nats_name = "zos-registry-client"
+
     def __init__(
         self,
         nats_conn: str | list[str] | NATS,
@@ -56,30 +58,17 @@ class RegistryClient:
         twin_id: int | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._servers = None if isinstance(nats_conn, NATS) else nats_conn
-        self._nc: NATS | None = nats_conn if isinstance(nats_conn, NATS) else None
-        self._owns_nc = self._nc is None
+        self._init_nats(nats_conn)
         self.identity = identity
         self.twin_id = twin_id
         self.timeout = timeout
 
-    @property
-    def nc(self) -> NATS:
-        if self._nc is None:
-            raise RuntimeError("RegistryClient is not connected; call connect() first")
-        return self._nc
-
     async def connect(self) -> RegistryClient:
-        if self._nc is None:
-            assert self._servers is not None
-            self._nc = await connect_nats(self._servers, name="zos-registry-client")
+        await self._open_nats()
         return self
 
     async def close(self) -> None:
-        if self._nc is not None and self._owns_nc:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
-            self._nc = None
+        await self._close_nats()
 
     async def __aenter__(self) -> RegistryClient:
         return await self.connect()

@@ -45,7 +45,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from zos.bus.connection import connect_nats
+from zos.bus.connection import NatsHolder
 from zos.bus.errors import BusError
 from zos.registry.models import (
     CONTRACT_NAME,
@@ -185,7 +185,9 @@ TxHandler = Callable[[Transaction, Any], Awaitable[Any]]
 QueryHandler = Callable[[Any], Awaitable[Any]]
 
 
-class RegistryService:
+class RegistryService(NatsHolder):
+    _nats_name = "zos-registry"
+
     def __init__(
         self,
         nats_conn: str | list[str] | NATS,
@@ -196,9 +198,7 @@ class RegistryService:
         setup_timeout: float = 60.0,
     ) -> None:
         self.setup_timeout = setup_timeout
-        self._servers = None if isinstance(nats_conn, NATS) else nats_conn
-        self._nc: NATS | None = nats_conn if isinstance(nats_conn, NATS) else None
-        self._owns_nc = self._nc is None
+        self._init_nats(nats_conn)
         self.replicas = replicas
         self.down_after = down_after
         self.max_concurrency = max_concurrency
@@ -233,21 +233,18 @@ class RegistryService:
     # -- life ------------------------------------------------------------------------
 
     async def start(self) -> RegistryService:
-        if self._nc is None:
-            assert self._servers is not None
-            self._nc = await connect_nats(self._servers, name="zos-registry")
-        version = self._nc.connected_server_version
+        nc = await self._open_nats()
+        version = nc.connected_server_version
         if self.replicas > 1 and (version.major, version.minor) < (2, 10):
             # nats-server#4320: older clustered streams may accept two CAS writes at once.
             log.warning("nats-server %s: compare-and-set is not safe in clusters", version)
-        self.store = Store(self._nc.jetstream(timeout=2.0), replicas=self.replicas)
+        self.store = Store(nc.jetstream(timeout=2.0), replicas=self.replicas)
         await self._setup_store()
         self.farms = Mirror(self.store.kv["farms"], FARM)
         self.nodes = Mirror(self.store.kv["nodes"], NODE)
         self.contracts = Mirror(self.store.kv["contracts"], CONTRACT)
         for mirror in (self.farms, self.nodes, self.contracts):
             await mirror.start()
-        nc = self._nc
         self._subs = [
             await nc.subscribe(TX_SUBJECT, queue=QUEUE_GROUP, cb=self._on_tx),
             await nc.subscribe(QUERY_SUBJECT, queue=QUEUE_GROUP, cb=self._on_query),
@@ -282,10 +279,7 @@ class RegistryService:
         ):
             if mirror is not None:
                 await mirror.stop()
-        if self._nc is not None and self._owns_nc:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
-            self._nc = None
+        await self._close_nats()
 
     async def __aenter__(self) -> RegistryService:
         return await self.start()
@@ -442,8 +436,7 @@ class RegistryService:
         if await self.store.create("twin-keys", args.public_key, twin_id) is None:
             raise BusError("conflict", "this key was registered at the same moment")
         twin = Twin(id=twin_id, public_key=args.public_key, created=time.time())
-        if await self.store.create("twins", twin_id, twin) is None:
-            raise BusError("conflict", f"twin {twin_id} exists already")
+        await self.store.create_new("twins", twin_id, twin)
         return _json(twin)
 
     async def _create_farm(self, tx: Transaction, args: CreateFarmArgs) -> Any:
@@ -455,9 +448,7 @@ class RegistryService:
         if await self.store.create("farm-names", name_key, farm_id) is None:
             raise BusError("conflict", f"farm name {args.name!r} is taken")
         farm = Farm(id=farm_id, name=args.name, owner_twin=tx.twin, created=time.time())
-        rev = await self.store.create("farms", farm_id, farm)
-        if rev is None:
-            raise BusError("conflict", f"farm {farm_id} exists already")
+        rev = await self.store.create_new("farms", farm_id, farm)
         self.farms.apply(str(farm_id), rev, farm)
         return _json(farm)
 
@@ -504,9 +495,7 @@ class RegistryService:
                 created=now,
                 last_heartbeat=now,
             )
-            rev = await self.store.create("nodes", node_id, node)
-            if rev is None:
-                raise BusError("conflict", f"node {node_id} exists already")
+            rev = await self.store.create_new("nodes", node_id, node)
         else:
             node, rev = await self.store.update("nodes", node_id, NODE, refresh)
         self.nodes.apply(str(node_id), rev, node)
@@ -554,9 +543,7 @@ class RegistryService:
             created=now,
             updated=now,
         )
-        rev = await self.store.create("contracts", contract_id, contract)
-        if rev is None:
-            raise BusError("conflict", f"contract {contract_id} exists already")
+        rev = await self.store.create_new("contracts", contract_id, contract)
         self.contracts.apply(str(contract_id), rev, contract)
         await self._contract_event(tx, "created", contract)
         return _json(contract)
@@ -603,9 +590,7 @@ class RegistryService:
         contract = NameContract(
             id=contract_id, name=args.name, owner_twin=tx.twin, created=now, updated=now
         )
-        rev = await self.store.create("contracts", contract_id, contract)
-        if rev is None:
-            raise BusError("conflict", f"contract {contract_id} exists already")
+        rev = await self.store.create_new("contracts", contract_id, contract)
         self.contracts.apply(str(contract_id), rev, contract)
         return _json(contract)
 

@@ -196,6 +196,13 @@ class Store:
         """Write `key` if it does not exist; its revision, or None when it already does."""
         return await self._write(bucket, str(key), dump(value), 0)
 
+    async def create_new(self, bucket: str, key: int, value: BaseModel) -> int:
+        """Write the record of a freshly taken id; a clash means the counter went wrong."""
+        rev = await self.create(bucket, key, value)
+        if rev is None:
+            raise BusError("conflict", f"{bucket[:-1]} {key} exists already")
+        return rev
+
     async def update(
         self,
         bucket: str,
