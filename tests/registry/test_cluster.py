@@ -117,3 +117,34 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path) -> None:
             await service.stop()
         for s in servers:
             s.stop()
+
+
+async def test_service_copies_on_each_server_never_share_an_id(tmp_path: Path) -> None:
+    """Three service copies, one per server, take ids at once: compare-and-set holds."""
+    servers = start_cluster(tmp_path, 3)
+    services: list[RegistryService] = []
+    clients: list[RegistryClient] = []
+    try:
+        for s in servers:
+            services.append(await RegistryService(s.url, replicas=3).start())
+        for i in range(60):
+            clients.append(await RegistryClient(servers[i % 3].url, Identity.generate()).connect())
+        twins = await asyncio.gather(*(c.register_twin() for c in clients))
+        assert len({t.id for t in twins}) == len(twins)
+        names = await asyncio.gather(
+            *(c.create_name_contract("one-name") for c in clients), return_exceptions=True
+        )
+        won = [n for n in names if not isinstance(n, BaseException)]
+        assert len(won) == 1, names
+        assert all(isinstance(n, BusError) and n.code == "conflict" for n in names if n not in won)
+        contracts = await asyncio.gather(
+            *(c.create_name_contract(f"n{i}") for i, c in enumerate(clients))
+        )
+        assert len({c.id for c in contracts} | {won[0].id}) == len(clients) + 1
+    finally:
+        for c in clients:
+            await c.close()
+        for svc in services:
+            await svc.stop()
+        for s in servers:
+            s.stop()

@@ -236,8 +236,14 @@ class RegistryService(NatsHolder):
         nc = await self._open_nats()
         version = nc.connected_server_version
         if self.replicas > 1 and (version.major, version.minor) < (2, 10):
-            # nats-server#4320: older clustered streams may accept two CAS writes at once.
-            log.warning("nats-server %s: compare-and-set is not safe in clusters", version)
+            # nats-server#4320: older clustered streams accept concurrent compare-and-set
+            # writes with the same expected revision (seen here: duplicate ids).
+            await self._close_nats()
+            raise BusError(
+                "unavailable",
+                f"nats-server {version.major}.{version.minor}.{version.patch} cannot keep a "
+                "replicated registry consistent; use 2.10 or newer",
+            )
         self.store = Store(nc.jetstream(timeout=2.0), replicas=self.replicas)
         await self._setup_store()
         self.farms = Mirror(self.store.kv["farms"], FARM)

@@ -9,7 +9,7 @@ Buckets (history 1, `replicas` copies each):
   zos-node-twins  <twin id>        -> node id         (a twin is at most one node)
   zos-contracts   <contract id>    -> NodeContract | NameContract
   zos-names       <name>           -> contract id     (live name contracts)
-  zos-counters    twin|farm|node|contract -> last id given
+  zos-counters    twin|farm|node|contract -> "<last id given> <nonce>"
   zos-txids       <tx id>          -> accepted time   (entries expire after TX_ID_TTL)
 
 Stream ZOS_REGISTRY holds `zos.registry.audit.<kind>` (every accepted transaction but
@@ -92,6 +92,7 @@ class Store:
         self.replicas = replicas
         self.retry_for = retry_for
         self.kv: dict[str, KeyValue] = {}
+        self._counter_locks: dict[str, asyncio.Lock] = {}
 
     async def setup(self) -> None:
         """Create the buckets and the stream if missing (idempotent; any copy may do it)."""
@@ -165,7 +166,9 @@ class Store:
         """Write if the key's revision is `last` (0: absent); None if it is not.
 
         A write whose acknowledgement was lost in a failover is retried; if the retry
-        then finds our own bytes in place, the first attempt went through.
+        then finds our own bytes in place, the first attempt went through. Callers make
+        their bytes unique to the write (ids, nonces, timestamps) so this cannot mistake
+        another writer's value for ours.
         """
         kv = self.kv[bucket]
         interrupted = False
@@ -240,12 +243,20 @@ class Store:
         return await self._retry(f"delete {bucket}/{key}", delete)
 
     async def next_id(self, counter: str) -> int:
-        for attempt in range(CAS_ATTEMPTS):
-            raw = await self.get_raw("counters", counter)
-            value = 1 if raw is None else int(raw[0]) + 1
-            if await self._write("counters", counter, str(value).encode(), raw[1] if raw else 0):
-                return value
-            await _backoff(attempt)
+        """The next id of `counter`: a compare-and-set increment, never a duplicate.
+
+        The stored value is "<id> <random>", unique to its writer, so a retried write
+        recognises itself (see `_write`). Takes are serialised within this process, so
+        only copies of the service contend with each other.
+        """
+        async with self._counter_locks.setdefault(counter, asyncio.Lock()):
+            for attempt in range(CAS_ATTEMPTS):
+                raw = await self.get_raw("counters", counter)
+                value = 1 if raw is None else int(raw[0].split()[0]) + 1
+                data = f"{value} {os.urandom(8).hex()}".encode()
+                if await self._write("counters", counter, data, raw[1] if raw else 0):
+                    return value
+                await _backoff(attempt)
         raise BusError("busy", f"could not take a {counter} id; try again")
 
     async def claim_tx(self, tx_id: str) -> bool:
