@@ -21,6 +21,8 @@ from zos.flist.blocks import BLOCK_SIZE, decrypt_block
 from zos.flist.errors import BlockError, FlistError
 from zos.flist.format import Entry, Flist
 
+# fetch(id) -> ciphertext whose BLAKE2b-256 was checked to be `id` (Router.get and
+# FlistCache.get_block both check it), so it is not hashed a second time here.
 FetchCipher = Callable[[bytes], Awaitable[bytes]]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -161,7 +163,7 @@ def _open_file(root_fd: int, entry: Entry) -> int:
 
 
 def _decrypt_write(fd: int, entry: Entry, index: int, cipher: bytes) -> None:
-    plain = decrypt_block(entry.blocks[index], cipher)
+    plain = decrypt_block(entry.blocks[index], cipher, id_checked=True)
     last = index == len(entry.blocks) - 1
     expected = entry.size - index * BLOCK_SIZE if last else BLOCK_SIZE
     if len(plain) != expected:
