@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -28,18 +27,11 @@ from pathlib import Path
 
 from zos.flist.blocks import check_id
 from zos.flist.errors import BlockError, FlistError
+from zos.flist.files import hash_file, write_atomic
 from zos.flist.format import read_flist
 from zos.flist.ops import download_flist, is_url, remove_tree, router_for
 from zos.flist.stores import Router
 from zos.flist.unpack import unpack
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class FlistCache:
@@ -110,7 +102,7 @@ class FlistCache:
         self._fetching[block_id] = future
         try:
             data = await router.get(block_id)  # checks hash == id
-            await asyncio.to_thread(_write_atomic, path, data)
+            await asyncio.to_thread(write_atomic, path, data)
             self._db.execute(
                 "INSERT OR REPLACE INTO blocks (id, size, used) VALUES (?, ?, ?)",
                 (block_id.hex(), len(data), time.time()),
@@ -135,7 +127,7 @@ class FlistCache:
                 fl = Path(location)
                 if not fl.is_file():
                     raise FlistError(f"{fl}: no such flist")
-            key = await asyncio.to_thread(_hash_file, fl)
+            key = await asyncio.to_thread(hash_file, fl)
             stored = self.flists_dir / f"{key}.fl"
             if not stored.exists():
                 await asyncio.to_thread(_copy_atomic, fl, stored)
@@ -250,13 +242,6 @@ def _read_or_none(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:

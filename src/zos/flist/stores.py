@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import aiohttp
 
 from zos.flist.blocks import ID_LEN, MAX_CIPHERTEXT, check_id
 from zos.flist.errors import BlockError, StoreError
+from zos.flist.files import write_atomic
 from zos.flist.format import Route
 from zos.flist.resp import RespClient, RespError
 from zos.hub.auth import sign_headers
@@ -67,12 +67,8 @@ class DirStore:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
-        if path.exists():  # content addressed: the same id is the same bytes
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        if not path.exists():  # content addressed: the same id is the same bytes
+            write_atomic(path, data)
 
     async def close(self) -> None:
         return None

@@ -14,7 +14,6 @@ Files are written to a temporary name and renamed, so a reader never sees half a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
@@ -25,6 +24,7 @@ from aiohttp import web
 
 from zos.flist.blocks import MAX_CIPHERTEXT
 from zos.flist.errors import FlistError
+from zos.flist.files import hash_file, write_atomic
 from zos.flist.format import read_flist
 from zos.hub.auth import AuthError, KeyLookup, RequestVerifier
 
@@ -125,7 +125,7 @@ class Hub:
             return _error(400, "block id is not the BLAKE2b-256 hash of its bytes")
         if path.exists():
             return web.json_response({"id": digest, "stored": False}, status=200)
-        await asyncio.to_thread(_write_atomic, path, body)
+        await asyncio.to_thread(write_atomic, path, body)
         return web.json_response({"id": digest, "stored": True}, status=201)
 
     # -- flists ------------------------------------------------------------------------
@@ -147,7 +147,7 @@ class Hub:
                         {
                             "name": p.name,
                             "size": st.st_size,
-                            "hash": await asyncio.to_thread(_file_hash, p),
+                            "hash": await asyncio.to_thread(hash_file, p),
                             "published": int(st.st_mtime),
                             "url": f"/flists/{directory.name}/{p.name}",
                         }
@@ -231,22 +231,3 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
 
 class _TooLarge(Exception):
     pass
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _file_hash(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
