@@ -134,7 +134,7 @@ async def main() -> None:
         raise SystemExit("run as root (namespaces, mounts, runc)")
     work = Path(tempfile.mkdtemp(prefix="zos-bench-zm-"))
     rootfs = busybox_rootfs(work / "rootfs")
-    node = NodeServices(data_dir=work / "node", extra={"local_rootfs_dirs": [str(rootfs)]})
+    node = NodeServices(data_dir=work / "node", extra={"local_flists": [str(rootfs)]})
     net, zm = NetworkManager(node), ZMachineManager(node)
     net_dep = dep(
         1,

@@ -69,7 +69,7 @@ def make_engine(svc: NodeServices, grid: LocalGrid) -> tuple[Engine, Any]:
 async def node(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[NodeServices]:
     svc = NodeServices(
         data_dir=tmp_path / "node",
-        extra={"local_rootfs_dirs": [str(busybox_rootfs)], "zmachine_backoff": Backoff(0.2)},
+        extra={"local_flists": [str(busybox_rootfs)], "zmachine_backoff": Backoff(0.2)},
     )
     try:
         yield svc

@@ -35,7 +35,11 @@ async def node(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[NodeServic
     cache = FlistCache(tmp_path / "cache", 1 << 30, router)
     svc = NodeServices(
         data_dir=tmp_path / "node",
-        extra={"flist_cache": cache, "zmachine_backoff": Backoff(base=0.2)},
+        extra={
+            "flist_cache": cache,
+            "local_flists": [str(tmp_path)],
+            "zmachine_backoff": Backoff(base=0.2),
+        },
     )
     try:
         yield svc

@@ -36,7 +36,7 @@ def services(data_dir: Path, rootfs: Path) -> NodeServices:
     return NodeServices(
         data_dir=data_dir,
         extra={
-            "local_rootfs_dirs": [str(rootfs)],
+            "local_flists": [str(rootfs)],
             "zmachine_backoff": Backoff(base=0.2, cap=1.0, stable=30),
         },
     )
@@ -257,7 +257,7 @@ async def test_refusals_leave_nothing(node: NodeServices, busybox_rootfs: Path) 
     bad_flist = deployment(
         twin, 330, [*base[:2], machine("m", "net", "10.72.1.9", "sleep 1", flist="/")]
     )
-    with pytest.raises(WorkloadError, match="flist"):
+    with pytest.raises(WorkloadError, match=re.escape("flist: '/' is not an http(s) URL")):
         await zm.provision(ctx(node, bad_flist, "m"))
     assert [s.wid for s in zm.states()] == [f"{twin}-300-first"]
     # two machines asking for one free ip at the same time: exactly one gets it
@@ -286,7 +286,7 @@ CRASH_SCRIPT = textwrap.dedent(
 
     data_dir, rootfs, raw = sys.argv[1], sys.argv[2], sys.argv[3]
     dep = Deployment.from_dict(json.loads(raw))
-    node = NodeServices(data_dir=Path(data_dir), extra={"local_rootfs_dirs": [rootfs]})
+    node = NodeServices(data_dir=Path(data_dir), extra={"local_flists": [rootfs]})
 
     async def main():
         for mgr, name in ((NetworkManager(node), "net"), (ZMachineManager(node), "m")):

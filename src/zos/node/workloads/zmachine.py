@@ -151,14 +151,14 @@ class ZMachineManager(Manager):
                 f"network.interfaces[0].ip: {ip} is reserved in {subnet} "
                 "(network, broadcast or the gateway .1)"
             )
+        if not isinstance(ip, IPv4Address):
+            raise WorkloadError("network.interfaces[0].ip: only IPv4 is supported")
         for other in self.states():
             if other.wid != wid and other.netid == info.netid and other.ip == str(ip):
                 raise WorkloadError(
                     f"network.interfaces[0].ip: {ip} is already used by another machine "
                     f"on network '{inf.network}'"
                 )
-        if not isinstance(ip, IPv4Address):
-            raise WorkloadError("network.interfaces[0].ip: only IPv4 is supported")
         cpu = int(data.compute_capacity.cpu)
         if cpu < 1:
             raise WorkloadError("compute_capacity.cpu: must be at least 1")
@@ -200,13 +200,24 @@ class ZMachineManager(Manager):
             result.append(BindMount(source, point))
         return result
 
+    def _local_allowed(self, flist: str) -> bool:
+        path = Path(flist).resolve()
+        for allowed in self.node.extra.get("local_flists", ()):
+            root = Path(allowed).resolve()
+            if path == root or root in path.parents:
+                return True
+        return False
+
     async def _rootfs_tree(self, flist: str) -> tuple[Path, bool, dict[str, str]]:
         """The read-only tree of `flist` and its tags (entrypoint, env, workdir)."""
         cache = self.node.extra.get("flist_cache")
-        local = {str(Path(p)) for p in self.node.extra.get("local_rootfs_dirs", ())}
-        if flist in local and Path(flist).is_dir():
-            # Trusted local trees (tests, benchmarks, an operator's base images).
-            return Path(flist), False, {}
+        if not flist.startswith(("http://", "https://")):
+            # A path on the node only where the operator allows it (tests, benchmarks, base
+            # images): a user must not name the node's own files as a root file system.
+            if not self._local_allowed(flist):
+                raise WorkloadError(f"flist: {flist!r} is not an http(s) URL")
+            if Path(flist).is_dir():
+                return Path(flist), False, {}  # an already prepared tree
         if cache is None:
             raise WorkloadError("flist: this node has no flist cache")
         try:
