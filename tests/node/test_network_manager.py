@@ -197,6 +197,8 @@ async def test_isolation_and_nat(node: NodeServices, manager: NetworkManager) ->
             s.close()
     finally:
         for m in machines:
+            # its veth first: links of a deleted namespace go asynchronously
+            links.delete("eth0", m)
             netns.delete(m)
         netns.delete(ext)
         links.delete(ext_host)

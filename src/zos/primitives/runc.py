@@ -253,6 +253,8 @@ class Runc:
 
     async def state(self, cid: str) -> dict[str, Any] | None:
         """runc's state of the container (status, pid, bundle...), or None if it does not exist."""
+        if not self.root.exists():
+            return None  # (runc itself would create its state directory just to say so)
         code, out, err = await self._run("state", check_id(cid))
         if code != 0:
             if "does not exist" in err or "not exist" in err:
@@ -267,11 +269,15 @@ class Runc:
 
     async def delete(self, cid: str) -> None:
         """Kill and remove the container (its processes and cgroup); a no-op if it is gone."""
+        if not self.root.exists():
+            return
         code, _, err = await self._run("delete", "--force", check_id(cid))
         if code != 0 and "not exist" not in err:
             raise RuncError(f"runc delete {cid}: {err.strip()}")
 
     async def list(self) -> list[dict[str, Any]]:
+        if not self.root.exists():
+            return []
         code, out, err = await self._run("list", "--format", "json")
         if code != 0:
             raise RuncError(f"runc list: {err.strip()}")

@@ -202,8 +202,9 @@ async def build(info: NetworkInfo) -> None:
 async def teardown(node: NodeServices, netid: str, namespace: str | None = None) -> None:
     """Remove the network's namespace (and with it its bridge and veths), uplink and state."""
     ns = namespace or namespace_name(node, netid)
-    await asyncio.to_thread(netns.delete, ns)
+    # The uplink first: a deleted namespace's links disappear asynchronously.
     await nat.remove_uplink(uplink_name(netid))
+    await asyncio.to_thread(netns.delete, ns)
     with contextlib.suppress(FileNotFoundError):
         (state_dir(node) / f"{netid}.json").unlink()
 

@@ -388,6 +388,12 @@ class ZMachineManager(Manager):
                 await loop.detach(dev)
         except (CommandError, RuncError) as exc:
             raise WorkloadError(f"zmachine {wid}: cannot remove: {exc}") from None
+        if state is not None:
+            # The bridge's end first: a namespace's links go asynchronously after it is
+            # deleted, and the network counts its bridge ports to know whether it is used.
+            net_ns = networks.namespace_name(self.node, state.netid)
+            if netns.exists(net_ns):
+                await asyncio.to_thread(links.delete, state.port, net_ns)
         await asyncio.to_thread(netns.delete, self._netns(wid))
         for path in (image, image.with_suffix(".img.tmp")):
             path.unlink(missing_ok=True)
@@ -408,13 +414,11 @@ class ZMachineManager(Manager):
                 self.runc.root.rmdir()
 
     async def cleanup(self, keep: set[str]) -> None:
-        # Containers of this node that nothing records any more (`runc list` first: it
-        # recreates the state directory that removing the last machine takes away).
-        if self.runc.root.exists():
-            for c in await self.runc.list():
-                cid = c.get("id", "")
-                if cid.startswith("zm-") and self._load(cid[3:]) is None:
-                    await self.runc.delete(cid)
+        # Containers of this node that nothing records any more.
+        for c in await self.runc.list():
+            cid = c.get("id", "")
+            if cid.startswith("zm-") and self._load(cid[3:]) is None:
+                await self.runc.delete(cid)
         for state in self.states():
             if state.wid not in keep:
                 async with networks.network_lock(state.netid):
