@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -347,9 +348,11 @@ async def test_watch_contract_events(grid: Grid) -> None:
     assert resumed == ["updated", "cancelled"]
 
 
-async def test_two_service_copies_never_race(nats_server, make_client: MakeClient) -> None:
+async def test_two_service_copies_never_race(
+    nats_server, registry: RegistryService, make_client: MakeClient
+) -> None:
     """A second copy in the queue group: concurrent registrations get distinct ids."""
-    async with RegistryService(nats_server.url):
+    async with RegistryService(nats_server.url) as other:
         clients = [await make_client(register=False) for _ in range(40)]
         twins = await asyncio.gather(*(c.register_twin() for c in clients))
         ids = [t.id for t in twins]
@@ -362,4 +365,57 @@ async def test_two_service_copies_never_race(nats_server, make_client: MakeClien
         losers = [n for n in names if isinstance(n, BusError)]
         assert len(winners) == 1 and all(e.code == "conflict" for e in losers)
         assert (await user.get_name_contract("contested")).id == winners[0].id
+        # Each copy's mirror sees the other's writes (through its watch).
+        deadline = time.monotonic() + 10
+        for service in (registry, other):
+            while winners[0].id not in {c.id for c in service.contracts.values()}:
+                assert time.monotonic() < deadline, "a mirror missed a write"
+                await asyncio.sleep(0.05)
         assert not any(isinstance(n, NodeContract) for n in names)
+
+
+async def test_service_and_watchers_survive_a_nats_restart(nats_server, grid: Grid) -> None:
+    """The server goes away and comes back (same store): state is kept, all reconnect."""
+    user, node = grid.user, grid.node
+    first = await user.create_node_contract(node.id, HASH1)
+    events: list[tuple[str, int]] = []
+    seen = asyncio.Event()
+
+    async def watch() -> None:
+        async for event in grid.node_client.watch_contracts(node.id):
+            events.append((event.kind, event.contract.id))
+            seen.set()
+
+    task = asyncio.create_task(watch())
+    try:
+        await asyncio.wait_for(seen.wait(), 10)
+        nats_server.stop()
+        await asyncio.sleep(0.5)
+        nats_server.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                second = await user.create_node_contract(node.id, HASH2)
+                break
+            except BusError:
+                assert time.monotonic() < deadline, "registry did not come back"
+                await asyncio.sleep(0.3)
+        assert (await user.get_contract(first.id)).deployment_hash == HASH1
+        assert [c.id for c in await user.list_contracts(user.twin_id)] == [first.id, second.id]
+        while ("created", second.id) not in events:
+            assert time.monotonic() < deadline, f"watcher saw only {events}"
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+    assert events.count(("created", first.id)) == 1  # nothing replayed twice
+
+
+async def test_audit_stream_records_accepted_transactions(grid: Grid) -> None:
+    js = grid.user.nc.jetstream()
+    contract = await grid.user.create_node_contract(grid.node.id, HASH1)
+    msg = await js.get_last_msg("ZOS_REGISTRY", "zos.registry.audit.create_node_contract")
+    record = json.loads(msg.data)
+    assert record["tx"]["twin"] == grid.user.twin_id
+    assert record["tx"]["signature"] and record["result"]["id"] == contract.id
+    register = await js.get_last_msg("ZOS_REGISTRY", "zos.registry.audit.register_node")
+    assert json.loads(register.data)["result"]["id"] == grid.node.id

@@ -324,8 +324,13 @@ class RegistryClient(NatsHolder):
             config = ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq
             )
+        # A short idle heartbeat: a consumer lost with its server is recreated in seconds.
         sub = await js.subscribe(
-            f"{CONTRACTS_PREFIX}.{node_id}", stream=STREAM, ordered_consumer=True, config=config
+            f"{CONTRACTS_PREFIX}.{node_id}",
+            stream=STREAM,
+            ordered_consumer=True,
+            config=config,
+            idle_heartbeat=1.0,
         )
         try:
             async for msg in sub.messages:

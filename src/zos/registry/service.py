@@ -246,9 +246,9 @@ class RegistryService(NatsHolder):
             )
         self.store = Store(nc.jetstream(timeout=2.0), replicas=self.replicas)
         await self._setup_store()
-        self.farms = Mirror(self.store.kv["farms"], FARM)
-        self.nodes = Mirror(self.store.kv["nodes"], NODE)
-        self.contracts = Mirror(self.store.kv["contracts"], CONTRACT)
+        self.farms = Mirror(self.store, "farms", FARM)
+        self.nodes = Mirror(self.store, "nodes", NODE)
+        self.contracts = Mirror(self.store, "contracts", CONTRACT)
         for mirror in (self.farms, self.nodes, self.contracts):
             await mirror.start()
         self._subs = [

@@ -38,8 +38,9 @@ from typing import Any, Generic, TypeVar
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import DeliverPolicy, StreamConfig
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, TypeAdapter
 
@@ -279,15 +280,24 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Mirror(Generic[M]):
-    """An in-memory copy of one bucket, kept current by a KV watch (restarted on failure).
+    """An in-memory copy of one bucket, for list queries.
 
-    `apply` lets the service put its own writes in at once, so a list query right after
-    a change it made already sees it; the watch brings the writes of other copies.
+    Fed by an ordered push consumer on the bucket's stream (latest value per key, then
+    every change) with a 1 s idle heartbeat, so a consumer lost with a server is noticed
+    and recreated within seconds; and, as a backstop, re-read in full every
+    `resync_every` seconds. Entries carry their revision, so an older value never
+    replaces a newer one whatever the order they arrive in. `apply` lets the service put
+    its own writes in at once, so a list query right after a change it made sees it.
     """
 
-    def __init__(self, kv: KeyValue, parse: TypeAdapter[M]) -> None:
-        self.kv = kv
+    def __init__(
+        self, store: Store, bucket: str, parse: TypeAdapter[M], resync_every: float = 30.0
+    ) -> None:
+        self.store = store
+        self.bucket = bucket
+        self.kv = store.kv[bucket]
         self.parse = parse
+        self.resync_every = resync_every
         self.items: dict[str, tuple[int, M | None]] = {}  # None: deleted at that revision
         self._sorted: list[M] | None = None  # live values by id, rebuilt after a change
         self._dumped: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -330,30 +340,62 @@ class Mirror(Generic[M]):
                 await self._task
             self._task = None
 
+    def _take(self, key: str, revision: int, deleted: bool, data: bytes | None) -> None:
+        if deleted or not data:
+            self.apply(key, revision, None)
+            return
+        try:
+            value = self.parse.validate_json(data)
+        except ValueError:
+            log.warning("mirror %s: bad entry %s", self.bucket, key)
+            return
+        self.apply(key, revision, value)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        key = msg.subject.split(".", 2)[2]
+        op = (msg.headers or {}).get("KV-Operation")
+        meta = msg.metadata
+        self._take(key, meta.sequence.stream, op in ("DEL", "PURGE"), msg.data)
+        if meta.num_pending == 0:
+            self._ready.set()
+
+    async def resync(self) -> None:
+        """Read the latest value of every key once (a one-shot watch)."""
+        watcher = await self.kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    return
+                deleted = entry.operation in ("DEL", "PURGE")
+                self._take(entry.key, entry.revision or 0, deleted, entry.value)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
     async def _run(self) -> None:
+        bucket = f"zos-{self.bucket}"
         while True:
-            watcher = None
+            sub = None
             try:
-                watcher = await self.kv.watchall()
-                async for entry in watcher:
-                    if entry is None:  # the initial values are all in
-                        self._ready.set()
-                        continue
-                    if entry.operation in ("DEL", "PURGE") or not entry.value:
-                        self.apply(entry.key, entry.revision or 0, None)
-                    else:
-                        try:
-                            value = self.parse.validate_json(entry.value)
-                        except ValueError:
-                            log.warning("mirror %s: bad entry %s", self.kv._name, entry.key)
-                            continue
-                        self.apply(entry.key, entry.revision or 0, value)
+                sub = await self.store.js.subscribe(
+                    f"$KV.{bucket}.>",
+                    stream=f"KV_{bucket}",
+                    cb=self._on_msg,
+                    ordered_consumer=True,
+                    deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                    idle_heartbeat=1.0,
+                )
+                if (await sub.consumer_info()).num_pending == 0:
+                    self._ready.set()  # an empty bucket sends nothing to wait for
+                while True:
+                    await asyncio.sleep(self.resync_every)
+                    await self.resync()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("mirror %s: watch failed (%s); restarting", self.kv._name, e)
+                log.warning("mirror %s: watch failed (%r); restarting", self.bucket, e)
             finally:
-                if watcher is not None:
+                if sub is not None:
                     with contextlib.suppress(Exception):
-                        await watcher.stop()
+                        await sub.unsubscribe()
             await asyncio.sleep(0.5)
