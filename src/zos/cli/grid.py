@@ -1,0 +1,133 @@
+"""`zos grid up | down | status`: a whole grid on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from zos.cli import CliError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    grid = sub.add_parser("grid", help="a local grid: NATS, registry, hub, farm and nodes")
+    gs = grid.add_subparsers(dest="grid_command", metavar="ACTION")
+    gs.required = True
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            help="where the grid keeps its state (default /var/lib/zos-grid, env ZOS_GRID_DIR)",
+        )
+        p.add_argument("--json", action="store_true", help="print the grid as JSON")
+
+    up = gs.add_parser("up", help="start a grid on this machine (or show the running one)")
+    common(up)
+    up.add_argument("--nodes", type=int, default=2, help="how many nodes (default 2)")
+    up.add_argument("--nats", help="join this NATS (cluster) instead of starting one")
+    up.set_defaults(handler=cmd_up)
+
+    down = gs.add_parser("down", help="stop the grid and remove everything it made")
+    common(down)
+    down.set_defaults(handler=cmd_down)
+
+    status = gs.add_parser("status", help="where the grid's pieces are and whether they run")
+    common(status)
+    status.set_defaults(handler=cmd_status)
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    from zos.grid.state import default_state_dir
+
+    return (args.state_dir or default_state_dir()).absolute()
+
+
+def describe(state) -> dict:  # GridState -> JSON-able summary (no secrets)
+    from zos.grid.local import healthy
+
+    return {
+        "state_dir": state.state_dir,
+        "nats": state.nats_url,
+        "hub": state.hub_url,
+        "farm_id": state.farm_id,
+        "bridge": f"{state.bridge} {state.host_address}",
+        "nodes": [
+            {
+                "node_id": n.node_id,
+                "twin_id": n.twin_id,
+                "address": n.address.split("/")[0],
+                "netns": n.netns,
+                "data_dir": n.data_dir,
+            }
+            for n in state.nodes
+        ],
+        "processes": {p.name: p.pid for p in state.procs},
+        "not_running": healthy(state),
+        "logs": str(Path(state.state_dir) / "logs"),
+    }
+
+
+def _print(state, as_json: bool, started: bool | None = None) -> None:
+    info = describe(state)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    if started is False:
+        print("a grid is already running here (zos grid down stops it)")
+    print(f"NATS:   {info['nats']}")
+    print(f"hub:    {info['hub']}")
+    print(f"farm:   {info['farm_id']}")
+    for n in info["nodes"]:
+        print(f"node {n['node_id']}: {n['address']} (namespace {n['netns']}, twin {n['twin_id']})")
+    print(f"state:  {info['state_dir']} (logs in {info['logs']})")
+    if info["not_running"]:
+        print(f"NOT RUNNING: {', '.join(info['not_running'])} (zos grid up restarts the grid)")
+    print(f"use it: export ZOS_NATS={info['nats']} ZOS_HUB={info['hub']}  (or --state-dir)")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import sys
+
+    from zos.grid.local import GridError, up
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    try:
+        state, started = up(_state_dir(args), nodes=args.nodes, nats=args.nats, say=say)
+    except GridError as e:
+        raise CliError(str(e)) from None
+    _print(state, args.json, started)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    import sys
+
+    from zos.grid.local import GridError, down
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    try:
+        found = down(_state_dir(args), say=say)
+    except GridError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print(json.dumps({"stopped": found}))
+    elif not found:
+        print(f"no grid in {_state_dir(args)}")
+    else:
+        print("grid stopped and removed")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from zos.grid.state import load
+
+    state = load(_state_dir(args))
+    if state is None:
+        raise CliError(f"no grid in {_state_dir(args)}: start one with `zos grid up`", code=3)
+    _print(state, args.json)
+    return 0

@@ -1,0 +1,74 @@
+"""The local grid's wiring: a host bridge, and one network namespace per node with a veth
+on it, so every node agent has its own address and reaches NATS and the hub on the host
+side of the bridge. All kernel work goes through `zos.primitives` (links, netns)."""
+
+from __future__ import annotations
+
+import hashlib
+from ipaddress import IPv4Interface, IPv4Network
+
+from zos.primitives import links, netns
+
+# Host side of the bridge is .1; node i is .(10 + i).
+NODE_BASE = 10
+
+
+def pick_subnet(tag: str) -> IPv4Network:
+    """A /24 in 10.200.0.0/13 (from the tag) that no address on this host overlaps."""
+    used = [a.network for a in links.all_addresses()]
+    start = int(hashlib.sha256(tag.encode()).hexdigest()[:6], 16)
+    for i in range(2048):
+        n = (start + i) % 2048
+        net = IPv4Network(f"10.{200 + n // 256}.{n % 256}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return net
+    raise RuntimeError("no free /24 for the grid bridge in 10.200.0.0/13")
+
+
+def bridge_name(tag: str) -> str:
+    return f"{tag}br"
+
+
+def node_netns(tag: str, index: int) -> str:
+    return f"{tag}-node{index}"
+
+
+def node_veth(tag: str, index: int) -> str:
+    return f"{tag}v{index}"
+
+
+def ensure_bridge(tag: str, host: IPv4Interface) -> str:
+    name = bridge_name(tag)
+    links.ensure_bridge(name)
+    if host not in links.addresses(name):
+        links.set_addresses(name, [host])
+    links.set_up(name)
+    return name
+
+
+def ensure_node(tag: str, index: int, host: IPv4Interface) -> tuple[str, IPv4Interface, str]:
+    """The node's namespace, its veth on the bridge and its address; returns all three."""
+    ns, veth = node_netns(tag, index), node_veth(tag, index)
+    addr = IPv4Interface(f"{host.network[NODE_BASE + index]}/{host.network.prefixlen}")
+    netns.create(ns)
+    links.ensure_veth(veth, "eth0", None, ns)
+    links.set_master(veth, bridge_name(tag))
+    links.set_up(veth)
+    links.set_up("lo", ns)
+    links.set_addresses("eth0", [addr], ns)
+    links.set_up("eth0", ns)
+    links.set_default_route(host.ip, ns)
+    return ns, addr, veth
+
+
+def remove(tag: str) -> list[str]:
+    """Every namespace and link of grid `tag` (nodes' own and what they made); what went."""
+    gone = []
+    for ns in netns.names(prefix=f"{tag}-"):
+        netns.delete(ns)
+        gone.append(ns)
+    for name in links.names():
+        if name and name.startswith(tag):
+            links.delete(name)
+            gone.append(name)
+    return gone

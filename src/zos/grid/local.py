@@ -1,0 +1,386 @@
+"""`zos grid up` / `zos grid down`: a whole grid on this machine.
+
+up: a host bridge; nats-server with JetStream on the bridge's host address (unless
+`nats` names one to join); the registry; a farm with a fresh owner key; the hub; the
+port forwarder; N node agents, each in its own network namespace with its own address
+on the bridge. Every process is detached (own session) and logs to `<state>/logs/`;
+`<state>/grid.json` records them after every step.
+
+down: stops the nodes, lets each node remove what it made (containers, mounts,
+namespaces), stops the rest, sweeps namespaces and links by the grid's prefix and
+mounts and loop devices under the state dir, and removes the state dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Interface, ip_address
+from pathlib import Path
+
+from zos.grid import hostnet, procs
+from zos.grid.natsserver import NatsServer, free_port
+from zos.grid.state import GridState, NodeEntry, Proc, grid_tag, load, save
+from zos.identity import Identity, load_key_file
+
+GiB = 1 << 30
+Say = Callable[[str], None]
+
+
+class GridError(Exception):
+    """`zos grid` could not do what was asked; the message says why and what to do."""
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    with open(state_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GridError(f"another `zos grid` command is running on {state_dir}") from None
+        yield
+
+
+def _py(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def healthy(state: GridState) -> list[str]:
+    """Processes of a grid that are not running (empty: all are)."""
+    return [p.name for p in state.procs if not procs.alive(p)]
+
+
+def _wait_port(host: str, port: int, proc: Proc, timeout: float = 20) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not procs.alive(proc):
+            raise GridError(f"{proc.name} exited:\n{procs.tail(proc.log)}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.3):
+            return
+        time.sleep(0.1)
+    raise GridError(f"{proc.name} did not listen on {host}:{port} in {timeout}s")
+
+
+def _node_memory(count: int) -> int:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(GiB // 2, min(2 * GiB, total // (count + 2)))
+
+
+def up(
+    state_dir: Path,
+    nodes: int = 2,
+    nats: str | None = None,
+    say: Say = print,
+    timeout: float = 120.0,
+) -> tuple[GridState, bool]:
+    """Start a grid (or find the running one); returns it and whether it was started now."""
+    state_dir = Path(state_dir).absolute()
+    if not 1 <= nodes <= 16:
+        raise GridError(f"--nodes: {nodes} is not between 1 and 16")
+    if os.geteuid() != 0:
+        raise GridError("zos grid up needs root (network namespaces, mounts, containers)")
+    with _locked(state_dir):
+        old = load(state_dir)
+        if old is not None:
+            if old.ready and not healthy(old):
+                return old, False
+            say("a previous grid here is incomplete or stopped: removing it first")
+            _down(state_dir, say)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            state_dir.chmod(0o700)
+        try:
+            return _up(state_dir, nodes, nats, say, timeout), True
+        except BaseException:
+            say("grid up failed: removing what was started")
+            _down(state_dir, say, keep_logs=True)
+            raise
+
+
+def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float) -> GridState:
+    tag = grid_tag(state_dir)
+    subnet = hostnet.pick_subnet(tag)
+    host = IPv4Interface(f"{subnet[1]}/{subnet.prefixlen}")
+    host_ip = str(host.ip)
+    logs = state_dir / "logs"
+    state = GridState(
+        tag=tag,
+        state_dir=str(state_dir),
+        nats_url=nats or "",
+        external_nats=bool(nats),
+        bridge=hostnet.bridge_name(tag),
+        host_address=str(host),
+    )
+    save(state)
+    hostnet.ensure_bridge(tag, host)
+    say(f"bridge {state.bridge} {host}")
+
+    if nats:
+        for url in nats.split(","):
+            h = urllib.parse.urlsplit(url.strip()).hostname or ""
+            with contextlib.suppress(ValueError):
+                if ip_address(h).is_loopback:
+                    raise GridError(
+                        f"--nats {url}: a loopback address cannot be reached from the nodes' "
+                        f"namespaces; give an address they can reach, e.g. nats://{host_ip}:PORT"
+                    )
+    else:
+        server = NatsServer(
+            store_dir=state_dir / "nats", host=host_ip, name=tag, log_file=logs / "nats.log"
+        )
+        logs.mkdir(parents=True, exist_ok=True)
+        server.start()
+        assert server.pid is not None
+        state.procs.append(
+            Proc(
+                name="nats",
+                pid=server.pid,
+                start_time=procs.start_time(server.pid),
+                log=str(logs / "nats.log"),
+            )
+        )
+        state.nats_url = server.url
+        save(state)
+        say(f"nats   {state.nats_url} (JetStream in {state_dir / 'nats'})")
+
+    reg = procs.spawn(
+        "registry", _py("zos.grid.registryd", "--nats", state.nats_url), logs / "registry.log"
+    )
+    state.procs.append(reg)
+    save(state)
+    farmer = Identity.generate()
+    state.farmer_seed = farmer.seed.hex()
+    farm_id, farm_name, token = asyncio.run(_farm(state, farmer, reg, timeout))
+    state.farm_id, state.farm_name = farm_id, farm_name
+    save(state)
+    say(f"registry on {state.nats_url}; farm {farm_id} ({farm_name})")
+
+    hub_port = free_port(host_ip)
+    hub = procs.spawn(
+        "hub",
+        _py(
+            "zos.cli",
+            "hub",
+            "serve",
+            "--root",
+            str(state_dir / "hub"),
+            "--listen",
+            f"{host_ip}:{hub_port}",
+            "--nats",
+            state.nats_url,
+        ),
+        logs / "hub.log",
+    )
+    state.procs.append(hub)
+    state.hub_url = f"http://{host_ip}:{hub_port}"
+    save(state)
+    _wait_port(host_ip, hub_port, hub)
+    say(f"hub    {state.hub_url}")
+
+    state.procs.append(
+        procs.spawn(
+            "forward", _py("zos.grid.forward", "--state-dir", str(state_dir)), logs / "forward.log"
+        )
+    )
+    save(state)
+
+    memory = _node_memory(count)
+    for i in range(1, count + 1):
+        ns, addr, veth = hostnet.ensure_node(tag, i, host)
+        data_dir = state_dir / "nodes" / f"node{i}"
+        entry = NodeEntry(
+            index=i,
+            netns=ns,
+            address=str(addr),
+            host_veth=veth,
+            data_dir=str(data_dir),
+            netns_prefix=f"{tag}-{i}-",
+        )
+        argv = [
+            "nsenter",
+            f"--net=/var/run/netns/{ns}",
+            "--",
+            *_py(
+                "zos.grid.nodeagent",
+                "run",
+                "--farm-id",
+                str(farm_id),
+                "--nats",
+                state.nats_url,
+                "--data-dir",
+                str(data_dir),
+                "--join-token",
+                token,
+                "--netns-prefix",
+                entry.netns_prefix,
+                "--heartbeat",
+                "2",
+                "--cores",
+                "2",
+                "--memory",
+                str(memory),
+                "--disk",
+                str(20 * GiB),
+            ),
+        ]
+        state.procs.append(procs.spawn(f"node{i}", argv, logs / f"node{i}.log"))
+        state.nodes.append(entry)
+        save(state)
+    asyncio.run(_wait_nodes(state, timeout))
+    for n in state.nodes:
+        say(
+            f"node{n.index}  node {n.node_id} (twin {n.twin_id}) at {n.address.split('/')[0]}"
+            f" in namespace {n.netns}"
+        )
+    state.ready = True
+    save(state)
+    return state
+
+
+async def _farm(state: GridState, farmer: Identity, reg: Proc, timeout: float):
+    from zos.bus import BusError
+    from zos.registry import RegistryClient
+
+    client = RegistryClient(state.nats_url, farmer)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await client.connect()
+            await client.register_twin()
+            break
+        except (BusError, OSError, Exception) as e:
+            if not procs.alive(reg):
+                raise GridError(f"the registry exited:\n{procs.tail(reg.log)}") from None
+            if time.monotonic() > deadline:
+                raise GridError(f"the registry did not answer in {timeout}s: {e}") from None
+            await asyncio.sleep(0.3)
+    try:
+        name = f"local-{state.tag}"
+        if state.external_nats:
+            name += f"-{os.urandom(3).hex()}"
+        farm = await client.create_farm(name)
+        # For any twin, long-lived: a node restarted later may register again.
+        token = await client.farm_join_token(farm.id, expires=10 * 365 * 24 * 3600.0)
+        return farm.id, farm.name, token
+    finally:
+        await client.close()
+
+
+async def _wait_nodes(state: GridState, timeout: float) -> None:
+    from zos.registry import RegistryClient
+
+    by_name = {p.name: p for p in state.procs}
+    deadline = time.monotonic() + timeout
+    async with RegistryClient(state.nats_url) as reg:
+        for n in state.nodes:
+            proc = by_name[f"node{n.index}"]
+            key = Path(n.data_dir) / "node-key.json"
+            while True:
+                if not procs.alive(proc):
+                    raise GridError(f"node{n.index} exited:\n{procs.tail(proc.log)}")
+                if key.exists():
+                    twin = await reg.twin_by_key(load_key_file(key).public_key)
+                    node = await reg.node_by_twin(twin.id) if twin else None
+                    if twin and node is not None:
+                        node = await reg.get_node(node.id)
+                        if node.status == "up":
+                            n.twin_id, n.node_id = twin.id, node.id
+                            break
+                if time.monotonic() > deadline:
+                    raise GridError(
+                        f"node{n.index} did not come up in {timeout}s:\n{procs.tail(proc.log)}"
+                    )
+                await asyncio.sleep(0.2)
+    save(state)
+
+
+def down(state_dir: Path, say: Say = print) -> bool:
+    """Stop the grid and remove everything it made; False if there was none."""
+    state_dir = Path(state_dir).absolute()
+    if not (state_dir / "grid.json").exists() and not state_dir.exists():
+        return False
+    with _locked(state_dir):
+        found = _down(state_dir, say)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return found
+
+
+def _down(state_dir: Path, say: Say, keep_logs: bool = False) -> bool:
+    state = load(state_dir)
+    tag = state.tag if state else grid_tag(state_dir)
+    if state is not None:
+        nodes = [p for p in state.procs if p.name.startswith("node")]
+        for p in nodes:
+            procs.stop(p)
+        for n in state.nodes:
+            _node_cleanup(n, state_dir, say)
+        for p in reversed([p for p in state.procs if p not in nodes]):
+            procs.stop(p)
+        if state.external_nats and state.farmer_seed:
+            with contextlib.suppress(Exception):
+                asyncio.run(_unregister(state))
+        say(f"stopped {len(state.procs)} processes")
+    asyncio.run(_sweep_mounts(state_dir))
+    gone = hostnet.remove(tag)
+    if gone:
+        say(f"removed {len(gone)} namespaces and links ({tag}*)")
+    for child in list(state_dir.iterdir()) if state_dir.exists() else []:
+        if child.name in (".lock",) or (keep_logs and child.name == "logs"):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    return state is not None
+
+
+def _node_cleanup(n: NodeEntry, state_dir: Path, say: Say) -> None:
+    """The node's own cleanup of everything it made, run in its namespace."""
+    argv = _py(
+        "zos.grid.nodeagent", "cleanup", "--data-dir", n.data_dir, "--netns-prefix", n.netns_prefix
+    )
+    if Path(f"/var/run/netns/{n.netns}").exists():
+        argv = ["nsenter", f"--net=/var/run/netns/{n.netns}", "--", *argv]
+    log = state_dir / "logs" / f"node{n.index}-cleanup.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        try:
+            code = subprocess.run(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=180
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+    if code != 0:
+        say(f"node{n.index}: cleanup did not finish (see {log}); sweeping")
+
+
+async def _sweep_mounts(state_dir: Path) -> None:
+    from zos.primitives import filesystem, loop
+
+    for m in reversed(filesystem.mounts_under(state_dir)):
+        with contextlib.suppress(Exception):
+            await filesystem.umount(m.target)
+    for dev in loop.devices_under(state_dir):
+        with contextlib.suppress(Exception):
+            await loop.detach(dev)
+
+
+async def _unregister(state: GridState) -> None:
+    from zos.registry import RegistryClient
+
+    async with RegistryClient(state.nats_url, Identity.from_seed_hex(state.farmer_seed)) as reg:
+        for n in state.nodes:
+            if n.node_id:
+                with contextlib.suppress(Exception):
+                    await reg.remove_node(n.node_id)

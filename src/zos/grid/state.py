@@ -1,0 +1,122 @@
+"""The local grid's state file (`<state-dir>/grid.json`): what runs, where, and its keys.
+
+Written whole (temp file + rename) after every step of `zos grid up`, so `down` finds
+everything even when `up` stopped half way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_STATE_DIR = Path("/var/lib/zos-grid")
+STATE_FILE = "grid.json"
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("ZOS_GRID_DIR") or DEFAULT_STATE_DIR)
+
+
+class Proc(BaseModel):
+    """A detached process: its pid, its start time (to tell it from a reused pid), its log."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    pid: int
+    start_time: int = 0
+    log: str = ""
+
+
+class NodeEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    index: int
+    netns: str  # the namespace the agent runs in
+    address: str  # its address on the grid bridge
+    host_veth: str
+    data_dir: str
+    netns_prefix: str  # prefix of every namespace the node makes
+    node_id: int = 0
+    twin_id: int = 0
+
+
+class Forward(BaseModel):
+    """A host port that reaches a machine: `listen` on the host, `ip:port` inside `netns`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    deployment: str
+    machine: str
+    contract_id: int
+    listen_host: str
+    listen_port: int
+    netns: str
+    ip: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen_host}:{self.listen_port}"
+
+
+class GridState(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    tag: str
+    state_dir: str
+    nats_url: str
+    external_nats: bool = False
+    hub_url: str = ""
+    bridge: str = ""
+    host_address: str = ""  # host side of the bridge, with prefix
+    farm_id: int = 0
+    farm_name: str = ""
+    farmer_seed: str = ""  # hex; the farm owner's key (the state dir is 0700)
+    procs: list[Proc] = Field(default_factory=list)
+    nodes: list[NodeEntry] = Field(default_factory=list)
+    ready: bool = False
+
+
+def grid_tag(state_dir: Path) -> str:
+    """A short tag, stable for one state dir, that prefixes every link and namespace."""
+    return "zg" + hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:4]
+
+
+def load(state_dir: Path) -> GridState | None:
+    path = Path(state_dir) / STATE_FILE
+    try:
+        return GridState.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def save(state: GridState) -> None:
+    path = Path(state.state_dir) / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(state.model_dump_json(indent=1))
+    os.replace(tmp, path)
+
+
+FORWARDS_FILE = "forwards.json"
+
+
+def load_forwards(state_dir: Path) -> list[Forward]:
+    try:
+        raw = json.loads((Path(state_dir) / FORWARDS_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    return [Forward.model_validate(f) for f in raw]
+
+
+def save_forwards(state_dir: Path, forwards: list[Forward]) -> None:
+    path = Path(state_dir) / FORWARDS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([f.model_dump() for f in forwards], indent=1))
+    os.replace(tmp, path)
