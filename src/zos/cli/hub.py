@@ -83,4 +83,5 @@ async def _serve(root: Path, host: str, port: int, nats: str | None, static: dic
     finally:
         await hub.stop()
         if registry is not None:
-            await registry.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(registry.close(), 5)

@@ -96,6 +96,7 @@ async def _store_content(src: Source, router: Router, result: PackResult, worker
             stop.set()
             for task in consumers:
                 task.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
             # drain so a producer blocked on a full queue can finish
             while not producer.done():
                 while not queue.empty():

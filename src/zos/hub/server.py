@@ -61,7 +61,8 @@ class Hub:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Hub:
         self.blocks.mkdir(parents=True, exist_ok=True)
         self.flists.mkdir(parents=True, exist_ok=True)
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        # a short grace period: reads are idempotent and writes are renamed in whole
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
