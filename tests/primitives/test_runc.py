@@ -159,3 +159,50 @@ async def test_run_failure_is_a_clear_error(tmp_path: Path, runc: Runc, rootfs: 
             await runc.run_detached("bad1", bundle, fd)
     finally:
         os.close(fd)
+
+
+async def test_no_host_devices_no_new_namespaces(tmp_path: Path, runc: Runc, rootfs: Path) -> None:
+    cid = f"t-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "out"
+    script = (
+        "ls /dev | tr '\\n' ' '; echo;"
+        " unshare -U true && echo USERNS-OK || echo USERNS-DENIED;"
+        " unshare -n true && echo NETNS-OK || echo NETNS-DENIED;"
+        " mount -t tmpfs x /mnt && echo MOUNT-OK || echo MOUNT-DENIED;"
+        " (sleep 0; echo FORK-OK); echo 1 > /proc/sys/vm/drop_caches && echo SYSCTL-OK;"
+        " echo END"
+    )
+    bundle = tmp_path / "b"
+    write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", script]))
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        await runc.run_detached(cid, bundle, fd)
+    finally:
+        os.close(fd)
+    for _ in range(100):
+        if "END" in out.read_text():
+            break
+        await asyncio.sleep(0.05)
+    text = out.read_text()
+    devices = set(text.splitlines()[0].split())
+    # runc's minimal set only: no disks, no /dev/mem, no kmsg
+    assert devices <= {
+        "null",
+        "zero",
+        "full",
+        "random",
+        "urandom",
+        "tty",
+        "pts",
+        "ptmx",
+        "shm",
+        "mqueue",
+        "console",
+        "fd",
+        "stdin",
+        "stdout",
+        "stderr",
+        "core",
+    }
+    assert "USERNS-DENIED" in text and "NETNS-DENIED" in text and "MOUNT-DENIED" in text
+    assert "FORK-OK" in text and "SYSCTL-OK" not in text
