@@ -132,3 +132,20 @@ async def test_each_container_gets_its_own_overlay(tmp_path: Path) -> None:
         cache.release(tree)
         cache.close()
     assert not any(overlay.is_mounted(t) for t in mounts)
+
+
+async def test_hostile_flist_leaves_no_tree(tmp_path: Path) -> None:
+    from zos.flist import StoreError
+    from zos.flist.files import hash_file
+
+    fl = await make_flist(tmp_path, "a", 1000)
+    for p in (tmp_path / "store").rglob("*"):
+        if p.is_file():
+            p.write_bytes(p.read_bytes()[:-1] + b"\x00")  # every stored block damaged
+    cache = FlistCache(tmp_path / "cache", 1 << 30)
+    with pytest.raises(StoreError, match="content hash does not match its id"):
+        await cache.prepare(fl, acquire=True)
+    assert list((tmp_path / "cache/trees").iterdir()) == []
+    assert cache.in_use(hash_file(fl)) == 0  # the failed prepare let go of its hold
+    assert not any(p.is_file() for p in (tmp_path / "cache/blocks").rglob("*"))
+    cache.close()

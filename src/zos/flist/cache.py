@@ -50,7 +50,8 @@ class FlistCache:
             d.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.root / "index.db", isolation_level=None)
         self._db.executescript(
-            "PRAGMA journal_mode=WAL;"
+            # the index only orders eviction; losing its last writes in a crash is harmless
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
             "CREATE TABLE IF NOT EXISTS blocks (id TEXT PRIMARY KEY, size INTEGER, used REAL);"
             "CREATE TABLE IF NOT EXISTS trees (hash TEXT PRIMARY KEY, size INTEGER, used REAL);"
         )
