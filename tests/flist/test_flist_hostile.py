@@ -164,3 +164,12 @@ async def test_non_empty_target_is_kept(sandbox: Path) -> None:
     with pytest.raises(FlistError, match="new or empty directory"):
         await unpack_flist(fl, sandbox / "outside")
     assert tree_files(sandbox / "outside") == {"keep"}
+
+
+async def test_parent_cycle(sandbox: Path) -> None:
+    def build(rf: RefFlist) -> None:
+        a = rf.dir(rf.root, "a")
+        b = rf.dir(a, "b")
+        rf.db.execute("UPDATE inode SET parent = ? WHERE ino = ?", (b, a))
+
+    await refused(sandbox, build, "not reachable from the root")

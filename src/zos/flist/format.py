@@ -301,7 +301,12 @@ def _read(db: sqlite3.Connection, setuid: SetuidPolicy) -> Flist:
                 queue.append(entry)
     if children:
         parent, inos = next(iter(children.items()))
-        kind = "a missing inode" if parent not in {e.ino for e in entries} else "not a directory"
+        if parent in raw:
+            kind = "not reachable from the root (a cycle?)"
+        elif parent in {e.ino for e in entries} or parent == ROOT_INO:
+            kind = "not a directory"
+        else:
+            kind = "a missing inode"
         raise FlistError(f"inode {inos[0]}: its parent {parent} is {kind}")
     if raw:
         raise FlistError(f"inode {next(iter(raw))}: not reachable from the root")
