@@ -37,15 +37,22 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def latency(call: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float]:
-    for _ in range(min(100, n)):  # warm up
-        await call()
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        await call()
-        samples.append(time.perf_counter() - t)
-    return pct(samples, 0.5) * 1e3, pct(samples, 0.99) * 1e3
+async def latency(
+    cases: list[tuple[str, Callable[[], Awaitable[Any]]]], n: int, rounds: int = 5
+) -> dict[str, tuple[float, float]]:
+    """p50 and p99 (ms) of each case, measured in interleaved rounds so that a change
+    in the machine's load during the run falls on every case alike."""
+    samples: dict[str, list[float]] = {name: [] for name, _ in cases}
+    for _, call in cases:  # warm up
+        for _ in range(min(100, n)):
+            await call()
+    for _ in range(rounds):
+        for name, call in cases:
+            for _ in range(max(1, n // rounds)):
+                t = time.perf_counter()
+                await call()
+                samples[name].append(time.perf_counter() - t)
+    return {k: (pct(v, 0.5) * 1e3, pct(v, 0.99) * 1e3) for k, v in samples.items()}
 
 
 async def throughput(call: Callable[[], Awaitable[Any]], n: int, in_flight: int) -> float:
@@ -93,10 +100,10 @@ async def bench_bus(url: str, n: int, in_flight: int) -> None:
         ("bus, signed, not sealed", lambda: client.request(2, "echo", PAYLOAD, seal=False)),
         ("bus, signed and sealed", lambda: client.request(2, "echo", PAYLOAD, seal=True)),
     ]
+    figures = await latency(cases, n)
     for name, call in cases:
-        p50, p99 = await latency(call, n)
         rate = await throughput(call, n * 2, in_flight)
-        row(name, p50, p99, rate)
+        row(name, *figures[name], rate)
     await server.close()
     await nc_server.close()
     await nc_client.close()
@@ -154,11 +161,12 @@ async def bench_registry(url: str, nodes: int, n: int) -> None:
             await msg.respond(b"")
 
         echo = await nc.subscribe("bench.none", cb=empty)
-        for name, call in cases:
-            p50, p99 = await latency(call, n)
-            row(name, p50, p99)
-        p50, p99 = await latency(scan_kv, max(5, n // 20))
-        row("read all nodes straight from KV (no mirror)", p50, p99)
+        figures = await latency(cases, n)
+        for name, _ in cases:
+            row(name, *figures[name])
+        scan = "read all nodes straight from KV (no mirror)"
+        figures = await latency([(scan, scan_kv)], max(5, n // 20))
+        row(scan, *figures[scan])
         await echo.unsubscribe()
         await nc.close()
 
