@@ -90,7 +90,7 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
-def write_oci(path: Path) -> None:
+def write_oci(path: Path, tamper: bool = False) -> None:
     blobs: dict[str, bytes] = {}
 
     def blob(data: bytes) -> dict:
@@ -120,6 +120,8 @@ def write_oci(path: Path) -> None:
         _add(tf, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
         _add(tf, "index.json", json.dumps(index).encode())
         for digest, data in blobs.items():
+            if tamper and data == LAYER1:
+                data = data.replace(b"root:x:0:0", b"root::0:0:")  # same size, other bytes
             _add(tf, f"blobs/sha256/{digest}", data)
 
 
@@ -211,3 +213,13 @@ async def test_layer_escaping_the_tree_is_refused(tmp_path: Path) -> None:
         await pack(archive, tmp_path / "evil.fl", router)
     await router.close()
     assert not (tmp_path / "evil.fl").exists()
+
+
+async def test_oci_layer_not_matching_its_digest_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "image.tar"
+    write_oci(archive, tamper=True)
+    router = Router.parse([f"dir://{tmp_path / 'store'}"])
+    with pytest.raises(ValueError, match="does not match its sha256 digest"):
+        await pack(archive, tmp_path / "img.fl", router)
+    await router.close()
+    assert not (tmp_path / "img.fl").exists()

@@ -10,6 +10,7 @@ layers are applied in order with whiteouts (`.wh.NAME`) and opaque dirs (`.wh..w
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -159,6 +160,8 @@ def layered_source(layers: list[LayerOpener], whiteouts: bool) -> Source:
     for index, opener in enumerate(layers):
         with opener() as raw:
             members = _members(raw, index)
+            if isinstance(raw, _DigestReader):
+                raw.finish()  # the whole blob was read once: check it is the one named
             _apply_layer(tree, members, index, whiteouts, skipped)
     wanted = {node.origin: node for node in tree.files() if node.size > 0}
 
@@ -291,6 +294,9 @@ class _ImageFiles:
             data = f.read(MAX_JSON + 1)
         if len(data) > MAX_JSON:
             raise FlistError(f"image: {name} is larger than {MAX_JSON} bytes")
+        expected = _blob_digest(name)
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            raise FlistError(f"image: {name} does not match its sha256 digest")
         try:
             return json.loads(data)
         except ValueError:
@@ -360,7 +366,46 @@ def image_source(files: _ImageFiles) -> Source:
 
 
 def _opener(files: _ImageFiles, name: str) -> LayerOpener:
-    return lambda: files.open(name)
+    def open_layer() -> IO[bytes]:
+        f = files.open(name)
+        expected = _blob_digest(name)
+        return f if expected is None else _DigestReader(f, expected, name)  # type: ignore[return-value]
+
+    return open_layer
+
+
+def _blob_digest(name: str) -> str | None:
+    """The sha256 a content-addressed blob path names (OCI `blobs/sha256/<hex>`)."""
+    m = re.match(r"^(?:\./)?blobs/sha256/([0-9a-f]{64})$", name)
+    return m[1] if m else None
+
+
+class _DigestReader:
+    """Reads a blob while hashing it; `finish()` reads the rest and checks the digest."""
+
+    def __init__(self, f: IO[bytes], expected: str, name: str) -> None:
+        self.f, self.expected, self.name = f, expected, name
+        self.h = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.h.update(data)
+        return data
+
+    def finish(self) -> None:
+        while self.read(1 << 20):
+            pass
+        if self.h.hexdigest() != self.expected:
+            raise FlistError(f"image: layer {self.name} does not match its sha256 digest")
+
+    def seek(self, *args: int) -> int:
+        raise OSError("a digest reader does not seek")
+
+    def __enter__(self) -> _DigestReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
 
 
 def _docker_manifest(files: _ImageFiles) -> tuple[list[str], object]:
