@@ -36,7 +36,7 @@ import nacl.public
 import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from zos.bus.errors import BusError
+from zos.bus.errors import BusError, describe_error
 from zos.identity import Identity, SealError, open_sealed, verify_ed25519
 from zos.identity.sealing import x25519_public_from_ed25519
 
@@ -165,10 +165,9 @@ class Envelope(BaseModel):
             return cls.model_validate_json(data)
         except ValidationError as e:
             first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "envelope"
-            if first["type"] in ("bytes_too_long",) and where == "payload":
+            if first["type"] == "bytes_too_long" and first["loc"] == ("payload",):
                 raise BusError("too_large", f"payload over {MAX_PAYLOAD} bytes") from None
-            raise BusError("malformed", f"envelope {where}: {first['msg']}") from None
+            raise BusError("malformed", f"envelope {describe_error(e)}") from None
 
     def verify(self, public_key: bytes) -> bool:
         return verify_ed25519(public_key, self.signing_bytes(), self.signature)

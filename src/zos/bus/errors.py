@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import ValidationError
+
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 MAX_MESSAGE = 1000
 
@@ -40,3 +42,10 @@ class BusError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.code, self.message))
+
+
+def describe_error(e: ValidationError) -> str:
+    """The first problem of a pydantic error, naming its field: "body.name: ..."."""
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "value"
+    return f"{where}: {err['msg']}"

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from zos.bus.errors import describe_error
 from zos.identity import Identity, verify_ed25519
 
 HEARTBEAT_PERIOD = 10.0  # seconds between a node's heartbeats
@@ -209,7 +210,4 @@ class JoinToken(Model):
 
 
 def _first_error(e: Exception) -> str:
-    if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        return f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
-    return str(e)
+    return describe_error(e) if isinstance(e, ValidationError) else str(e)

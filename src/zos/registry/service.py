@@ -46,7 +46,7 @@ from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from zos.bus.connection import NatsHolder
-from zos.bus.errors import BusError
+from zos.bus.errors import BusError, describe_error
 from zos.registry.models import (
     CONTRACT_NAME,
     DEPLOYMENT_HASH,
@@ -73,7 +73,6 @@ from zos.registry.tx import (
     QUEUE_GROUP,
     TX_SUBJECT,
     Transaction,
-    describe_error,
     fail,
     ok,
 )

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from zos.bus.errors import BusError
+from zos.bus.errors import BusError, describe_error
 from zos.identity import Identity, verify_ed25519
 
 TX_SUBJECT = "zos.registry.tx"
@@ -102,13 +102,6 @@ class Transaction(BaseModel):
             return cls.model_validate_json(data)
         except ValidationError as e:
             raise BusError("malformed", f"transaction {describe_error(e)}") from None
-
-
-def describe_error(e: ValidationError) -> str:
-    """The first problem of a pydantic error, naming its field."""
-    err = e.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "value"
-    return f"{where}: {err['msg']}"
 
 
 def ok(result: Any) -> bytes:
