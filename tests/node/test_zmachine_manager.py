@@ -21,7 +21,8 @@ from zos.node.workloads.base import NodeServices, WorkloadError
 from zos.node.workloads.network import NetworkManager, bridge_name, namespace_name
 from zos.node.workloads.volume import VolumeManager, volume_path
 from zos.node.workloads.zmachine import ZMachineManager, container_id
-from zos.primitives import cgroups, filesystem, links, loop, nat, netns, overlay
+from zos.node.workloads.zmount import ZMountManager, zmount_path
+from zos.primitives import blockdev, cgroups, filesystem, links, loop, nat, netns, overlay
 from zos.primitives.supervisor import Backoff
 
 pytestmark = [pytest.mark.runc, pytest.mark.netns, pytest.mark.root, pytest.mark.slow]
@@ -74,14 +75,15 @@ def with_rootfs(dep: Deployment, rootfs: Path) -> Deployment:
 
 
 async def deploy(node: NodeServices, dep: Deployment) -> dict[str, Any]:
-    """Install in zos order (volume, network, zmachine), as the engine does."""
+    """Install in zos order (zmount, volume, network, zmachine), as the engine does."""
     managers = {
+        "zmount": ZMountManager(node),
         "volume": VolumeManager(node),
         "network": NetworkManager(node),
         "zmachine": node.extra.setdefault("zm", ZMachineManager(node)),
     }
     results = {}
-    for wtype in ("volume", "network", "zmachine"):
+    for wtype in ("zmount", "volume", "network", "zmachine"):
         for w in dep.workloads:
             if w.type == wtype:
                 results[w.name] = await managers[wtype].provision(ctx(node, dep, w.name))
@@ -395,3 +397,42 @@ async def test_agent_restart_and_crash_converge(node: NodeServices, busybox_root
     assert not again.runc.root.exists(), "no runc state left"
     assert not netns.exists(ns)
     assert filesystem.mounts_under(node.data_dir) == []
+
+
+async def test_zmount_disk_in_a_container(node: NodeServices, busybox_rootfs: Path) -> None:
+    twin = unique_twin()
+    writer = machine(
+        "a",
+        "net",
+        "10.76.1.2",
+        "sh -c 'echo kept > /disk/note; echo WROTE; sleep 1000'",
+        mounts=[{"name": "disk", "mountpoint": "/disk"}],
+    )
+    reader = machine(
+        "b",
+        "net",
+        "10.76.1.3",
+        "sh -c 'cat /disk/note; sleep 1000'",
+        mounts=[{"name": "disk", "mountpoint": "/disk"}],
+    )
+    base = [
+        {"name": "net", "type": "network", "data": network_data("10.76.1.0/24")},
+        {"name": "disk", "type": "zmount", "data": {"size": 64 * MiB}},
+    ]
+    dep = with_rootfs(deployment(twin, 600, [*base, writer, reader]), busybox_rootfs)
+    for wtype, name in (("zmount", "disk"), ("network", "net")):
+        mgr = ZMountManager(node) if wtype == "zmount" else NetworkManager(node)
+        await mgr.provision(ctx(node, dep, name))
+    zm = node.extra["zm"] = ZMachineManager(node)
+    await zm.provision(ctx(node, dep, "a"))  # a blank disk gets ext4 on first use
+    await logs_until(zm, f"{twin}-600-a", b"WROTE")
+    image = zmount_path(node, f"{twin}-600-disk")
+    assert await blockdev.fs_type(image) == "ext4"
+    with pytest.raises(WorkloadError, match=re.escape("mounts[0].name: zmount 'disk' is in use")):
+        await zm.provision(ctx(node, dep, "b"))
+    await zm.deprovision(ctx(node, dep, "a"))
+    assert loop.devices_for(image) == []
+    await zm.provision(ctx(node, dep, "b"))  # the data stayed on the disk
+    await logs_until(zm, f"{twin}-600-b", b"kept")
+    await zm.deprovision(ctx(node, dep, "b"))
+    assert loop.devices_for(image) == []

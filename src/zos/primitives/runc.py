@@ -154,6 +154,7 @@ class BindMount:
     source: Path
     destination: str
     readonly: bool = False
+    image: Path | None = None  # the disk image mounted at `source`, if any (not in the bundle)
 
 
 @dataclass

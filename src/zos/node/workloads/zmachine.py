@@ -36,7 +36,8 @@ from zos.gridtypes.names import network_id, short_name
 from zos.node.workloads import network as networks
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
 from zos.node.workloads.volume import volume_path
-from zos.primitives import filesystem, links, logd, loop, netns, overlay
+from zos.node.workloads.zmount import zmount_path
+from zos.primitives import blockdev, filesystem, links, logd, loop, netns, overlay
 from zos.primitives.command import CommandError
 from zos.primitives.runc import BindMount, ContainerSpec, Runc, RuncError, write_bundle
 from zos.primitives.supervisor import Backoff, Supervisor
@@ -189,16 +190,45 @@ class ZMachineManager(Manager):
             target = next((w for w in ctx.deployment.workloads if w.name == m.name), None)
             if target is None or target.type not in ("volume", "zmount"):
                 raise WorkloadError(f"{where}.name: no volume named '{m.name}' in the deployment")
+            target_id = f"{ctx.twin_id}-{ctx.contract_id}-{m.name}"
             if target.type == "zmount":
-                raise WorkloadError(
-                    f"{where}.name: '{m.name}' is a zmount (a raw disk for virtual machines); "
-                    "a container mounts volumes"
-                )
-            source = volume_path(self.node, f"{ctx.twin_id}-{ctx.contract_id}-{m.name}")
+                result.append(self._disk_mount(ctx.workload_id, target_id, m.name, point, where))
+                continue
+            source = volume_path(self.node, target_id)
             if filesystem.mount_of(source) is None:
                 raise WorkloadError(f"{where}.name: volume '{m.name}' is not ready on this node")
             result.append(BindMount(source, point))
         return result
+
+    def _disks_dir(self, wid: str) -> Path:
+        return self.node.storage_dir("zmachines") / f"{wid}.disks"
+
+    def _disk_mount(self, wid: str, zmount_id: str, name: str, point: str, where: str) -> BindMount:
+        """A zmount (a raw disk) for a container: its file system, loop-mounted on the node
+        (ext4 made on first use of a blank disk), bind-mounted into the container."""
+        image = zmount_path(self.node, zmount_id)
+        if not image.exists():
+            raise WorkloadError(f"{where}.name: zmount '{name}' is not ready on this node")
+        mount = self._disks_dir(wid) / name
+        mine = filesystem.mount_of(mount) is not None
+        if not mine and loop.devices_for(image):
+            # one file system mounted twice at once would be corrupted
+            raise WorkloadError(f"{where}.name: zmount '{name}' is in use by another machine")
+        return BindMount(mount, point, image=image)
+
+    async def _mount_disks(self, mounts: list[BindMount]) -> None:
+        for m in mounts:
+            if m.image is None or filesystem.mount_of(m.source) is not None:
+                continue
+            if await blockdev.fs_type(m.image) is None:
+                await filesystem.mkfs_ext4(m.image)
+            await filesystem.mount_image(m.image, m.source)
+
+    async def _unmount_disks(self, wid: str) -> None:
+        disks = self._disks_dir(wid)
+        for m in reversed(filesystem.mounts_under(disks)):
+            await filesystem.umount(m.target)
+        await asyncio.to_thread(shutil.rmtree, disks, True)
 
     def _local_allowed(self, flist: str) -> bool:
         path = Path(flist).resolve()
@@ -282,6 +312,7 @@ class ZMachineManager(Manager):
         self._save(state)
         args, env, cwd = self._process(data, tags)
         rootfs = await self._mount_rootfs(wid, tree, int(data.root_size()))
+        await self._mount_disks(mounts)
         await asyncio.to_thread(self._plumb, state, info)
         bundle = self._dir(wid) / "bundle"
         etc = await asyncio.to_thread(self._etc_files, wid, ctx.workload.name, ip)
@@ -381,6 +412,7 @@ class ZMachineManager(Manager):
             await self.supervisor.stop(cid)
             rootfs = self._dir(wid) / "rootfs"
             await overlay.unmount(rootfs)
+            await self._unmount_disks(wid)
             image, layer = self._storage(wid)
             if filesystem.mount_of(layer) is not None:
                 await filesystem.umount(layer)
