@@ -436,3 +436,41 @@ async def test_zmount_disk_in_a_container(node: NodeServices, busybox_rootfs: Pa
     await logs_until(zm, f"{twin}-600-b", b"kept")
     await zm.deprovision(ctx(node, dep, "b"))
     assert loop.devices_for(image) == []
+
+
+async def test_reboot_rebuilds_from_the_data_dir(node: NodeServices, busybox_rootfs: Path) -> None:
+    """After a reboot only the data directory is left: provisioning again rebuilds the
+    namespaces, mounts and container, and what the machine wrote on its root survives."""
+    twin = unique_twin()
+    dep = with_rootfs(
+        deployment(
+            twin,
+            700,
+            [
+                {"name": "net", "type": "network", "data": network_data("10.77.1.0/24")},
+                machine(
+                    "m",
+                    "net",
+                    "10.77.1.2",
+                    "sh -c 'echo boot >> /var/boots; echo BOOTS $(wc -l < /var/boots); sleep 1000'",
+                ),
+            ],
+        ),
+        busybox_rootfs,
+    )
+    wid = f"{twin}-700-m"
+    await deploy(node, dep)
+    zm: ZMachineManager = node.extra["zm"]
+    await logs_until(zm, wid, b"BOOTS 1")
+    # the reboot: processes, mounts, namespaces and links are gone; the data dir is not
+    zm.close()
+    await zm.runc.delete(container_id(wid))
+    for m in reversed(filesystem.mounts_under(node.data_dir)):
+        await filesystem.umount(m.target)
+    netid = network_id(twin, "net")
+    netns.delete(f"c-{wid}")
+    links.delete(f"u-{netid}")
+    netns.delete(namespace_name(node, netid))
+    node.extra.pop("zm")
+    await deploy(node, dep)
+    await logs_until(node.extra["zm"], wid, b"BOOTS 2")
