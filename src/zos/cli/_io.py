@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from zos.cli import CliError
-from zos.identity import Identity, KeyError_, load_key_file
+from zos.identity import Identity, KeyError_, load_key_file, public_key_from_hex
 
 # Deployments and manifests are small; anything bigger is refused before parsing.
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -52,3 +52,17 @@ def identity_from_args(args: argparse.Namespace, required: bool = True) -> Ident
             "no key: pass --mnemonic, --key-file, or set ZOS_MNEMONIC (see `zos key new`)"
         )
     return None
+
+
+def parse_twin_keys(items: list[str]) -> dict[int, bytes]:
+    """`--twin-key TWIN=PUBHEX` options as a map of twin id to public key."""
+    keys: dict[int, bytes] = {}
+    for item in items:
+        twin, sep, key = item.partition("=")
+        if not sep or not twin.strip().isdigit():
+            raise CliError(f"--twin-key {item!r}: expected TWIN=PUBHEX, e.g. 7=2f8c...")
+        try:
+            keys[int(twin)] = public_key_from_hex(key)
+        except KeyError_ as e:
+            raise CliError(f"--twin-key {twin}: {e}") from None
+    return keys

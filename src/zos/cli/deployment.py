@@ -6,9 +6,8 @@ import argparse
 import json
 
 from zos.cli import CliError
-from zos.cli._io import add_key_options, identity_from_args, read_input
+from zos.cli._io import add_key_options, identity_from_args, parse_twin_keys, read_input
 from zos.gridtypes import Deployment, GridTypeError, capacity, validate, verify_signatures
-from zos.identity import KeyError_, public_key_from_hex
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,21 +87,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_twin_keys(items: list[str]) -> dict[int, bytes]:
-    keys: dict[int, bytes] = {}
-    for item in items:
-        twin, sep, key = item.partition("=")
-        if not sep or not twin.strip().isdigit():
-            raise CliError(f"--twin-key {item!r}: expected TWIN=PUBHEX, e.g. 7=2f8c...")
-        try:
-            keys[int(twin)] = public_key_from_hex(key)
-        except KeyError_ as e:
-            raise CliError(f"--twin-key {twin}: {e}") from None
-    return keys
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    keys = _parse_twin_keys(args.twin_key)
+    keys = parse_twin_keys(args.twin_key)
     d = _load(args.file)
     try:
         if args.validate:

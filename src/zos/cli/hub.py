@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from zos.cli import CliError
+from zos.cli._io import parse_twin_keys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,26 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(handler=cmd_serve)
 
 
-def _static_keys(items: list[str]) -> dict[int, bytes]:
-    from zos.identity import KeyError_, public_key_from_hex
-
-    keys = {}
-    for item in items:
-        twin, sep, hexkey = item.partition("=")
-        if not sep or not twin.isdigit():
-            raise CliError(f"--twin-key {item!r}: expected ID=PUBHEX")
-        try:
-            keys[int(twin)] = public_key_from_hex(hexkey)
-        except KeyError_ as e:
-            raise CliError(f"--twin-key {twin}: {e}") from None
-    return keys
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     host, sep, port = args.listen.rpartition(":")
     if not sep or not port.isdigit():
         raise CliError(f"--listen {args.listen!r}: expected HOST:PORT")
-    static = _static_keys(args.twin_key)
+    static = parse_twin_keys(args.twin_key)
     if not static and not args.nats:
         raise CliError("pass --nats URL (registry) or at least one --twin-key ID=PUBHEX")
     asyncio.run(_serve(args.root, host or "127.0.0.1", int(port), args.nats, static))
