@@ -1,0 +1,216 @@
+"""The user commands: `zos nodes | deploy | ps | logs | rm | image push`.
+
+They find the grid (--nats/--hub, ZOS_NATS/ZOS_HUB, or the local grid's state) and the
+key (--mnemonic, --key-file, ZOS_MNEMONIC or ~/.config/zos/key.json), and run through
+the SDK (`zos.client.GridClient`), so the CLI and Python do the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from zos.cli import CliError
+from zos.cli._io import add_key_options, identity_from_args
+
+T = TypeVar("T")
+
+
+def _grid_options(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    p.add_argument("--nats", help="NATS URL of the grid (or env ZOS_NATS; default: local grid)")
+    p.add_argument("--hub", help="hub URL (or env ZOS_HUB; default: the local grid's)")
+    p.add_argument("--state-dir", type=Path, help="the local grid's state dir (zos grid up)")
+    add_key_options(p)
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    n = sub.add_parser("nodes", help="list the grid's nodes (by farm, status, free capacity)")
+    _grid_options(n)
+    n.add_argument("--farm", type=int, help="only nodes of this farm")
+    n.add_argument("--status", choices=["up", "down"], help="only nodes up or down")
+    n.add_argument("--free-memory", default="0", help="at least this much memory free, e.g. 1G")
+    n.add_argument("--free-disk", default="0", help="at least this much disk free, e.g. 10G")
+    n.add_argument("--free-cores", type=int, default=0)
+    n.set_defaults(handler=cmd_nodes)
+
+    d = sub.add_parser("deploy", help="deploy a manifest (replaces a deployment of that name)")
+    _grid_options(d)
+    d.add_argument("-f", "--file", required=True, type=Path, help="the manifest (YAML)")
+    d.add_argument("--timeout", type=float, default=300, help="seconds to wait (default 300)")
+    d.add_argument("--check", action="store_true", help="only check the manifest, send nothing")
+    d.set_defaults(handler=cmd_deploy)
+
+    ps = sub.add_parser("ps", help="your deployments and the state of their workloads")
+    _grid_options(ps)
+    ps.set_defaults(handler=cmd_ps)
+
+    lg = sub.add_parser("logs", help="a machine's output")
+    _grid_options(lg, json_flag=False)
+    lg.add_argument("name", help="deployment, deployment/machine, or a machine's name")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    lg.set_defaults(handler=cmd_logs)
+
+    rm = sub.add_parser("rm", help="remove a deployment (and cancel its contract)")
+    _grid_options(rm)
+    rm.add_argument("name")
+    rm.set_defaults(handler=cmd_rm)
+
+    img = sub.add_parser("image", help="container images as flists on the hub")
+    ims = img.add_subparsers(dest="image_command", metavar="ACTION")
+    ims.required = True
+    push = ims.add_parser("push", help="pack a directory or image archive and publish it")
+    _grid_options(push)
+    push.add_argument("path", type=Path, help="directory, tar, OCI layout or docker save")
+    push.add_argument("--name", help="name on the hub (default: from the path)")
+    push.set_defaults(handler=cmd_image_push)
+
+
+def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
+    from zos.client import GridClient, GridClientError, ManifestError
+
+    identity = identity_from_args(args, required=False)
+
+    async def go() -> T:
+        client = await GridClient.connect(
+            identity=identity, nats=args.nats, hub=args.hub, state_dir=args.state_dir
+        )
+        try:
+            return await work(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except (GridClientError, ManifestError) as e:
+        raise CliError(str(e)) from None
+
+
+def _size(n: int) -> str:
+    from zos.client.sdk import _size as size
+
+    return size(n)
+
+
+def _bytes(text: str, flag: str) -> int:
+    from zos.client.manifest import parse_size
+
+    if text in ("0", ""):
+        return 0
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise CliError(f"{flag}: {e}") from None
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    mem, disk = _bytes(args.free_memory, "--free-memory"), _bytes(args.free_disk, "--free-disk")
+    nodes = _run(
+        args,
+        lambda c: c.nodes(
+            farm=args.farm,
+            status=args.status,
+            free_memory=mem,
+            free_disk=disk,
+            free_cores=args.free_cores,
+        ),
+    )
+    if args.json:
+        print(json.dumps([n.model_dump(mode="json") for n in nodes], indent=2))
+        return 0
+    print(
+        f"{'NODE':>5} {'FARM':>5} {'TWIN':>5} {'STATUS':7} {'CORES':>5} {'MEMORY FREE':>15} "
+        f"{'DISK FREE':>15}"
+    )
+    for n in nodes:
+        free = n.free
+        print(
+            f"{n.id:>5} {n.farm_id:>5} {n.twin_id:>5} {n.status:7} {n.capacity.cru:>5} "
+            f"{_size(free.mru) + ' / ' + _size(n.capacity.mru):>15} "
+            f"{_size(free.sru) + ' / ' + _size(n.capacity.sru):>15}"
+        )
+    if not nodes:
+        print("no nodes match")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from zos.client import ManifestError, load_manifest
+
+    try:
+        manifest = load_manifest(args.file)
+    except ManifestError as e:
+        raise CliError(str(e)) from None
+    if args.check:
+        print(f"{args.file}: ok ({len(manifest.machines)} machines, {len(manifest.disks)} disks)")
+        return 0
+    out = sys.stderr if args.json else sys.stdout
+
+    def progress(name: str, wtype: str, state: str, message: str) -> None:
+        extra = f": {message}" if message and state == "error" else ""
+        print(f"  {wtype:<10} {name:<20} {state}{extra}", file=out, flush=True)
+
+    print(f"deploying {manifest.name} ...", file=out, flush=True)
+    info = _run(args, lambda c: c.deploy(manifest, progress=progress, timeout=args.timeout))
+    if args.json:
+        print(info.model_dump_json(indent=2))
+        return 0
+    print(f"{info.name}: ok on node {info.node_id} (contract {info.contract_id})")
+    for m in info.machines:
+        reach = f"  reachable at {', '.join(m.urls)}" if m.urls else ""
+        print(f"  machine {m.name}: {m.ip}{reach}")
+    return 0
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    deps = _run(args, lambda c: c.ps())
+    if args.json:
+        print(json.dumps([d.model_dump(mode="json") for d in deps], indent=2))
+        return 0
+    if not deps:
+        print("no deployments (zos deploy -f app.yaml makes one)")
+        return 0
+    print(f"{'NAME':<20} {'NODE':>4} {'CONTRACT':>8} {'STATE':<10} MACHINES")
+    for d in deps:
+        machines = ", ".join(
+            f"{m.name} {m.ip}" + (f" {' '.join(m.urls)}" if m.urls else "") for m in d.machines
+        )
+        print(f"{d.name:<20} {d.node_id:>4} {d.contract_id:>8} {d.state:<10} {machines}")
+        for w in d.workloads:
+            if w.state == "error":
+                print(f"  {w.type} {w.name}: {w.message}")
+        if d.message:
+            print(f"  {d.message}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    async def work(client: Any) -> None:
+        async for text in client.logs(args.name, follow=args.follow):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    _run(args, work)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    removed = _run(args, lambda c: c.rm(args.name))
+    if args.json:
+        print(json.dumps([d.model_dump(mode="json") for d in removed]))
+        return 0
+    for d in removed:
+        print(f"removed {d.name} (contract {d.contract_id} on node {d.node_id})")
+    return 0
+
+
+def cmd_image_push(args: argparse.Namespace) -> int:
+    url = _run(args, lambda c: c.push_image(args.path, args.name))
+    print(json.dumps({"url": url}) if args.json else url)
+    return 0

@@ -1,0 +1,400 @@
+"""The deployment manifest: a short YAML file that says what to run, checked line by line.
+
+    name: hello                 # the deployment's name (yours to pick, unique per twin)
+    node: 1                     # a node id; or `nodes: {farm: 1}` to let zos pick one
+    network: {name: hellonet, subnet: 10.20.1.0/24}   # optional; defaults shown in README
+    disks:
+      - {name: data, size: 100M}
+    machines:
+      - name: web
+        image: ./rootfs         # a directory or image archive (packed and pushed), or
+        # flist: http://hub/flists/7/web.fl   an flist already on a hub
+        cpu: 1
+        memory: 256M
+        entrypoint: /bin/httpd -f -p 8080 -h /www
+        env: {GREETING: hello}
+        mounts: [{disk: data, mountpoint: /data}]
+        ports: [8080]           # reachable from the host on a local grid
+
+`load_manifest` refuses a mistake before anything is sent, with the file, the line and
+the rule: `app.yaml:12: machines[0].memory: ...`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from zos.gridtypes.names import name_error
+
+MiB = 1 << 20
+GiB = 1 << 30
+MIN_MEMORY = 250 * MiB  # what a node accepts for a zmachine (gridtypes)
+MAX_BYTES = 1 << 50
+_UNITS = {"": 1, "k": 1 << 10, "m": MiB, "g": GiB, "t": 1 << 40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
+FORBIDDEN_MOUNTPOINTS = ("/", "/proc", "/sys", "/dev", "/etc", "/.zos")
+DEPLOYMENT_NAME = r"^[a-z0-9][a-z0-9_-]{0,35}$"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be deployed; `where` is `file:line` when known."""
+
+    def __init__(self, message: str, where: str = "", field: str = "") -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where
+        self.field = field
+        self.reason = message
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from 1073741824, "512M", "1.5G", "10GiB" (binary units)."""
+    if isinstance(value, bool):
+        raise ValueError("not a size")
+    if isinstance(value, int):
+        size = value
+    else:
+        m = _SIZE.fullmatch(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a size (e.g. 256M, 1G or a number of bytes)")
+        size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if not 0 < size < MAX_BYTES:
+        raise ValueError(f"{value!r} is not a size between 1 byte and 1 PiB")
+    return size
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _workload_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be text")
+    why = name_error(value)
+    if why:
+        raise ValueError(why)
+    return value
+
+
+WorkloadName = Annotated[str, BeforeValidator(_workload_name)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class DiskSpec(Model):
+    name: WorkloadName
+    size: Size
+
+
+class MountSpec(Model):
+    disk: WorkloadName
+    mountpoint: str
+
+    @field_validator("mountpoint")
+    @classmethod
+    def _point(cls, point: str) -> str:
+        if not point.startswith("/") or ".." in point.split("/"):
+            raise ValueError(f"{point!r} must be an absolute path without '..'")
+        norm = posixpath.normpath(point)
+        if norm in FORBIDDEN_MOUNTPOINTS or any(
+            norm.startswith(f"{f}/") for f in FORBIDDEN_MOUNTPOINTS[1:]
+        ):
+            raise ValueError(f"{norm} is part of the system and cannot be mounted over")
+        return norm
+
+
+class MachineSpec(Model):
+    name: WorkloadName
+    flist: str | None = None
+    image: str | None = None
+    cpu: int = Field(default=1, ge=1, le=64)
+    memory: Size = 256 * MiB
+    disk_size: Size | None = None  # the root file system's size (default: the minimum)
+    entrypoint: str = ""
+    env: dict[str, str] = Field(default_factory=dict)
+    mounts: list[MountSpec] = Field(default_factory=list)
+    ports: list[int] = Field(default_factory=list)
+    ip: str | None = None
+
+    @model_validator(mode="after")
+    def _checks(self) -> MachineSpec:
+        if bool(self.flist) == bool(self.image):
+            raise ValueError(
+                "needs exactly one of `flist` (an flist URL on a hub) or `image` "
+                "(a directory or image archive to pack and push)"
+            )
+        if self.flist and not self.flist.startswith(("http://", "https://")):
+            raise ValueError(f"flist: {self.flist!r} must be an http(s) URL of an .fl on a hub")
+        return self
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, memory: int) -> int:
+        if memory < MIN_MEMORY:
+            raise ValueError(f"at least 250M is needed, got {memory} bytes")
+        return memory
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, ports: list[int]) -> list[int]:
+        for p in ports:
+            if not 0 < p < 65536:
+                raise ValueError(f"{p} is not a port (1-65535)")
+        return ports
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not key or "=" in key or "\x00" in key:
+                raise ValueError(f"{key!r} is not a variable name")
+        return env
+
+
+class NodeFilter(Model):
+    farm: int | None = Field(default=None, ge=1)
+    free_memory: Size | None = None
+
+
+class NetworkSpec(Model):
+    name: WorkloadName | None = None
+    subnet: str | None = None
+    ip_range: str = "10.20.0.0/16"
+
+
+class Manifest(Model):
+    name: str
+    description: str = ""
+    node: int | None = Field(default=None, ge=1)
+    nodes: NodeFilter | None = None
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    disks: list[DiskSpec] = Field(default_factory=list)
+    machines: list[MachineSpec] = Field(min_length=1)
+    base_dir: str = Field(default=".", exclude=True)  # where relative image paths start
+    _source: str = PrivateAttr(default="manifest")
+    _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
+
+    def source_line(self, *path: Any) -> str:
+        """`file:line` of a field (or of its nearest parent that is written down)."""
+        loc = tuple(p for p in path if p is not None)
+        while loc and loc not in self._lines:
+            loc = loc[:-1]
+        return f"{self._source}:{self._lines.get(loc, 1)}"
+
+    def largest_machine(self) -> int:
+        return max(range(len(self.machines)), key=lambda i: self.machines[i].memory)
+
+    def index_of(self, machine: str | None) -> int | None:
+        return next((i for i, m in enumerate(self.machines) if m.name == machine), None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not re.match(DEPLOYMENT_NAME, name):
+            raise ValueError(
+                f"{name!r}: use lowercase letters, digits, - and _ (at most 36, starting "
+                "with a letter or digit)"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _checks(self) -> Manifest:
+        if self.node is not None and self.nodes is not None:
+            raise ValueError("give `node` (an id) or `nodes` (a filter), not both")
+        net = self.network
+        try:
+            ip_range = ipaddress.IPv4Network(net.ip_range)
+        except ValueError:
+            raise ValueError(f"network.ip_range: {net.ip_range!r} is not an IPv4 network") from None
+        if net.subnet is not None:
+            try:
+                subnet = ipaddress.IPv4Network(net.subnet)
+            except ValueError:
+                raise ValueError(
+                    f"network.subnet: {net.subnet!r} is not an IPv4 network (e.g. 10.20.1.0/24)"
+                ) from None
+            if not subnet.subnet_of(ip_range):
+                raise ValueError(f"network.subnet: {subnet} is not inside ip_range {ip_range}")
+            if subnet.prefixlen > 29:
+                raise ValueError(f"network.subnet: {subnet} is too small (at most /29)")
+        names: dict[str, str] = {}
+        for kind, items in (("disks", self.disks), ("machines", self.machines)):
+            for i, item in enumerate(items):
+                if item.name in names or item.name == self.network_name:
+                    raise ValueError(f"{kind}[{i}].name: '{item.name}' is used twice")
+                names[item.name] = kind
+        disks = {d.name for d in self.disks}
+        for i, m in enumerate(self.machines):
+            seen = set()
+            for j, mount in enumerate(m.mounts):
+                if mount.disk not in disks:
+                    raise ValueError(
+                        f"machines[{i}].mounts[{j}].disk: no disk named '{mount.disk}' "
+                        f"(disks: {', '.join(sorted(disks)) or 'none'})"
+                    )
+                if mount.disk in seen:
+                    raise ValueError(f"machines[{i}].mounts[{j}].disk: '{mount.disk}' twice")
+                seen.add(mount.disk)
+        return self
+
+    @property
+    def network_name(self) -> str:
+        return self.network.name or f"{re.sub(r'[^A-Za-z0-9_]', '_', self.name)}_net"[:36]
+
+    def image_path(self, machine: MachineSpec) -> Path:
+        assert machine.image is not None
+        path = Path(machine.image).expanduser()
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+
+# ---- YAML with line numbers -------------------------------------------------------------
+
+
+def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            k = key.value
+            if k in seen:
+                raise ManifestError(f"'{k}' is given twice", f"line {key.start_mark.line + 1}")
+            seen.add(k)
+            out[(*path, k, "<key>")] = key.start_mark.line + 1
+            _lines(value, (*path, k), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, (*path, i), out)
+
+
+def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int], unknown_key: bool) -> int:
+    loc = tuple(loc)
+    if unknown_key and (*loc, "<key>") in lines:
+        return lines[(*loc[:-1], loc[-1], "<key>")]
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get((), 1)
+
+
+def _field_line(message: str, lines: dict[tuple[Any, ...], int]) -> int | None:
+    """The line of a field named at the start of a model-level message (`machines[0].x: ...`)."""
+    m = re.match(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): ", message)
+    if not m:
+        return None
+    loc: list[Any] = []
+    for part in m.group(1).split("."):
+        name, _, idx = part.partition("[")
+        loc.append(name)
+        if idx:
+            loc.append(int(idx.rstrip("]")))
+    return _line_of(tuple(loc), lines, False)
+
+
+def parse_manifest(text: str, source: str = "manifest", base_dir: Path | None = None) -> Manifest:
+    """A checked Manifest from YAML text; ManifestError names `source:line` and the rule."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f"{source}:{mark.line + 1}" if mark else source
+        raise ManifestError(f"not valid YAML: {e.problem or e}", line) from None
+    except yaml.YAMLError as e:
+        raise ManifestError(f"not valid YAML: {e}", source) from None
+    if not isinstance(data, dict) or node is None:
+        raise ManifestError("must be a mapping (name:, machines:, ...)", f"{source}:1")
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        _lines(node, (), lines)
+    except ManifestError as e:
+        raise ManifestError(e.reason, e.where.replace("line ", f"{source}:")) from None
+    if "base_dir" in data:
+        raise ManifestError("unknown key 'base_dir'", f"{source}:{lines[('base_dir', '<key>')]}")
+    data["base_dir"] = str(base_dir or Path("."))
+    try:
+        manifest = Manifest.model_validate(data)
+        manifest._source, manifest._lines = source, lines
+        return manifest
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+        # an unknown key is the likeliest mistake (a typo): name it first
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # pydantic puts union branches in loc (e.g. 'int'): keep only keys we know
+        clean: list[Any] = []
+        for p in loc:
+            if (*clean, p) in lines or isinstance(p, int) or (*clean, p, "<key>") in lines:
+                clean.append(p)
+        unknown = err["type"] == "extra_forbidden"
+        field = ".".join(f"[{p}]" if isinstance(p, int) else p for p in clean).replace(".[", "[")
+        msg = err["msg"].removeprefix("Value error, ")
+        if unknown:
+            msg = f"unknown key '{clean[-1] if clean else loc[-1]}'" + _known(clean, data)
+        elif err["type"] == "missing":
+            msg = "is missing"
+        line: int | None = _line_of(tuple(clean), lines, unknown)
+        if err["type"] == "value_error":
+            named = _field_line(msg, lines)
+            if named is not None and not field:
+                line = named
+        full = f"{field}: {msg}" if field and not msg.startswith(f"{field}:") else msg
+        if not field and line is None:
+            line = 1
+        raise ManifestError(full, f"{source}:{line}", field) from None
+
+
+def _known(path: list[Any], data: Any) -> str:
+    model: type[BaseModel] | None = Manifest
+    for p in path[:-1]:
+        if isinstance(p, int) or model is None:
+            continue
+        ann = model.model_fields.get(p)
+        model = None
+        if ann is not None:
+            for cand in (DiskSpec, MountSpec, MachineSpec, NodeFilter, NetworkSpec):
+                if cand.__name__ in str(ann.annotation):
+                    model = cand
+    if model is None:
+        return ""
+    keys = [k for k in model.model_fields if k != "base_dir"]
+    return f" (known: {', '.join(keys)})"
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ManifestError(e.strerror or str(e), str(path)) from None
+    except UnicodeDecodeError:
+        raise ManifestError("not UTF-8 text", str(path)) from None
+    manifest = parse_manifest(text, str(path), path.parent.absolute())
+    for i, m in enumerate(manifest.machines):
+        if m.image is not None and not manifest.image_path(m).exists():
+            raise ManifestError(
+                f"machines[{i}].image: {manifest.image_path(m)} does not exist",
+                manifest.source_line("machines", i, "image"),
+                f"machines[{i}].image",
+            )
+    return manifest
