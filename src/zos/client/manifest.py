@@ -347,13 +347,15 @@ def parse_manifest(text: str, source: str = "manifest", base_dir: Path | None = 
             if (*clean, p) in lines or isinstance(p, int) or (*clean, p, "<key>") in lines:
                 clean.append(p)
         unknown = err["type"] == "extra_forbidden"
+        line: int | None = _line_of(tuple(clean), lines, unknown)
+        if err["type"] == "missing" and loc and (not clean or clean[-1] != loc[-1]):
+            clean.append(loc[-1])  # name the missing key (it has no line of its own)
         field = ".".join(f"[{p}]" if isinstance(p, int) else p for p in clean).replace(".[", "[")
         msg = err["msg"].removeprefix("Value error, ")
         if unknown:
             msg = f"unknown key '{clean[-1] if clean else loc[-1]}'" + _known(clean, data)
         elif err["type"] == "missing":
             msg = "is missing"
-        line: int | None = _line_of(tuple(clean), lines, unknown)
         if err["type"] == "value_error":
             named = _field_line(msg, lines)
             if named is not None and not field:

@@ -1,0 +1,137 @@
+"""The Python SDK against a real local grid: nodes, deploy, ps, logs, the page from the
+host, rm; a manifest asking too much is refused before anything is sent; a workload
+that fails is reported with its node and reason."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gridhelpers import web_rootfs
+
+from zos.client import GridClient, GridClientError, ManifestError
+from zos.grid.state import GridState, load_forwards
+from zos.identity import Identity
+from zos.primitives import netns
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.nats,
+    pytest.mark.netns,
+    pytest.mark.runc,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+]
+
+PAGE = "<h1>sdk test page</h1>\n"
+
+MANIFEST = """\
+name: sdkapp
+nodes: {{}}
+disks:
+  - {{name: data, size: 32M}}
+machines:
+  - name: web
+    image: {image}
+    memory: {memory}
+    entrypoint: /bin/sh -c "echo booted $GREETING; exec httpd -f -v -p 8080 -h /www"
+    env: {{GREETING: hi}}
+    mounts: [{{disk: data, mountpoint: /data}}]
+    ports: [8080]
+"""
+
+
+def fetch(url: str) -> str:
+    return urllib.request.urlopen(url, timeout=5).read().decode()
+
+
+async def test_sdk_deploy_list_logs_remove(
+    local_grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    web_rootfs(busybox_rootfs, tmp_path / "rootfs", PAGE)
+    app = tmp_path / "app.yaml"
+    app.write_text(MANIFEST.format(image="rootfs", memory="256M"))
+    grid = await GridClient.connect(state_dir=local_grid.state_dir, identity=Identity.generate())
+    try:
+        nodes = await grid.nodes(status="up")
+        assert sorted(n.id for n in nodes) == sorted(n.node_id for n in local_grid.nodes)
+
+        seen: list[tuple[str, str]] = []
+        info = await grid.deploy(app, progress=lambda n, t, s, m: seen.append((n, s)))
+        assert info.state == "ok" and info.name == "sdkapp"
+        assert ("web", "ok") in seen and ("data", "ok") in seen
+        [machine] = info.machines
+        assert machine.ip == "10.20.{}.2".format(machine.ip.split(".")[2])
+        [url] = machine.urls
+        assert await asyncio.to_thread(fetch, url) == PAGE
+
+        [listed] = await grid.ps()
+        assert (listed.name, listed.state, listed.contract_id) == ("sdkapp", "ok", info.contract_id)
+        assert listed.machines[0].urls == [url]
+
+        deadline = time.monotonic() + 20
+        text = ""
+        while "booted hi" not in text and time.monotonic() < deadline:
+            text = "".join([t async for t in grid.logs("sdkapp")])
+            await asyncio.sleep(0.2)
+        assert "booted hi" in text
+        follow = grid.logs("sdkapp/web", follow=True)
+        assert "booted hi" in await anext(follow)
+        await follow.aclose()
+
+        removed = await grid.rm("sdkapp")
+        assert [d.contract_id for d in removed] == [info.contract_id]
+        assert await grid.ps() == []
+        assert load_forwards(Path(local_grid.state_dir)) == []
+        wid = f"{grid.twin_id}-{info.contract_id}-web"
+        assert not [ns for ns in netns.names(prefix=local_grid.tag) if wid in ns]
+        contracts = await grid.registry.list_contracts(grid.twin_id, state="created")
+        assert contracts == []
+        with pytest.raises(GridClientError, match="no deployment named 'sdkapp'"):
+            await grid.rm("sdkapp")
+    finally:
+        await grid.close()
+
+
+async def test_too_much_memory_is_refused_before_anything_is_sent(
+    local_grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    web_rootfs(busybox_rootfs, tmp_path / "rootfs", PAGE)
+    app = tmp_path / "app.yaml"
+    app.write_text(MANIFEST.format(image="rootfs", memory="64G"))
+    grid = await GridClient.connect(state_dir=local_grid.state_dir, identity=Identity.generate())
+    try:
+        with pytest.raises(ManifestError) as info:
+            await grid.deploy(app)
+        assert info.value.where == f"{app}:8"
+        assert "need 64G of memory" in str(info.value) and "no node has that free" in str(
+            info.value
+        )
+        assert await grid.registry.list_contracts(grid.twin_id) == []
+        assert await grid.ps() == []
+    finally:
+        await grid.close()
+
+
+async def test_a_failing_workload_names_node_and_reason(local_grid: GridState) -> None:
+    grid = await GridClient.connect(state_dir=local_grid.state_dir, identity=Identity.generate())
+    node = local_grid.nodes[0].node_id
+    text = MANIFEST.format(image="x", memory="256M").replace(
+        "image: x", f"flist: {local_grid.hub_url}/flists/{grid.twin_id}/missing.fl"
+    )
+    text = text.replace("nodes: {}", f"node: {node}")
+    try:
+        with pytest.raises(GridClientError) as info:
+            await grid.deploy(text, timeout=60)
+        msg = str(info.value)
+        assert f"zmachine 'web' failed on node {node}: flist:" in msg
+        assert "missing.fl" in msg and "zos rm sdkapp" in msg
+        [listed] = await grid.ps()
+        assert listed.state == "error"
+        await grid.rm("sdkapp")
+        assert await grid.ps() == []
+    finally:
+        await grid.close()

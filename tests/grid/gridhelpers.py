@@ -1,0 +1,81 @@
+"""Helpers for local-grid tests: start one in a temporary state dir, check nothing is left."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from zos.grid import procs
+from zos.grid.state import GridState, grid_tag, load
+from zos.primitives import filesystem, links, loop, netns
+
+MiB = 1 << 20
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def leftovers(state_dir: Path, pids: list[int] | None = None) -> dict[str, Any]:
+    """Namespaces, links, mounts, loop devices and processes of a grid that are still there."""
+    tag = grid_tag(state_dir)
+    alive = []
+    for pid in pids or []:
+        if procs.start_time(pid):
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if stat != "Z":
+                alive.append(pid)
+    return {
+        "netns": netns.names(prefix=f"{tag}-"),
+        "links": [n for n in links.names() if n and n.startswith(tag)],
+        "mounts": [str(m.target) for m in filesystem.mounts_under(state_dir)],
+        "loops": sorted(loop.devices_under(state_dir)),
+        "pids": alive,
+        "state_dir": state_dir.exists(),
+    }
+
+
+NOTHING = {"netns": [], "links": [], "mounts": [], "loops": [], "pids": [], "state_dir": False}
+
+
+def pids_of(state: GridState) -> list[int]:
+    return [p.pid for p in state.procs]
+
+
+def emergency_sweep(state_dir: Path) -> None:
+    """After a failed test: whatever `zos grid down` may have missed."""
+    state = load(state_dir) if state_dir.exists() else None
+    for p in state.procs if state else []:
+        procs.stop(p, timeout=5)
+    tag = grid_tag(state_dir)
+    for m in reversed(filesystem.mounts_under(state_dir)):
+        subprocess.run(["umount", "-l", str(m.target)], check=False, capture_output=True)
+    for dev in loop.devices_under(state_dir):
+        subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
+    for ns in netns.names(prefix=f"{tag}-"):
+        netns.delete(ns)
+    for name in links.names():
+        if name and name.startswith(tag):
+            links.delete(name)
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def web_rootfs(busybox_rootfs: Path, target: Path, page: str) -> Path:
+    """A copy of the busybox rootfs with `page` as /www/index.html."""
+    shutil.copytree(busybox_rootfs, target, symlinks=True)
+    (target / "www").mkdir(exist_ok=True)
+    (target / "www" / "index.html").write_text(page)
+    return target
+
+
+URL = re.compile(r"The example app: (http://\S+)")
+
+
+def env_for(state_dir: Path, key_file: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOS_")}
+    env.update(ZOS_GRID_DIR=str(state_dir), ZOS_KEY_FILE=str(key_file))
+    return env
