@@ -1,0 +1,61 @@
+"""The README's main-job command, `scripts/demo`, from a clean state: it starts a grid,
+deploys the example app, and the page it prints answers from the host. Then
+`zos grid down` leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gridhelpers import NOTHING, URL, emergency_sweep, env_for, leftovers, pids_of
+
+from zos.grid.state import load
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.nats,
+    pytest.mark.netns,
+    pytest.mark.runc,
+    pytest.mark.slow,
+    pytest.mark.timeout(420),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_then_fetch_the_page_then_down(tmp_path: Path) -> None:
+    state_dir = tmp_path / "grid"
+    env = env_for(state_dir, tmp_path / "key.json")
+    try:
+        run = subprocess.run(
+            [str(ROOT / "scripts" / "demo")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        m = URL.search(run.stdout)
+        assert m, run.stdout
+        page = urllib.request.urlopen(m.group(1), timeout=10).read().decode()
+        assert "<h1>Hello from a zos zmachine</h1>" in page
+        assert "hello" in run.stdout and "zos grid down" in run.stdout
+
+        state = load(state_dir)
+        assert state is not None and len(state.nodes) == 2
+        pids = pids_of(state)
+        down = subprocess.run(
+            [sys.executable, "-m", "zos.cli", "grid", "down"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert leftovers(state_dir, pids) == NOTHING
+    finally:
+        emergency_sweep(state_dir)
