@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -35,7 +34,7 @@ from zos.bus import BusClient, BusError
 from zos.client.config import ConfigError, find_grid, find_identity
 from zos.client.manifest import Manifest, ManifestError, load_manifest, parse_manifest
 from zos.grid.natsserver import free_port
-from zos.grid.state import Forward, GridState, load_forwards, save_forwards
+from zos.grid.state import Forward, GridState, edit_forwards, load_forwards
 from zos.gridtypes import (
     Deployment,
     GridTypeError,
@@ -484,14 +483,9 @@ class GridClient:
 
     # ---- host ports on a local grid ------------------------------------------------
 
-    def _forwards_edit(self, change: Callable[[list[Forward]], list[Forward]]) -> list[Forward]:
+    def _forwards_edit(self, change: Callable[[list[Forward]], list[Forward]]) -> None:
         assert self.local is not None
-        state_dir = Path(self.local.state_dir)
-        with open(state_dir / ".forwards.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            forwards = change(load_forwards(state_dir))
-            save_forwards(state_dir, forwards)
-        return forwards
+        edit_forwards(Path(self.local.state_dir), change)
 
     async def _expose(self, m: Manifest, node: Node, info: DeploymentInfo) -> None:
         if self.local is None:

@@ -33,7 +33,19 @@ def _socket_in(ns: str) -> socket.socket:
         s.setblocking(False)
         return s
 
-    return netns.run_in(ns, make)
+    return netns.run_in(ns, make) if ns else make()
+
+
+def _listener_in(ns: str, host: str, port: int) -> socket.socket:
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(128)
+        s.setblocking(False)
+        return s
+
+    return netns.run_in(ns, make) if ns else make()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -51,7 +63,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 class Forwarder:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.servers: dict[tuple[str, int], tuple[Forward, asyncio.Server]] = {}
+        self.servers: dict[tuple[str, str, int], tuple[Forward, asyncio.Server]] = {}
 
     async def _handle(
         self, fwd: Forward, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -70,7 +82,9 @@ class Forwarder:
         await asyncio.gather(_pipe(reader, w2), _pipe(r2, writer))
 
     async def sync(self) -> None:
-        wanted = {(f.listen_host, f.listen_port): f for f in load_forwards(self.state_dir)}
+        wanted = {
+            (f.listen_netns, f.listen_host, f.listen_port): f for f in load_forwards(self.state_dir)
+        }
         for key, (fwd, server) in list(self.servers.items()):
             if wanted.get(key) != fwd:
                 server.close()
@@ -79,17 +93,24 @@ class Forwarder:
             if key in self.servers:
                 continue
             try:
+                sock = await asyncio.to_thread(
+                    _listener_in, fwd.listen_netns, fwd.listen_host, fwd.listen_port
+                )
                 server = await asyncio.start_server(
-                    lambda r, w, f=fwd: self._handle(f, r, w),
-                    fwd.listen_host,
-                    fwd.listen_port,
-                    reuse_address=True,
+                    lambda r, w, f=fwd: self._handle(f, r, w), sock=sock
                 )
             except OSError as e:
-                log.warning("cannot listen on %s:%s: %s", *key, e)
+                log.warning("cannot listen on %s %s:%s: %s", *key, e)
                 continue
             self.servers[key] = (fwd, server)
-            log.info("%s -> %s %s:%s", fwd.url, fwd.netns, fwd.ip, fwd.port)
+            log.info(
+                "%s %s -> %s %s:%s",
+                fwd.listen_netns or "host",
+                fwd.url,
+                fwd.netns or "host",
+                fwd.ip,
+                fwd.port,
+            )
 
     async def run(self) -> None:
         stop = asyncio.Event()

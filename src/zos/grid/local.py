@@ -23,12 +23,12 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from ipaddress import IPv4Interface, ip_address
+from ipaddress import IPv4Interface
 from pathlib import Path
 
 from zos.grid import hostnet, procs
 from zos.grid.natsserver import NatsServer, free_port
-from zos.grid.state import GridState, NodeEntry, Proc, grid_tag, load, save
+from zos.grid.state import Forward, GridState, NodeEntry, Proc, edit_forwards, grid_tag, load, save
 from zos.identity import Identity, load_key_file
 
 GiB = 1 << 30
@@ -126,16 +126,7 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
     hostnet.ensure_bridge(tag, host)
     say(f"bridge {state.bridge} {host}")
 
-    if nats:
-        for url in nats.split(","):
-            h = urllib.parse.urlsplit(url.strip()).hostname or ""
-            with contextlib.suppress(ValueError):
-                if ip_address(h).is_loopback:
-                    raise GridError(
-                        f"--nats {url}: a loopback address cannot be reached from the nodes' "
-                        f"namespaces; give an address they can reach, e.g. nats://{host_ip}:PORT"
-                    )
-    else:
+    if not nats:
         server = NatsServer(
             store_dir=state_dir / "nats", host=host_ip, name=tag, log_file=logs / "nats.log"
         )
@@ -196,8 +187,11 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
     save(state)
 
     memory = _node_memory(count)
+    node_nats, relays = _relays(nats) if nats else (state.nats_url, [])
     for i in range(1, count + 1):
         ns, addr, veth = hostnet.ensure_node(tag, i, host)
+        if relays:
+            _relay_into(state_dir, ns, relays)
         data_dir = state_dir / "nodes" / f"node{i}"
         entry = NodeEntry(
             index=i,
@@ -217,7 +211,7 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
                 "--farm-id",
                 str(farm_id),
                 "--nats",
-                state.nats_url,
+                node_nats,
                 "--data-dir",
                 str(data_dir),
                 "--join-token",
@@ -246,6 +240,50 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
     state.ready = True
     save(state)
     return state
+
+
+def _relays(nats: str) -> tuple[str, list[tuple[str, int, int]]]:
+    """The NATS URLs as seen from a node namespace (relayed from its own 127.0.0.1), and
+    the relays: (host, port, local port). So any NATS the host reaches, even one on the
+    host's loopback, serves the nodes."""
+    urls, relays, used = [], [], set()
+    for url in (u.strip() for u in nats.split(",") if u.strip()):
+        parts = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
+        if not parts.hostname:
+            raise GridError(f"--nats {url}: no host in the URL (e.g. nats://127.0.0.1:4222)")
+        port = parts.port or 4222
+        local = port if port not in used else free_port()
+        used.add(local)
+        relays.append((parts.hostname, port, local))
+        auth = parts.netloc.rpartition("@")[0]
+        urls.append(f"{parts.scheme}://{auth + '@' if auth else ''}127.0.0.1:{local}")
+    return ",".join(urls), relays
+
+
+def _relay_into(state_dir: Path, ns: str, relays: list[tuple[str, int, int]]) -> None:
+    from zos.primitives import netns
+
+    new = [
+        Forward(listen_netns=ns, listen_host="127.0.0.1", listen_port=local, netns="", ip=h, port=p)
+        for h, p, local in relays
+    ]
+    edit_forwards(state_dir, lambda fs: [f for f in fs if f.listen_netns != ns] + new)
+
+    def reachable() -> bool:
+        import socket
+
+        for _, _, local in relays:
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", local)) != 0:
+                    return False
+        return True
+
+    deadline = time.monotonic() + 15
+    while not netns.run_in(ns, reachable):
+        if time.monotonic() > deadline:
+            raise GridError(f"cannot relay NATS into {ns}: see {state_dir / 'logs/forward.log'}")
+        time.sleep(0.1)
 
 
 async def _farm(state: GridState, farmer: Identity, reg: Proc, timeout: float):
@@ -325,11 +363,12 @@ def _down(state_dir: Path, say: Say, keep_logs: bool = False) -> bool:
             procs.stop(p)
         for n in state.nodes:
             _node_cleanup(n, state_dir, say)
+        if state.external_nats and state.farmer_seed:
+            # While the registry still runs: the farm owner takes the nodes off the grid.
+            with contextlib.suppress(Exception):
+                asyncio.run(asyncio.wait_for(_unregister(state), 20))
         for p in reversed([p for p in state.procs if p not in nodes]):
             procs.stop(p)
-        if state.external_nats and state.farmer_seed:
-            with contextlib.suppress(Exception):
-                asyncio.run(_unregister(state))
         say(f"stopped {len(state.procs)} processes")
     asyncio.run(_sweep_mounts(state_dir))
     gone = hostnet.remove(tag)

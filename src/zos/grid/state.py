@@ -6,9 +6,11 @@ everything even when `up` stopped half way.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,13 +48,19 @@ class NodeEntry(BaseModel):
 
 
 class Forward(BaseModel):
-    """A host port that reaches a machine: `listen` on the host, `ip:port` inside `netns`."""
+    """A port that reaches another: listen on `listen_host:listen_port` (in namespace
+    `listen_netns`, "" for the host) and connect to `ip:port` in `netns` ("" the host).
+
+    A machine's port on the host: listen on the host, connect in the machine's namespace.
+    A NATS the grid joins (`--nats`): listen in each node's namespace, connect on the host.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
-    deployment: str
-    machine: str
-    contract_id: int
+    deployment: str = ""
+    machine: str = ""
+    contract_id: int = 0
+    listen_netns: str = ""
     listen_host: str
     listen_port: int
     netns: str
@@ -120,3 +128,10 @@ def save_forwards(state_dir: Path, forwards: list[Forward]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps([f.model_dump() for f in forwards], indent=1))
     os.replace(tmp, path)
+
+
+def edit_forwards(state_dir: Path, change: Callable[[list[Forward]], list[Forward]]) -> None:
+    """Change forwards.json under a lock (the client and `zos grid up` both write it)."""
+    with open(Path(state_dir) / ".forwards.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        save_forwards(state_dir, change(load_forwards(state_dir)))

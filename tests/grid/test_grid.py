@@ -1,0 +1,121 @@
+"""`zos grid up` / `down`: a grid from nothing, found again by a second `up`, restarted
+when a piece died, joined to an existing NATS (even one on the host's loopback), and
+removed without a trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gridhelpers import NOTHING, emergency_sweep, env_for, leftovers, pids_of, quiet
+
+from zos.grid import procs
+from zos.grid.local import down, up
+from zos.grid.natsserver import NatsServer
+from zos.primitives import links, netns
+from zos.registry import RegistryClient, RegistryService
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.nats,
+    pytest.mark.netns,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+]
+
+
+def test_up_twice_restart_and_down(tmp_path: Path) -> None:
+    state_dir = tmp_path / "grid"
+    try:
+        state, started = up(state_dir, nodes=1, say=quiet)
+        assert started and state.ready
+        assert {p.name for p in state.procs} == {"nats", "registry", "hub", "forward", "node1"}
+        assert all(procs.alive(p) for p in state.procs)
+        [node] = state.nodes
+        assert netns.exists(node.netns)
+        assert [str(a) for a in links.addresses("eth0", node.netns)] == [node.address]
+        assert (state_dir / "grid.json").stat().st_mode & 0o777 == 0o600
+
+        again, started = up(state_dir, nodes=1, say=quiet)
+        assert not started and pids_of(again) == pids_of(state)
+
+        # A piece died: the next `up` replaces the whole grid.
+        registry = next(p for p in state.procs if p.name == "registry")
+        os.kill(registry.pid, signal.SIGKILL)
+        procs.stop(registry)
+        said: list[str] = []
+        fresh, started = up(state_dir, nodes=1, say=said.append)
+        assert started and any("removing it first" in s for s in said)
+        assert not set(pids_of(fresh)) & set(pids_of(state))
+        assert all(procs.alive(p) for p in fresh.procs)
+
+        assert down(state_dir, say=quiet)
+        assert leftovers(state_dir, pids_of(state) + pids_of(fresh)) == NOTHING
+        assert not down(state_dir, say=quiet)
+    finally:
+        emergency_sweep(state_dir)
+
+
+async def _nodes(url: str, farm_id: int, own_registry: bool = False) -> list:
+    service = await RegistryService(url).start() if own_registry else None
+    try:
+        async with RegistryClient(url) as reg:
+            return await reg.list_nodes(farm=farm_id)
+    finally:
+        if service is not None:
+            await service.stop()
+
+
+def test_join_an_existing_nats_on_loopback(tmp_path: Path) -> None:
+    import asyncio
+
+    server = NatsServer(store_dir=tmp_path / "nats").start()
+    state_dir = tmp_path / "grid"
+    env = env_for(state_dir, tmp_path / "key.json")
+    try:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "zos.cli",
+                "grid",
+                "up",
+                "--nodes",
+                "1",
+                "--nats",
+                server.url,
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert run.returncode == 0, run.stderr
+        info = json.loads(run.stdout)
+        assert info["nats"] == server.url and info["not_running"] == []
+        assert "nats" not in info["processes"]
+        [node] = asyncio.run(_nodes(server.url, info["farm_id"]))
+        assert node.status == "up" and node.id == info["nodes"][0]["node_id"]
+
+        pids = list(info["processes"].values())
+        run = subprocess.run(
+            [sys.executable, "-m", "zos.cli", "grid", "down"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert run.returncode == 0, run.stderr
+        assert leftovers(state_dir, pids) == NOTHING
+        assert server.proc is not None and server.proc.poll() is None  # not ours to stop
+        # taken off the grid (the grid's registry is gone: ask one of our own)
+        assert asyncio.run(_nodes(server.url, info["farm_id"], own_registry=True)) == []
+    finally:
+        emergency_sweep(state_dir)
+        server.stop()
