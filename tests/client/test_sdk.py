@@ -80,6 +80,8 @@ async def test_sdk_deploy_list_logs_remove(
         assert "booted hi" in text
         follow = grid.logs("sdkapp/web", follow=True)
         assert "booted hi" in await anext(follow)
+        await asyncio.to_thread(fetch, url)  # httpd -v logs the request: it comes next
+        assert "response:200" in await asyncio.wait_for(anext(follow), 30)
         await follow.aclose()
 
         removed = await grid.rm("sdkapp")

@@ -640,7 +640,13 @@ class GridClient:
                 got = await self._call(
                     node,
                     "zos.zmachine.logs",
-                    {"contract_id": info.contract_id, "name": machine, "offset": offset},
+                    {
+                        "contract_id": info.contract_id,
+                        "name": machine,
+                        "offset": offset,
+                        "follow": follow,
+                    },
+                    timeout=40 if follow else 15,  # a follow request waits for output
                 )
             except BusError as e:
                 if offset and e.code == "not_found":
@@ -648,10 +654,9 @@ class GridClient:
                 raise GridClientError(
                     f"logs of {info.name}/{machine} on node {node.id}: {e.message}"
                 ) from None
-            data = base64.b64decode(got.get("data", ""))
+            data = str(got.get("data", ""))
+            offset = int(got.get("offset", offset))
             if data:
-                yield data.decode(errors="replace")
-            offset = int(got.get("size", 0))
-            if not follow:
+                yield data
+            elif not follow:
                 return
-            await asyncio.sleep(0.5)

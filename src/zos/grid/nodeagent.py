@@ -3,7 +3,8 @@ machine with others needs, wired in from outside the node package:
 
 - the network and zmachine managers, a node-wide flist cache, and a prefix for every
   namespace the node makes (`netns_prefix`), so several nodes share /var/run/netns;
-- `zos.zmachine.logs` on the bus: a machine's output, for its owner only.
+- `zos.zmachine.logs` on the bus (`zos.node.api_zmachine`), which the agent does not
+  serve by itself yet.
 
 `python -m zos.grid.nodeagent run ARGS...` takes the arguments of `zos node run` plus
 `--netns-prefix`; `cleanup --data-dir D --netns-prefix P` removes everything that node
@@ -14,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from zos.bus import BusError, Request, Router
+from zos.bus import Router
 from zos.node.workloads import MANAGERS, NodeServices, register
 from zos.node.workloads.network import NetworkManager
 from zos.node.workloads.volume import VolumeManager
@@ -31,7 +29,6 @@ from zos.node.workloads.zmachine import ZMachineManager
 from zos.node.workloads.zmount import ZMountManager
 
 CACHE_BYTES = 4 << 30
-LOG_TAIL = 512 * 1024  # bytes of output one logs request returns at most
 
 log = logging.getLogger(__name__)
 
@@ -52,47 +49,6 @@ def services(data_dir: Path, prefix: str, extra: dict[str, Any] | None = None) -
     return NodeServices(data_dir=data_dir, extra={**wiring, **(extra or {})})
 
 
-class LogsArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    contract_id: int = Field(ge=1, lt=1 << 64)
-    name: str = Field(pattern=r"^[A-Za-z0-9_]{1,50}$")
-    offset: int = Field(default=0, ge=0)
-
-
-def logs_router(engine: Any) -> Router:
-    router = Router()
-
-    @router.command("zos.zmachine.logs")
-    async def logs(req: Request) -> Any:
-        from zos.node.engine import EngineError
-
-        try:
-            args = LogsArgs.model_validate(req.payload)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise BusError("invalid", f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-        try:
-            await engine.get(req.source_twin, args.contract_id)  # the owner only
-        except EngineError as e:
-            raise BusError(e.code, e.message) from None
-        manager = engine.managers.get("zmachine")
-        if manager is None:
-            raise BusError("not_found", "this node runs no zmachines")
-        wid = f"{req.source_twin}-{args.contract_id}-{args.name}"
-        try:
-            data = b""
-            async for chunk in manager.read_logs(wid, follow=False):
-                data += chunk
-        except Exception as e:  # WorkloadError: no such machine
-            raise BusError("not_found", str(e)) from None
-        # `offset` is how much the caller has seen of the whole output (`size`).
-        start = max(args.offset, len(data) - LOG_TAIL) if args.offset <= len(data) else 0
-        return {"size": len(data), "offset": start, "data": base64.b64encode(data[start:]).decode()}
-
-    return router
-
-
 def _wire(prefix: str) -> None:
     """Make the agent module build its services and router as a grid node needs."""
     import zos.node.agent as agent_mod
@@ -104,9 +60,11 @@ def _wire(prefix: str) -> None:
         return services(Path(data_dir), prefix, extra)
 
     def make_router(engine: Any) -> Router:
+        from zos.node.api_zmachine import zmachine_router
+
         router = plain_router(engine)
         if "zos.zmachine.logs" not in router.commands:
-            router.include(logs_router(engine))
+            router.include(zmachine_router(engine))
         return router
 
     agent_mod.NodeServices = make_services  # type: ignore[attr-defined,assignment]
