@@ -10,21 +10,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from gridhelpers import web_rootfs
+from gridhelpers import GRID_MARKS, web_rootfs
 
 from zos.client import GridClient, GridClientError, ManifestError
 from zos.grid.state import GridState, load_forwards
 from zos.identity import Identity
 from zos.primitives import netns
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.nats,
-    pytest.mark.netns,
-    pytest.mark.runc,
-    pytest.mark.slow,
-    pytest.mark.timeout(300),
-]
+pytestmark = [*GRID_MARKS, pytest.mark.timeout(300)]
 
 PAGE = "<h1>sdk test page</h1>\n"
 
@@ -44,6 +37,13 @@ machines:
 """
 
 
+def write_app(busybox_rootfs: Path, tmp_path: Path, memory: str) -> Path:
+    web_rootfs(busybox_rootfs, tmp_path / "rootfs", PAGE)
+    app = tmp_path / "app.yaml"
+    app.write_text(MANIFEST.format(image="rootfs", memory=memory))
+    return app
+
+
 def fetch(url: str) -> str:
     return urllib.request.urlopen(url, timeout=5).read().decode()
 
@@ -51,9 +51,7 @@ def fetch(url: str) -> str:
 async def test_sdk_deploy_list_logs_remove(
     local_grid: GridState, busybox_rootfs: Path, tmp_path: Path
 ) -> None:
-    web_rootfs(busybox_rootfs, tmp_path / "rootfs", PAGE)
-    app = tmp_path / "app.yaml"
-    app.write_text(MANIFEST.format(image="rootfs", memory="256M"))
+    app = write_app(busybox_rootfs, tmp_path, "256M")
     grid = await GridClient.connect(state_dir=local_grid.state_dir, identity=Identity.generate())
     try:
         nodes = await grid.nodes(status="up")
@@ -101,9 +99,7 @@ async def test_sdk_deploy_list_logs_remove(
 async def test_too_much_memory_is_refused_before_anything_is_sent(
     local_grid: GridState, busybox_rootfs: Path, tmp_path: Path
 ) -> None:
-    web_rootfs(busybox_rootfs, tmp_path / "rootfs", PAGE)
-    app = tmp_path / "app.yaml"
-    app.write_text(MANIFEST.format(image="rootfs", memory="64G"))
+    app = write_app(busybox_rootfs, tmp_path, "64G")
     grid = await GridClient.connect(state_dir=local_grid.state_dir, identity=Identity.generate())
     try:
         with pytest.raises(ManifestError) as info:

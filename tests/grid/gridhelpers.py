@@ -6,14 +6,25 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from zos.grid import procs
 from zos.grid.state import GridState, grid_tag, load
 from zos.primitives import filesystem, links, loop, netns
 
 MiB = 1 << 20
+# A whole grid with containers: root, namespaces, runc and a real nats-server.
+GRID_MARKS = [
+    pytest.mark.root,
+    pytest.mark.nats,
+    pytest.mark.netns,
+    pytest.mark.runc,
+    pytest.mark.slow,
+]
 
 
 def quiet(_: str) -> None:
@@ -79,3 +90,14 @@ def env_for(state_dir: Path, key_file: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZOS_")}
     env.update(ZOS_GRID_DIR=str(state_dir), ZOS_KEY_FILE=str(key_file))
     return env
+
+
+def zos_cli(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "zos.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

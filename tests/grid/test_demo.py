@@ -5,23 +5,24 @@ deploys the example app, and the page it prints answers from the host. Then
 from __future__ import annotations
 
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
-from gridhelpers import NOTHING, URL, emergency_sweep, env_for, leftovers, pids_of
+from gridhelpers import (
+    GRID_MARKS,
+    NOTHING,
+    URL,
+    emergency_sweep,
+    env_for,
+    leftovers,
+    pids_of,
+    zos_cli,
+)
 
 from zos.grid.state import load
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.nats,
-    pytest.mark.netns,
-    pytest.mark.runc,
-    pytest.mark.slow,
-    pytest.mark.timeout(420),
-]
+pytestmark = [*GRID_MARKS, pytest.mark.timeout(420)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,13 +49,7 @@ def test_demo_then_fetch_the_page_then_down(tmp_path: Path) -> None:
         state = load(state_dir)
         assert state is not None and len(state.nodes) == 2
         pids = pids_of(state)
-        down = subprocess.run(
-            [sys.executable, "-m", "zos.cli", "grid", "down"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+        down = zos_cli(env, "grid", "down")
         assert down.returncode == 0, down.stdout + down.stderr
         assert leftovers(state_dir, pids) == NOTHING
     finally:

@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from gridhelpers import NOTHING, emergency_sweep, env_for, leftovers, pids_of, quiet
+from gridhelpers import NOTHING, emergency_sweep, env_for, leftovers, pids_of, quiet, zos_cli
 
 from zos.grid import procs
 from zos.grid.local import down, up
@@ -78,24 +76,7 @@ def test_join_an_existing_nats_on_loopback(tmp_path: Path) -> None:
     state_dir = tmp_path / "grid"
     env = env_for(state_dir, tmp_path / "key.json")
     try:
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "zos.cli",
-                "grid",
-                "up",
-                "--nodes",
-                "1",
-                "--nats",
-                server.url,
-                "--json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        run = zos_cli(env, "grid", "up", "--nodes", "1", "--nats", server.url, "--json")
         assert run.returncode == 0, run.stderr
         info = json.loads(run.stdout)
         assert info["nats"] == server.url and info["not_running"] == []
@@ -104,13 +85,7 @@ def test_join_an_existing_nats_on_loopback(tmp_path: Path) -> None:
         assert node.status == "up" and node.id == info["nodes"][0]["node_id"]
 
         pids = list(info["processes"].values())
-        run = subprocess.run(
-            [sys.executable, "-m", "zos.cli", "grid", "down"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        run = zos_cli(env, "grid", "down")
         assert run.returncode == 0, run.stderr
         assert leftovers(state_dir, pids) == NOTHING
         assert server.proc is not None and server.proc.poll() is None  # not ours to stop

@@ -137,6 +137,13 @@ def _info(raw: dict[str, Any], node_id: int, forwards: list[Forward]) -> Deploym
     )
 
 
+def _unknown(c: NodeContract, why: str) -> DeploymentInfo:
+    """A contract whose deployment could not be read from its node."""
+    return DeploymentInfo(
+        name=f"contract-{c.id}", contract_id=c.id, node_id=c.node_id, state="unknown", message=why
+    )
+
+
 class GridClient:
     def __init__(
         self,
@@ -544,30 +551,13 @@ class GridClient:
                 node = await self._node(node_id)
                 listed = await self._call(node, "zos.deployment.list", timeout=10)
             except (GridClientError, BusError) as e:
-                for c in cs:
-                    found.append(
-                        DeploymentInfo(
-                            name=f"contract-{c.id}",
-                            contract_id=c.id,
-                            node_id=node_id,
-                            state="unknown",
-                            message=str(e),
-                        )
-                    )
+                found += [_unknown(c, str(e)) for c in cs]
                 continue
             raw_by_id = {int(d.get("contract_id", 0)): d for d in listed}
             for c in cs:
                 raw = raw_by_id.get(c.id)
                 if raw is None:
-                    found.append(
-                        DeploymentInfo(
-                            name=f"contract-{c.id}",
-                            contract_id=c.id,
-                            node_id=node_id,
-                            state="unknown",
-                            message=f"node {node_id} does not have it",
-                        )
-                    )
+                    found.append(_unknown(c, f"node {node_id} does not have it"))
                 else:
                     found.append(_info(raw, node_id, forwards))
         return sorted(found, key=lambda d: (d.name, d.contract_id))
