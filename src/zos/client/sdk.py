@@ -301,7 +301,10 @@ class GridClient:
     async def _pick_node(self, m: Manifest, memory: int, disk: int) -> Node:
         where = m.source_line("node") if m.node else m.source_line("nodes")
         if m.node is not None:
-            node = await self._node(m.node)
+            try:
+                node = await self._node(m.node)
+            except GridClientError as e:
+                raise ManifestError(f"node: {e}", where) from None
             if node.status != "up":
                 raise ManifestError(
                     f"node: node {node.id} is down (`zos nodes` lists up nodes)", where
