@@ -114,19 +114,35 @@ async def test_too_much_memory_is_refused_before_anything_is_sent(
         await grid.close()
 
 
-async def test_a_failing_workload_names_node_and_reason(local_grid: GridState) -> None:
+async def test_a_missing_flist_is_refused_before_anything_is_sent(local_grid: GridState) -> None:
+    grid = await GridClient.connect(state_dir=local_grid.state_dir, identity=Identity.generate())
+    url = f"{local_grid.hub_url}/flists/{grid.twin_id}/missing.fl"
+    text = MANIFEST.format(image="x", memory="256M").replace("image: x", f"flist: {url}")
+    try:
+        with pytest.raises(ManifestError) as info:
+            await grid.deploy(text)
+        assert info.value.where == "manifest:7"
+        assert f"machines[0].flist: {url} answered 404: no such flist" in str(info.value)
+        assert await grid.registry.list_contracts(grid.twin_id) == []
+    finally:
+        await grid.close()
+
+
+async def test_a_failing_workload_names_node_and_reason(
+    local_grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
     grid = await GridClient.connect(state_dir=local_grid.state_dir, identity=Identity.generate())
     node = local_grid.nodes[0].node_id
-    text = MANIFEST.format(image="x", memory="256M").replace(
-        "image: x", f"flist: {local_grid.hub_url}/flists/{grid.twin_id}/missing.fl"
-    )
-    text = text.replace("nodes: {}", f"node: {node}")
+    app = write_app(busybox_rootfs, tmp_path, "256M")
+    # The subnet's .1 is the network's gateway: only the node knows to refuse it.
+    text = app.read_text().replace("nodes: {}", f"node: {node}\nnetwork: {{subnet: 10.20.9.0/24}}")
+    app.write_text(text.replace("    ports: [8080]", "    ports: [8080]\n    ip: 10.20.9.1"))
     try:
         with pytest.raises(GridClientError) as info:
-            await grid.deploy(text, timeout=60)
+            await grid.deploy(app, timeout=60)
         msg = str(info.value)
-        assert f"zmachine 'web' failed on node {node}: flist:" in msg
-        assert "missing.fl" in msg and "zos rm sdkapp" in msg
+        assert f"zmachine 'web' failed on node {node}: network.interfaces[0].ip:" in msg
+        assert "10.20.9.1 is reserved" in msg and "zos rm sdkapp" in msg
         [listed] = await grid.ps()
         assert listed.state == "error"
         await grid.rm("sdkapp")

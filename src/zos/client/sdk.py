@@ -339,6 +339,31 @@ class GridClient:
             )
         return max(fits, key=lambda n: (n.free.mru, -n.id))
 
+    async def _check_flists(self, m: Manifest) -> None:
+        """Each `flist` URL must answer, so a typo is refused before anything is sent."""
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for i, x in enumerate(m.machines):
+                if not x.flist:
+                    continue
+                where = m.source_line("machines", i, "flist")
+                try:
+                    async with session.head(x.flist, allow_redirects=True) as resp:
+                        status = resp.status
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    raise ManifestError(
+                        f"machines[{i}].flist: cannot reach {x.flist}: {e or type(e).__name__}",
+                        where,
+                    ) from None
+                if status != 200:
+                    raise ManifestError(
+                        f"machines[{i}].flist: {x.flist} answered {status}: no such flist "
+                        "(`zos image push DIR` publishes one and prints its URL)",
+                        where,
+                    )
+
     def _build(self, m: Manifest, flists: dict[str, str]) -> Deployment:
         net = m.network_name
         digest = hashlib.sha256(f"{self.twin_id}:{m.name}".encode()).digest()
@@ -423,6 +448,7 @@ class GridClient:
             max(x.disk_size or 0, 500 * MiB) for x in m.machines
         )
         node = await self._pick_node(m, memory, disk)
+        await self._check_flists(m)
         # Images first: nothing is on the grid for this deployment yet if packing fails.
         flists: dict[str, str] = {}
         for x in m.machines:
