@@ -1,6 +1,6 @@
-"""`zos grid up` / `down`: a grid from nothing, found again by a second `up`, restarted
-when a piece died, joined to an existing NATS (even one on the host's loopback), and
-removed without a trace."""
+"""`zos grid up` / `down`: a grid from nothing, found again by a second `up`, its stopped
+pieces started again (the same grid), joined to an existing NATS (even one on the host's
+loopback), and removed without a trace."""
 
 from __future__ import annotations
 
@@ -42,18 +42,28 @@ def test_up_twice_restart_and_down(tmp_path: Path) -> None:
         again, started = up(state_dir, nodes=1, say=quiet)
         assert not started and pids_of(again) == pids_of(state)
 
-        # A piece died: the next `up` replaces the whole grid.
+        # A piece died: the next `up` starts it again, the rest stays as it is.
         registry = next(p for p in state.procs if p.name == "registry")
         os.kill(registry.pid, signal.SIGKILL)
         procs.stop(registry)
         said: list[str] = []
         fresh, started = up(state_dir, nodes=1, say=said.append)
-        assert started and any("removing it first" in s for s in said)
-        assert not set(pids_of(fresh)) & set(pids_of(state))
+        assert started and said == ["restarting what stopped: registry"]
+        assert fresh.farm_id == state.farm_id and fresh.nodes == state.nodes
+        changed = {p.name for p, q in zip(fresh.procs, state.procs, strict=True) if p.pid != q.pid}
+        assert changed == {"registry"}
         assert all(procs.alive(p) for p in fresh.procs)
 
+        # Everything stopped (as after a reboot, less the namespaces): all of it comes back.
+        for p in fresh.procs:
+            procs.stop(p)
+        netns.delete(node.netns)
+        again, started = up(state_dir, nodes=1, say=quiet)
+        assert started and all(procs.alive(p) for p in again.procs)
+        assert netns.exists(node.netns) and again.nodes == state.nodes
+
         assert down(state_dir, say=quiet)
-        assert leftovers(state_dir, pids_of(state) + pids_of(fresh)) == NOTHING
+        assert leftovers(state_dir, pids_of(state) + pids_of(again)) == NOTHING
         assert not down(state_dir, say=quiet)
     finally:
         emergency_sweep(state_dir)

@@ -25,6 +25,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Interface
 from pathlib import Path
+from typing import Any
 
 from zos.grid import hostnet, procs
 from zos.grid.natsserver import NatsServer, free_port
@@ -96,7 +97,9 @@ def up(
         if old is not None:
             if old.ready and not healthy(old):
                 return old, False
-            say("a previous grid here is incomplete or stopped: removing it first")
+            if old.ready:
+                return _resume(old, say, timeout), True
+            say("a previous grid here is incomplete: removing it first")
             _down(state_dir, say)
             state_dir.mkdir(parents=True, exist_ok=True)
             state_dir.chmod(0o700)
@@ -139,6 +142,7 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
                 pid=server.pid,
                 start_time=procs.start_time(server.pid),
                 log=str(logs / "nats.log"),
+                argv=[shutil.which("nats-server") or "nats-server", "-c", str(server.conf_path)],
             )
         )
         state.nats_url = server.url
@@ -242,6 +246,36 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
     return state
 
 
+def _resume(state: GridState, say: Say, timeout: float) -> GridState:
+    """Start again what stopped (a crash, a reboot), with the same state: the registry's
+    JetStream data, the nodes' data dirs (they bring their deployments back), the ports."""
+    dead = [p for p in state.procs if not procs.alive(p)]
+    say(f"restarting what stopped: {', '.join(p.name for p in dead)}")
+    state_dir = Path(state.state_dir)
+    host = IPv4Interface(state.host_address)
+    hostnet.ensure_bridge(state.tag, host)
+    for n in state.nodes:
+        hostnet.ensure_node(state.tag, n.index, host)
+    relays = _relays(state.nats_url)[1] if state.external_nats else []
+    try:
+        for p in dead:
+            if not p.argv:
+                raise GridError(f"{p.name} was started by an older zos and cannot be restarted")
+            if p.name.startswith("node") and relays:
+                _relay_into(state_dir, hostnet.node_netns(state.tag, int(p.name[4:])), relays)
+            new = procs.spawn(p.name, p.argv, Path(p.log))
+            p.pid, p.start_time = new.pid, new.start_time
+            save(state)
+            url = {"nats": state.nats_url, "hub": state.hub_url}.get(p.name)
+            if url:
+                parts = urllib.parse.urlsplit(url)
+                _wait_port(parts.hostname or "", parts.port or 0, p)
+        asyncio.run(_wait_nodes(state, timeout))
+    except GridError as e:
+        raise GridError(f"{e}\n(`zos grid down` then `zos grid up` starts a fresh grid)") from None
+    return state
+
+
 def _relays(nats: str) -> tuple[str, list[tuple[str, int, int]]]:
     """The NATS URLs as seen from a node namespace (relayed from its own 127.0.0.1), and
     the relays: (host, port, local port). So any NATS the host reaches, even one on the
@@ -315,31 +349,58 @@ async def _farm(state: GridState, farmer: Identity, reg: Proc, timeout: float):
         await client.close()
 
 
+async def _registered(reg: Any, key: Path) -> tuple[int, int] | None:
+    """(twin, node) of the node whose key file is `key`, once it is up; None until then
+    (also while the registry is still starting)."""
+    from zos.bus import BusError
+
+    try:
+        twin = await reg.twin_by_key(load_key_file(key).public_key)
+        node = await reg.node_by_twin(twin.id) if twin else None
+        if twin is None or node is None:
+            return None
+        node = await reg.get_node(node.id)
+    except BusError as e:
+        if e.code in ("unavailable", "timeout"):
+            return None
+        raise
+    return (twin.id, node.id) if node.status == "up" else None
+
+
 async def _wait_nodes(state: GridState, timeout: float) -> None:
+    """Until every node is registered, up, and answers on the bus."""
+    from zos.bus import BusClient, BusError
     from zos.registry import RegistryClient
 
     by_name = {p.name: p for p in state.procs}
     deadline = time.monotonic() + timeout
-    async with RegistryClient(state.nats_url) as reg:
-        for n in state.nodes:
-            proc = by_name[f"node{n.index}"]
-            key = Path(n.data_dir) / "node-key.json"
-            while True:
-                if not procs.alive(proc):
-                    raise GridError(f"node{n.index} exited:\n{procs.tail(proc.log)}")
-                if key.exists():
-                    twin = await reg.twin_by_key(load_key_file(key).public_key)
-                    node = await reg.node_by_twin(twin.id) if twin else None
-                    if twin and node is not None:
-                        node = await reg.get_node(node.id)
-                        if node.status == "up":
-                            n.twin_id, n.node_id = twin.id, node.id
+    farmer = Identity.from_seed_hex(state.farmer_seed)
+    async with RegistryClient(state.nats_url, farmer) as reg:
+        bus: BusClient | None = None
+        try:
+            for n in state.nodes:
+                proc = by_name[f"node{n.index}"]
+                key = Path(n.data_dir) / "node-key.json"
+                while True:
+                    if not procs.alive(proc):
+                        raise GridError(f"node{n.index} exited:\n{procs.tail(proc.log)}")
+                    found = await _registered(reg, key) if key.exists() else None
+                    if found is not None:
+                        if bus is None:
+                            twin = await reg.ensure_twin()
+                            bus = BusClient(reg.nc, farmer, twin.id, reg.key_resolver())
+                        with contextlib.suppress(BusError):
+                            await bus.request(found[0], "zos.system.version", timeout=2)
+                            n.twin_id, n.node_id = found
                             break
-                if time.monotonic() > deadline:
-                    raise GridError(
-                        f"node{n.index} did not come up in {timeout}s:\n{procs.tail(proc.log)}"
-                    )
-                await asyncio.sleep(0.2)
+                    if time.monotonic() > deadline:
+                        raise GridError(
+                            f"node{n.index} did not come up in {timeout}s:\n{procs.tail(proc.log)}"
+                        )
+                    await asyncio.sleep(0.2)
+        finally:
+            if bus is not None:
+                await bus.close()
     save(state)
 
 

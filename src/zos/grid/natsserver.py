@@ -51,6 +51,10 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def conf_path(self) -> Path:
+        return self.store_dir / f"{self.name}.conf"
+
     def config(self) -> str:
         lines = [
             f'server_name: "{self.name}"',
@@ -73,7 +77,7 @@ class NatsServer:
         if not self.port:
             self.port = free_port(self.host)
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.store_dir / f"{self.name}.conf"
+        conf = self.conf_path
         conf.write_text(self.config())
         log = open(self.log_file or self.store_dir / f"{self.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(

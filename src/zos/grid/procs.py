@@ -43,7 +43,7 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
             start_new_session=True,  # survives the CLI; its own group to signal
             env={**os.environ, **(env or {})},
         )
-    return Proc(name=name, pid=p.pid, start_time=start_time(p.pid), log=str(log))
+    return Proc(name=name, pid=p.pid, start_time=start_time(p.pid), log=str(log), argv=argv)
 
 
 def stop(proc: Proc, timeout: float = 20.0) -> None:

@@ -32,6 +32,7 @@ class Proc(BaseModel):
     pid: int
     start_time: int = 0
     log: str = ""
+    argv: list[str] = Field(default_factory=list)  # to start it again the same way
 
 
 class NodeEntry(BaseModel):
