@@ -150,7 +150,9 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
         say(f"nats   {state.nats_url} (JetStream in {state_dir / 'nats'})")
 
     reg = procs.spawn(
-        "registry", _py("zos.grid.registryd", "--nats", state.nats_url), logs / "registry.log"
+        "registry",
+        _py("zos.cli", "registry", "serve", "--nats", state.nats_url),
+        logs / "registry.log",
     )
     state.procs.append(reg)
     save(state)
