@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -40,7 +41,15 @@ def leftovers(state_dir: Path, pids: list[int] | None = None) -> dict[str, Any]:
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
             if stat != "Z":
                 alive.append(pid)
+    containers = []
+    for i in range(1, 17):
+        # the zmachine manager's runc root for node i's data dir
+        key = hashlib.sha256(str((state_dir / "nodes" / f"node{i}").resolve()).encode())
+        runc_root = Path(f"/run/zos/runc-{key.hexdigest()[:12]}")
+        if runc_root.is_dir():
+            containers += [p.name for p in runc_root.iterdir()]
     return {
+        "containers": containers,
         "netns": netns.names(prefix=f"{tag}-"),
         "links": [n for n in links.names() if n and n.startswith(tag)],
         "mounts": [str(m.target) for m in filesystem.mounts_under(state_dir)],
@@ -50,7 +59,15 @@ def leftovers(state_dir: Path, pids: list[int] | None = None) -> dict[str, Any]:
     }
 
 
-NOTHING = {"netns": [], "links": [], "mounts": [], "loops": [], "pids": [], "state_dir": False}
+NOTHING = {
+    "containers": [],
+    "netns": [],
+    "links": [],
+    "mounts": [],
+    "loops": [],
+    "pids": [],
+    "state_dir": False,
+}
 
 
 def pids_of(state: GridState) -> list[int]:

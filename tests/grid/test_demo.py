@@ -1,6 +1,6 @@
 """The README's main-job command, `scripts/demo`, from a clean state: it starts a grid,
-deploys the example app, and the page it prints answers from the host. Then
-`zos grid down` leaves nothing behind."""
+deploys the example app, and the page it prints answers from the host; run again, it
+re-uses the grid and replaces the app. Then `zos grid down` leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -27,28 +27,41 @@ pytestmark = [*GRID_MARKS, pytest.mark.timeout(420)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run scripts/demo; check it succeeded and its printed address serves the page."""
+    run = subprocess.run(
+        [str(ROOT / "scripts" / "demo")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    m = URL.search(run.stdout)
+    assert m, run.stdout
+    page = urllib.request.urlopen(m.group(1), timeout=10).read().decode()
+    assert "<h1>Hello from a zos zmachine</h1>" in page
+    assert "zos rm hello" in run.stdout and "zos grid down" in run.stdout
+    return run
+
+
 def test_demo_then_fetch_the_page_then_down(tmp_path: Path) -> None:
     state_dir = tmp_path / "grid"
     env = env_for(state_dir, tmp_path / "key.json")
     try:
-        run = subprocess.run(
-            [str(ROOT / "scripts" / "demo")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        m = URL.search(run.stdout)
-        assert m, run.stdout
-        page = urllib.request.urlopen(m.group(1), timeout=10).read().decode()
-        assert "<h1>Hello from a zos zmachine</h1>" in page
-        assert "hello" in run.stdout and "zos grid down" in run.stdout
-
+        first = demo(env)
         state = load(state_dir)
         assert state is not None and len(state.nodes) == 2
         pids = pids_of(state)
+
+        # Again: the same grid, the app replaced (and answering at its new address).
+        second = demo(env)
+        assert "a grid is already running here" in second.stdout
+        assert "deployment hello                replacing" in second.stderr
+        again = load(state_dir)
+        assert again is not None and pids_of(again) == pids
+        assert URL.search(first.stdout) and URL.search(second.stdout)
         down = zos_cli(env, "grid", "down")
         assert down.returncode == 0, down.stdout + down.stderr
         assert leftovers(state_dir, pids) == NOTHING
