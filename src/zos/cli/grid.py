@@ -44,7 +44,7 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def describe(state) -> dict:  # GridState -> JSON-able summary (no secrets)
-    from zos.grid.local import healthy
+    from zos.grid.local import stopped
 
     return {
         "state_dir": state.state_dir,
@@ -63,7 +63,7 @@ def describe(state) -> dict:  # GridState -> JSON-able summary (no secrets)
             for n in state.nodes
         ],
         "processes": {p.name: p.pid for p in state.procs},
-        "not_running": healthy(state),
+        "not_running": stopped(state),
         "logs": str(Path(state.state_dir) / "logs"),
     }
 

@@ -56,7 +56,7 @@ def _py(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
-def healthy(state: GridState) -> list[str]:
+def stopped(state: GridState) -> list[str]:
     """Processes of a grid that are not running (empty: all are)."""
     return [p.name for p in state.procs if not procs.alive(p)]
 
@@ -95,7 +95,12 @@ def up(
     with _locked(state_dir):
         old = load(state_dir)
         if old is not None:
-            if old.ready and not healthy(old):
+            if old.ready and not stopped(old):
+                if len(old.nodes) != nodes:
+                    say(
+                        f"the running grid has {len(old.nodes)} nodes; to have {nodes}, "
+                        "`zos grid down` first"
+                    )
                 return old, False
             if old.ready:
                 return _resume(old, say, timeout), True
