@@ -41,13 +41,7 @@ def leftovers(state_dir: Path, pids: list[int] | None = None) -> dict[str, Any]:
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
             if stat != "Z":
                 alive.append(pid)
-    containers = []
-    for i in range(1, 17):
-        # the zmachine manager's runc root for node i's data dir
-        key = hashlib.sha256(str((state_dir / "nodes" / f"node{i}").resolve()).encode())
-        runc_root = Path(f"/run/zos/runc-{key.hexdigest()[:12]}")
-        if runc_root.is_dir():
-            containers += [p.name for p in runc_root.iterdir()]
+    containers = [c.name for root in runc_roots(state_dir) for c in root.iterdir()]
     return {
         "containers": containers,
         "netns": netns.names(prefix=f"{tag}-"),
@@ -57,6 +51,17 @@ def leftovers(state_dir: Path, pids: list[int] | None = None) -> dict[str, Any]:
         "pids": alive,
         "state_dir": state_dir.exists(),
     }
+
+
+def runc_roots(state_dir: Path) -> list[Path]:
+    """The zmachine managers' runc roots of the grid's nodes (that exist)."""
+    roots = []
+    for i in range(1, 17):
+        key = hashlib.sha256(str((state_dir / "nodes" / f"node{i}").resolve()).encode())
+        root = Path(f"/run/zos/runc-{key.hexdigest()[:12]}")
+        if root.is_dir():
+            roots.append(root)
+    return roots
 
 
 NOTHING = {
@@ -80,6 +85,14 @@ def emergency_sweep(state_dir: Path) -> None:
     for p in state.procs if state else []:
         procs.stop(p, timeout=5)
     tag = grid_tag(state_dir)
+    for root in runc_roots(state_dir):
+        for c in root.iterdir():
+            subprocess.run(
+                ["runc", "--root", str(root), "delete", "--force", c.name],
+                check=False,
+                capture_output=True,
+            )
+        shutil.rmtree(root, ignore_errors=True)
     for m in reversed(filesystem.mounts_under(state_dir)):
         subprocess.run(["umount", "-l", str(m.target)], check=False, capture_output=True)
     for dev in loop.devices_under(state_dir):
