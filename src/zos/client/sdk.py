@@ -58,6 +58,7 @@ class GridClientError(Exception):
 class MachineInfo(BaseModel):
     name: str
     ip: str = ""
+    network: str = ""
     state: str = ""
     message: str = ""
     urls: list[str] = Field(default_factory=list)
@@ -122,6 +123,7 @@ def _info(raw: dict[str, Any], node_id: int, forwards: list[Forward]) -> Deploym
                 MachineInfo(
                     name=wl["name"],
                     ip=str(ifs[0].get("ip", "")),
+                    network=str(ifs[0].get("network", "")),
                     state=state,
                     message=res.get("message", ""),
                     urls=urls,
@@ -364,10 +366,16 @@ class GridClient:
                         where,
                     )
 
-    def _build(self, m: Manifest, flists: dict[str, str]) -> Deployment:
+    def _build(
+        self, m: Manifest, flists: dict[str, str], taken: set[str] | None = None
+    ) -> Deployment:
+        """The deployment for `m`; machines without an `ip` get the first free ones of the
+        subnet, skipping `taken` (your other machines on the same network and node)."""
         net = m.network_name
         digest = hashlib.sha256(f"{self.twin_id}:{m.name}".encode()).digest()
         subnet = IPv4Network(m.network.subnet or f"10.20.{digest[0] % 250 + 1}.0/24")
+        taken = set(taken or ()) | {x.ip for x in m.machines if x.ip}
+        free = [str(a) for a in list(subnet.hosts())[1:]]  # .1 is the network's gateway
         workloads: list[dict[str, Any]] = [
             {
                 "name": net,
@@ -383,8 +391,9 @@ class GridClient:
         ]
         for d in m.disks:
             workloads.append({"name": d.name, "type": "volume", "data": {"size": d.size}})
-        for i, mach in enumerate(m.machines):
-            ip = mach.ip or str(subnet[2 + i])
+        for mach in m.machines:
+            ip = mach.ip or next(a for a in free if a not in taken)
+            taken.add(ip)
             workloads.append(
                 {
                     "name": mach.name,
@@ -456,8 +465,16 @@ class GridClient:
                 flists[x.name] = x.flist
             else:
                 flists[x.name] = await self.push_image(m.image_path(x), f"{m.name}-{x.name}.fl")
-        dep = self._build(m, flists)
-        for old in [d for d in await self.ps() if d.name == m.name]:
+        mine = await self.ps()
+        taken = {
+            x.ip
+            for d in mine
+            if d.node_id == node.id and d.name != m.name
+            for x in d.machines
+            if x.network == m.network_name
+        }
+        dep = self._build(m, flists, taken)
+        for old in [d for d in mine if d.name == m.name]:
             if progress:
                 progress(m.name, "deployment", "replacing", f"contract {old.contract_id}")
             await self._remove(old)
