@@ -104,3 +104,21 @@ def test_join_an_existing_nats_on_loopback(tmp_path: Path) -> None:
     finally:
         emergency_sweep(state_dir)
         server.stop()
+
+
+def test_a_damaged_state_file_is_named_and_down_still_cleans(tmp_path: Path) -> None:
+    state_dir = tmp_path / "grid"
+    state_dir.mkdir()
+    (state_dir / "grid.json").write_text('{"tag": 7')
+    env = env_for(state_dir, tmp_path / "key.json")
+    try:
+        for args in (("grid", "up"), ("ps",)):
+            run = zos_cli(env, *args)
+            assert run.returncode == 1
+            assert f"{state_dir / 'grid.json'} is damaged" in run.stderr
+            assert "`zos grid down` removes what it can find" in run.stderr
+        run = zos_cli(env, "grid", "down")
+        assert run.returncode == 0, run.stderr
+        assert not state_dir.exists()
+    finally:
+        emergency_sweep(state_dir)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from zos.grid.state import GridState, default_state_dir, load
+from zos.grid.state import GridState, StateError, default_state_dir, load
 from zos.identity import Identity, KeyError_, load_key_file
 
 
@@ -30,8 +30,10 @@ class GridLocation:
 def _load_quiet(state_dir: Path) -> GridState | None:
     try:
         return load(state_dir)
-    except (PermissionError, ValueError):
+    except PermissionError:
         return None
+    except StateError as e:
+        raise ConfigError(str(e)) from None
 
 
 def find_grid(

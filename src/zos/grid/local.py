@@ -29,7 +29,17 @@ from typing import Any
 
 from zos.grid import hostnet, procs
 from zos.grid.natsserver import NatsServer, free_port
-from zos.grid.state import Forward, GridState, NodeEntry, Proc, edit_forwards, grid_tag, load, save
+from zos.grid.state import (
+    Forward,
+    GridState,
+    NodeEntry,
+    Proc,
+    StateError,
+    edit_forwards,
+    grid_tag,
+    load,
+    save,
+)
 from zos.identity import Identity, load_key_file
 
 GiB = 1 << 30
@@ -93,7 +103,10 @@ def up(
     if os.geteuid() != 0:
         raise GridError("zos grid up needs root (network namespaces, mounts, containers)")
     with _locked(state_dir):
-        old = load(state_dir)
+        try:
+            old = load(state_dir)
+        except StateError as e:
+            raise GridError(str(e)) from None
         if old is not None:
             if old.ready and not stopped(old):
                 if len(old.nodes) != nodes:
@@ -423,7 +436,11 @@ def down(state_dir: Path, say: Say = print) -> bool:
 
 
 def _down(state_dir: Path, say: Say, keep_logs: bool = False) -> bool:
-    state = load(state_dir)
+    try:
+        state = load(state_dir)
+    except StateError as e:
+        say(f"{e}: sweeping by the grid's prefix only")
+        state = None
     tag = state.tag if state else grid_tag(state_dir)
     if state is not None:
         nodes = [p for p in state.procs if p.name.startswith("node")]

@@ -96,12 +96,21 @@ def grid_tag(state_dir: Path) -> str:
     return "zg" + hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:4]
 
 
+class StateError(ValueError):
+    """grid.json exists but cannot be read."""
+
+
 def load(state_dir: Path) -> GridState | None:
     path = Path(state_dir) / STATE_FILE
     try:
         return GridState.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         return None
+    except ValueError as e:  # pydantic's ValidationError is one
+        first = str(e).splitlines()[0]
+        raise StateError(
+            f"{path} is damaged ({first}); `zos grid down` removes what it can find"
+        ) from None
 
 
 def save(state: GridState) -> None:
