@@ -105,3 +105,14 @@ def test_other_mistakes() -> None:
     assert "must be a mapping" in str(refused("- a\n"))
     e = refused(GOOD.replace("  - {name: data, size: 64M}", "  - {name: web, size: 64M}"))
     assert "'web' is used twice" in str(e)
+
+
+def test_hostile_yaml_is_refused_quickly() -> None:
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    e = refused(laughs + "name: x\nmachines: []\n")
+    assert "anchors and aliases (&, *) are not supported" in str(e) and e.where == "app.yaml:1"
+    assert "nested too deeply" in str(refused("a: " + "[" * 5000 + "]" * 5000 + "\n"))
+    assert "larger than 1048576 bytes" in str(refused("#" * (2 << 20)))

@@ -50,6 +50,7 @@ _UNITS = {"": 1, "k": 1 << 10, "m": MiB, "g": GiB, "t": 1 << 40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
 FORBIDDEN_MOUNTPOINTS = ("/", "/proc", "/sys", "/dev", "/etc", "/.zos")
 DEPLOYMENT_NAME = r"^[a-z0-9][a-z0-9_-]{0,35}$"
+MAX_MANIFEST = 1 << 20  # bytes: a manifest is short
 
 
 class ManifestError(ValueError):
@@ -266,7 +267,20 @@ class Manifest(Model):
 # ---- YAML with line numbers -------------------------------------------------------------
 
 
-def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+def _lines(
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    out: dict[tuple[Any, ...], int],
+    seen: set[int] | None = None,
+) -> None:
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        # An alias: refused, so that a small file cannot expand into a huge one.
+        raise ManifestError(
+            "anchors and aliases (&, *) are not supported", f"line {node.start_mark.line + 1}"
+        )
+    if not isinstance(node, yaml.ScalarNode):
+        seen.add(id(node))
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -276,10 +290,10 @@ def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], in
                 raise ManifestError(f"'{k}' is given twice", f"line {key.start_mark.line + 1}")
             seen.add(k)
             out[(*path, k, "<key>")] = key.start_mark.line + 1
-            _lines(value, (*path, k), out)
+            _lines(value, (*path, k), out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _lines(item, (*path, i), out)
+            _lines(item, (*path, i), out, seen)
 
 
 def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int], unknown_key: bool) -> int:
@@ -309,6 +323,8 @@ def _field_line(message: str, lines: dict[tuple[Any, ...], int]) -> int | None:
 
 def parse_manifest(text: str, source: str = "manifest", base_dir: Path | None = None) -> Manifest:
     """A checked Manifest from YAML text; ManifestError names `source:line` and the rule."""
+    if len(text) > MAX_MANIFEST:
+        raise ManifestError(f"larger than {MAX_MANIFEST} bytes", source)
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -322,11 +338,15 @@ def parse_manifest(text: str, source: str = "manifest", base_dir: Path | None = 
         raise ManifestError(f"not valid YAML: {e.problem or e}", line) from None
     except yaml.YAMLError as e:
         raise ManifestError(f"not valid YAML: {e}", source) from None
+    except RecursionError:
+        raise ManifestError("nested too deeply", source) from None
     if not isinstance(data, dict) or node is None:
         raise ManifestError("must be a mapping (name:, machines:, ...)", f"{source}:1")
     lines: dict[tuple[Any, ...], int] = {}
     try:
         _lines(node, (), lines)
+    except RecursionError:
+        raise ManifestError("nested too deeply", source) from None
     except ManifestError as e:
         raise ManifestError(e.reason, e.where.replace("line ", f"{source}:")) from None
     if "base_dir" in data:
@@ -386,7 +406,8 @@ def _known(path: list[Any], data: Any) -> str:
 def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            text = f.read(MAX_MANIFEST + 1).decode()
     except OSError as e:
         raise ManifestError(e.strerror or str(e), str(path)) from None
     except UnicodeDecodeError:
