@@ -41,6 +41,7 @@ from zos.gridtypes import (
     SignatureRequest,
     SignatureRequirement,
     Workload,
+    ZMachine,
     validate,
 )
 from zos.identity import Identity
@@ -98,40 +99,43 @@ def _overall(states: list[str]) -> str:
     return "deploying"
 
 
-def _info(raw: dict[str, Any], node_id: int, forwards: list[Forward]) -> DeploymentInfo:
+def _info(raw: Any, node_id: int, forwards: list[Forward]) -> DeploymentInfo:
+    """What a node answered about a deployment, read as zos JSON (GridClientError if not)."""
     try:
-        meta = json.loads(raw.get("metadata") or "{}")
+        dep = Deployment.from_dict(raw) if isinstance(raw, dict) else None
+    except GridTypeError as e:
+        raise GridClientError(f"node {node_id} sent an unreadable deployment: {e}") from None
+    if dep is None:
+        raise GridClientError(f"node {node_id} sent an unreadable deployment")
+    try:
+        meta = json.loads(dep.metadata or "{}")
     except ValueError:
         meta = {}
     name = meta.get("name") if isinstance(meta, dict) else None
-    contract = int(raw.get("contract_id", 0))
     workloads, machines = [], []
-    for wl in raw.get("workloads", []):
-        res = wl.get("result") or {}
-        state = res.get("state") or "init"
+    for wl in dep.workloads:
+        state = wl.result.state or "init"
         workloads.append(
-            WorkloadInfo(
-                name=wl["name"], type=wl["type"], state=state, message=res.get("message", "")
-            )
+            WorkloadInfo(name=wl.name, type=wl.type, state=state, message=wl.result.message)
         )
-        if wl["type"] == "zmachine":
-            ifs = (wl.get("data") or {}).get("network", {}).get("interfaces") or [{}]
+        if isinstance(wl.data, ZMachine):
+            ifs = wl.data.network.interfaces
             urls = [
-                f.url for f in forwards if f.contract_id == contract and f.machine == wl["name"]
+                f.url for f in forwards if f.contract_id == dep.contract_id and f.machine == wl.name
             ]
             machines.append(
                 MachineInfo(
-                    name=wl["name"],
-                    ip=str(ifs[0].get("ip", "")),
-                    network=str(ifs[0].get("network", "")),
+                    name=wl.name,
+                    ip=str(ifs[0].ip) if ifs else "",
+                    network=ifs[0].network if ifs else "",
                     state=state,
-                    message=res.get("message", ""),
+                    message=wl.result.message,
                     urls=urls,
                 )
             )
     return DeploymentInfo(
-        name=name or f"contract-{contract}",
-        contract_id=contract,
+        name=str(name) if name else f"contract-{dep.contract_id}",
+        contract_id=dep.contract_id,
         node_id=node_id,
         state=_overall([w.state for w in workloads]),
         workloads=workloads,
@@ -599,13 +603,16 @@ class GridClient:
             except (GridClientError, BusError) as e:
                 found += [_unknown(c, str(e)) for c in cs]
                 continue
-            raw_by_id = {int(d.get("contract_id", 0)): d for d in listed}
+            raw_by_id = {d.get("contract_id"): d for d in (listed or []) if isinstance(d, dict)}
             for c in cs:
                 raw = raw_by_id.get(c.id)
                 if raw is None:
                     found.append(_unknown(c, f"node {node_id} does not have it"))
-                else:
+                    continue
+                try:
                     found.append(_info(raw, node_id, forwards))
+                except GridClientError as e:
+                    found.append(_unknown(c, str(e)))
         return sorted(found, key=lambda d: (d.name, d.contract_id))
 
     async def _find(self, name: str) -> tuple[DeploymentInfo, str | None]:
@@ -631,8 +638,7 @@ class GridClient:
                 raw = await self._call(
                     node, "zos.deployment.get", {"contract_id": info.contract_id}
                 )
-                states = [(w.get("result") or {}).get("state") for w in raw.get("workloads", [])]
-                if all(s == "deleted" for s in states):
+                if _info(raw, node.id, []).state == "deleted":
                     break
                 await asyncio.sleep(0.3)
         except BusError as e:
