@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zos.grid.natsserver import NatsServer
+from zos.grid.natsserver import NatsServer, nats_server_binary
 
 IS_ROOT = os.geteuid() == 0
 
@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not IS_ROOT and any(item.get_closest_marker(m) for m in ("root", "netns", "runc")):
             item.add_marker(skip_root)
-        if item.get_closest_marker("nats") and shutil.which("nats-server") is None:
+        if item.get_closest_marker("nats") and nats_server_binary() is None:
             item.add_marker(skip_nats)
 
 

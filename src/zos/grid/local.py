@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from zos.grid import hostnet, procs
-from zos.grid.natsserver import NatsServer, free_port
+from zos.grid.natsserver import NatsServer, free_port, nats_server_binary
 from zos.grid.state import (
     Forward,
     GridState,
@@ -160,7 +160,7 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
                 pid=server.pid,
                 start_time=procs.start_time(server.pid),
                 log=str(logs / "nats.log"),
-                argv=[shutil.which("nats-server") or "nats-server", "-c", str(server.conf_path)],
+                argv=[nats_server_binary() or "nats-server", "-c", str(server.conf_path)],
             )
         )
         state.nats_url = server.url

