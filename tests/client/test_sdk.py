@@ -56,6 +56,12 @@ async def test_sdk_deploy_list_logs_remove(
     try:
         nodes = await grid.nodes(status="up")
         assert sorted(n.id for n in nodes) == sorted(n.node_id for n in local_grid.nodes)
+        assert await grid.nodes(free_memory=64 << 30) == []
+        assert len(await grid.nodes(farm=local_grid.farm_id, free_memory=256 << 20)) == 2
+        url = await grid.push_image(tmp_path / "rootfs", "pushed")
+        assert url == f"{local_grid.hub_url}/flists/{grid.twin_id}/pushed.fl"
+        flist = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+        assert len(flist) > 100  # the hub serves it
 
         seen: list[tuple[str, str]] = []
         info = await grid.deploy(app, progress=lambda n, t, s, m: seen.append((n, s)))
