@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 INSTALL_ORDER = ("zmount", "volume", "network", "network-light", "ip", "ipv4", "zmachine")
 
+MAX_PARALLEL_JOBS = 16
+
 OK, ERROR, INIT, DELETED_STATE, UNCHANGED = "ok", "error", "init", "deleted", "unchanged"
 
 
@@ -96,6 +98,8 @@ class Engine:
         self.node_id = node_id
         self._locks: dict[int, asyncio.Lock] = {}
         self._jobs: set[asyncio.Task[None]] = set()
+        # Bounds how many deployments are built at once (a burst, or a restart of many).
+        self._slots = asyncio.Semaphore(MAX_PARALLEL_JOBS)
         self._used: dict[int, Capacity] = {}
         self._last_deployment = 0
         for rec in store.list(states=(ACTIVE, DELETING)):
@@ -354,7 +358,7 @@ class Engine:
 
     async def _job(self, contract_id: int) -> None:
         # One lock per contract, kept: dropping it while a job waits would let two run.
-        async with self._locks.setdefault(contract_id, asyncio.Lock()):
+        async with self._locks.setdefault(contract_id, asyncio.Lock()), self._slots:
             try:
                 await self._work(contract_id)
             except Exception:
