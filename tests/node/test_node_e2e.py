@@ -3,13 +3,18 @@ zmounts deployed, read, grown, listed, deleted; refusals leave everything as it 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from nodehelpers import MiB, leftovers
 
+from zos.identity import Identity
 from zos.primitives import capacity, filesystem, loop
+from zos.registry import RegistryClient
 
 pytestmark = [pytest.mark.nats, pytest.mark.root, pytest.mark.slow]
 
@@ -83,3 +88,37 @@ async def test_volume_and_zmount_lifecycle(make_user, make_node) -> None:
     stats = await user.call(node, "zos.statistics.get")
     assert stats["used"] == {**stats["system"]}
     assert loop.devices_under(node.data_dir) == {}
+
+
+async def test_agent_refuses_bad_settings_with_one_line(farm, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "zos.cli", "node", "run"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOS_")}
+
+    async def run(*args: str) -> tuple[int, str]:
+        # Asynchronously: the registry the agent talks to runs in this event loop.
+        proc = await asyncio.create_subprocess_exec(
+            *base, *args, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        return proc.returncode or 0, err.decode()
+
+    code, err = await run("--nats", farm.nats)
+    assert code == 1 and "missing --farm-id, --data-dir" in err
+    common = ["--farm-id", str(farm.farm_id), "--nats", farm.nats]
+    data = tmp_path / "n"
+    code, err = await run(*common, "--data-dir", str(data), "--memory", "lots")
+    assert code == 1 and "--memory: not a size: 'lots'" in err
+    # A well-formed token signed by someone else than the farm's owner: refused by the
+    # registry, and the agent says so in one line.
+    stranger = await RegistryClient(farm.nats, Identity.generate()).connect()
+    try:
+        await stranger.register_twin()
+        other_farm = await stranger.create_farm(f"other-{os.getpid()}")
+        token = await stranger.farm_join_token(other_farm.id)
+    finally:
+        await stranger.close()
+    code, err = await run(*common, "--data-dir", str(data), "--join-token", token)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("error: registration refused: "), err
+    assert f"farm {other_farm.id}" in err
+    assert oct((data / "node-key.json").stat().st_mode & 0o777) == "0o600"
