@@ -99,7 +99,12 @@ async def test_agent_refuses_bad_settings_with_one_line(farm, tmp_path: Path) ->
         proc = await asyncio.create_subprocess_exec(
             *base, *args, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        finally:
+            if proc.returncode is None:  # it hung: do not leave it running
+                proc.kill()
+                await proc.wait()
         return proc.returncode or 0, err.decode()
 
     code, err = await run("--nats", farm.nats)
