@@ -157,7 +157,7 @@ class Agent:
             await asyncio.sleep(self.settings.heartbeat)
             try:
                 await self.registry.heartbeat(self.node_id, _registry_capacity(self.engine.used()))
-            except BusError as e:
+            except Exception as e:  # the bus reconnects by itself; keep beating
                 log.warning("heartbeat failed: %s", e)
 
     async def _watch_contracts(self) -> None:
