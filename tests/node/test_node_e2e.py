@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from nodehelpers import MiB, leftovers
+from nodehelpers import GiB, MiB, leftovers
 
 from zos.identity import Identity
 from zos.primitives import capacity, filesystem, loop
@@ -77,6 +77,15 @@ async def test_volume_and_zmount_lifecycle(make_user, make_node) -> None:
     assert stats["used"]["sru"] - stats["system"]["sru"] == 256 * MiB + 128 * MiB
     assert stats["users"]["deployments"] == 1 and stats["users"]["workloads"] == 2
     assert (await user.call(node, "zos.system.version"))["zos"]
+    # Registered with what it offers; the heartbeat (every second here) reports what is used.
+    registered = await user.registry.get_node(node.node_id)
+    assert registered.capacity.sru == 4 * GiB and registered.capacity.mru > 0
+    for _ in range(50):
+        registered = await user.registry.get_node(node.node_id)
+        if registered.used.sru == stats["used"]["sru"]:
+            break
+        await asyncio.sleep(0.1)
+    assert registered.used.sru == stats["used"]["sru"] and registered.status == "up"
 
     assert capacity.listening_sockets(node.pid) == []
 
