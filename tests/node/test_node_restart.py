@@ -4,10 +4,11 @@ to what its owner asked, and no mount, loop device or file is left over."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 
 import pytest
-from nodehelpers import MiB, NodeProcess, User, leftovers
+from nodehelpers import MiB, NodeProcess, User, leftovers, remove_leftovers
 
 from zos.primitives import capacity, filesystem
 
@@ -150,3 +151,25 @@ async def test_cancelled_contract_is_deleted_running_or_not(make_user, make_node
     await user.wait_states(node, second.contract_id, {"v0": "deleted"})
     assert _held(node) == {"mounts": [], "files": [], "loops": 0}
     assert await user.call(node, "zos.deployment.list") == []
+
+
+async def test_restart_after_the_join_token_expired(farm, make_user, tmp_path) -> None:
+    user = await make_user()
+    short = dataclasses.replace(
+        farm, token=await farm.farmer.farm_join_token(farm.farm_id, expires=2.0)
+    )
+    node = NodeProcess(short, tmp_path / "short")
+    try:
+        node.start()
+        await node.wait_ready(user)
+        dep = await user.deploy(node, _many(user, 1, 0))
+        await user.wait_states(node, dep.contract_id, {"v0": "ok"})
+        assert node.stop() == 0
+        await asyncio.sleep(2.5)  # the token in the node's environment has expired
+        node.start()
+        await node.wait_ready(user)
+        assert "node record not refreshed: join token has expired" in node.log()
+        await user.wait_states(node, dep.contract_id, {"v0": "ok"})
+    finally:
+        node.stop()
+        await remove_leftovers(tmp_path)

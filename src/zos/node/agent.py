@@ -23,13 +23,15 @@ from zos.node.capacity import Offer
 from zos.node.engine import ContractInfo, Engine
 from zos.node.store import Store
 from zos.node.workloads import NodeServices, default_managers
-from zos.registry import HEARTBEAT_PERIOD, Capacity, NodeContract, RegistryClient
+from zos.registry import HEARTBEAT_PERIOD, Capacity, Node, NodeContract, RegistryClient
 
 log = logging.getLogger(__name__)
 
 KEY_FILE = "node-key.json"
 STATE_DB = "state.db"
 CONTRACT_SEQ = "contract_event_seq"
+# Registry errors worth waiting out (it is starting, or busy) rather than giving up on.
+TRANSIENT = ("unavailable", "timeout", "internal")
 
 
 @dataclass
@@ -132,25 +134,36 @@ class Agent:
                         f"this node is node {node.id} of farm {node.farm_id}, "
                         f"not of farm {self.settings.farm_id}"
                     )
-                if node is None or self.settings.join_token:
+                if node is None:
                     if not self.settings.join_token:
                         raise RuntimeError(
                             "first start needs a farm join token (--join-token or ZOS_JOIN_TOKEN)"
                         )
-                    node = await self.registry.register_node(
-                        self.settings.farm_id,
-                        self.settings.join_token,
-                        _registry_capacity(self.offer.total),
-                    )
+                    node = await self._join()
+                elif self.settings.join_token:
+                    # Refresh the registered capacity; a token that expired since the first
+                    # start must not keep a registered node from coming back.
+                    try:
+                        node = await self._join()
+                    except BusError as e:
+                        if e.code in TRANSIENT:
+                            raise
+                        log.warning("node record not refreshed: %s", e.message)
                 self.node_id = node.id
                 await self.registry.heartbeat(self.node_id, _registry_capacity(self.offer.system))
                 return
             except BusError as e:
-                if e.code not in ("unavailable", "timeout", "internal"):
+                if e.code not in TRANSIENT:
                     raise RuntimeError(f"registration refused: {e.message}") from None
                 log.warning("registry not ready (%s); retrying", e.message)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _join(self) -> Node:
+        assert self.settings.join_token
+        return await self.registry.register_node(
+            self.settings.farm_id, self.settings.join_token, _registry_capacity(self.offer.total)
+        )
 
     async def _heartbeats(self) -> None:
         while True:
