@@ -180,7 +180,10 @@ class Store:
                 if last == 0:
                     return await kv.create(key, data)
                 return await kv.update(key, data, last=last)
-            except nats.js.errors.KeyWrongLastSequenceError:
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+                # create() re-reads the key after a lost race to allow re-creating a deleted
+                # one; on a cluster that read can reach a replica that has not seen the
+                # winner yet and says "not found". Either way the key exists: we lost.
                 if interrupted:
                     current = await self.get_raw(bucket, key)
                     if current is not None and current[0] == data:
