@@ -22,8 +22,25 @@ def parse_size(text: str, what: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
+NETNS_PREFIX = re.compile(r"[A-Za-z0-9_-]{0,16}")
+
+
 def _env(name: str) -> str | None:
     return os.environ.get(name) or None
+
+
+def _stores(flags: list[str] | None) -> list[str]:
+    """`--store` flags, else ZOS_STORES; each checked now so a typo ends the start."""
+    from zos.flist.errors import StoreError
+    from zos.flist.stores import Router
+
+    specs = flags or [u.strip() for u in (_env("ZOS_STORES") or "").split(",") if u.strip()]
+    for spec in specs:
+        try:
+            Router.parse([spec])
+        except (StoreError, ValueError) as e:
+            raise CliError(f"--store: {e}") from None
+    return specs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +78,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=_env("ZOS_HEARTBEAT"),
         help="seconds between heartbeats (default: the registry's period) [ZOS_HEARTBEAT]",
     )
+    run.add_argument(
+        "--cache-size",
+        default=_env("ZOS_CACHE_SIZE"),
+        help="flist cache size, e.g. 2G (default: 10%% of the data disk, at most 4G) "
+        "[ZOS_CACHE_SIZE]",
+    )
+    run.add_argument(
+        "--store",
+        action="append",
+        dest="stores",
+        metavar="URL",
+        help="block store every flist is fetched from (dir://, http(s)://, zdb://); "
+        "repeat for several; default: the stores each flist names "
+        "[ZOS_STORES, comma-separated]",
+    )
+    run.add_argument(
+        "--netns-prefix",
+        default=_env("ZOS_NETNS_PREFIX") or "",
+        help="prefix of every network namespace this node makes, so several nodes "
+        "share one machine [ZOS_NETNS_PREFIX]",
+    )
     run.add_argument("--log-level", default=_env("ZOS_LOG_LEVEL") or "info")
     run.set_defaults(handler=cmd_run)
 
@@ -83,6 +121,12 @@ def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazil
         raise CliError("--farm-id: must be a farm id (1 or more)")
     if heartbeat is not None and not 0.1 <= heartbeat <= 3600:
         raise CliError("--heartbeat: must be between 0.1 and 3600 seconds")
+    prefix = args.netns_prefix or ""
+    if not NETNS_PREFIX.fullmatch(prefix):
+        raise CliError(
+            "--netns-prefix: at most 16 letters, digits, '-' or '_' "
+            "(it begins every namespace name)"
+        )
     settings = Settings(
         farm_id=farm_id,
         nats=args.nats,
@@ -91,6 +135,9 @@ def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazil
         cores=cores,
         memory=parse_size(args.memory, "--memory") if args.memory else None,
         disk=parse_size(args.disk, "--disk") if args.disk else None,
+        cache_size=parse_size(args.cache_size, "--cache-size") if args.cache_size else None,
+        stores=_stores(args.stores),
+        netns_prefix=prefix,
     )
     if heartbeat is not None:
         settings.heartbeat = heartbeat

@@ -3,7 +3,9 @@
 Settings come only from flags or the environment (see `zos node run`). The agent
 opens no listening socket: it connects out to NATS, registers its twin and node in
 the registry, serves signed requests on its twin's subject and follows the
-registry's contract events for this node.
+registry's contract events for this node. Every workload type has its manager
+(`zos.node.workloads.MANAGERS`); zmachines take their root file systems from a
+node-wide flist cache under the data directory.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from zos.bus import BusClient, BusError, connect_nats
@@ -22,7 +25,7 @@ from zos.node.api import node_router
 from zos.node.capacity import Offer
 from zos.node.engine import ContractInfo, Engine
 from zos.node.store import Store
-from zos.node.workloads import NodeServices, default_managers
+from zos.node.workloads import NodeServices, close_managers, default_managers
 from zos.registry import HEARTBEAT_PERIOD, Capacity, Node, NodeContract, RegistryClient
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 KEY_FILE = "node-key.json"
 STATE_DB = "state.db"
 CONTRACT_SEQ = "contract_event_seq"
+FLIST_CACHE = "flist-cache"
+# The flist cache by default: a tenth of the data disk, at most this much.
+CACHE_CAP = 4 << 30
 # Registry errors worth waiting out (it is starting, or busy) rather than giving up on.
 TRANSIENT = ("unavailable", "timeout", "internal")
 
@@ -44,6 +50,17 @@ class Settings:
     memory: int | None = None
     disk: int | None = None
     heartbeat: float = HEARTBEAT_PERIOD
+    # Bytes the flist cache may hold (None: `default_cache_size`).
+    cache_size: int | None = None
+    # Block stores every flist is fetched from (empty: the routes each flist names).
+    stores: list[str] = field(default_factory=list)
+    # Put before every namespace name the node makes, so several nodes share one machine.
+    netns_prefix: str = ""
+
+
+def default_cache_size(data_dir: Path) -> int:
+    """A tenth of the disk holding the data directory, at most CACHE_CAP."""
+    return min(shutil.disk_usage(data_dir).total // 10, CACHE_CAP)
 
 
 def load_or_create_identity(data_dir: Path) -> Identity:
@@ -107,7 +124,7 @@ class Agent:
         self.registry = RegistryClient(self.nc, self.identity)
         await self._register()
         self.store = Store(self.data_dir / STATE_DB)
-        services = NodeServices(data_dir=self.data_dir)
+        services = self._services()
         grid = RegistryGrid(self.registry)
         self.engine = Engine(
             self.store, default_managers(services), services, self.offer, grid, self.node_id
@@ -120,6 +137,21 @@ class Agent:
             asyncio.create_task(self._watch_contracts()),
         ]
         log.info("node %s (twin %s) serving on the bus", self.node_id, self.twin_id)
+
+    def _services(self) -> NodeServices:
+        """What the managers share: the namespace prefix and the node-wide flist cache."""
+        from zos.flist.cache import FlistCache
+
+        s = self.settings
+        # Only what is set: services made elsewhere may bring their own (local grid).
+        extra = {"netns_prefix": s.netns_prefix} if s.netns_prefix else {}
+        self.services = NodeServices(data_dir=self.data_dir, extra=extra)
+        if "flist_cache" not in self.services.extra:
+            size = s.cache_size if s.cache_size is not None else default_cache_size(self.data_dir)
+            self.services.extra["flist_cache"] = FlistCache(
+                self.data_dir / FLIST_CACHE, size, list(s.stores) or None
+            )
+        return self.services
 
     async def _register(self) -> None:
         """Register twin and node, retrying while the registry is not there yet."""
@@ -204,6 +236,10 @@ class Agent:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.engine.wait_idle(), timeout=10)
         await self.engine.close()
+        await close_managers(self.engine.managers)
+        cache = self.services.extra.get("flist_cache")
+        if cache is not None:
+            cache.close()
         self.store.close()
         with contextlib.suppress(Exception):
             await self.nc.close()

@@ -1,4 +1,5 @@
-"""The node's bus API: `zos.deployment.*`, `zos.statistics.get`, `zos.system.version`.
+"""The node's bus API: `zos.deployment.*`, `zos.statistics.get`, `zos.system.version`,
+and `zos.zmachine.logs` (from `zos.node.api_zmachine`).
 
 Each handler checks its payload, calls the engine with the sender twin the bus has
 already authenticated, and turns a refusal into a BusError with the engine's code.
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zos.bus import BusError, Request, Router
+from zos.node.api_zmachine import zmachine_router
 from zos.node.engine import Engine, EngineError
 
 
@@ -80,4 +82,5 @@ def node_router(engine: Engine) -> Router:
     async def system_version(req: Request) -> Any:
         return {"zos": zos_version(), "zinit": ""}
 
+    router.include(zmachine_router(engine))
     return router

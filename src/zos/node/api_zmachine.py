@@ -6,7 +6,7 @@ With `follow`, a request with nothing new waits up to FOLLOW_WAIT seconds (a lon
 so a client follows the log by asking again and again. At most the last 2 MiB are kept;
 offsets count every byte ever written, so a rotation never repeats or skips output.
 
-Add it to the node's router with `router.include(zmachine_router(engine))`.
+`zos.node.api.node_router` includes it (`router.include(zmachine_router(engine))`).
 """
 
 from __future__ import annotations
