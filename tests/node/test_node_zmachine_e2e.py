@@ -1,0 +1,209 @@
+"""`zos node run` (a real subprocess, real registry on nats-server) serving a network,
+a volume and a zmachine whose root file system is a busybox flist packed here into a
+dir:// store the node is given with `--store`, its `.fl` served over HTTP. Signed
+deployments over the bus, logs for the owner only, an agent restart that finds the
+machine still running, and deletion that leaves no namespace, container or mount."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http.server
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from netzm_helpers import network_data
+from nodehelpers import MiB, NodeProcess, leftovers
+
+from zos.bus import BusError
+from zos.flist import Router, pack
+from zos.node.workloads import NodeServices
+from zos.node.workloads.network import NetworkManager
+from zos.node.workloads.volume import VolumeManager
+from zos.node.workloads.zmachine import ZMachineManager, container_id
+from zos.primitives import filesystem, logd, netns
+
+pytestmark = [
+    pytest.mark.nats,
+    pytest.mark.root,
+    pytest.mark.runc,
+    pytest.mark.netns,
+    pytest.mark.slow,
+]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # requests are not news
+        pass
+
+
+@pytest.fixture
+async def busybox_flist(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[tuple[str, Path]]:
+    """(URL of busybox.fl over HTTP, the dir:// store holding its blocks)."""
+    store, www = tmp_path / "store", tmp_path / "www"
+    www.mkdir()
+    router = Router.parse([f"dir://{store}"])
+    try:
+        await pack(busybox_rootfs, www / "busybox.fl", router)
+    finally:
+        await router.close()
+    handler = functools.partial(_QuietHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/busybox.fl", store
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"zt{os.getpid() % 100000}-"
+
+
+@pytest.fixture
+def sweep(prefix: str) -> Iterator[list[NodeProcess]]:
+    """Stops the nodes given to it, then removes whatever their workloads left
+    (containers, mounts, namespaces, the log daemon), even when the test failed."""
+    nodes: list[NodeProcess] = []
+    yield nodes
+    for node in nodes:
+        node.stop()
+        asyncio.run(_remove_workloads(node.data_dir, prefix))
+
+
+async def _remove_workloads(data_dir: Path, prefix: str) -> None:
+    svc = NodeServices(data_dir=data_dir, extra={"netns_prefix": prefix})
+    zm = ZMachineManager(svc)
+    for manager in (zm, NetworkManager(svc), VolumeManager(svc)):
+        try:
+            await manager.cleanup(set())
+        except Exception as e:  # keep sweeping; the test reports its own failure
+            print(f"cleanup of {manager.type}: {e}")
+    logd.stop_daemon(zm.logs_root)
+    zm.close()
+
+
+def runc_ids(data_dir: Path) -> list[str]:
+    """Container ids `runc list` shows in the node's runc root (as its manager sets it)."""
+    root = ZMachineManager(NodeServices(data_dir=data_dir)).runc.root
+    if not root.exists():
+        return []
+    out = subprocess.run(
+        ["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True, check=True
+    ).stdout
+    return out.split()
+
+
+async def read_logs_until(user: Any, node: NodeProcess, args: dict, want: str) -> int:
+    """Ask `zos.zmachine.logs` again and again until `want` shows; the next offset."""
+    deadline = time.monotonic() + 15
+    data, offset = "", 0
+    while want not in data:
+        assert time.monotonic() < deadline, f"{data!r}\n{node.log()[-3000:]}"
+        answer = await user.call(node, "zos.zmachine.logs", {**args, "offset": offset})
+        data += answer["data"]
+        offset = answer["offset"]
+        await asyncio.sleep(0.1)
+    return offset
+
+
+async def test_zmachine_through_the_agent(
+    make_user, make_node, busybox_flist, prefix: str, sweep: list[NodeProcess]
+) -> None:
+    url, store = busybox_flist
+    owner, stranger = await make_user(), await make_user()
+    node = await make_node(
+        owner,
+        "--disk",
+        "4G",
+        "--store",
+        f"dir://{store}",
+        "--netns-prefix",
+        prefix,
+        "--cache-size",
+        "256M",
+    )
+    sweep.append(node)
+    dep = owner.deployment(
+        [
+            {"name": "net", "type": "network", "data": network_data("10.76.1.0/24")},
+            {"name": "vol", "type": "volume", "data": {"size": 32 * MiB}},
+            {
+                "name": "vm",
+                "type": "zmachine",
+                "data": {
+                    "flist": url,
+                    "network": {"interfaces": [{"network": "net", "ip": "10.76.1.2"}]},
+                    "compute_capacity": {"cpu": 1, "memory": 256 * MiB},
+                    "mounts": [{"name": "vol", "mountpoint": "/data"}],
+                    "entrypoint": "sh -c 'while true; do echo alive $WHO; sleep 0.2; done'",
+                    "env": {"WHO": "here"},
+                },
+            },
+        ]
+    )
+    await owner.deploy(node, dep)
+    got = await owner.wait_states(
+        node, dep.contract_id, {"net": "ok", "vol": "ok", "vm": "ok"}, timeout=60
+    )
+    vm = next(w for w in got["workloads"] if w["name"] == "vm")
+    assert vm["result"]["data"]["ip"] == "10.76.1.2"
+    wid = f"{owner.twin_id}-{dep.contract_id}-vm"
+    cid = container_id(wid)
+    assert runc_ids(node.data_dir) == [cid]
+    assert netns.exists(f"{prefix}c-{wid}")
+    # the node's flist cache (under its data dir) prepared the tree from the given store
+    assert any((node.data_dir / "flist-cache" / "trees").iterdir())
+
+    # logs: the owner reads them (long poll with follow), anyone else learns nothing
+    args = {"contract_id": dep.contract_id, "name": "vm"}
+    offset = await read_logs_until(owner, node, args, "alive here")
+    more = await owner.call(node, "zos.zmachine.logs", {**args, "offset": offset, "follow": True})
+    assert more["data"].startswith("alive") and more["offset"] > offset
+    with pytest.raises(BusError) as refused:
+        await stranger.call(node, "zos.zmachine.logs", args)
+    assert refused.value.code == "not_found"
+    with pytest.raises(BusError, match="no zmachine 'vol'"):
+        await owner.call(node, "zos.zmachine.logs", {**args, "name": "vol"})
+    with pytest.raises(BusError, match="name"):
+        await owner.call(node, "zos.zmachine.logs", {**args, "name": "../x"})
+
+    # the agent stops (its managers let go) and starts again: the machine kept running
+    pid = _runc_pid(node.data_dir, cid)
+    assert node.stop() == 0
+    assert _runc_pid(node.data_dir, cid) == pid
+    node.start()
+    await node.wait_ready(owner)
+    await owner.wait_states(node, dep.contract_id, {"vm": "ok"}, timeout=30)
+    assert _runc_pid(node.data_dir, cid) == pid
+    await read_logs_until(owner, node, args, "alive here")
+
+    # deletion takes down all of it
+    await owner.call(node, "zos.deployment.delete", {"contract_id": dep.contract_id})
+    await owner.wait_states(
+        node, dep.contract_id, {"net": "deleted", "vol": "deleted", "vm": "deleted"}
+    )
+    assert runc_ids(node.data_dir) == []
+    assert netns.names(prefix) == []
+    assert filesystem.mounts_under(node.data_dir) == []
+    assert leftovers(node.data_dir) == {"mounts": [], "loops": [], "files": []}
+    stats = await owner.call(node, "zos.statistics.get")
+    assert stats["used"] == stats["system"]
+
+
+def _runc_pid(data_dir: Path, cid: str) -> int:
+    root = ZMachineManager(NodeServices(data_dir=data_dir)).runc.root
+    out = subprocess.run(
+        ["runc", "--root", str(root), "state", cid], capture_output=True, text=True, check=True
+    ).stdout
+    return int(json.loads(out)["pid"])
