@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -25,10 +26,8 @@ from nodehelpers import MiB, NodeProcess, leftovers
 from zos.bus import BusError
 from zos.flist import Router, pack
 from zos.node.workloads import NodeServices
-from zos.node.workloads.network import NetworkManager
-from zos.node.workloads.volume import VolumeManager
 from zos.node.workloads.zmachine import ZMachineManager, container_id
-from zos.primitives import filesystem, logd, netns
+from zos.primitives import filesystem, netns
 
 pytestmark = [
     pytest.mark.nats,
@@ -65,6 +64,9 @@ async def busybox_flist(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[t
         server.server_close()
 
 
+ZOS = [sys.executable, "-m", "zos.cli"]
+
+
 @pytest.fixture
 def prefix() -> str:
     return f"zt{os.getpid() % 100000}-"
@@ -78,19 +80,18 @@ def sweep(prefix: str) -> Iterator[list[NodeProcess]]:
     yield nodes
     for node in nodes:
         node.stop()
-        asyncio.run(_remove_workloads(node.data_dir, prefix))
+        wiped = wipe(node.data_dir, prefix)
+        if wiped.returncode != 0:  # keep sweeping; the test reports its own failure
+            print(f"zos node wipe: {wiped.stderr}")
 
 
-async def _remove_workloads(data_dir: Path, prefix: str) -> None:
-    svc = NodeServices(data_dir=data_dir, extra={"netns_prefix": prefix})
-    zm = ZMachineManager(svc)
-    for manager in (zm, NetworkManager(svc), VolumeManager(svc)):
-        try:
-            await manager.cleanup(set())
-        except Exception as e:  # keep sweeping; the test reports its own failure
-            print(f"cleanup of {manager.type}: {e}")
-    logd.stop_daemon(zm.logs_root)
-    zm.close()
+def wipe(data_dir: Path, prefix: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ZOS, "node", "wipe", "--data-dir", str(data_dir), "--netns-prefix", prefix],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def runc_ids(data_dir: Path) -> list[str]:
@@ -207,3 +208,50 @@ def _runc_pid(data_dir: Path, cid: str) -> int:
         ["runc", "--root", str(root), "state", cid], capture_output=True, text=True, check=True
     ).stdout
     return int(json.loads(out)["pid"])
+
+
+async def test_wipe_removes_what_the_node_made(
+    make_user, make_node, busybox_flist, prefix: str, sweep: list[NodeProcess]
+) -> None:
+    url, store = busybox_flist
+    owner = await make_user()
+    node = await make_node(
+        owner, "--disk", "4G", "--store", f"dir://{store}", "--netns-prefix", prefix
+    )
+    sweep.append(node)
+    dep = owner.deployment(
+        [
+            {"name": "net", "type": "network", "data": network_data("10.77.1.0/24")},
+            {"name": "vol", "type": "volume", "data": {"size": 32 * MiB}},
+            {"name": "disk", "type": "zmount", "data": {"size": 32 * MiB}},
+            {
+                "name": "vm",
+                "type": "zmachine",
+                "data": {
+                    "flist": url,
+                    "network": {"interfaces": [{"network": "net", "ip": "10.77.1.2"}]},
+                    "compute_capacity": {"cpu": 1, "memory": 256 * MiB},
+                    "mounts": [{"name": "vol", "mountpoint": "/data"}],
+                    "entrypoint": "sleep 1000",
+                },
+            },
+        ]
+    )
+    await owner.deploy(node, dep)
+    await owner.wait_states(
+        node, dep.contract_id, {"net": "ok", "vol": "ok", "disk": "ok", "vm": "ok"}, timeout=60
+    )
+    assert node.stop() == 0
+    assert runc_ids(node.data_dir)  # the agent stopped; its machine runs on
+    wiped = wipe(node.data_dir, prefix)
+    assert wiped.returncode == 0, wiped.stderr
+    assert runc_ids(node.data_dir) == []
+    assert netns.names(prefix) == []
+    assert filesystem.mounts_under(node.data_dir) == []
+    assert leftovers(node.data_dir) == {"mounts": [], "loops": [], "files": []}
+    refused = subprocess.run(
+        [*ZOS, "node", "wipe", "--data-dir", str(store)],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1 and "not a node's data directory" in refused.stderr

@@ -102,6 +102,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--log-level", default=_env("ZOS_LOG_LEVEL") or "info")
     run.set_defaults(handler=cmd_run)
 
+    wipe = ns.add_parser(
+        "wipe",
+        help="remove every workload this node made (containers, mounts, namespaces, images)",
+        description="For a machine leaving the grid: run it after the agent has stopped. "
+        "Works from the data directory alone.",
+    )
+    wipe.add_argument("--data-dir", default=_env("ZOS_DATA_DIR"), help="[ZOS_DATA_DIR]")
+    wipe.add_argument(
+        "--netns-prefix",
+        default=_env("ZOS_NETNS_PREFIX") or "",
+        help="the prefix the node ran with [ZOS_NETNS_PREFIX]",
+    )
+    wipe.set_defaults(handler=cmd_wipe)
+
 
 def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazily)
     from zos.node.agent import Settings
@@ -156,4 +170,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(Agent(settings).run())
     except ValueError as e:  # an offer larger than the machine
         raise CliError(str(e)) from None
+    return 0
+
+
+def cmd_wipe(args: argparse.Namespace) -> int:
+    from zos.node.agent import KEY_FILE, Settings, wipe
+
+    if not args.data_dir:
+        raise CliError("missing --data-dir (or ZOS_DATA_DIR)")
+    data_dir = Path(args.data_dir).absolute()
+    if not (data_dir / KEY_FILE).exists():
+        raise CliError(f"--data-dir {data_dir}: not a node's data directory (no {KEY_FILE})")
+    if not NETNS_PREFIX.fullmatch(args.netns_prefix):
+        raise CliError("--netns-prefix: at most 16 letters, digits, '-' or '_'")
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings(farm_id=0, nats="", data_dir=data_dir, netns_prefix=args.netns_prefix)
+    asyncio.run(wipe(settings))
     return 0

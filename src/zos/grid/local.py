@@ -230,7 +230,8 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
             f"--net=/var/run/netns/{ns}",
             "--",
             *_py(
-                "zos.grid.nodeagent",
+                "zos.cli",
+                "node",
                 "run",
                 "--farm-id",
                 str(farm_id),
@@ -472,7 +473,7 @@ def _down(state_dir: Path, say: Say, keep_logs: bool = False) -> bool:
 def _node_cleanup(n: NodeEntry, state_dir: Path, say: Say) -> None:
     """The node's own cleanup of everything it made, run in its namespace."""
     argv = _py(
-        "zos.grid.nodeagent", "cleanup", "--data-dir", n.data_dir, "--netns-prefix", n.netns_prefix
+        "zos.cli", "node", "wipe", "--data-dir", n.data_dir, "--netns-prefix", n.netns_prefix
     )
     if Path(f"/var/run/netns/{n.netns}").exists():
         argv = ["nsenter", f"--net=/var/run/netns/{n.netns}", "--", *argv]

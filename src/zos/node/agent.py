@@ -23,7 +23,7 @@ from zos.gridtypes import Capacity as GridCapacity
 from zos.identity import Identity, load_key_file, write_key_file
 from zos.node.api import node_router
 from zos.node.capacity import Offer
-from zos.node.engine import ContractInfo, Engine
+from zos.node.engine import ContractInfo, Engine, install_rank
 from zos.node.store import Store
 from zos.node.workloads import NodeServices, close_managers, default_managers
 from zos.registry import HEARTBEAT_PERIOD, Capacity, Node, NodeContract, RegistryClient
@@ -105,6 +105,31 @@ class RegistryGrid:
         )
 
 
+def node_services(settings: Settings) -> NodeServices:
+    """What the managers share: the namespace prefix and the node-wide flist cache."""
+    from zos.flist.cache import FlistCache
+
+    s = settings
+    extra: dict[str, object] = {"netns_prefix": s.netns_prefix} if s.netns_prefix else {}
+    size = s.cache_size if s.cache_size is not None else default_cache_size(s.data_dir)
+    extra["flist_cache"] = FlistCache(s.data_dir / FLIST_CACHE, size, list(s.stores) or None)
+    return NodeServices(data_dir=s.data_dir, extra=extra)
+
+
+async def wipe(settings: Settings) -> None:
+    """Remove every workload this node made (containers, mounts, loop devices, network
+    namespaces, images), as when a machine leaves the grid. Needs no NATS: it works from
+    the data directory alone, with each manager's own clean-up of leftovers."""
+    services = node_services(settings)
+    managers = default_managers(services)
+    try:
+        for wtype in sorted(managers, key=lambda t: -install_rank(t)):
+            await managers[wtype].cleanup(set())
+    finally:
+        await close_managers(managers)
+        services.extra["flist_cache"].close()
+
+
 class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -139,18 +164,7 @@ class Agent:
         log.info("node %s (twin %s) serving on the bus", self.node_id, self.twin_id)
 
     def _services(self) -> NodeServices:
-        """What the managers share: the namespace prefix and the node-wide flist cache."""
-        from zos.flist.cache import FlistCache
-
-        s = self.settings
-        # Only what is set: services made elsewhere may bring their own (local grid).
-        extra = {"netns_prefix": s.netns_prefix} if s.netns_prefix else {}
-        self.services = NodeServices(data_dir=self.data_dir, extra=extra)
-        if "flist_cache" not in self.services.extra:
-            size = s.cache_size if s.cache_size is not None else default_cache_size(self.data_dir)
-            self.services.extra["flist_cache"] = FlistCache(
-                self.data_dir / FLIST_CACHE, size, list(s.stores) or None
-            )
+        self.services = node_services(self.settings)
         return self.services
 
     async def _register(self) -> None:
