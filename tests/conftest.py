@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from zos.grid.natsserver import NatsServer, nats_server_binary
+from zos.registry import RegistryService
 
 IS_ROOT = os.geteuid() == 0
 
@@ -33,6 +34,16 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def registry(nats_server: NatsServer) -> AsyncIterator[RegistryService]:
+    """The registry service on that server."""
+    service = await RegistryService(nats_server.url).start()
+    try:
+        yield service
+    finally:
+        await service.stop()
 
 
 @pytest.fixture(scope="session")

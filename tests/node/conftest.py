@@ -19,15 +19,6 @@ from zos.registry import RegistryClient, RegistryService
 
 
 @pytest.fixture
-async def registry(nats_server: NatsServer) -> AsyncIterator[RegistryService]:
-    service = await RegistryService(nats_server.url).start()
-    try:
-        yield service
-    finally:
-        await service.stop()
-
-
-@pytest.fixture
 async def farm(nats_server: NatsServer, registry: RegistryService) -> AsyncIterator[Farm]:
     farmer = await RegistryClient(nats_server.url, Identity.generate()).connect()
     await farmer.register_twin()

@@ -16,15 +16,6 @@ CAPACITY = Capacity(cru=8, mru=16 << 30, sru=512 << 30, hru=2 << 40)
 
 
 @pytest.fixture
-async def registry(nats_server: NatsServer) -> AsyncIterator[RegistryService]:
-    service = await RegistryService(nats_server.url).start()
-    try:
-        yield service
-    finally:
-        await service.stop()
-
-
-@pytest.fixture
 async def make_client(
     nats_server: NatsServer, registry: RegistryService
 ) -> AsyncIterator[MakeClient]:
