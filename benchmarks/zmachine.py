@@ -5,6 +5,8 @@ Builds a busybox rootfs and one private network, then in the same run:
 - latency: N zmachines deployed one after the other through the manager (overlay on an
   ext4 layer, netns + veth on the bridge, OCI bundle, supervised `runc run --detach`);
   the time from `provision` until the container runs (p50, p99), and removal time;
+  then the same from the rootfs packed as an flist, once with the node's flist cache
+  already holding it and once with an empty cache each time (fetch, verify, unpack);
 - baseline: a bare `runc run --detach` of the same rootfs (no overlay, no network, the
   same bundle settings otherwise), N times (p50, p99);
 - density: idle zmachines (`sleep`) deployed until a fixed count or a memory budget,
@@ -28,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zos.flist import Router, pack
+from zos.flist.cache import FlistCache
 from zos.gridtypes import Deployment
 from zos.node.workloads.base import NodeServices, WorkloadContext
 from zos.node.workloads.network import NetworkManager
@@ -64,7 +68,7 @@ def ctx(node: NodeServices, d: Deployment, name: str) -> WorkloadContext:
 
 def machine(contract: int, rootfs: Path, ip: str) -> Deployment:
     data = {
-        "flist": str(rootfs),
+        "flist": str(rootfs),  # a prepared tree, or an .fl for the flist cache
         "network": {"interfaces": [{"network": "bench", "ip": ip}]},
         "compute_capacity": {"cpu": 1, "memory": 256 * MiB},
         "entrypoint": "sleep 1000000",
@@ -134,7 +138,10 @@ async def main() -> None:
         raise SystemExit("run as root (namespaces, mounts, runc)")
     work = Path(tempfile.mkdtemp(prefix="zos-bench-zm-"))
     rootfs = busybox_rootfs(work / "rootfs")
-    node = NodeServices(data_dir=work / "node", extra={"local_flists": [str(rootfs)]})
+    node = NodeServices(data_dir=work / "node", extra={"local_flists": [str(work)]})
+    store = Router.parse([f"dir://{work / 'store'}"])
+    fl = work / "busybox.fl"
+    await pack(rootfs, fl, store)
     net, zm = NetworkManager(node), ZMachineManager(node)
     net_dep = dep(
         1,
@@ -174,9 +181,27 @@ async def main() -> None:
             start = time.perf_counter()
             await zm.deprovision(ctx(node, d, "m"))
             down.append(time.perf_counter() - start)
+        cached, uncached = [], []
+        for i in range(args.count):
+            for fresh, samples in ((False, cached), (True, uncached)):
+                cache_dir = work / (f"cache-{i}" if fresh else "cache")
+                cache = FlistCache(cache_dir, 1 << 30, store)
+                node.extra["flist_cache"] = cache
+                if not fresh and i == 0:
+                    await cache.prepare(str(fl))  # the node has run this image before
+                d = machine(500 + 2 * i + fresh, fl, ip_for(60 + 2 * i + fresh))
+                start = time.perf_counter()
+                await zm.provision(ctx(node, d, "m"))
+                samples.append(time.perf_counter() - start)
+                await zm.deprovision(ctx(node, d, "m"))
+                cache.close()
+                if fresh:
+                    shutil.rmtree(cache_dir, ignore_errors=True)
         bare = await baseline(work, rootfs, args.count)
         print("deploy-to-running latency")
-        print(row("zmachine provision (manager)", up))
+        print(row("zmachine provision (prepared tree)", up))
+        print(row("zmachine from flist, cached", cached))
+        print(row("zmachine from flist, not cached", uncached))
         print(row("bare `runc run --detach` (baseline)", bare))
         print(row("zmachine deprovision", down))
 
@@ -214,6 +239,7 @@ async def main() -> None:
         zm.close()
         await ZMachineManager(node).cleanup(set())
         await net.cleanup(set())
+        await store.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
