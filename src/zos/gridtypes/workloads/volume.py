@@ -4,22 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from zos.gridtypes.base import ValidationContext, WorkloadData
-from zos.gridtypes.capacity import Capacity
-from zos.gridtypes.gojson import Uint64
+from zos.gridtypes.workloads.zmount import SizedDisk
 
 
-class Volume(WorkloadData):
+class Volume(SizedDisk):
+    """Hashed, counted (sru) and validated exactly as a zmount; only its type differs."""
+
     type: ClassVar[str] = "volume"
-
-    size: Uint64 = 0
-
-    def challenge(self) -> str:
-        return str(self.size)
-
-    def capacity(self) -> Capacity:
-        return Capacity(sru=self.size)
-
-    def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
-        if self.size == 0:
-            raise ctx.fail("size", "must be more than 0")

@@ -9,8 +9,8 @@ from zos.gridtypes.capacity import Capacity
 from zos.gridtypes.gojson import Uint64
 
 
-class ZMount(WorkloadData):
-    type: ClassVar[str] = "zmount"
+class SizedDisk(WorkloadData):
+    """A disk of `size` bytes on the node's SSD pool (zmount and volume)."""
 
     size: Uint64 = 0
 
@@ -23,3 +23,7 @@ class ZMount(WorkloadData):
     def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
         if self.size == 0:
             raise ctx.fail("size", "must be more than 0")
+
+
+class ZMount(SizedDisk):
+    type: ClassVar[str] = "zmount"
