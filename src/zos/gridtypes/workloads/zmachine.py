@@ -105,8 +105,9 @@ class _MachineMixin:
             sru=self.root_size(),
         )
 
-    def _tail_challenge(self) -> str:
-        out = [str(self.size), self.compute_capacity.challenge()]
+    def challenge(self) -> str:
+        out = [self.flist, self.network.challenge(), str(self.size)]
+        out.append(self.compute_capacity.challenge())
         out.extend(m.challenge() for m in self.mounts)
         out.append(self.entrypoint)
         out.extend(f"{k}={self.env[k]}" for k in sorted(self.env, key=_go_string_key))
@@ -177,9 +178,6 @@ class ZMachine(_MachineMixin, WorkloadData):
     corex: bool = False
     gpu: Annotated[list[str], OmitEmpty()] = Field(default_factory=list)
 
-    def challenge(self) -> str:
-        return self.flist + self.network.challenge() + self._tail_challenge()
-
     def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
         self._check_common(ctx, self.network)
         public_ip = self.network.public_ip
@@ -213,9 +211,6 @@ class ZMachineLight(_MachineMixin, WorkloadData):
     env: dict[str, str] = Field(default_factory=dict)
     corex: bool = False
     gpu: Annotated[list[str], OmitEmpty()] = Field(default_factory=list)
-
-    def challenge(self) -> str:
-        return self.flist + self.network.challenge() + self._tail_challenge()
 
     def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
         self._check_common(ctx, self.network)
