@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from zos.flist import Router, StoreError, ZdbStore
-from zos.flist.resp import RespError, encode, read_reply
+from zos.zdb.client import RespError, encode, read_reply
 
 
 def test_routes_parse_and_hide_passwords() -> None:

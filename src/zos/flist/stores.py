@@ -21,9 +21,9 @@ from zos.flist.blocks import ID_LEN, MAX_CIPHERTEXT, check_id
 from zos.flist.errors import BlockError, StoreError
 from zos.flist.files import write_atomic
 from zos.flist.format import Route
-from zos.flist.resp import RespClient, RespError
 from zos.hub.auth import sign_headers
 from zos.identity import Identity
+from zos.zdb.client import RespClient, RespError
 
 
 class Store(Protocol):

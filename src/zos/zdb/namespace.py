@@ -1,0 +1,336 @@
+"""One namespace: its settings, its in-memory index and its data log.
+
+Every rule that decides whether a write is allowed lives here, so the server only
+translates between RESP and these calls. Errors carry 0-db's own reply text.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import os
+import shutil
+import struct
+from array import array
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import NamedTuple
+
+from zos.zdb.datalog import KIND_DELETE, KIND_SET, DataLog, Entry, LoadReport, StorageError
+from zos.zdb.protocol import MAX_KEY
+
+DEFAULT = "default"
+MAX_NAME = 128
+SEQ_KEY = struct.Struct("<Q")  # seq mode ids, as 0-db's 8-byte seqid_t
+CURSOR = struct.Struct("<Q")  # SCAN/KEYCUR/HISTORY cursors: an entry's location
+SETTINGS_FILE = "settings.json"
+
+
+class ZdbError(Exception):
+    """A refused command; the message is the error reply."""
+
+
+class Slot(NamedTuple):
+    loc: int
+    length: int
+    timestamp: int
+    crc: int
+
+
+@dataclass
+class Settings:
+    password: str | None = None
+    public: bool = True
+    maxsize: int = 0  # bytes of live values; 0: no limit
+    mode: str = "user"
+    worm: bool = False
+    lock: bool = False  # read only
+    freeze: bool = False  # neither read nor write
+
+    @classmethod
+    def from_json(cls, data: dict) -> Settings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def check_name(name: bytes) -> str:
+    """A namespace name as a directory name, or the 0-db refusal."""
+    if len(name) > MAX_NAME:
+        raise ZdbError("Namespace too long")
+    try:
+        text = name.decode()
+    except UnicodeDecodeError:
+        raise ZdbError("This name is not allowed") from None
+    if (
+        not text
+        or text in (".", "..")
+        or "/" in text
+        or any(ord(c) < 32 or ord(c) == 127 for c in text)
+    ):
+        raise ZdbError("This name is not allowed")
+    return text
+
+
+class Namespace:
+    def __init__(self, name: str, path: Path, file_limit: int, sync: bool = False) -> None:
+        self.name = name
+        self.path = path
+        self.settings = Settings()
+        self.sync_writes = sync
+        self._file_limit = file_limit
+        self.log = DataLog(path / "data", file_limit)
+        self.index: dict[bytes, Slot] = {}
+        self.order = array("Q")  # every entry's location, in write order
+        self.datasize = 0
+        self.next_seq = 0
+        self.report = LoadReport()
+        self.deleted = False
+
+    # -- lifetime ------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, name: str, path: Path, file_limit: int, sync: bool = False, mode: str = "user"
+    ) -> Namespace:
+        ns = cls(name, path, file_limit, sync)
+        settings = path / SETTINGS_FILE
+        if settings.exists():
+            ns.settings = Settings.from_json(json.loads(settings.read_text()))
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            ns.settings.mode = mode
+            ns.save_settings()
+        ns.report = ns.log.load(ns._replay)
+        return ns
+
+    def _replay(self, entry: Entry) -> None:
+        self.order.append(entry.loc)
+        self._apply(entry)
+
+    def _apply(self, entry: Entry) -> None:
+        old = self.index.pop(entry.key, None)
+        if old is not None:
+            self.datasize -= old.length
+        if entry.kind == KIND_SET:
+            self.index[entry.key] = Slot(entry.loc, entry.length, entry.timestamp, entry.crc)
+            self.datasize += entry.length
+            if self.settings.mode == "seq" and len(entry.key) == SEQ_KEY.size:
+                self.next_seq = max(self.next_seq, SEQ_KEY.unpack(entry.key)[0] + 1)
+
+    def save_settings(self) -> None:
+        tmp = self.path / (SETTINGS_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(self.settings), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path / SETTINGS_FILE)
+
+    def close(self) -> None:
+        self.log.close()
+
+    def destroy(self) -> None:
+        self.deleted = True
+        with contextlib.suppress(OSError):
+            self.log.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def flush(self) -> None:
+        """Drop every key (FLUSH): the data files go, the settings stay."""
+        self.log.close()
+        shutil.rmtree(self.path / "data")
+        self.log = DataLog(self.path / "data", self._file_limit)
+        self.index.clear()
+        self.order = array("Q")
+        self.datasize = self.next_seq = 0
+        self.report = self.log.load(self._replay)
+
+    @property
+    def fresh(self) -> bool:
+        return len(self.order) == 0
+
+    # -- access rules --------------------------------------------------------------
+
+    def readable(self) -> None:
+        if self.settings.freeze:
+            raise ZdbError("Namespace is temporarily frozen (read-write disabled)")
+
+    def writable(self) -> None:
+        self.readable()
+        if self.settings.lock:
+            raise ZdbError("Namespace is temporarily locked (read-only)")
+
+    # -- keys ----------------------------------------------------------------------
+
+    def slot(self, key: bytes) -> Slot | None:
+        self.readable()
+        return self.index.get(key)
+
+    def get(self, key: bytes) -> bytes | None:
+        slot = self.slot(key)
+        return None if slot is None else self._value(key, slot)
+
+    def _value(self, key: bytes, slot: Slot) -> bytes:
+        return self.log.value(Entry(slot.loc, KIND_SET, key, slot.length, 0, 0, 0, slot.crc))
+
+    def set(self, key: bytes, value: bytes, timestamp: int | None = None) -> bytes | None:
+        """Store `value`; the key it went under, or None when it was already there."""
+        self.writable()
+        if len(key) > MAX_KEY:
+            raise ZdbError("Key too large")
+        seq = self.settings.mode == "seq"
+        if seq:
+            existing = self.index.get(key) if key else None
+            if key and existing is None:
+                raise ZdbError("Invalid key, only update authorized")
+        else:
+            if not key:
+                raise ZdbError("Invalid argument, key needed")
+            existing = self.index.get(key)
+        if existing is not None and self.settings.worm:
+            raise ZdbError("Namespace is protected by worm mode")
+        limit = self.settings.maxsize
+        if limit and self.datasize + len(value) > limit + (existing.length if existing else 0):
+            raise ZdbError("No space left on this namespace")
+        if (
+            existing is not None
+            and existing.length == len(value)
+            and self._value(key, existing) == value
+        ):
+            return None  # 0-db writes nothing and answers nil
+        if seq and not key:
+            key = SEQ_KEY.pack(self.next_seq)
+        self._write(KIND_SET, key, value, timestamp, existing)
+        return key
+
+    def delete(self, key: bytes, timestamp: int | None = None) -> None:
+        self.writable()
+        existing = self.index.get(key)
+        if existing is None:
+            raise ZdbError("Key not found")
+        if self.settings.worm:
+            raise ZdbError("Cannot delete a key when namespace is in worm mode")
+        self._write(KIND_DELETE, key, b"", timestamp, existing)
+
+    def _write(
+        self, kind: int, key: bytes, value: bytes, timestamp: int | None, existing: Slot | None
+    ) -> None:
+        try:
+            entry = self.log.append(kind, key, value, timestamp, existing.loc if existing else 0)
+            if self.sync_writes:
+                self.log.sync()
+        except (StorageError, OSError) as e:
+            raise ZdbError(f"Cannot write data right now ({e})") from None
+        self.order.append(entry.loc)
+        self._apply(entry)
+
+    def check(self, key: bytes) -> bool | None:
+        """Whether the value still matches its CRC; None for a missing key."""
+        slot = self.slot(key)
+        if slot is None:
+            return None
+        return self.log.verify(self.log.header(slot.loc))
+
+    # -- walking -------------------------------------------------------------------
+
+    def cursor(self, key: bytes) -> bytes:
+        slot = self.slot(key)
+        if slot is None:
+            raise ZdbError("Key not found")
+        return CURSOR.pack(slot.loc)
+
+    def _position(self, cursor: bytes) -> int:
+        if len(cursor) != CURSOR.size:
+            raise ZdbError("Invalid key format")
+        loc = CURSOR.unpack(cursor)[0]
+        i = bisect.bisect_left(self.order, loc)
+        if i == len(self.order) or self.order[i] != loc:
+            raise ZdbError("Invalid key format")
+        return i
+
+    def scan(
+        self, cursor: bytes | None, reverse: bool = False, limit: int = 1024
+    ) -> tuple[bytes, list[tuple[bytes, int, int]]]:
+        """Live keys after (before, if `reverse`) the cursor, in write order."""
+        self.readable()
+        step = -1 if reverse else 1
+        if cursor is None:
+            i = len(self.order) - 1 if reverse else 0
+        else:
+            i = self._position(cursor) + step
+        found: list[tuple[bytes, int, int]] = []
+        last = 0
+        while 0 <= i < len(self.order) and len(found) < limit:
+            loc = self.order[i]
+            entry = self.log.header(loc)
+            slot = self.index.get(entry.key)
+            if entry.kind == KIND_SET and slot is not None and slot.loc == loc:
+                found.append((entry.key, slot.length, slot.timestamp))
+                last = loc
+            i += step
+        if not found:
+            raise ZdbError("No more data")
+        return CURSOR.pack(last), found
+
+    def history(self, key: bytes, cursor: bytes | None) -> tuple[bytes | None, int, bytes]:
+        """One version of `key`: (cursor to the one before it, timestamp, value)."""
+        self.readable()
+        if cursor is None:
+            slot = self.index.get(key)
+            if slot is None:
+                raise ZdbError("Key not found")
+            entry = self.log.header(slot.loc)
+        else:
+            if len(cursor) != CURSOR.size:
+                raise ZdbError("Invalid arguments")
+            loc = CURSOR.unpack(cursor)[0]
+            if loc == 0:
+                raise ZdbError("No more history")
+            self._position(cursor)  # only locations this namespace wrote
+            entry = self.log.header(loc)
+            if entry.key != key:
+                raise ZdbError("Invalid arguments (invalid key)")
+        # A deletion record has no value: history goes on from the one it deleted.
+        while entry.kind == KIND_DELETE:
+            if not entry.previous:
+                raise ZdbError("No more history")
+            entry = self.log.header(entry.previous)
+        before = CURSOR.pack(entry.previous) if entry.previous else None
+        return before, entry.timestamp, self.log.value(entry)
+
+    # -- figures -------------------------------------------------------------------
+
+    @property
+    def entries(self) -> int:
+        return len(self.index)
+
+    def info(self, admin: bool) -> str:
+        s = self.settings
+        lines = [
+            "# namespace",
+            f"name: {self.name}",
+            f"entries: {self.entries}",
+            f"public: {'yes' if s.public else 'no'}",
+            f"worm: {'yes' if s.worm else 'no'}",
+            f"locked: {'yes' if s.lock else 'no'}",
+            f"frozen: {'yes' if s.freeze else 'no'}",
+            f"password: {'yes' if s.password else 'no'}",
+            f"data_size_bytes: {self.datasize}",
+            f"data_size_mb: {self.datasize / 1048576:.2f}",
+            f"data_limits_bytes: {s.maxsize}",
+            f"data_disk_bytes: {self.log.disk_bytes()}",
+            f"next_internal_id: 0x{self.next_seq:08x}",
+            f"mode: {s.mode}",
+            f"stats_data_faults: {self.report.faults}",
+            f"stats_data_torn_bytes: {self.report.cut_bytes}",
+        ]
+        if s.maxsize:
+            lines.append(f"space_available: {max(s.maxsize - self.datasize, 0)}")
+        free = shutil.disk_usage(self.path)
+        lines.append(f"data_disk_freespace_bytes: {free.free}")
+        lines.append(f"data_disk_freespace_mb: {free.free / 1048576:.2f}")
+        if admin:
+            lines.append(f"data_path: {self.log.dir}")
+            lines.append(f"data_current_id: {self.log.current}")
+            lines.append(f"data_current_offset: {self.log.size}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,264 @@
+"""The 0-db compatible server: connections, sessions and namespaces on disk.
+
+One asyncio loop serves every client, as 0-db's single epoll thread does; commands
+run one at a time, so a namespace needs no locks. Disk writes go to the page cache
+before the reply (they survive a crash of this process); `sync=True` makes every
+write reach the disk first, `sync_interval` flushes on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zos.zdb import commands
+from zos.zdb.datalog import DEFAULT_FILE_LIMIT
+from zos.zdb.namespace import DEFAULT, SETTINGS_FILE, Namespace, ZdbError, check_name
+from zos.zdb.protocol import ProtocolError, RequestTooLarge, error, read_request
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats:
+    boot: float = field(default_factory=time.time)
+    clients: int = 0
+    executed: int = 0
+    failed: int = 0
+    unauthorized: int = 0
+
+
+@dataclass(eq=False)  # sessions are kept in a set, by identity
+class Session:
+    ns: Namespace
+    writable: bool
+    admin: bool
+    nonce: str | None = None
+
+
+class ZdbServer:
+    def __init__(
+        self,
+        root: Path,
+        admin_password: str | None = None,
+        mode: str = "user",
+        file_limit: int = DEFAULT_FILE_LIMIT,
+        sync: bool = False,
+        sync_interval: float = 0.0,
+        protect: bool = False,
+        max_clients: int = 1024,
+    ) -> None:
+        if mode not in ("user", "seq"):
+            raise ValueError(f"mode {mode!r}: expected user or seq")
+        self.root = root
+        self.admin_password = admin_password or None
+        self.mode = mode
+        self.file_limit = file_limit
+        self.sync = sync
+        self.sync_interval = sync_interval
+        self.protect = protect
+        self.max_clients = max_clients
+        self.namespaces: dict[str, Namespace] = {}
+        self.stats = Stats()
+        self.sessions: set[Session] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._syncer: asyncio.Task | None = None
+        self.address: tuple[str, int] | None = None
+
+    # -- lifetime ------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Open every namespace under the root (creating `default`)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self.root.iterdir()):
+            if path.name.startswith(".new-"):
+                shutil.rmtree(path, ignore_errors=True)  # an NSNEW the crash cut short
+            elif path.is_dir() and (path / SETTINGS_FILE).exists():
+                self.namespaces[path.name] = self._open(path.name, path)
+        if DEFAULT not in self.namespaces:
+            self.namespaces[DEFAULT] = self._open(DEFAULT, self.root / DEFAULT)
+
+    def _open(self, name: str, path: Path) -> Namespace:
+        ns = Namespace.open(name, path, self.file_limit, self.sync, self.mode)
+        log.info(
+            "namespace %s: %d keys, %d bytes%s",
+            name,
+            ns.entries,
+            ns.datasize,
+            f", cut {ns.report.cut_bytes} torn bytes" if ns.report.cut_bytes else "",
+        )
+        return ns
+
+    async def start(
+        self, host: str | None = "127.0.0.1", port: int = 9900, socket_path: Path | None = None
+    ) -> ZdbServer:
+        if not self.namespaces:
+            self.load()
+        if host is not None:
+            server = await asyncio.start_server(self._client, host, port, limit=4096)
+            self._servers.append(server)
+            self.address = server.sockets[0].getsockname()[:2]
+        if socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                socket_path.unlink()
+            server = await asyncio.start_unix_server(self._client, socket_path, limit=4096)
+            os.chmod(socket_path, 0o660)
+            self._servers.append(server)
+        if self.sync_interval > 0:
+            self._syncer = asyncio.create_task(self._sync_loop())
+        return self
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_interval)
+            for ns in list(self.namespaces.values()):
+                with contextlib.suppress(OSError):
+                    ns.log.sync()
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        if self._syncer is not None:
+            self._syncer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        for ns in self.namespaces.values():
+            ns.close()
+        self.namespaces.clear()
+
+    # -- namespaces ----------------------------------------------------------------
+
+    def create_namespace(self, raw: bytes) -> Namespace:
+        name = check_name(raw)
+        if name == DEFAULT or name.startswith(".new-"):
+            raise ZdbError("This name is not allowed")
+        if name in self.namespaces:
+            raise ZdbError("This namespace is not available")
+        # Built aside and renamed into place, so a crash never leaves half a namespace.
+        staging = self.root / f".new-{name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            Namespace.open(name, staging, self.file_limit, self.sync, self.mode).close()
+            os.rename(staging, self.root / name)
+            ns = Namespace.open(name, self.root / name, self.file_limit, self.sync, self.mode)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ZdbError(f"Could not create namespace ({e.strerror or e})") from None
+        self.namespaces[name] = ns
+        return ns
+
+    def delete_namespace(self, ns: Namespace) -> None:
+        del self.namespaces[ns.name]
+        ns.destroy()
+
+    def namespace(self, raw: bytes) -> Namespace:
+        name = check_name(raw)
+        ns = self.namespaces.get(name)
+        if ns is None:
+            raise ZdbError("Namespace not found")
+        return ns
+
+    def check_admin_password(self, given: bytes) -> bool:
+        return self.admin_password is not None and hmac.compare_digest(
+            given, self.admin_password.encode()
+        )
+
+    def new_session(self) -> Session:
+        admin = self.admin_password is None  # 0-db: no admin password, everyone is admin
+        return Session(self.namespaces[DEFAULT], writable=admin or not self.protect, admin=admin)
+
+    @staticmethod
+    def challenge() -> str:
+        return secrets.token_hex(8)
+
+    # -- connections ---------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        session: Session | None = None
+        try:
+            if len(self.sessions) >= self.max_clients:
+                writer.write(error("Too many clients"))
+                return
+            session = self.new_session()
+            self.sessions.add(session)
+            self.stats.clients += 1
+            await self._serve(session, reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if session is not None:
+                self.sessions.discard(session)
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(
+        self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            try:
+                args = await read_request(reader)
+            except RequestTooLarge as e:
+                self.stats.failed += 1
+                writer.write(error(str(e)))
+                await writer.drain()
+                continue
+            except ProtocolError as e:
+                writer.write(error(f"Protocol error: {e}"))
+                await writer.drain()
+                return
+            if args is None:
+                return
+            if session.ns.deleted:
+                writer.write(
+                    error("Your active namespace is not available anymore (probably removed).")
+                )
+                await writer.drain()
+                return
+            for chunk in self.execute(session, args):
+                writer.write(chunk)
+                await writer.drain()
+
+    def execute(self, session: Session, args: list[bytes]) -> Iterator[bytes]:
+        """The reply to one command, in chunks (MGET streams its values)."""
+        handler = commands.HANDLERS.get(args[0].upper())
+        if handler is None:
+            self.stats.failed += 1
+            yield error("Command not supported")
+            return
+        try:
+            reply = handler(self, session, args)
+            if isinstance(reply, bytes):
+                yield reply
+            else:
+                yield from reply
+            self.stats.executed += 1
+        except commands.Unauthorized:
+            self.stats.unauthorized += 1
+            yield error("Permission denied")
+        except ZdbError as e:
+            self.stats.failed += 1
+            yield error(str(e))
+        except Exception:
+            # A bug must cost one reply, never the server or another client.
+            log.exception("command %r failed", args[0][:32])
+            self.stats.failed += 1
+            yield error("Internal Error")
