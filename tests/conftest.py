@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from zos.grid.natsserver import NatsServer, nats_server_binary
+from zos.grid.natsserver import NatsServer, free_port, nats_server_binary
 from zos.registry import RegistryService
 
 IS_ROOT = os.geteuid() == 0
@@ -63,3 +67,68 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\n")
     return root
+
+
+ZDB_ADMIN = "admin-secret"
+
+
+@dataclass
+class ZdbProcess:
+    data: Path
+    port: int
+    proc: subprocess.Popen | None = None
+
+    def start(self, *extra: str) -> None:
+        env = dict(os.environ, ZDB_ADMIN=ZDB_ADMIN)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "zos.cli",
+                "zdb",
+                "serve",
+                "--data",
+                str(self.data),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if "listening on" in line:
+                return
+        self.stop()
+        raise RuntimeError("zos zdb serve did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or close anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def zdb_proc(tmp_path: Path) -> Iterator[ZdbProcess]:
+    """`zos zdb serve` on a free port, started by the test with `start()`."""
+    p = ZdbProcess(tmp_path / "zdbproc", free_port())
+    try:
+        yield p
+    finally:
+        p.stop()
