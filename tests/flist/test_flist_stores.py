@@ -1,5 +1,5 @@
-"""Store URLs and routes, and the RESP framing the zdb store speaks (no server here:
-Debian's redis-server answers SET differently from 0-db, so it would prove nothing)."""
+"""Store URLs and routes, and the RESP framing the zdb store speaks (the round trip
+through a real zdb server is in test_flist_zdb_store.py)."""
 
 from __future__ import annotations
 
