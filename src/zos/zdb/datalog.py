@@ -40,6 +40,9 @@ HEADER = struct.Struct("<IBBHIIQI")
 KIND_SET = 1
 KIND_DELETE = 2
 DEFAULT_FILE_LIMIT = 256 * 1024 * 1024
+MIN_FILE_LIMIT = 4096
+# Offsets are 32 bits; an entry larger than the limit goes alone in a fresh file.
+MAX_FILE_LIMIT = (1 << 32) - 1 - HEADER.size - MAX_KEY - MAX_VALUE
 _FILE = re.compile(r"^d(\d{8})\.zdb$")
 
 
@@ -91,7 +94,9 @@ class LoadReport:
 class DataLog:
     def __init__(self, directory: Path, file_limit: int = DEFAULT_FILE_LIMIT) -> None:
         self.dir = directory
-        self.file_limit = max(file_limit, HEADER.size + MAX_KEY + MAX_VALUE + len(MAGIC))
+        if not MIN_FILE_LIMIT <= file_limit <= MAX_FILE_LIMIT:
+            raise ValueError(f"data file limit must be {MIN_FILE_LIMIT}..{MAX_FILE_LIMIT} bytes")
+        self.file_limit = file_limit
         self._fds: dict[int, int] = {}
         self._last: dict[int, int] = {}  # file id -> offset of its last entry (0: none)
         self.current = 0
@@ -252,21 +257,31 @@ class DataLog:
         return Entry(loc, kind, key, length, ts, previous, back, crc)
 
     def value(self, entry: Entry) -> bytes:
-        file_id, offset = split(entry.loc)
-        data = os.pread(self._fds[file_id], entry.length, offset + HEADER.size + len(entry.key))
-        if len(data) != entry.length:
-            raise StorageError(f"entry at {file_id}:{offset} is cut short")
-        return data
+        """The entry's value, checked against its CRC: damaged bytes are never served."""
+        value = self._checked(entry)
+        if value is None:
+            file_id, offset = split(entry.loc)
+            raise StorageError(f"data at {file_id}:{offset} is damaged (CRC mismatch)")
+        return value
 
     def verify(self, entry: Entry) -> bool:
         """Whether the entry's bytes on disk still match its CRC."""
+        return self._checked(entry) is not None
+
+    def _checked(self, entry: Entry) -> bytes | None:
         file_id, offset = split(entry.loc)
-        head = os.pread(self._fds[file_id], HEADER.size, offset)
-        try:
-            value = self.value(entry)
-        except StorageError:
-            return False
-        return crc32c_raw(value, crc32c_raw(head[4:] + entry.key)) == entry.crc
+        fd = self._fds.get(file_id)
+        if fd is None:
+            return None
+        keylen = len(entry.key)
+        raw = os.pread(fd, HEADER.size + keylen + entry.length, offset)
+        if len(raw) != HEADER.size + keylen + entry.length:
+            return None
+        view = memoryview(raw)
+        crc = crc32c_raw(view[HEADER.size + keylen :], crc32c_raw(view[4 : HEADER.size + keylen]))
+        if crc != entry.crc or struct.unpack_from("<I", raw)[0] != crc:
+            return None
+        return raw[HEADER.size + keylen :]
 
     # -- lifetime ------------------------------------------------------------------
 

@@ -171,7 +171,10 @@ class Namespace:
         return None if slot is None else self._value(key, slot)
 
     def _value(self, key: bytes, slot: Slot) -> bytes:
-        return self.log.value(Entry(slot.loc, KIND_SET, key, slot.length, 0, 0, 0, slot.crc))
+        try:
+            return self.log.value(Entry(slot.loc, KIND_SET, key, slot.length, 0, 0, 0, slot.crc))
+        except (StorageError, OSError) as e:
+            raise ZdbError(f"Internal Error ({e})") from None
 
     def set(self, key: bytes, value: bytes, timestamp: int | None = None) -> bytes | None:
         """Store `value`; the key it went under, or None when it was already there."""

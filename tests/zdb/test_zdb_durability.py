@@ -1,0 +1,271 @@
+"""What survives: restarts, rotation across files, torn tails, kill -9 under load,
+damaged bytes, a full disk, foreign files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from zos.zdb import ZdbServer
+from zos.zdb.client import RespClient, RespError
+from zos.zdb.datalog import HEADER, MAGIC, crc32c_raw
+
+ADMIN = "admin-secret"
+
+
+def test_crc_is_0db_variant() -> None:
+    # CRC32C with initial value 0 and no final XOR (reference/zdb.md).
+    assert crc32c_raw(b"123456789") == 0x58E3FA20
+    assert crc32c_raw(b"6789", crc32c_raw(b"12345")) == 0x58E3FA20
+
+
+async def start(root: Path, **kw) -> tuple[ZdbServer, RespClient]:
+    server = await ZdbServer(root, admin_password=ADMIN, **kw).start("127.0.0.1", 0)
+    assert server.address is not None
+    client = RespClient(*server.address, timeout=10)
+    await client.command(b"AUTH", ADMIN.encode())
+    return server, client
+
+
+async def stop(server: ZdbServer, client: RespClient) -> None:
+    await client.close()
+    await server.stop()
+
+
+def data_files(root: Path, ns: str = "default") -> list[Path]:
+    return sorted((root / ns / "data").glob("d*.zdb"))
+
+
+async def test_everything_survives_a_restart(tmp_path: Path) -> None:
+    root = tmp_path / "z"
+    server, c = await start(root, file_limit=4096)
+    for i in range(200):
+        await c.command(b"SET", b"k%d" % i, b"v%d" % i * 10)
+    await c.command(b"SET", b"k5", b"new five")
+    await c.command(b"DEL", b"k7")
+    await c.command(b"NSNEW", b"seq")
+    await c.command(b"NSSET", b"seq", b"mode", b"seq")
+    await c.command(b"NSSET", b"seq", b"password", b"pw")
+    await c.command(b"NSSET", b"seq", b"public", b"0")
+    await c.command(b"NSSET", b"seq", b"maxsize", b"100000")
+    await c.command(b"SELECT", b"seq", b"pw")
+    ids = [await c.command(b"SET", b"", b"item %d" % i) for i in range(3)]
+    assert ids == [i.to_bytes(8, "little") for i in range(3)]
+    await c.command(b"SELECT", b"default")
+    before = await c.command(b"SCAN")
+    await stop(server, c)
+    assert len(data_files(root)) > 2  # 4 KiB files: the keys span several
+
+    server, c = await start(root, file_limit=4096)
+    try:
+        assert await c.command(b"DBSIZE") == 199
+        assert await c.command(b"GET", b"k5") == b"new five"
+        assert await c.command(b"GET", b"k7") is None
+        assert await c.command(b"GET", b"k199") == b"v199" * 10
+        assert await c.command(b"SCAN") == before
+        # Walk every key across the file boundaries, both ways.
+        seen, cursor = [], None
+        while True:
+            try:
+                reply = await c.command(b"SCAN", *([cursor] if cursor else []))
+            except RespError as e:
+                assert str(e) == "No more data"
+                break
+            cursor = reply[0]
+            seen += [item[0] for item in reply[1]]
+        expected = [b"k%d" % i for i in range(200) if i not in (5, 7)] + [b"k5"]
+        assert seen == expected
+        back = await c.command(b"RSCAN")
+        assert [item[0] for item in back[1]] == expected[::-1]
+        # History crosses files too.
+        _, _, value = await c.command(b"HISTORY", b"k5")
+        assert value == b"new five"
+
+        info = (await c.command(b"NSINFO", b"seq")).decode()
+        assert "mode: seq" in info and "password: yes" in info and "public: no" in info
+        assert "data_limits_bytes: 100000" in info
+        with pytest.raises(RespError, match="Namespace protected and private"):
+            await c.command(b"SELECT", b"seq")
+        await c.command(b"SELECT", b"seq", b"pw")
+        assert await c.command(b"GET", ids[1]) == b"item 1"
+        assert await c.command(b"SET", b"", b"next") == (3).to_bytes(8, "little")
+    finally:
+        await stop(server, c)
+
+
+async def test_torn_tail_is_cut_and_kept_aside(tmp_path: Path) -> None:
+    root = tmp_path / "z"
+    server, c = await start(root)
+    for i in range(10):
+        await c.command(b"SET", b"k%d" % i, os.urandom(1000))
+    good = {i: await c.command(b"GET", b"k%d" % i) for i in range(10)}
+    await stop(server, c)
+
+    (path,) = data_files(root)
+    size = path.stat().st_size
+    # A crash in the middle of the last SET: its header and half its value are down.
+    with open(path, "r+b") as f:
+        f.seek(size - 1000 - HEADER.size - 2)
+        whole = f.read()
+    with open(path, "ab") as f:
+        f.write(whole[: len(whole) // 2])
+    # ... and, on another crash, blocks of zeros where the file grew.
+    torn_size = path.stat().st_size
+
+    server, c = await start(root)
+    try:
+        assert path.stat().st_size == size
+        aside = list(path.parent.glob("*.torn-*"))
+        assert len(aside) == 1 and aside[0].read_bytes() == whole[: len(whole) // 2]
+        assert torn_size - size == len(whole) // 2
+        assert {i: await c.command(b"GET", b"k%d" % i) for i in range(10)} == good
+        assert (
+            f"stats_data_torn_bytes: {len(whole) // 2}"
+            in (await c.command(b"NSINFO", b"default")).decode()
+        )
+        await c.command(b"SET", b"after", b"works")
+    finally:
+        await stop(server, c)
+
+    with open(path, "ab") as f:
+        f.write(b"\0" * 4096)
+    server, c = await start(root)
+    try:
+        assert await c.command(b"GET", b"after") == b"works"
+        assert await c.command(b"DBSIZE") == 11
+    finally:
+        await stop(server, c)
+
+
+async def test_damaged_bytes_are_never_served(tmp_path: Path) -> None:
+    root = tmp_path / "z"
+    server, c = await start(root, file_limit=4096)
+    for i in range(20):
+        await c.command(b"SET", b"k%d" % i, b"%04d" % i * 100)
+    await stop(server, c)
+    first = data_files(root)[0]
+    with open(first, "r+b") as f:  # flip one byte of k0's value, in an older file
+        f.seek(len(MAGIC) + HEADER.size + 2 + 10)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+    server, c = await start(root, file_limit=4096)
+    try:
+        assert await c.command(b"CHECK", b"k0") == 0
+        assert await c.command(b"CHECK", b"k1") == 1
+        with pytest.raises(RespError, match="CRC mismatch"):
+            await c.command(b"GET", b"k0")
+        assert await c.command(b"GET", b"k19") == b"0019" * 100
+    finally:
+        await stop(server, c)
+
+
+async def test_unreadable_older_file_is_reported_not_destroyed(tmp_path: Path) -> None:
+    root = tmp_path / "z"
+    server, c = await start(root, file_limit=4096)
+    for i in range(40):
+        await c.command(b"SET", b"k%d" % i, b"x" * 300)
+    await stop(server, c)
+    first = data_files(root)[0]
+    content = first.read_bytes()
+    # Garble the second entry's header: the rest of that file cannot be walked.
+    second = len(MAGIC) + HEADER.size + 2 + 300
+    garbled = content[:second] + b"\xee" * HEADER.size + content[second + HEADER.size :]
+    first.write_bytes(garbled)
+
+    server, c = await start(root, file_limit=4096)
+    try:
+        assert await c.command(b"GET", b"k0") == b"x" * 300
+        assert await c.command(b"GET", b"k39") == b"x" * 300  # later files still load
+        info = (await c.command(b"NSINFO", b"default")).decode()
+        assert "stats_data_faults: 1" in info
+    finally:
+        await stop(server, c)
+    assert first.read_bytes() == garbled  # kept for repair, not cut
+
+
+def test_foreign_file_stops_the_server_with_its_name(tmp_path: Path) -> None:
+    data = tmp_path / "z"
+    (data / "default" / "data").mkdir(parents=True)
+    (data / "default" / "settings.json").write_text("{}")
+    foreign = data / "default" / "data" / "d00000000.zdb"
+    foreign.write_bytes(b"this is not a zdb data file at all")
+    proc = subprocess.run(
+        ["zos", "zdb", "serve", "--data", str(data), "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, PATH=f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"),
+    )
+    assert proc.returncode == 1
+    assert f"{foreign}: not a zdb data file" in proc.stderr
+    assert foreign.read_bytes() == b"this is not a zdb data file at all"
+
+
+async def test_acknowledged_writes_survive_kill_9(zdb_proc) -> None:
+    zdb_proc.start()
+    acked: dict[bytes, bytes] = {}
+
+    async def writer(n: int) -> None:
+        c = RespClient("127.0.0.1", zdb_proc.port, timeout=10)
+        try:
+            for i in range(100_000):
+                key, value = b"w%d-%d" % (n, i), os.urandom(64 + i % 2000)
+                if await c.command(b"SET", key, value) == key:
+                    acked[key] = value
+        except RespError:
+            pass  # the server died under us: the write in flight was not acknowledged
+        finally:
+            await c.close()
+
+    writers = [asyncio.create_task(writer(n)) for n in range(4)]
+    while len(acked) < 3000:
+        await asyncio.sleep(0.01)
+    zdb_proc.kill()
+    await asyncio.gather(*writers)
+
+    zdb_proc.start()
+    c = RespClient("127.0.0.1", zdb_proc.port, timeout=10)
+    try:
+        size = await c.command(b"DBSIZE")
+        assert len(acked) <= size <= len(acked) + 4  # at most the in-flight ones more
+        missing = [k for k, v in acked.items() if await c.command(b"GET", k) != v]
+        assert missing == []
+    finally:
+        await c.close()
+
+
+@pytest.mark.root
+async def test_full_disk_refuses_the_write_and_keeps_the_rest(tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        server, c = await start(mnt / "z")
+        stored = []
+        try:
+            with pytest.raises(RespError, match="Cannot write data right now"):
+                for i in range(100):
+                    await c.command(b"SET", b"k%d" % i, b"%03d" % i * 20_000)
+                    stored.append(i)
+            assert stored  # some fit before the disk filled
+            # The failed write left no partial entry: the file ends at the last good one.
+            with contextlib.suppress(RespError):
+                await c.command(b"DEL", b"k0")  # may itself find no room
+        finally:
+            await stop(server, c)
+        server, c = await start(mnt / "z")
+        try:
+            for i in stored[1:]:
+                assert await c.command(b"GET", b"k%d" % i) == b"%03d" % i * 20_000
+            assert list((mnt / "z/default/data").glob("*.torn-*")) == []
+        finally:
+            await stop(server, c)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
