@@ -13,9 +13,10 @@ HISTORY walks; `back` is the offset of the entry before this one in the same fil
 (0: the first), so the log can be read backwards and every header checked against
 its neighbour. A location is `file id << 32 | offset`.
 
-Nothing is ever rewritten in place. On open, the newest file is read in full and
-cut at the first entry that does not check (a write torn by a crash); what was cut
-is kept beside it in a `.torn` file, never thrown away.
+Nothing is ever rewritten in place; compaction copies the live entries of the oldest
+file to the end of the newest and then removes the old file whole. On open, the
+newest file is read in full and cut at the first entry that does not check (a write
+torn by a crash); what was cut is kept beside it in a `.torn` file, never thrown away.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class DataLog:
         back = self._last.get(self.current, 0)
         need = HEADER.size + len(key) + len(value)
         if self.size + need > self.file_limit and self.size > len(MAGIC):
-            self._create(self.current + 1)
+            self.rotate()
             back = 0
         head = HEADER.pack(0, kind, len(key), 0, len(value), ts, previous, back)
         crc = crc32c_raw(value, crc32c_raw(head[4:] + key))
@@ -225,15 +226,37 @@ class DataLog:
         self._last[self.current] = offset
         return Entry(location(self.current, offset), kind, key, len(value), ts, previous, back, crc)
 
+    def rotate(self) -> None:
+        """Further writes go to a new file."""
+        self._create(self.current + 1)
+
+    @property
+    def oldest(self) -> int:
+        return min(self._fds)
+
+    def remove_file(self, file_id: int) -> None:
+        """Drop a whole file (compaction copied what was still live out of it)."""
+        if file_id == self.current:
+            raise StorageError("the file being written cannot be removed")
+        os.close(self._fds.pop(file_id))
+        self._last.pop(file_id, None)
+        self._path(file_id).unlink()
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
     def _create(self, file_id: int) -> None:
         fd = os.open(self._path(file_id), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         os.pwrite(fd, MAGIC, 0)
+        if self.current in self._fds:
+            os.fdatasync(self._fds[self.current])  # the old file is complete before the new
         os.fsync(fd)
-        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)  # the new name survives a crash too
-        finally:
-            os.close(dfd)
+        self._sync_dir()  # the new name survives a crash too
         self._fds[file_id] = fd
         self._last[file_id] = 0
         self.current, self.size = file_id, len(MAGIC)

@@ -17,7 +17,17 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
-from zos.zdb.datalog import KIND_DELETE, KIND_SET, DataLog, Entry, LoadReport, StorageError
+from zos.zdb.datalog import (
+    HEADER,
+    KIND_DELETE,
+    KIND_SET,
+    DataLog,
+    Entry,
+    LoadReport,
+    StorageError,
+    location,
+    split,
+)
 from zos.zdb.protocol import MAX_KEY
 
 DEFAULT = "default"
@@ -86,6 +96,11 @@ class Namespace:
         self.next_seq = 0
         self.report = LoadReport()
         self.deleted = False
+        # Bytes per data file that no live key points at (overwritten, deleted, and
+        # the deletion records themselves): what compaction would give back.
+        self.garbage: dict[int, int] = {}
+        self.compactions = 0
+        self._compaction_stuck = False
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -112,11 +127,68 @@ class Namespace:
         old = self.index.pop(entry.key, None)
         if old is not None:
             self.datasize -= old.length
-        if entry.kind == KIND_SET:
+            self._dead(old.loc, HEADER.size + len(entry.key) + old.length)
+        if entry.kind == KIND_DELETE:
+            self._dead(entry.loc, entry.size)
+        else:
             self.index[entry.key] = Slot(entry.loc, entry.length, entry.timestamp, entry.crc)
             self.datasize += entry.length
             if self.settings.mode == "seq" and len(entry.key) == SEQ_KEY.size:
                 self.next_seq = max(self.next_seq, SEQ_KEY.unpack(entry.key)[0] + 1)
+
+    def _dead(self, loc: int, size: int) -> None:
+        file_id = split(loc)[0]
+        self.garbage[file_id] = self.garbage.get(file_id, 0) + size
+
+    # -- compaction ----------------------------------------------------------------
+
+    def compact_if_worth_it(self) -> None:
+        """Keep the disk near the live data: once garbage passes half the live bytes
+        (and at least one data file), compact oldest files first until it does not."""
+        for _ in range(len(self.garbage) + 1):
+            waste = sum(self.garbage.values())
+            if self._compaction_stuck or waste <= max(self.datasize // 2, self.log.file_limit):
+                return
+            self.compact_oldest()
+
+    def compact_oldest(self) -> None:
+        """Copy the oldest file's live entries to the end of the log, then drop it.
+
+        A crash before the drop leaves the copies after the originals, and replay
+        lets the later entry win, so no step can lose a key. Cursors into the dropped
+        file stop being valid, and a moved key's history starts again at its copy.
+        """
+        file_id = self.log.oldest
+        if file_id == self.log.current:
+            self.log.rotate()
+        end = bisect.bisect_left(self.order, location(file_id + 1, 0))
+        moved = array("Q")
+        try:
+            for loc in self.order[:end]:
+                entry = self.log.header(loc)
+                slot = self.index.get(entry.key)
+                if entry.kind != KIND_SET or slot is None or slot.loc != loc:
+                    continue
+                try:
+                    value = self.log.value(
+                        Entry(loc, KIND_SET, entry.key, slot.length, 0, 0, 0, slot.crc)
+                    )
+                except StorageError:
+                    # Damaged bytes are not copied into a good file: keep this file as
+                    # it is (CHECK reports the key) and stop compacting this namespace.
+                    self._compaction_stuck = True
+                    return
+                copy = self.log.append(KIND_SET, entry.key, value, entry.timestamp, 0)
+                self.index[entry.key] = Slot(copy.loc, copy.length, copy.timestamp, copy.crc)
+                moved.append(copy.loc)
+        finally:
+            # Copies made so far are live wherever this stops; they sort after all.
+            self.order.extend(moved)
+        self.log.sync()  # the copies are on disk before the originals go
+        self.log.remove_file(file_id)
+        del self.order[:end]
+        self.garbage.pop(file_id, None)
+        self.compactions += 1
 
     def save_settings(self) -> None:
         tmp = self.path / (SETTINGS_FILE + ".tmp")
@@ -143,6 +215,8 @@ class Namespace:
         self.index.clear()
         self.order = array("Q")
         self.datasize = self.next_seq = 0
+        self.garbage.clear()
+        self._compaction_stuck = False
         self.report = self.log.load(self._replay)
 
     @property
@@ -226,6 +300,11 @@ class Namespace:
             raise ZdbError(f"Cannot write data right now ({e})") from None
         self.order.append(entry.loc)
         self._apply(entry)
+        try:
+            self.compact_if_worth_it()
+        except (StorageError, OSError):
+            # The write itself is done; a compaction that failed (disk full) waits.
+            self._compaction_stuck = True
 
     def check(self, key: bytes) -> bool | None:
         """Whether the value still matches its CRC; None for a missing key."""
@@ -322,6 +401,8 @@ class Namespace:
             f"data_size_mb: {self.datasize / 1048576:.2f}",
             f"data_limits_bytes: {s.maxsize}",
             f"data_disk_bytes: {self.log.disk_bytes()}",
+            f"data_garbage_bytes: {sum(self.garbage.values())}",
+            f"data_compactions: {self.compactions}",
             f"next_internal_id: 0x{self.next_seq:08x}",
             f"mode: {s.mode}",
             f"stats_data_faults: {self.report.faults}",
