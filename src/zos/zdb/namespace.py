@@ -35,6 +35,7 @@ MAX_NAME = 128
 SEQ_KEY = struct.Struct("<Q")  # seq mode ids, as 0-db's 8-byte seqid_t
 CURSOR = struct.Struct("<Q")  # SCAN/KEYCUR/HISTORY cursors: an entry's location
 SETTINGS_FILE = "settings.json"
+COMPACT_FLOOR = 16 * 1024 * 1024
 
 
 class ZdbError(Exception):
@@ -144,10 +145,12 @@ class Namespace:
 
     def compact_if_worth_it(self) -> None:
         """Keep the disk near the live data: once garbage passes half the live bytes
-        (and at least one data file), compact oldest files first until it does not."""
+        (and a floor, so small namespaces do not compact on every write), compact
+        oldest files first until it does not."""
+        floor = min(self.log.file_limit, COMPACT_FLOOR)
         for _ in range(len(self.garbage) + 1):
             waste = sum(self.garbage.values())
-            if self._compaction_stuck or waste <= max(self.datasize // 2, self.log.file_limit):
+            if self._compaction_stuck or waste <= max(self.datasize // 2, floor):
                 return
             self.compact_oldest()
 
