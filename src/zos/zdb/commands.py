@@ -76,6 +76,21 @@ def sha1_answer(nonce: str, password: str) -> bytes:
     return hashlib.sha1(f"{nonce}:{password}".encode()).hexdigest().encode()
 
 
+def check_secure(session: Session, answer: bytes, password: str) -> None:
+    """`answer` must be sha1hex("nonce:password") for this session's challenge.
+
+    A malformed answer leaves the challenge in place, as 0-db does; any real guess
+    uses it up, so a challenge answers once (0-db keeps it after SELECT: we don't).
+    """
+    if session.nonce is None:
+        raise ZdbError("No CHALLENGE requested, secure authentication not available")
+    if len(answer) != 40:
+        raise ZdbError("Invalid hash length")
+    nonce, session.nonce = session.nonce, None
+    if not hmac.compare_digest(answer.lower(), sha1_answer(nonce, password)):
+        raise ZdbError("Access denied")
+
+
 # -- server --------------------------------------------------------------------------
 
 
@@ -100,13 +115,7 @@ def auth(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
             return simple(session.nonce)
         if server.admin_password is None:
             raise ZdbError("Authentication disabled")
-        nonce, session.nonce = session.nonce, None  # a challenge answers once
-        if nonce is None:
-            raise ZdbError("No CHALLENGE requested, secure authentication not available")
-        if len(args[2]) != 40:
-            raise ZdbError("Invalid hash length")
-        if not hmac.compare_digest(args[2].lower(), sha1_answer(nonce, server.admin_password)):
-            raise ZdbError("Access denied")
+        check_secure(session, args[2], server.admin_password)
     elif len(args) == 2:
         if server.admin_password is None:
             raise ZdbError("Authentication disabled")
@@ -200,7 +209,7 @@ def nsinfo(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
     return bulk(ns.info(session.admin).encode())
 
 
-_FLAGS = {"public", "worm", "lock", "freeze"}
+_FLAGS = {"public", "worm"}
 
 
 @command("NSSET")
@@ -222,13 +231,23 @@ def nsset(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
             raise ZdbError("Cannot change mode of used namespace")
         settings.mode = value
     elif prop == "maxsize":
-        if not value.isdigit():
+        if not args[3].isdigit():  # ASCII digits only: str.isdigit() takes "²" too
             raise ZdbError("Invalid property value (expected: a size in bytes)")
         settings.maxsize = int(value)
     elif prop == "password":
-        settings.password = None if value == "*" else value
+        try:
+            password = args[3].decode()
+        except UnicodeDecodeError:
+            # Stored as text: bytes that are not UTF-8 could never be given back.
+            raise ZdbError("Invalid property value (expected: UTF-8 text)") from None
+        settings.password = None if password == "*" else password
     elif prop in _FLAGS:
         setattr(settings, prop, value[:1] == "1")
+    elif prop in ("lock", "freeze"):
+        # 0-db keeps one lock state: `lock 1` and `freeze 1` replace each other, and
+        # either one set to 0 unlocks.
+        on = value[:1] == "1"
+        settings.lock, settings.freeze = on and prop == "lock", on and prop == "freeze"
     else:
         raise ZdbError("Invalid property")
     ns.save_settings()
@@ -257,13 +276,7 @@ def select(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
         else:
             if args[2].upper() != b"SECURE":
                 raise ZdbError("Only SECURE extra method supported")
-            nonce, session.nonce = session.nonce, None
-            if nonce is None:
-                raise ZdbError("No CHALLENGE requested, secure authentication not available")
-            if len(args[3]) != 40:
-                raise ZdbError("Invalid hash length")
-            if not hmac.compare_digest(args[3].lower(), sha1_answer(nonce, password)):
-                raise ZdbError("Access denied")
+            check_secure(session, args[3], password)
     if ns.name == DEFAULT and server.protect and not session.admin:
         writable = False
     session.ns, session.writable = ns, writable
