@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from zdb_helpers import ADMIN, Connect, Raw
 
 from zos.zdb import ZdbServer
 from zos.zdb.client import RespClient
-
-ADMIN = "admin-secret"  # the same as tests/conftest.py ZDB_ADMIN
 
 
 @pytest.fixture
@@ -33,3 +32,59 @@ async def client(zdb: ZdbServer) -> AsyncIterator[RespClient]:
         yield c
     finally:
         await c.close()
+
+
+# -- fixtures for the command, access and hostile tests ---------------------------------
+
+
+@pytest.fixture
+async def connect(zdb: ZdbServer) -> AsyncIterator[Connect]:
+    """Open clients to `zdb`, each already AUTHed and/or in a namespace if asked;
+    all closed at the end. A client that reconnects does the same again."""
+    assert zdb.address is not None
+    opened: list[RespClient] = []
+
+    async def open_client(
+        admin: bool = False, ns: bytes | None = None, password: bytes | None = None
+    ) -> RespClient:
+        async def setup(c: RespClient) -> None:
+            if admin:
+                await c.raw_command(b"AUTH", ADMIN.encode())
+            if ns is not None:
+                reply = await c.raw_command(b"SELECT", ns, *([password] if password else []))
+                assert reply == "OK", reply
+
+        c = RespClient(*zdb.address, on_connect=setup, timeout=30)
+        opened.append(c)
+        await c.command(b"PING")  # connects and runs setup now: a failure shows here
+        return c
+
+    try:
+        yield open_client
+    finally:
+        for c in opened:
+            await c.close()
+
+
+@pytest.fixture
+async def admin(connect: Connect) -> RespClient:
+    return await connect(admin=True)
+
+
+@pytest.fixture
+async def raw(zdb: ZdbServer) -> AsyncIterator[Callable[[], Awaitable[Raw]]]:
+    """Open bare connections to `zdb`; all closed at the end."""
+    assert zdb.address is not None
+    address = zdb.address
+    opened: list[Raw] = []
+
+    async def open_raw() -> Raw:
+        conn = await Raw.open(address)
+        opened.append(conn)
+        return conn
+
+    try:
+        yield open_raw
+    finally:
+        for conn in opened:
+            await conn.close()

@@ -1,0 +1,89 @@
+"""Helpers for the zdb tests: a bare connection that sends any bytes, NSINFO parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from zos.zdb.client import RespClient, RespError, encode
+
+ADMIN = "admin-secret"  # the same as tests/conftest.py ZDB_ADMIN
+
+# The `connect` fixture: open_client(admin=False, ns=None, password=None)
+Connect = Callable[..., Awaitable[RespClient]]
+
+
+@dataclass(frozen=True)
+class Err:
+    """An error reply, as a value (RespClient raises them instead)."""
+
+    text: str
+
+
+class Raw:
+    """A bare TCP connection: any bytes out, replies in with errors as values."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, address: tuple[str, int]) -> Raw:
+        reader, writer = await asyncio.open_connection(*address, limit=1 << 25)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def reply(self, timeout: float = 10) -> object:
+        """One reply; `+` lines as str, errors as Err, also inside arrays."""
+        return await asyncio.wait_for(self._read(), timeout)
+
+    async def _read(self) -> object:
+        line = await self.reader.readuntil(b"\r\n")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return Err(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else (await self.reader.readexactly(n + 2))[:-2]
+        if kind == b"*":
+            return [await self._read() for _ in range(int(rest))]
+        raise AssertionError(f"not a RESP reply: {line[:60]!r}")
+
+    async def cmd(self, *args: bytes) -> object:
+        await self.send(encode(*args))
+        return await self.reply()
+
+    async def closed_by_server(self, timeout: float = 10) -> bool:
+        """Whether the server hung up: end of stream with nothing more to read."""
+        try:
+            return await asyncio.wait_for(self.reader.read(1), timeout) == b""
+        except ConnectionError:
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+def nsinfo(text: bytes) -> dict[str, str]:
+    """NSINFO's `key: value` lines."""
+    return dict(re.findall(r"^(\w+): (.*)$", text.decode(), re.M))
+
+
+def refused(text: str) -> pytest.RaisesExc:
+    """pytest.raises for an error reply saying exactly `text`."""
+    return pytest.raises(RespError, match=f"^{re.escape(text)}$")
