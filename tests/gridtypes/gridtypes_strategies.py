@@ -173,7 +173,10 @@ SIMPLE = {
         ZDB,
         size=POSITIVE64,
         mode=st.sampled_from(["user", "seq"]),
-        password=text,
+        # What a node accepts: printable ASCII without spaces, at most 63, not "*".
+        password=st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=20).filter(
+            lambda p: p != "*"
+        ),
         public=st.booleans(),
     ),
     "ip": st.builds(PublicIP, v4=st.booleans(), v6=st.just(True))

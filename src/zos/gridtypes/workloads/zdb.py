@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from pydantic import Field
@@ -11,6 +12,8 @@ from zos.gridtypes.capacity import Capacity
 from zos.gridtypes.gojson import Uint64
 
 ZDB_MODES = ("user", "seq")
+# 0-db takes an NSSET value of at most 63 bytes; "*" there means "no password".
+ZDB_PASSWORD = re.compile(r"[!-~]{1,63}")
 
 
 class ZDB(WorkloadData):
@@ -32,6 +35,11 @@ class ZDB(WorkloadData):
             raise ctx.fail("size", "must be more than 0")
         if self.mode not in ZDB_MODES:
             raise ctx.fail("mode", f"must be 'user' or 'seq', not {self.mode!r}")
+        if self.password and (not ZDB_PASSWORD.fullmatch(self.password) or self.password == "*"):
+            raise ctx.fail(
+                "password",
+                "at most 63 printable ASCII characters without spaces, and not '*'",
+            )
 
 
 class ZDBResult(GoModel):
