@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 from zos.bus import BusClient, BusError
 from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
 from zos.identity import Identity, load_key_file
-from zos.primitives import filesystem, loop
+from zos.primitives import filesystem, hostproc, loop
 from zos.registry import RegistryClient
 
 GiB = 1 << 30
@@ -154,7 +155,20 @@ class User:
             await asyncio.sleep(0.05)
 
 
+def kill_zdb_server(data_dir: Path) -> None:
+    """The node's zdb server outlives its agent on purpose: kill it (by its state file)."""
+    try:
+        raw = json.loads((data_dir / "zdb-server" / "state.json").read_text())
+    except OSError:
+        return
+    if hostproc.start_time(raw["pid"]) == raw["start_time"]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(raw["pid"], signal.SIGKILL)
+
+
 async def remove_leftovers(directory: Path) -> None:
+    for state in directory.glob("*/zdb-server/state.json"):
+        kill_zdb_server(state.parent.parent)
     for m in reversed(filesystem.mounts_under(directory)):
         subprocess.run(["umount", "-l", str(m.target)], check=False, capture_output=True)
     for dev in loop.devices_under(directory):

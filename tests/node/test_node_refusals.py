@@ -140,13 +140,13 @@ async def test_shrink_unsupported_type_and_bad_versions(make_user, make_node) ->
     dep = user.deployment(
         [
             {"name": "v", "type": "volume", "data": {"size": 64 * MiB}},
-            {"name": "db", "type": "zdb", "data": {"size": 64 * MiB, "mode": "user"}},
+            {"name": "pub", "type": "ip", "data": {"v4": True}},
         ]
     )
     await user.deploy(node, dep)
-    got = await user.wait_states(node, dep.contract_id, {"v": "ok", "db": "error"})
-    db = next(wl for wl in got["workloads"] if wl["name"] == "db")
-    assert db["result"]["message"] == "workload type zdb is not supported on this node"
+    got = await user.wait_states(node, dep.contract_id, {"v": "ok", "pub": "error"})
+    pub = next(wl for wl in got["workloads"] if wl["name"] == "pub")
+    assert pub["result"]["message"] == "workload type ip is not supported on this node"
 
     # Shrinking a volume is refused for that workload; the old one keeps running.
     dep.version = 1
@@ -163,8 +163,8 @@ async def test_shrink_unsupported_type_and_bad_versions(make_user, make_node) ->
     dep.version = 5
     await _refused(user.update(node, dep), "invalid", "version: must be 2")
     dep.version = 2
-    dep.workloads[1].data.size = 128 * MiB  # changed but still version 0
-    await _refused(user.update(node, dep), "invalid", "'db'", "version")
+    dep.workloads[1].data.v6 = True  # changed but still version 0
+    await _refused(user.update(node, dep), "invalid", "'pub'", "version")
     assert (await user.get(node, dep.contract_id))["version"] == 1
 
 

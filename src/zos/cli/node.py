@@ -99,6 +99,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="prefix of every network namespace this node makes, so several nodes "
         "share one machine [ZOS_NETNS_PREFIX]",
     )
+    run.add_argument(
+        "--zdb-listen",
+        default=_env("ZOS_ZDB_LISTEN") or "",
+        metavar="[HOST]:PORT",
+        help="where the zdb server listens while zdb workloads exist (default: the "
+        "node's address, port 9900) [ZOS_ZDB_LISTEN]",
+    )
     run.add_argument("--log-level", default=_env("ZOS_LOG_LEVEL") or "info")
     run.set_defaults(handler=cmd_run)
 
@@ -141,6 +148,13 @@ def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazil
             "--netns-prefix: at most 16 letters, digits, '-' or '_' "
             "(it begins every namespace name)"
         )
+    if args.zdb_listen:
+        from zos.node.workloads.zdbserver import parse_listen
+
+        try:
+            parse_listen(args.zdb_listen)
+        except ValueError as e:
+            raise CliError(f"--zdb-listen: {e}") from None
     settings = Settings(
         farm_id=farm_id,
         nats=args.nats,
@@ -152,6 +166,7 @@ def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazil
         cache_size=parse_size(args.cache_size, "--cache-size") if args.cache_size else None,
         stores=_stores(args.stores),
         netns_prefix=prefix,
+        zdb_listen=args.zdb_listen,
     )
     if heartbeat is not None:
         settings.heartbeat = heartbeat

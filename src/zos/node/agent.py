@@ -56,6 +56,8 @@ class Settings:
     stores: list[str] = field(default_factory=list)
     # Put before every namespace name the node makes, so several nodes share one machine.
     netns_prefix: str = ""
+    # Where the node's zdb server listens: "HOST:PORT" or ":PORT" (HOST: the node's address).
+    zdb_listen: str = ""
 
 
 def default_cache_size(data_dir: Path) -> int:
@@ -111,6 +113,8 @@ def node_services(settings: Settings) -> NodeServices:
 
     s = settings
     extra: dict[str, object] = {"netns_prefix": s.netns_prefix} if s.netns_prefix else {}
+    if s.zdb_listen:
+        extra["zdb_listen"] = s.zdb_listen
     size = s.cache_size if s.cache_size is not None else default_cache_size(s.data_dir)
     extra["flist_cache"] = FlistCache(s.data_dir / FLIST_CACHE, size, list(s.stores) or None)
     return NodeServices(data_dir=s.data_dir, extra=extra)

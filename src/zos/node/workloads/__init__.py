@@ -17,6 +17,7 @@ from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, Work
 # this package while the package is still loading.
 from zos.node.workloads.network import NetworkManager
 from zos.node.workloads.volume import VolumeManager, volume_path
+from zos.node.workloads.zdb import ZdbManager
 from zos.node.workloads.zmachine import ZMachineManager
 from zos.node.workloads.zmount import ZMountManager, zmount_path
 
@@ -25,6 +26,7 @@ MANAGERS: dict[str, type[Manager]] = {
     ZMountManager.type: ZMountManager,
     NetworkManager.type: NetworkManager,
     ZMachineManager.type: ZMachineManager,
+    ZdbManager.type: ZdbManager,
 }
 
 
