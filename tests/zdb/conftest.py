@@ -72,14 +72,14 @@ async def admin(connect: Connect) -> RespClient:
 
 
 @pytest.fixture
-async def raw(zdb: ZdbServer) -> AsyncIterator[Callable[[], Awaitable[Raw]]]:
+async def raw(zdb: ZdbServer) -> AsyncIterator[Callable[..., Awaitable[Raw]]]:
     """Open bare connections to `zdb`; all closed at the end."""
     assert zdb.address is not None
     address = zdb.address
     opened: list[Raw] = []
 
-    async def open_raw() -> Raw:
-        conn = await Raw.open(address)
+    async def open_raw(rcvbuf: int | None = None) -> Raw:
+        conn = await Raw.open(address, rcvbuf)
         opened.append(conn)
         return conn
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,8 +33,19 @@ class Raw:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, address: tuple[str, int]) -> Raw:
-        reader, writer = await asyncio.open_connection(*address, limit=1 << 25)
+    async def open(cls, address: tuple[str, int], rcvbuf: int | None = None) -> Raw:
+        """`rcvbuf`: a fixed, small receive buffer (no autotuning), so that a server
+        writing to a client that does not read is soon held up."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, address)
+        except OSError:
+            sock.close()
+            raise
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 25)
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:

@@ -342,6 +342,10 @@ def mget(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
 def _mget(session: Session, keys: list[bytes]) -> Iterator[bytes]:
     yield b"*%d\r\n" % len(keys)
     for key in keys:  # one value at a time: the reply is never all in memory
+        if session.ns.deleted:
+            # NSDEL came while this reply streamed: its files are gone, not damaged.
+            yield error("Your active namespace is not available anymore (probably removed).")
+            continue
         try:
             yield bulk(session.ns.get(key))
         except (ZdbError, StorageError, OSError) as e:
