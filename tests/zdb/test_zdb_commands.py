@@ -421,11 +421,6 @@ async def test_binary_keys_and_values(client: RespClient) -> None:
     assert await client.command(b"GET", key) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (namespace.py): online compaction drops the data file a SCAN cursor points"
-    " into, and the next SCAN answers 'Invalid key format'; 0-db cursors stay valid",
-)
 async def test_scan_cursor_survives_compaction(tmp_path) -> None:
     server = await ZdbServer(tmp_path / "small", admin_password=ADMIN, file_limit=4096).start(
         "127.0.0.1", 0

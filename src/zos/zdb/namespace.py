@@ -325,11 +325,14 @@ class Namespace:
         return CURSOR.pack(slot.loc)
 
     def _position(self, cursor: bytes) -> int:
+        """Where an entry's location is, or would be, in write order."""
         if len(cursor) != CURSOR.size:
             raise ZdbError("Invalid key format")
-        loc = CURSOR.unpack(cursor)[0]
-        i = bisect.bisect_left(self.order, loc)
-        if i == len(self.order) or self.order[i] != loc:
+        return bisect.bisect_left(self.order, CURSOR.unpack(cursor)[0])
+
+    def _exact(self, cursor: bytes) -> int:
+        i = self._position(cursor)
+        if i == len(self.order) or self.order[i] != CURSOR.unpack(cursor)[0]:
             raise ZdbError("Invalid key format")
         return i
 
@@ -342,7 +345,15 @@ class Namespace:
         if cursor is None:
             i = len(self.order) - 1 if reverse else 0
         else:
-            i = self._position(cursor) + step
+            # Locations only grow, so a cursor whose entry compaction moved or dropped
+            # still marks the place: the walk goes on from the next entry after it
+            # (before it, in reverse). A key moved meanwhile may be seen twice, never
+            # missed.
+            i = self._position(cursor)
+            if reverse:
+                i -= 1
+            elif i < len(self.order) and self.order[i] == CURSOR.unpack(cursor)[0]:
+                i += 1
         found: list[tuple[bytes, int, int]] = []
         last = 0
         while 0 <= i < len(self.order) and len(found) < limit:
@@ -371,7 +382,7 @@ class Namespace:
             loc = CURSOR.unpack(cursor)[0]
             if loc == 0:
                 raise ZdbError("No more history")
-            self._position(cursor)  # only locations this namespace wrote
+            self._exact(cursor)  # only locations this namespace wrote
             entry = self.log.header(loc)
             if entry.key != key:
                 raise ZdbError("Invalid arguments (invalid key)")
