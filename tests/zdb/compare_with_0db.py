@@ -146,7 +146,10 @@ def wait_port(port: int, proc: subprocess.Popen, deadline: float) -> None:
     raise RuntimeError("server did not start")
 
 
-def start_servers(zdb: str, tmp: Path) -> tuple[list[subprocess.Popen], list[int]]:
+def start_servers(
+    zdb: str, tmp: Path, protect: bool = False
+) -> tuple[list[subprocess.Popen], list[int]]:
+    extra = ["--protect"] if protect else []
     ports = [free_port(), free_port()]
     real = subprocess.Popen(
         [
@@ -161,6 +164,7 @@ def start_servers(zdb: str, tmp: Path) -> tuple[list[subprocess.Popen], list[int
             str(tmp / "real" / "index"),
             "--admin",
             ADMIN,
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -176,6 +180,7 @@ def start_servers(zdb: str, tmp: Path) -> tuple[list[subprocess.Popen], list[int
             str(tmp / "ours"),
             "--listen",
             f"127.0.0.1:{ports[OURS]}",
+            *extra,
         ],
         env=dict(os.environ, ZDB_ADMIN=ADMIN),
         stdout=subprocess.DEVNULL,
@@ -379,6 +384,10 @@ SEQ_IDS = (
     " id to the end of the SCAN order, as in user mode"
 )
 STRICT_TS = "deliberate: a timestamp must be digits (0-db's atoll() makes junk 0)"
+CURSOR_PLACE = (
+    "deviation (namespace.py): any 8-byte cursor is a place in write order, so a walk"
+    " survives compaction; 0-db checks that it names an index entry"
+)
 FLUSH_BUG = "0-db bug: its FLUSH answers +OK and keeps every key (v2.0.7); ours empties"
 FLUSH_RO = "deliberate: a read-only client (no password) cannot FLUSH; 0-db lets it"
 NONCE = (
@@ -403,14 +412,15 @@ NAMES = (
 # -- the sequences ---------------------------------------------------------------------------
 
 Sequence = Callable[[Run], Awaitable[None]]
-SEQUENCES: list[tuple[str, Sequence, bool]] = []
+SEQUENCES: list[tuple[str, Sequence, bool, bool]] = []
 
 
-def seq(fresh: bool = True) -> Callable[[Sequence], Sequence]:
-    """Register a sequence; `fresh`: its connection 0 starts in a new namespace of its own."""
+def seq(fresh: bool = True, protect: bool = False) -> Callable[[Sequence], Sequence]:
+    """Register a sequence; `fresh`: its connection 0 starts in a new namespace of its own;
+    `protect`: it runs against servers started with --protect."""
 
     def add(fn: Sequence) -> Sequence:
-        SEQUENCES.append((fn.__name__, fn, fresh))
+        SEQUENCES.append((fn.__name__, fn, fresh, protect))
         return fn
 
     return add
@@ -537,7 +547,7 @@ async def admin_timestamps(r: Run) -> None:
 async def scan_empty(r: Run) -> None:
     await r.cmd(b"SCAN")
     await r.cmd(b"RSCAN")
-    await r.cmd(b"SCAN", b"12345678")
+    await r.cmd(b"SCAN", b"12345678", known=CURSOR_PLACE)
     await r.cmd(b"SCAN", b"short")
     await r.cmd(b"SCAN", b"a", b"b", known="deliberate: extra arguments are refused")
 
@@ -1081,6 +1091,50 @@ async def select_default_and_back(r: Run) -> None:
     await r.cmd(b"SELECT", b"n" * 129)
 
 
+PROTECT_INFO = (
+    "cosmetic: with --protect NSINFO default says 'password: no' (the admin password"
+    " guards it but is not stored in the namespace's settings)"
+)
+ADMIN_WRITES_DEFAULT = (
+    "deliberate: with --protect an AUTHed admin may write in default without the"
+    " password; 0-db wants SELECT default <admin password> from admins too"
+)
+
+
+@seq(fresh=False, protect=True)
+async def protect_default(r: Run) -> None:
+    await r.cmd(b"GET", b"k")
+    await r.cmd(b"SET", b"k", b"v")
+    await r.cmd(b"DEL", b"k")
+    await r.cmd(b"SELECT", b"default")
+    await r.cmd(b"SET", b"k", b"v")
+    await r.cmd(b"SELECT", b"default", b"wrong")
+    await r.cmd(b"SET", b"k", b"v")
+    await r.cmd(b"SELECT", b"default", ADMIN.encode())
+    await r.cmd(b"SET", b"k", b"v")
+    await r.cmd(b"GET", b"k", conn=1)
+    await r.cmd(b"NSINFO", b"default", norm=nsinfo, conn=1, known=PROTECT_INFO)
+    await r.cmd(b"AUTH", ADMIN.encode(), conn=1)
+    await r.cmd(b"SET", b"k2", b"v", conn=1, known=ADMIN_WRITES_DEFAULT)
+    await r.cmd(b"SELECT", b"default", conn=1)
+    await r.cmd(b"SET", b"k3", b"v", conn=1, known=ADMIN_WRITES_DEFAULT)
+    await r.cmd(b"FLUSH", conn=1)
+    await r.cmd(b"NSNEW", b"prot-ns", conn=1)
+    await r.cmd(b"SELECT", b"prot-ns", conn=2)
+    await r.cmd(b"SET", b"k", b"v", conn=2)
+    await r.cmd(b"SELECT", b"default", conn=2)
+    await r.cmd(b"SET", b"k", b"v", conn=2)
+    await r.cmd(b"NSDEL", b"prot-ns", conn=1)
+
+
+@seq(fresh=False, protect=True)
+async def protect_select_secure(r: Run) -> None:
+    nonce = await r.cmd(b"AUTH", b"SECURE", b"CHALLENGE", norm=status_text)
+    await r.cmd(lambda side: (b"SELECT", b"default", b"SECURE", sha1(nonce[side].text, ADMIN)))
+    await r.cmd(b"SET", b"s", b"v")
+    await r.cmd(b"DEL", b"s")
+
+
 # -- hostile bytes ---------------------------------------------------------------------------
 
 
@@ -1189,11 +1243,12 @@ async def namespace_names(r: Run) -> None:
 # -- running -----------------------------------------------------------------------------------
 
 
-async def run_all(ports: list[int], only: str | None, verbose: bool) -> int:
-    total_diffs, total_known, total_steps = 0, 0, 0
-    for i, (name, fn, fresh) in enumerate(SEQUENCES):
-        if only and only not in name:
+async def run_all(ports: list[int], only: str | None, verbose: bool, protect: bool) -> int:
+    total_diffs, total_known, total_steps, total_sequences = 0, 0, 0, 0
+    for i, (name, fn, fresh, protected) in enumerate(SEQUENCES):
+        if (only and only not in name) or protected != protect:
             continue
+        total_sequences += 1
         run = Run(name, ports, verbose)
         if verbose:
             print(f"== {name}")
@@ -1229,8 +1284,8 @@ async def run_all(ports: list[int], only: str | None, verbose: bool) -> int:
                 print(f"DIFF {name}: {SIDES[side]} no longer answers PING ({e!r})")
                 total_diffs += 1
     print(
-        f"{len(SEQUENCES)} sequences, {total_steps} steps: {total_diffs} differences,"
-        f" {total_known} known deviations"
+        f"{'--protect: ' if protect else ''}{total_sequences} sequences, {total_steps} steps:"
+        f" {total_diffs} differences, {total_known} known deviations"
     )
     return total_diffs
 
@@ -1244,12 +1299,14 @@ def main() -> int:
     if not Path(args.zdb).exists():
         print(f"{args.zdb}: not found (build 0-db first)", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="zdb-compare-") as tmp:
-        procs, ports = start_servers(args.zdb, Path(tmp))
-        try:
-            diffs = asyncio.run(run_all(ports, args.only, args.verbose))
-        finally:
-            stop_servers(procs)
+    diffs = 0
+    for protect in (False, True):
+        with tempfile.TemporaryDirectory(prefix="zdb-compare-") as tmp:
+            procs, ports = start_servers(args.zdb, Path(tmp), protect)
+            try:
+                diffs += asyncio.run(run_all(ports, args.only, args.verbose, protect))
+            finally:
+                stop_servers(procs)
     return 1 if diffs else 0
 
 

@@ -245,3 +245,40 @@ async def test_private_namespace_hidden_from_outsiders(admin: RespClient, connec
     # Non-admin clients never see where the data lives.
     assert "data_path" not in nsinfo(await insider.command(b"NSINFO", b"hidden"))
     assert "data_path" in nsinfo(await admin.command(b"NSINFO", b"hidden"))
+
+
+async def test_protected_default_namespace(tmp_path) -> None:
+    """--protect: `default` is read-only but with the admin password (0-db makes it the
+    default namespace's password), or for an AUTHed admin."""
+    server = await ZdbServer(tmp_path / "p", admin_password=ADMIN, protect=True).start(
+        "127.0.0.1", 0
+    )
+    assert server.address is not None
+    clients = [RespClient(*server.address, timeout=10) for _ in range(3)]
+    tenant, owner, admin = clients
+    try:
+        with refused("Namespace is in read-only mode"):
+            await tenant.command(b"SET", b"k", b"v")
+        with refused("Access denied"):
+            await tenant.command(b"SELECT", b"default", b"wrong")
+        assert await tenant.command(b"SELECT", b"default") == "OK"
+        with refused("Namespace is in read-only mode"):
+            await tenant.command(b"SET", b"k", b"v")
+        assert await owner.command(b"SELECT", b"default", ADMIN.encode()) == "OK"
+        assert await owner.command(b"SET", b"k", b"v") == b"k"
+        assert await tenant.command(b"GET", b"k") == b"v"
+        nonce = await tenant.command(b"AUTH", b"SECURE", b"CHALLENGE")
+        assert await tenant.command(b"SELECT", b"default", b"SECURE", answer(nonce, ADMIN)) == "OK"
+        assert await tenant.command(b"SET", b"k2", b"v") == b"k2"
+        assert await admin.command(b"AUTH", ADMIN.encode()) == "OK"
+        assert await admin.command(b"DEL", b"k2") == "OK"
+        # Other namespaces follow their own settings.
+        assert await admin.command(b"NSNEW", b"ns") == "OK"
+        fresh = RespClient(*server.address, timeout=10)
+        clients.append(fresh)
+        assert await fresh.command(b"SELECT", b"ns") == "OK"
+        assert await fresh.command(b"SET", b"k", b"v") == b"k"
+    finally:
+        for c in clients:
+            await c.close()
+        await server.stop()

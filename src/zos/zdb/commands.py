@@ -262,6 +262,9 @@ def select(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
         raise ZdbError("Too many arguments")
     ns = server.namespace(args[1])
     password = ns.settings.password
+    if ns.name == DEFAULT and server.protect:
+        # 0-db --protect: the default namespace's password is the admin password.
+        password = server.admin_password
     writable = True
     if password:
         if len(args) == 2:
@@ -277,8 +280,8 @@ def select(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
             if args[2].upper() != b"SECURE":
                 raise ZdbError("Only SECURE extra method supported")
             check_secure(session, args[3], password)
-    if ns.name == DEFAULT and server.protect and not session.admin:
-        writable = False
+    if ns.name == DEFAULT and server.protect and session.admin:
+        writable = True  # deviation: an AUTHed admin needs no password to write there
     session.ns, session.writable = ns, writable
     return OK
 
