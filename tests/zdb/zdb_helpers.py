@@ -26,6 +26,26 @@ class Err:
     text: str
 
 
+async def read_any(reader: asyncio.StreamReader) -> object:
+    """One reply: `+` lines as str, bulk strings as bytes, errors as Err (also inside
+    arrays, where RespClient would stop at the first)."""
+    line = await reader.readuntil(b"\r\n")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode(errors="replace")
+    if kind == b"-":
+        return Err(rest.decode(errors="replace"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else (await reader.readexactly(n + 2))[:-2]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [await read_any(reader) for _ in range(n)]
+    raise AssertionError(f"not a RESP reply: {line[:60]!r}")
+
+
 class Raw:
     """A bare TCP connection: any bytes out, replies in with errors as values."""
 
@@ -53,24 +73,7 @@ class Raw:
         await self.writer.drain()
 
     async def reply(self, timeout: float = 10) -> object:
-        """One reply; `+` lines as str, errors as Err, also inside arrays."""
-        return await asyncio.wait_for(self._read(), timeout)
-
-    async def _read(self) -> object:
-        line = await self.reader.readuntil(b"\r\n")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            return Err(rest.decode(errors="replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else (await self.reader.readexactly(n + 2))[:-2]
-        if kind == b"*":
-            return [await self._read() for _ in range(int(rest))]
-        raise AssertionError(f"not a RESP reply: {line[:60]!r}")
+        return await asyncio.wait_for(read_any(self.reader), timeout)
 
     async def cmd(self, *args: bytes) -> object:
         await self.send(encode(*args))
