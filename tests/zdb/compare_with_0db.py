@@ -992,6 +992,24 @@ async def seq_mode_worm_and_history(r: Run) -> None:
 
 
 @seq()
+async def seq_mode_odd_keys(r: Run) -> None:
+    await r.admin()
+    await r.cmd(b"NSSET", r.ns, b"mode", b"seq", conn="admin")
+    await r.cmd(b"SET", b"", b"a")
+    await r.cmd(b"SET", b"", b"b")
+    await r.cmd(b"GET", b"\0\0\0\0")
+    await r.cmd(b"GET", (0).to_bytes(8, "little") + b"x")
+    await r.cmd(b"EXISTS", (1).to_bytes(8, "little"))
+    await r.cmd(b"DEL", (7).to_bytes(8, "little"))
+    await r.cmd(b"DEL", (0).to_bytes(8, "little"))
+    await r.cmd(b"SET", (0).to_bytes(8, "little"), b"back")
+    await r.cmd(b"GET", (0).to_bytes(8, "little"))
+    await r.cmd(b"EXISTS", (0).to_bytes(8, "little"))
+    await r.cmd(b"MGET", (0).to_bytes(8, "little"), (1).to_bytes(8, "little"), b"")
+    await r.cmd(b"DBSIZE")
+
+
+@seq()
 async def seq_mode_maxsize(r: Run) -> None:
     await r.admin()
     await r.cmd(b"NSSET", r.ns, b"mode", b"seq", conn="admin")

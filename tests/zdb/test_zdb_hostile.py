@@ -3,6 +3,7 @@ and afterwards the server still answers everyone and nothing it held has changed
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -114,6 +115,64 @@ async def test_value_over_8_mib_is_refused_and_the_connection_goes_on(
     assert isinstance(reply, Err), reply
     assert await conn.cmd(b"SET", b"small", b"ok") == b"small"
     await intact()
+
+
+async def test_too_large_request_amid_a_pipeline(raw: OpenRaw, intact: Intact) -> None:
+    conn = await raw()
+    big = 8 * MiB + 1
+    conn.writer.write(
+        encode(b"SET", b"a", b"1")
+        + b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%d\r\n" % big
+        + b"x" * big
+        + b"\r\n"
+        + encode(b"PING")
+        + encode(b"GET", b"a")
+        + encode(b"GET", b"big")
+    )
+    replies = [await conn.reply() for _ in range(5)]
+    await conn.writer.drain()
+    assert replies[0] == b"a"
+    assert isinstance(replies[1], Err)
+    assert replies[2:] == ["PONG", b"1", None]
+    await intact()
+
+
+async def test_a_request_one_byte_at_a_time(raw: OpenRaw, intact: Intact) -> None:
+    conn = await raw()
+    data = encode(b"SET", b"slow", b"v\r\n" * 10) + encode(b"GET", b"slow")
+    for i in range(len(data)):
+        await conn.send(data[i : i + 1])
+    assert [await conn.reply(), await conn.reply()] == [b"slow", b"v\r\n" * 10]
+    await intact()
+
+
+async def test_too_many_clients(tmp_path) -> None:
+    server = await ZdbServer(tmp_path / "few", admin_password=ADMIN, max_clients=2).start(
+        "127.0.0.1", 0
+    )
+    assert server.address is not None
+    conns: list[Raw] = []
+    try:
+        for _ in range(2):
+            conns.append(await Raw.open(server.address))
+            assert await conns[-1].cmd(b"PING") == "PONG"
+        extra = await Raw.open(server.address)
+        conns.append(extra)
+        assert await extra.reply() == Err("Too many clients")
+        assert await extra.closed_by_server()
+        # Room again once someone leaves.
+        await conns[0].close()
+        for _ in range(1000):  # the server sees the close on its next loop turn
+            if len(server.sessions) < 2:
+                break
+            await asyncio.sleep(0.01)
+        again = await Raw.open(server.address)
+        conns.append(again)
+        assert await again.cmd(b"PING") == "PONG"
+    finally:
+        for c in conns:
+            await c.close()
+        await server.stop()
 
 
 async def test_claimed_100_mib_cuts_the_connection(raw: OpenRaw, intact: Intact) -> None:

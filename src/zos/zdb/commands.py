@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -27,6 +28,8 @@ from zos.zdb.protocol import (
 
 if TYPE_CHECKING:
     from zos.zdb.server import Session, ZdbServer
+
+log = logging.getLogger(__name__)
 
 REVISION = "zos-zdb 1"
 Reply = bytes | Iterator[bytes]
@@ -353,6 +356,11 @@ def _mget(session: Session, keys: list[bytes]) -> Iterator[bytes]:
             yield bulk(session.ns.get(key))
         except (ZdbError, StorageError, OSError) as e:
             yield error(str(e) or "Internal Error")
+        except Exception:
+            # The array is announced: one item per key whatever happens, or the client
+            # would read the next reply as part of this one.
+            log.exception("MGET of %r failed", key[:32])
+            yield error("Internal Error")
 
 
 @command("DEL")
