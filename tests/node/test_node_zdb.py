@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import inspect
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -257,3 +259,28 @@ def test_listen_setting_is_checked() -> None:
     for bad in ("host:", "host:0", "host:70000", "a b:1"):
         with pytest.raises(ValueError):
             parse_listen(bad)
+
+
+async def test_server_outlives_agent_until_wipe(make_user, zdb_node) -> None:
+    user = await make_user()
+    port = free_port()
+    node = await zdb_node(user, port)
+    dep = await user.deploy(node, user.deployment([_zdb("db", MiB, password="pw")]))
+    await user.wait_states(node, dep.contract_id, {"db": "ok"})
+    server = _server(node)
+    assert server is not None
+
+    # A stopped agent leaves the namespaces served, as it leaves containers running.
+    assert node.stop() == 0
+    assert start_time(server[0]) == server[1] and await _listening(port)
+    # `zos node wipe` (a machine leaving the grid) stops it and removes every namespace.
+    argv = [sys.executable, "-m", "zos.cli", "node", "wipe", "--data-dir", str(node.data_dir)]
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL)
+    try:
+        assert await asyncio.wait_for(proc.wait(), timeout=60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert start_time(server[0]) != server[1] and not await _listening(port)
+    assert _server(node) is None and not (node.data_dir / "storage" / "zdb").exists()

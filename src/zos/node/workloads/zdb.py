@@ -10,11 +10,18 @@ with the last (`zdbserver`).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from zos.gridtypes.workloads.zdb import ZDB, ZDBResult
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
-from zos.node.workloads.zdbserver import NodeZdb
+from zos.node.workloads.zdbserver import NodeZdb, ZdbUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Tries of one step while the server is found dead (each try starts it again).
+ATTEMPTS = 3
 
 
 class ZdbManager(Manager):
@@ -38,32 +45,53 @@ class ZdbManager(Manager):
         await s.command("NSSET", name, "password", data.password or "*")
         await s.command("NSSET", name, "public", "1" if data.public else "0")
 
+    async def _step(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work` alone, with the server up; again if the server died meanwhile (a
+        failed step makes the engine remove the workload: never for a passing restart)."""
+        for attempt in range(ATTEMPTS):
+            async with self._lock:
+                try:
+                    return await work()
+                except ZdbUnavailable as e:
+                    if attempt == ATTEMPTS - 1:
+                        raise
+                    log.warning("zdb: %s; trying again", e)
+        raise AssertionError("unreachable")
+
     async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
         data: ZDB = ctx.workload.data
         name = ctx.workload_id
-        async with self._lock:
-            await self.server.ensure()
-            info = await self.server.nsinfo(name)
+        s = self.server
+
+        async def work() -> None:
+            await s.ensure()
+            info = await s.nsinfo(name)
             if info is None:
-                await self.server.command("NSNEW", name)
-                info = await self.server.nsinfo(name) or {}
+                await s.command("NSNEW", name)
+                info = await s.nsinfo(name) or {}
             if info.get("mode") != data.mode:
                 try:
-                    await self.server.command("NSSET", name, "mode", data.mode)
+                    await s.command("NSSET", name, "mode", data.mode)
+                except ZdbUnavailable:
+                    raise
                 except WorkloadError:
                     raise WorkloadError(
                         f"mode: namespace {name} already holds data in {info.get('mode')} mode"
                     ) from None
             await self._apply(name, data)
+
+        await self._step(work)
         return self._result(name)
 
     async def update(self, ctx: WorkloadContext, previous: Any) -> dict[str, Any]:
         # Checked against the namespace itself: `previous` may be an update that failed.
         new: ZDB = ctx.workload.data
         name = ctx.workload_id
-        async with self._lock:
-            await self.server.ensure()
-            info = await self.server.nsinfo(name)
+        s = self.server
+
+        async def work() -> None:
+            await s.ensure()
+            info = await s.nsinfo(name)
             if info is None:
                 raise WorkloadError(f"namespace {name} is gone; deploy the workload anew")
             if info.get("mode") != new.mode:
@@ -77,34 +105,38 @@ class ZdbManager(Manager):
                     f"size: the namespace holds {used} bytes, more than the new size {new.size}"
                 )
             await self._apply(name, new)
+
+        await self._step(work)
         return self._result(name)
 
     async def deprovision(self, ctx: WorkloadContext) -> None:
-        await self._remove({ctx.workload_id})
+        await self._step(lambda: self._remove({ctx.workload_id}))
 
     async def cleanup(self, keep: set[str]) -> None:
-        async with self._lock:
-            if await self.server.running():
-                names = await self.server.namespaces()
-            else:
-                names = self.server.namespaces_on_disk()
-        await self._remove({n for n in names if n not in keep})
+        async def work() -> None:
+            s = self.server
+            names = await s.namespaces() if await s.running() else s.namespaces_on_disk()
+            await self._remove({n for n in names if n not in keep})
+
+        await self._step(work)
 
     async def _remove(self, names: set[str]) -> None:
         """Delete namespaces (data and all); stop the server when none is left."""
-        async with self._lock:
-            s = self.server
-            if await s.running():
-                present = set(await s.namespaces())
-                for name in sorted(names & present):
-                    await s.command("NSDEL", name)
-                if not present - names:
-                    await s.stop_and_clear()
-                return
-            for name in sorted(names):
-                s.remove_on_disk(name)
-            if not s.namespaces_on_disk():
+        s = self.server
+        if await s.running():
+            present = set(await s.namespaces())
+            for name in sorted(names & present):
+                await s.command("NSDEL", name)
+                log.info("zdb: namespace %s deleted", name)
+            if not present - names:
+                log.info("zdb: no zdb workload is left; stopping the server")
                 await s.stop_and_clear()
+            return
+        for name in sorted(names):
+            s.remove_on_disk(name)
+        if not s.namespaces_on_disk():
+            log.info("zdb: no zdb workload is left; removing the server's data")
+            await s.stop_and_clear()
 
     async def close(self) -> None:
         """The agent stops: the server keeps serving its namespaces."""

@@ -30,6 +30,10 @@ DEFAULT_NS = "default"
 LISTEN_KEY = "zdb_listen"
 
 
+class ZdbUnavailable(WorkloadError):
+    """The connection to the server failed (it died, or is restarting): worth a retry."""
+
+
 def parse_listen(text: str) -> tuple[str | None, int]:
     """`HOST:PORT`, `:PORT` or `HOST` (port 9900); ValueError names what is wrong."""
     host, sep, port = text.rpartition(":")
@@ -146,17 +150,23 @@ class NodeZdb:
         try:
             return await self._client.command(*raw)
         except RespError as e:
-            raise WorkloadError(f"zdb: {args[0]} {args[1] if len(args) > 1 else ''}: {e}") from None
+            what = f"{args[0]!s} {args[1]!s}" if len(args) > 1 else str(args[0])
+            host, port = self.address()
+            # RespClient names the address when the connection, not the server, failed.
+            if str(e).startswith(f"{host}:{port}:"):
+                raise ZdbUnavailable(f"zdb server unavailable ({what}): {e}") from None
+            raise WorkloadError(f"zdb: {what}: {e}") from None
 
     async def nsinfo(self, name: str) -> dict[str, str] | None:
         """NSINFO as a dict, or None when there is no such namespace."""
-        assert self._client is not None
         try:
-            reply = await self._client.command(b"NSINFO", name.encode())
-        except RespError as e:
-            if "not found" in str(e).lower():
+            reply = await self.command("NSINFO", name)
+        except ZdbUnavailable:
+            raise
+        except WorkloadError as e:
+            if "Namespace not found" in str(e):
                 return None
-            raise WorkloadError(f"zdb: NSINFO {name}: {e}") from None
+            raise
         assert isinstance(reply, bytes)
         info = {}
         for line in reply.decode(errors="replace").splitlines():
