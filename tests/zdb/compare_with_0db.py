@@ -1087,6 +1087,40 @@ PROTECT_INFO = (
     "cosmetic: with --protect NSINFO default says 'password: no' (the admin password"
     " guards it but is not stored in the namespace's settings)"
 )
+# Arguments that name nothing: no namespace, password, timestamp or cursor.
+JUNK = [b"\xff\xfe", b"\x00" * 8, b"k" * 300, b"", b"zz"]
+ARGUMENT_COMMANDS = [
+    b"PING", b"TIME", b"AUTH", b"SET", b"GET", b"MGET", b"DEL", b"EXISTS", b"CHECK",
+    b"SCAN", b"RSCAN", b"KEYCUR", b"LENGTH", b"KEYTIME", b"HISTORY", b"DBSIZE",
+    b"NSNEW", b"NSDEL", b"NSSET", b"NSINFO", b"SELECT", b"FLUSH",
+]  # fmt: skip
+
+
+async def junk_arguments(r: Run, conn: object) -> None:
+    for name in ARGUMENT_COMMANDS:
+        for count in range(5):
+            args = [JUNK[(count + i) % len(JUNK)] for i in range(count)]
+            # 0-db cuts a name at NUL: it creates (and deletes) "" where we refuse.
+            known = NAMES if name in (b"NSNEW", b"NSDEL") else ""
+            await r.cmd(name, *args, conn=conn, norm=kind_of_junk, known=known)
+
+
+def kind_of_junk(r: object) -> object:
+    """A junk command: what matters is that both refuse it, or both take it."""
+    return "error" if isinstance(r, Err) else shape(r)
+
+
+@seq()
+async def junk_arguments_user(r: Run) -> None:
+    await junk_arguments(r, 0)
+
+
+@seq()
+async def junk_arguments_admin(r: Run) -> None:
+    await r.admin(conn=0)
+    await junk_arguments(r, 0)
+
+
 ADMIN_WRITES_DEFAULT = (
     "deliberate: with --protect an AUTHed admin may write in default without the"
     " password; 0-db wants SELECT default <admin password> from admins too"
