@@ -175,6 +175,54 @@ async def test_too_many_clients(tmp_path) -> None:
         await server.stop()
 
 
+async def test_a_client_that_never_reads_stalls_nobody(
+    raw: OpenRaw, zdb: ZdbServer, intact: Intact
+) -> None:
+    """MGET of one 4 MiB value 1023 times is a 4 GiB reply: the server must write it
+    as the client reads (it never does), and serve everyone else meanwhile."""
+    writer = await raw()
+    assert await writer.cmd(b"SET", b"big", b"b" * (4 * MiB)) == b"big"
+    greedy = await raw(rcvbuf=64 * 1024)
+    await greedy.send(encode(b"MGET", *[b"big"] * 1023))
+    assert await greedy.reader.readuntil(b"\r\n") == b"*1023\r\n"
+    other = await raw()
+    for i in range(20):
+        assert await other.cmd(b"SET", b"k%d" % i, b"v") == b"k%d" % i
+        assert await other.cmd(b"GET", b"big") == b"b" * (4 * MiB)
+    sessions = len(zdb.sessions)
+    await greedy.close()  # the server notices on its next write and lets go
+    for _ in range(1000):
+        if len(zdb.sessions) < sessions:
+            break
+        await asyncio.sleep(0.01)
+    assert len(zdb.sessions) == sessions - 1
+    await intact()
+
+
+async def test_concurrent_writers(raw: OpenRaw, intact: Intact) -> None:
+    conns = [await raw() for _ in range(10)]
+    for n, conn in enumerate(conns):
+        conn.writer.write(b"".join(encode(b"SET", b"c%d-%d" % (n, i), b"v") for i in range(300)))
+
+    async def replies(n: int, conn: Raw) -> None:
+        assert [await conn.reply() for _ in range(300)] == [b"c%d-%d" % (n, i) for i in range(300)]
+
+    await asyncio.gather(*(replies(n, c) for n, c in enumerate(conns)))
+    keys: list[bytes] = []
+    cursor: list[bytes] = []
+    while True:
+        reply = await conns[0].cmd(b"SCAN", *cursor)
+        if reply == Err("No more data"):
+            break
+        assert isinstance(reply, list), reply
+        cursor = [reply[0]]
+        keys += [k for k, _, _ in reply[1]]
+    written = {b"c%d-%d" % (n, i) for n in range(10) for i in range(300)}
+    assert sorted(k for k in keys if k != b"keep") == sorted(written)
+    assert await conns[0].cmd(b"DBSIZE") == len(written) + 1
+    await intact()
+
+
 async def test_claimed_100_mib_cuts_the_connection(raw: OpenRaw, intact: Intact) -> None:
     other = await raw()
     assert await other.cmd(b"PING") == "PONG"
