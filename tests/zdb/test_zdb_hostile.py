@@ -4,6 +4,7 @@ and afterwards the server still answers everyone and nothing it held has changed
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -196,6 +197,25 @@ async def test_a_client_that_never_reads_stalls_nobody(
             break
         await asyncio.sleep(0.01)
     assert len(zdb.sessions) == sessions - 1
+    await intact()
+
+
+async def test_pipelined_big_replies_are_not_held_in_memory(
+    raw: OpenRaw, zdb: ZdbServer, intact: Intact
+) -> None:
+    """300 pipelined GETs of a 4 MiB value, never read: 1.2 GiB of replies that the
+    server must hand out as the client takes them, not gather."""
+    writer = await raw()
+    assert await writer.cmd(b"SET", b"big", b"b" * (4 * MiB)) == b"big"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the peak so far
+    greedy = await raw(rcvbuf=64 * 1024)
+    await greedy.send(encode(b"GET", b"big") * 300)
+    other = await raw()
+    for _ in range(10):  # the server has long read all 300 and answered what it could
+        assert await other.cmd(b"GET", b"big") == b"b" * (4 * MiB)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown < 300 * 1024, f"peak memory grew by {grown} KiB"
+    await greedy.close()
     await intact()
 
 
