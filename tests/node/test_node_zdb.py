@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from nodehelpers import GiB, MiB, NodeProcess, User, kill_zdb_server
+from test_node_refusals import _refused
 
-from zos.bus import BusError
 from zos.grid.natsserver import free_port
 from zos.primitives.hostproc import start_time
 from zos.zdb.client import RespClient, RespError
@@ -73,14 +73,6 @@ async def _until(check, what: str, timeout: float = 20.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-async def _refused(call, code: str, *words: str) -> None:
-    with pytest.raises(BusError) as e:
-        await call
-    assert e.value.code == code, e.value
-    for word in words:
-        assert word in e.value.message, e.value.message
 
 
 @contextlib.asynccontextmanager
@@ -140,6 +132,17 @@ async def test_zdb_namespaces_per_twin_restart_and_last_one_stops(make_user, zdb
         with pytest.raises(RespError, match="No space left"):
             await c.command(b"SET", b"more", b"y" * 2)
     assert "protected and private" in await _select_error(port, ns_a, None)
+    # `default` belongs to nobody: a tenant that selects nothing cannot write there.
+    stranger = RespClient(HOST, port, timeout=10)
+    try:
+        with pytest.raises(RespError, match="read-only"):
+            await stranger.command(b"SET", b"k", b"v")
+        with pytest.raises(RespError, match="Permission denied"):
+            await stranger.command(b"NSNEW", b"mine")
+    finally:
+        await stranger.close()
+    stats = await alice.call(node, "zos.statistics.get")
+    assert stats["used"]["hru"] == MiB  # a zdb's size is hru, from the node's one disk
 
     b = await bob.deploy(
         node, bob.deployment([_zdb("db", 2 * MiB, mode="seq", password="bob-pw", public=True)])

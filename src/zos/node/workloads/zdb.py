@@ -58,14 +58,24 @@ class ZdbManager(Manager):
                     log.warning("zdb: %s; trying again", e)
         raise AssertionError("unreachable")
 
+    async def _on_namespace(
+        self, name: str, work: Callable[[dict[str, str] | None], Awaitable[None]]
+    ) -> dict[str, Any]:
+        """With the server up, `work(NSINFO of name, or None)`; the workload's result."""
+
+        async def step() -> None:
+            await self.server.ensure()
+            await work(await self.server.nsinfo(name))
+
+        await self._step(step)
+        return self._result(name)
+
     async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
         data: ZDB = ctx.workload.data
         name = ctx.workload_id
         s = self.server
 
-        async def work() -> None:
-            await s.ensure()
-            info = await s.nsinfo(name)
+        async def work(info: dict[str, str] | None) -> None:
             if info is None:
                 await s.command("NSNEW", name)
                 info = await s.nsinfo(name) or {}
@@ -80,18 +90,14 @@ class ZdbManager(Manager):
                     ) from None
             await self._apply(name, data)
 
-        await self._step(work)
-        return self._result(name)
+        return await self._on_namespace(name, work)
 
     async def update(self, ctx: WorkloadContext, previous: Any) -> dict[str, Any]:
         # Checked against the namespace itself: `previous` may be an update that failed.
         new: ZDB = ctx.workload.data
         name = ctx.workload_id
-        s = self.server
 
-        async def work() -> None:
-            await s.ensure()
-            info = await s.nsinfo(name)
+        async def work(info: dict[str, str] | None) -> None:
             if info is None:
                 raise WorkloadError(f"namespace {name} is gone; deploy the workload anew")
             if info.get("mode") != new.mode:
@@ -106,8 +112,7 @@ class ZdbManager(Manager):
                 )
             await self._apply(name, new)
 
-        await self._step(work)
-        return self._result(name)
+        return await self._on_namespace(name, work)
 
     async def deprovision(self, ctx: WorkloadContext) -> None:
         await self._step(lambda: self._remove({ctx.workload_id}))
