@@ -438,3 +438,23 @@ async def test_namespace_deleted_while_a_reply_streams(
     )
     assert await conn.closed_by_server()
     await intact()
+
+
+async def test_unix_socket(tmp_path) -> None:
+    """The unix socket is served by the same code: garbage there is refused the same."""
+    path = tmp_path / "zdb.sock"
+    server = await ZdbServer(tmp_path / "u", admin_password=ADMIN).start(None, socket_path=path)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        garbage = Raw(reader, writer)
+        await refused_and_cut(garbage, b"\x00\xff garbage\r\n")
+        await garbage.close()
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        good = Raw(reader, writer)
+        try:
+            assert await good.cmd(b"SET", b"k", b"v") == b"k"
+            assert await good.cmd(b"GET", b"k") == b"v"
+        finally:
+            await good.close()
+    finally:
+        await server.stop()
