@@ -287,3 +287,44 @@ async def test_server_outlives_agent_until_wipe(make_user, zdb_node) -> None:
             await proc.wait()
     assert start_time(server[0]) != server[1] and not await _listening(port)
     assert _server(node) is None and not (node.data_dir / "storage" / "zdb").exists()
+
+
+async def test_failed_restore_keeps_the_data(make_user, zdb_node) -> None:
+    """After a restart the zdb cannot come back (its port is taken): the workload says
+    so, but its namespace and data are kept, and the next start brings it back."""
+    user = await make_user()
+    port = free_port()
+    node = await zdb_node(user, port)
+    dep = await user.deploy(node, user.deployment([_zdb("db", MiB, password="pw")]))
+    await user.wait_states(node, dep.contract_id, {"db": "ok"})
+    ns = f"{user.twin_id}-{dep.contract_id}-db"
+    async with _tenant(port, ns, "pw") as c:
+        assert await c.command(b"SET", b"k", b"precious") == b"k"
+
+    assert node.stop() == 0
+    kill_zdb_server(node.data_dir)
+
+    async def port_free() -> bool:
+        return not await _listening(port)
+
+    await _until(port_free, "the killed server to let go of its port")
+    squatter = await asyncio.start_server(lambda r, w: w.close(), HOST, port)
+    try:
+        node.start()
+        await node.wait_ready(user)
+        got = await user.wait_states(node, dep.contract_id, {"db": "error"}, timeout=120)
+        message = got["workloads"][0]["result"]["message"]
+        assert "could not be brought back after a restart" in message, message
+        assert (node.data_dir / "storage" / "zdb" / ns).is_dir()
+        stats = await user.call(node, "zos.statistics.get")
+        assert stats["used"]["hru"] == MiB  # the kept data still holds its disk
+        assert node.stop() == 0
+    finally:
+        squatter.close()
+        await squatter.wait_closed()
+
+    node.start()
+    await node.wait_ready(user)
+    await user.wait_states(node, dep.contract_id, {"db": "ok"}, timeout=60)
+    async with _tenant(port, ns, "pw") as c:
+        assert await c.command(b"GET", b"k") == b"precious"

@@ -9,7 +9,9 @@ left to do, and `start()` simply runs every job again: managers are idempotent.
 Pending operations, by workload name: `add` (provision), `update` (update from
 `previous`), `ensure` (provision again after a restart, keeping the state),
 `remove` (deprovision `previous`, a workload an update dropped). Removals run
-first, in reverse install order, then the rest in install order.
+first, in reverse install order, then the rest in install order. A failed `add` is
+removed again (nothing half-built stays); a failed `ensure` is not: it ran before,
+and its data (a volume, a zdb namespace) is kept until a later start restores it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ INSTALL_ORDER = ("zmount", "volume", "network", "network-light", "ip", "ipv4", "
 MAX_PARALLEL_JOBS = 16
 
 OK, ERROR, INIT, DELETED_STATE, UNCHANGED = "ok", "error", "init", "deleted", "unchanged"
+# Names of workloads that ran before a restart and could not be brought back: their
+# data is kept and they are tried again at every start, never removed as failed.
+RESTORE = "restore"
 
 
 class EngineError(Exception):
@@ -72,10 +77,12 @@ def _result(state: str, message: str = "", data: Any = None) -> dict[str, Any]:
 
 
 def _usage(body: dict[str, Any]) -> Capacity:
-    """Capacity a stored deployment holds: every workload not failed or deleted."""
+    """Capacity a stored deployment holds: every workload not failed or deleted (one
+    that failed to come back after a restart still holds its kept data)."""
     total = Capacity()
+    restore = set(body.get(RESTORE, ()))
     for wl in Deployment.from_dict(body["deployment"]).workloads:
-        if wl.result.state not in (ERROR, DELETED_STATE):
+        if wl.result.state not in (ERROR, DELETED_STATE) or wl.name in restore:
             total = total + wl.capacity()
     return total
 
@@ -118,8 +125,11 @@ class Engine:
         for rec in self.store.list(states=(ACTIVE, DELETING)):
             dep = Deployment.from_dict(rec.body["deployment"])
             pending = rec.body.get("pending", {})
+            restore = set(rec.body.get(RESTORE, ()))
             for wl in dep.workloads:
-                if wl.type in keep and (wl.result.state != ERROR or wl.name in pending):
+                if wl.type in keep and (
+                    wl.result.state != ERROR or wl.name in pending or wl.name in restore
+                ):
                     keep[wl.type].add(dep.workload_id(wl.name))
             for op in pending.values():
                 prev = op.get("previous")
@@ -133,9 +143,12 @@ class Engine:
         for rec in self.store.list(states=(ACTIVE,)):
             body = rec.body
             pending = body.setdefault("pending", {})
+            restore = set(body.get(RESTORE, ()))
             for wl in body["deployment"]["workloads"]:
                 state = wl["result"]["state"]
-                if wl["name"] not in pending and state in (OK, INIT, UNCHANGED):
+                if wl["name"] not in pending and (
+                    state in (OK, INIT, UNCHANGED) or wl["name"] in restore
+                ):
                     pending[wl["name"]] = {"op": "ensure"}
             self.store.put(rec.twin_id, rec.contract_id, body)
             self._schedule(rec.contract_id)
@@ -435,6 +448,14 @@ class Engine:
             text = str(e) or type(e).__name__
             if kind == "update":
                 result = _result(UNCHANGED, f"update failed, the previous version runs: {text}")
+            elif kind == "ensure":
+                # It ran before the restart: removing it now would destroy its data
+                # (a volume, a zdb namespace) over what may be a passing fault.
+                result = _result(
+                    ERROR,
+                    f"could not be brought back after a restart: {text} "
+                    "(its data is kept; tried again at the next start)",
+                )
             else:
                 result = _result(ERROR, text)
                 if manager is not None:
@@ -475,6 +496,13 @@ class Engine:
         if pending.get(name) != op:
             return  # an update re-planned this workload; its own step will report
         del pending[name]
+        if op["op"] == "ensure" and result is not None:
+            restore = set(body.get(RESTORE, ()))
+            if result["state"] == ERROR:
+                restore.add(name)
+            else:
+                restore.discard(name)
+            body[RESTORE] = sorted(restore)
         changed: list[dict[str, Any]] = []
         if result is not None:
             for wl in body["deployment"]["workloads"]:
