@@ -154,7 +154,7 @@ async def test_zdb_namespaces_per_twin_restart_and_last_one_stops(make_user, zdb
     async with _tenant(port, ns_b, "bob-pw") as c:
         seq_id = await c.command(b"SET", b"", b"bob's")
         assert seq_id == (0).to_bytes(8, "little")
-        assert _nsinfo(await c.command(b"NSINFO", ns_b.encode()))["mode"] == "seq"
+        assert _nsinfo(await c.command(b"NSINFO", ns_b.encode()))["mode"] == "sequential"
     async with _tenant(port, ns_b, None) as c:  # public: readable without the password
         assert await c.command(b"GET", seq_id) == b"bob's"
         with pytest.raises(RespError, match="read-only"):
@@ -175,7 +175,7 @@ async def test_zdb_namespaces_per_twin_restart_and_last_one_stops(make_user, zdb
     assert "Access denied" in await _select_error(port, ns_a, "alice-pw")
     async with _tenant(port, ns_a, "alice-new") as c:
         info = _nsinfo(await c.command(b"NSINFO", ns_a.encode()))
-        assert info["data_limits_bytes"] == str(3 * MiB) and info["mode"] == "user"
+        assert info["data_limits_bytes"] == str(3 * MiB) and info["mode"] == "userkey"
         assert await c.command(b"GET", b"k") == b"v"
 
     # kill -9 of the agent: the server runs on and is found again, not started twice.

@@ -87,7 +87,7 @@ async def test_everything_survives_a_restart(tmp_path: Path) -> None:
         assert value == b"new five"
 
         info = (await c.command(b"NSINFO", b"seq")).decode()
-        assert "mode: seq" in info and "password: yes" in info and "public: no" in info
+        assert "mode: sequential" in info and "password: yes" in info and "public: no" in info
         assert "data_limits_bytes: 100000" in info
         with pytest.raises(RespError, match="Namespace protected and private"):
             await c.command(b"SELECT", b"seq")

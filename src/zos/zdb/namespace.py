@@ -36,6 +36,9 @@ SEQ_KEY = struct.Struct("<Q")  # seq mode ids, as 0-db's 8-byte seqid_t
 CURSOR = struct.Struct("<Q")  # SCAN/KEYCUR/HISTORY cursors: an entry's location
 SETTINGS_FILE = "settings.json"
 COMPACT_FLOOR = 16 * 1024 * 1024
+# NSINFO names the modes as 0-db does; NSSET takes the short names.
+INFO_MODE = {"user": "userkey", "seq": "sequential"}
+MODE_FROM_INFO = {v: k for k, v in INFO_MODE.items()}
 
 
 class ZdbError(Exception):
@@ -418,7 +421,7 @@ class Namespace:
             f"data_garbage_bytes: {sum(self.garbage.values())}",
             f"data_compactions: {self.compactions}",
             f"next_internal_id: 0x{self.next_seq:08x}",
-            f"mode: {s.mode}",
+            f"mode: {INFO_MODE[s.mode]}",
             f"stats_data_faults: {self.report.faults}",
             f"stats_data_torn_bytes: {self.report.cut_bytes}",
         ]

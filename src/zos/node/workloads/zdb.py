@@ -17,11 +17,17 @@ from typing import Any, TypeVar
 from zos.gridtypes.workloads.zdb import ZDB, ZDBResult
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
 from zos.node.workloads.zdbserver import NodeZdb, ZdbUnavailable
+from zos.zdb.namespace import MODE_FROM_INFO
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Tries of one step while the server is found dead (each try starts it again).
 ATTEMPTS = 3
+
+
+def _mode(info: dict[str, str]) -> str | None:
+    """A namespace's mode as the workload names it (NSINFO says userkey/sequential)."""
+    return MODE_FROM_INFO.get(info.get("mode", ""))
 
 
 class ZdbManager(Manager):
@@ -79,14 +85,14 @@ class ZdbManager(Manager):
             if info is None:
                 await s.command("NSNEW", name)
                 info = await s.nsinfo(name) or {}
-            if info.get("mode") != data.mode:
+            if _mode(info) != data.mode:
                 try:
                     await s.command("NSSET", name, "mode", data.mode)
                 except ZdbUnavailable:
                     raise
                 except WorkloadError:
                     raise WorkloadError(
-                        f"mode: namespace {name} already holds data in {info.get('mode')} mode"
+                        f"mode: namespace {name} already holds data in {_mode(info)} mode"
                     ) from None
             await self._apply(name, data)
 
@@ -100,9 +106,9 @@ class ZdbManager(Manager):
         async def work(info: dict[str, str] | None) -> None:
             if info is None:
                 raise WorkloadError(f"namespace {name} is gone; deploy the workload anew")
-            if info.get("mode") != new.mode:
+            if _mode(info) != new.mode:
                 raise WorkloadError(
-                    f"mode: cannot change from {info.get('mode')} to {new.mode} "
+                    f"mode: cannot change from {_mode(info)} to {new.mode} "
                     "(a namespace keeps its mode)"
                 )
             used = int(info.get("data_size_bytes", "0"))
