@@ -103,6 +103,7 @@ class Namespace:
         # Bytes per data file that no live key points at (overwritten, deleted, and
         # the deletion records themselves): what compaction would give back.
         self.garbage: dict[int, int] = {}
+        self.garbage_total = 0  # kept beside the dict: checked after every write
         self.compactions = 0
         self._compaction_stuck = False
 
@@ -143,6 +144,7 @@ class Namespace:
     def _dead(self, loc: int, size: int) -> None:
         file_id = split(loc)[0]
         self.garbage[file_id] = self.garbage.get(file_id, 0) + size
+        self.garbage_total += size
 
     # -- compaction ----------------------------------------------------------------
 
@@ -152,7 +154,7 @@ class Namespace:
         oldest files first until it does not."""
         floor = min(self.log.file_limit, COMPACT_FLOOR)
         for _ in range(len(self.garbage) + 1):
-            waste = sum(self.garbage.values())
+            waste = self.garbage_total
             if self._compaction_stuck or waste <= max(self.datasize // 2, floor):
                 return
             self.compact_oldest()
@@ -193,7 +195,7 @@ class Namespace:
         self.log.sync()  # the copies are on disk before the originals go
         self.log.remove_file(file_id)
         del self.order[:end]
-        self.garbage.pop(file_id, None)
+        self.garbage_total -= self.garbage.pop(file_id, 0)
         self.compactions += 1
 
     def save_settings(self) -> None:
@@ -222,6 +224,7 @@ class Namespace:
         self.order = array("Q")
         self.datasize = self.next_seq = 0
         self.garbage.clear()
+        self.garbage_total = 0
         self._compaction_stuck = False
         self.report = self.log.load(self._replay)
 
@@ -418,7 +421,7 @@ class Namespace:
             f"data_size_mb: {self.datasize / 1048576:.2f}",
             f"data_limits_bytes: {s.maxsize}",
             f"data_disk_bytes: {self.log.disk_bytes()}",
-            f"data_garbage_bytes: {sum(self.garbage.values())}",
+            f"data_garbage_bytes: {self.garbage_total}",
             f"data_compactions: {self.compactions}",
             f"next_internal_id: 0x{self.next_seq:08x}",
             f"mode: {INFO_MODE[s.mode]}",

@@ -77,7 +77,10 @@ def _length(line: bytes | bytearray, prefix: bytes, what: str, limit: int) -> in
 
 
 async def read_request(reader: asyncio.StreamReader) -> list[bytes] | None:
-    """One command as its arguments; None at a clean end of stream."""
+    """One command as its arguments; None at a clean end of stream.
+
+    The server reads with `RequestParser`; this straightforward reader stays as the
+    reference the parser's tests check it against."""
     try:
         first = await reader.readuntil(b"\r\n")
     except asyncio.IncompleteReadError as e:

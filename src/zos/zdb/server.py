@@ -23,7 +23,7 @@ from pathlib import Path
 from zos.zdb import commands
 from zos.zdb.datalog import DEFAULT_FILE_LIMIT
 from zos.zdb.namespace import DEFAULT, SETTINGS_FILE, Namespace, ZdbError, check_name
-from zos.zdb.protocol import ProtocolError, RequestTooLarge, error, read_request
+from zos.zdb.protocol import ProtocolError, RequestParser, RequestTooLarge, error
 
 log = logging.getLogger(__name__)
 
@@ -213,29 +213,54 @@ class ZdbServer:
     async def _serve(
         self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        # Every request already received is answered with one write: a pipelining
+        # client costs one read and one send per batch, not per command. Replies are
+        # flushed at 1 MiB, so memory stays bounded whatever the client asks for.
+        parser = RequestParser()
+        out: list[bytes] = []
+        size = 0
+
+        async def flush() -> None:
+            nonlocal size
+            if out:
+                writer.write(b"".join(out))
+                out.clear()
+                size = 0
+                await writer.drain()
+
         while True:
-            try:
-                args = await read_request(reader)
-            except RequestTooLarge as e:
-                self.stats.failed += 1
-                writer.write(error(str(e)))
-                await writer.drain()
-                continue
-            except ProtocolError as e:
-                writer.write(error(f"Protocol error: {e}"))
-                await writer.drain()
+            data = await reader.read(256 * 1024)
+            if not data:
+                if parser.pending:
+                    out.append(error("Protocol error: connection closed inside a request"))
+                await flush()
                 return
-            if args is None:
-                return
-            if session.ns.deleted:
-                writer.write(
-                    error("Your active namespace is not available anymore (probably removed).")
-                )
-                await writer.drain()
-                return
-            for chunk in self.execute(session, args):
-                writer.write(chunk)
-                await writer.drain()
+            parser.feed(data)
+            while True:
+                try:
+                    args = parser.next()
+                except RequestTooLarge as e:
+                    self.stats.failed += 1
+                    out.append(error(str(e)))
+                    continue
+                except ProtocolError as e:
+                    out.append(error(f"Protocol error: {e}"))
+                    await flush()
+                    return
+                if args is None:
+                    break
+                if session.ns.deleted:
+                    out.append(
+                        error("Your active namespace is not available anymore (probably removed).")
+                    )
+                    await flush()
+                    return
+                for chunk in self.execute(session, args):
+                    out.append(chunk)
+                    size += len(chunk)
+                    if size >= 1 << 20:
+                        await flush()
+            await flush()
 
     def execute(self, session: Session, args: list[bytes]) -> Iterator[bytes]:
         """The reply to one command, in chunks (MGET streams its values)."""
