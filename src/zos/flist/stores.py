@@ -261,7 +261,10 @@ class Router:
                     continue
                 check_id(block_id, data)
                 return data
-            except (StoreError, BlockError) as e:
+            except BlockError as e:
+                # Say which store served the bad bytes; the block id is said once, below.
+                errors.append(f"{store.url}: " + str(e).removeprefix(f"block {block_id.hex()}: "))
+            except StoreError as e:
                 errors.append(str(e))
         raise StoreError(f"block {block_id.hex()}: " + "; ".join(errors))
 
