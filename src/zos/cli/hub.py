@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 from pathlib import Path
 
 from zos.cli import CliError
 from zos.cli._io import parse_twin_keys
+from zos.primitives.signals import stop_on_signals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,11 +59,7 @@ async def _serve(root: Path, host: str, port: int, nats: str | None, static: dic
 
     hub = await Hub(root, lookup).start(host, port)
     print(f"hub serving {root} at {hub.url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:

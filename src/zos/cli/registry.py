@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import re
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,6 +14,7 @@ from zos.bus.connection import connect_nats, default_nats_url
 from zos.bus.errors import BusError
 from zos.cli import CliError
 from zos.cli._io import identity_from_args
+from zos.primitives.signals import stop_on_signals
 from zos.registry.client import RegistryClient
 
 T = TypeVar("T")
@@ -114,10 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             replicas=args.replicas,
             down_after=args.down_after if args.down_after is not None else DOWN_AFTER,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         try:
             await service.start()
         except BusError as e:

@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 from pathlib import Path
 
 from zos.cli import CliError
+from zos.primitives.signals import stop_on_signals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,10 +93,7 @@ async def _serve(
         print(f"zdb: listening on unix:{args.socket}", flush=True)
     if password is None:
         print("zdb: no admin password: every client is admin", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:

@@ -16,13 +16,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import sys
 from pathlib import Path
 
 from zos.grid.state import Forward, load_forwards
 from zos.primitives import netns
+from zos.primitives.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,7 @@ class Forwarder:
             )
 
     async def run(self) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         while not stop.is_set():
             await self.sync()
             with contextlib.suppress(TimeoutError):

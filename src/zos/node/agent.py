@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from zos.node.capacity import Offer
 from zos.node.engine import ContractInfo, Engine, install_rank
 from zos.node.store import Store
 from zos.node.workloads import NodeServices, close_managers, default_managers
+from zos.primitives.signals import stop_on_signals
 from zos.registry import HEARTBEAT_PERIOD, Capacity, Node, NodeContract, RegistryClient
 
 log = logging.getLogger(__name__)
@@ -264,9 +264,7 @@ class Agent:
 
     async def run(self) -> None:
         """Start, serve until SIGTERM or SIGINT, stop."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopped.set)
+        stop_on_signals(self._stopped)
         await self.start()
         try:
             await self._stopped.wait()
