@@ -70,6 +70,9 @@ async def test_resp_framing() -> None:
         b"$-1\r\n"  # GET of a missing key: nil
         b"+OK\r\n:42\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n"
         b"-Namespace protected and private\r\n"
+        # An error inside an array (MGET): raised once the whole array is read, so
+        # the reply after it is read in step.
+        b"*2\r\n-Internal Error\r\n$1\r\nb\r\n:7\r\n"
     )
     assert replies == [
         b"\x00k",
@@ -78,4 +81,6 @@ async def test_resp_framing() -> None:
         42,
         [b"a", [1]],
         "error: Namespace protected and private",
+        "error: Internal Error",
+        7,
     ]

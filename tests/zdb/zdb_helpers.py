@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from zos.zdb.client import RespClient, RespError, encode
+from zos.zdb.client import RespClient, RespError, encode, read_value
 
 ADMIN = "admin-secret"  # the same as tests/conftest.py ZDB_ADMIN
 
@@ -26,24 +26,18 @@ class Err:
     text: str
 
 
+def _errors_as_values(reply: object) -> object:
+    if isinstance(reply, RespError):
+        return Err(str(reply))
+    if isinstance(reply, list):
+        return [_errors_as_values(item) for item in reply]
+    return reply
+
+
 async def read_any(reader: asyncio.StreamReader) -> object:
     """One reply: `+` lines as str, bulk strings as bytes, errors as Err (also inside
-    arrays, where RespClient would stop at the first)."""
-    line = await reader.readuntil(b"\r\n")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"+":
-        return rest.decode(errors="replace")
-    if kind == b"-":
-        return Err(rest.decode(errors="replace"))
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else (await reader.readexactly(n + 2))[:-2]
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [await read_any(reader) for _ in range(n)]
-    raise AssertionError(f"not a RESP reply: {line[:60]!r}")
+    arrays, where RespClient raises the first)."""
+    return _errors_as_values(await read_value(reader))
 
 
 class Raw:

@@ -23,13 +23,15 @@ def encode(*args: bytes) -> bytes:
     return b"".join(out)
 
 
-async def read_reply(reader: asyncio.StreamReader, depth: int = 0) -> Reply:
+async def read_value(reader: asyncio.StreamReader, depth: int = 0) -> Reply | RespError:
+    """One reply, with error replies as RespError values (inside arrays too), so an
+    array is always read to its end and the connection stays in step."""
     line = await reader.readuntil(b"\r\n")
     kind, rest = line[:1], line[1:-2]
     if kind == b"+":
         return rest.decode(errors="replace")
     if kind == b"-":
-        raise RespError(rest.decode(errors="replace"))
+        return RespError(rest.decode(errors="replace"))
     if kind == b":":
         return int(rest)
     if kind == b"$":
@@ -46,8 +48,27 @@ async def read_reply(reader: asyncio.StreamReader, depth: int = 0) -> Reply:
             return None
         if depth > 8:
             raise RespError("reply nested too deeply")
-        return [await read_reply(reader, depth + 1) for _ in range(n)]
+        return [await read_value(reader, depth + 1) for _ in range(n)]
     raise RespError(f"not a RESP reply: {line[:40]!r}")
+
+
+def _first_error(reply: Reply | RespError) -> RespError | None:
+    if isinstance(reply, RespError):
+        return reply
+    if isinstance(reply, list):
+        for item in reply:
+            if (error := _first_error(item)) is not None:
+                return error
+    return None
+
+
+async def read_reply(reader: asyncio.StreamReader) -> Reply:
+    """One reply; an error reply, anywhere in it, is raised once the whole reply is read."""
+    reply = await read_value(reader)
+    error = _first_error(reply)
+    if error is not None:
+        raise error
+    return reply  # type: ignore[return-value]
 
 
 class RespClient:
