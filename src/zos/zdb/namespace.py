@@ -178,10 +178,8 @@ class Namespace:
                 if entry.kind != KIND_SET or slot is None or slot.loc != loc:
                     continue
                 try:
-                    value = self.log.value(
-                        Entry(loc, KIND_SET, entry.key, slot.length, 0, 0, 0, slot.crc)
-                    )
-                except StorageError:
+                    value = self._value(entry.key, slot)
+                except ZdbError:
                     # Damaged bytes are not copied into a good file: keep this file as
                     # it is (CHECK reports the key) and stop compacting this namespace.
                     self._compaction_stuck = True
