@@ -66,3 +66,11 @@ def parse_twin_keys(items: list[str]) -> dict[int, bytes]:
         except KeyError_ as e:
             raise CliError(f"--twin-key {twin}: {e}") from None
     return keys
+
+
+def parse_listen(text: str, alternatives: str = "") -> tuple[str, int]:
+    """`--listen HOST:PORT` as (host, port); the host may be empty."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CliError(f"--listen {text!r}: expected HOST:PORT{alternatives}")
+    return host, int(port)

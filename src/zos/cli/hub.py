@@ -8,7 +8,7 @@ import contextlib
 from pathlib import Path
 
 from zos.cli import CliError
-from zos.cli._io import parse_twin_keys
+from zos.cli._io import parse_listen, parse_twin_keys
 from zos.primitives.signals import stop_on_signals
 
 
@@ -31,13 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    host, sep, port = args.listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise CliError(f"--listen {args.listen!r}: expected HOST:PORT")
+    host, port = parse_listen(args.listen)
     static = parse_twin_keys(args.twin_key)
     if not static and not args.nats:
         raise CliError("pass --nats URL (registry) or at least one --twin-key ID=PUBHEX")
-    asyncio.run(_serve(args.root, host or "127.0.0.1", int(port), args.nats, static))
+    asyncio.run(_serve(args.root, host or "127.0.0.1", port, args.nats, static))
     return 0
 
 

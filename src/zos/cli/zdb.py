@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from zos.cli import CliError
+from zos.cli._io import parse_listen
 from zos.primitives.signals import stop_on_signals
 
 
@@ -55,10 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host: str | None = None
     port = 0
     if args.listen != "none":
-        host, sep, p = args.listen.rpartition(":")
-        if not sep or not p.isdigit():
-            raise CliError(f"--listen {args.listen!r}: expected HOST:PORT or none")
-        port = int(p)
+        host, port = parse_listen(args.listen, " or none")
     elif args.socket is None:
         raise CliError("--listen none needs --socket PATH")
     logging.basicConfig(level=logging.INFO, format="zdb: %(message)s")
