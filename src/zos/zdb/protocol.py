@@ -6,8 +6,6 @@ peer can hold at most one request's worth (`MAX_REQUEST` bytes) per connection.
 
 from __future__ import annotations
 
-import asyncio
-
 MAX_ARGS = 1024  # 0-db refuses more arguments than this
 MAX_VALUE = 8 * 1024 * 1024  # largest value 0-db stores
 MAX_KEY = 255
@@ -54,16 +52,6 @@ def array(items: list[bytes]) -> bytes:
     return b"*%d\r\n%s" % (len(items), b"".join(items))
 
 
-async def _line(reader: asyncio.StreamReader) -> bytes:
-    try:
-        line = await reader.readuntil(b"\r\n")
-    except asyncio.LimitOverrunError:
-        raise ProtocolError("line too long") from None
-    if len(line) > MAX_LINE:
-        raise ProtocolError("line too long")
-    return line[:-2]
-
-
 def _length(line: bytes | bytearray, prefix: bytes, what: str, limit: int) -> int:
     if line[:1] != prefix:
         raise ProtocolError(f"expected '{prefix.decode()}', got {bytes(line[:1])!r}")
@@ -76,66 +64,13 @@ def _length(line: bytes | bytearray, prefix: bytes, what: str, limit: int) -> in
     return n
 
 
-async def read_request(reader: asyncio.StreamReader) -> list[bytes] | None:
-    """One command as its arguments; None at a clean end of stream.
-
-    The server reads with `RequestParser`; this straightforward reader stays as the
-    reference the parser's tests check it against."""
-    try:
-        first = await reader.readuntil(b"\r\n")
-    except asyncio.IncompleteReadError as e:
-        if e.partial:
-            raise ProtocolError("connection closed inside a request") from None
-        return None
-    except asyncio.LimitOverrunError:
-        raise ProtocolError("line too long") from None
-    if len(first) > MAX_LINE:
-        raise ProtocolError("line too long")
-    count = _length(first[:-2], b"*", "array", MAX_ARGS)
-    if count == 0:
-        raise ProtocolError("empty request")
-    args: list[bytes] = []
-    budget = MAX_REQUEST
-    too_large = ""
-    try:
-        for i in range(count):
-            n = _length(await _line(reader), b"$", "bulk", _DISCARD_LIMIT)
-            if too_large or n > MAX_VALUE or n > budget:
-                too_large = too_large or (
-                    f"argument {i} is {n} bytes, over the {MAX_VALUE} limit"
-                    if n > MAX_VALUE
-                    else f"request is over the {MAX_REQUEST} byte limit"
-                )
-                await _discard(reader, n + 2)
-                continue
-            budget -= n
-            data = await reader.readexactly(n + 2)
-            if data[-2:] != b"\r\n":
-                raise ProtocolError("bulk string not terminated by CRLF")
-            args.append(data[:-2])
-    except asyncio.IncompleteReadError:
-        raise ProtocolError("connection closed inside a request") from None
-    if too_large:
-        raise RequestTooLarge(too_large)
-    return args
-
-
-async def _discard(reader: asyncio.StreamReader, n: int) -> None:
-    while n > 0:
-        chunk = await reader.read(min(n, 1 << 20))
-        if not chunk:
-            raise asyncio.IncompleteReadError(b"", n)
-        n -= len(chunk)
-
-
 class RequestParser:
     """Requests from bytes as they arrive (no I/O): `feed` what the socket gave,
     then call `next` until it returns None.
 
-    Same limits and errors as `read_request`, but a connection costs one read per
-    chunk instead of two awaits per argument, and the server learns how many requests
-    are already there, so it can answer them all with one write. A too-large argument
-    is dropped as it arrives, never held.
+    A connection costs one read per chunk, not two awaits per argument, and the
+    server learns how many requests are already there, so it can answer them all
+    with one write. A too-large argument is dropped as it arrives, never held.
     """
 
     def __init__(self) -> None:
