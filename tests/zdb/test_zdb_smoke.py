@@ -1,6 +1,9 @@
-"""The fixtures start a working server; one SET/GET each way."""
+"""The fixtures start a working server; one SET/GET each way; what the server loads."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 from zos.zdb.client import RespClient
 
@@ -18,3 +21,17 @@ async def test_set_get_subprocess(zdb_proc) -> None:
         assert await c.command(b"SET", b"k", b"v") == b"k"
     finally:
         await c.close()
+
+
+def test_serve_imports_only_what_it_uses() -> None:
+    """`zos zdb serve` builds its parser without the other commands' modules: no bus
+    client, HTTP stack, workload types or key handling in the server's memory."""
+    probe = (
+        "import sys; from zos.cli import build_parser;"
+        " build_parser('zdb').parse_args(['zdb', 'serve', '--data', 'x']);"
+        " import zos.zdb.server;"
+        " print(' '.join(sorted(m for m in ('nats', 'aiohttp', 'pydantic', 'nacl',"
+        " 'zos.identity', 'zos.bus', 'zos.gridtypes') if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []

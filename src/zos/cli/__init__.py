@@ -3,6 +3,10 @@
 Each module in this package that defines `register(subparsers)` adds its own
 subcommands; a subcommand's handler returns an exit code. Any error becomes one line
 on stderr and a non-zero exit, never a traceback (set ZOS_DEBUG=1 to see one).
+
+A command named like its module (`zos zdb ...` in `zdb.py`) imports that module
+alone: a long-running server such as `zos zdb serve` does not carry the bus, the
+registry and the workload types of every other command in its memory.
 """
 
 from __future__ import annotations
@@ -23,14 +27,16 @@ class CliError(Exception):
         self.code = code
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or only of `command` when a module has its name."""
     parser = argparse.ArgumentParser(prog="zos", description="Zero-OS node and grid")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    if command in names:
+        names = [command]
+    for name in names:
+        module = importlib.import_module(f"{__name__}.{name}")
         register = getattr(module, "register", None)
         if register is not None:
             register(sub)
@@ -43,7 +49,8 @@ def _one_line(text: str, limit: int = 500) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         code = args.handler(args)

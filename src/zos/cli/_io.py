@@ -6,9 +6,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zos.cli import CliError
-from zos.identity import Identity, KeyError_, load_key_file, public_key_from_hex
+
+# zos.identity (and its crypto) is imported by the helpers that take keys, so that a
+# command without keys, such as `zos zdb serve`, does not load it.
+if TYPE_CHECKING:
+    from zos.identity import Identity
 
 # Deployments and manifests are small; anything bigger is refused before parsing.
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -35,6 +40,8 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
 
 
 def identity_from_args(args: argparse.Namespace, required: bool = True) -> Identity | None:
+    from zos.identity import Identity, KeyError_, load_key_file
+
     try:
         if getattr(args, "mnemonic", None):
             return Identity.from_mnemonic(args.mnemonic)
@@ -56,6 +63,8 @@ def identity_from_args(args: argparse.Namespace, required: bool = True) -> Ident
 
 def parse_twin_keys(items: list[str]) -> dict[int, bytes]:
     """`--twin-key TWIN=PUBHEX` options as a map of twin id to public key."""
+    from zos.identity import KeyError_, public_key_from_hex
+
     keys: dict[int, bytes] = {}
     for item in items:
         twin, sep, key = item.partition("=")
