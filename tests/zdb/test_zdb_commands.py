@@ -63,6 +63,13 @@ async def test_unknown_command(client: RespClient) -> None:
     assert await client.command(b"PING") == "PONG"
 
 
+async def test_stop_is_refused_as_by_a_release_build(client: RespClient, admin: RespClient) -> None:
+    for c in (client, admin):
+        with refused("Unauthorized"):
+            await c.command(b"STOP")
+    assert await client.command(b"PING") == "PONG"
+
+
 # -- keys --------------------------------------------------------------------------------
 
 
@@ -198,6 +205,48 @@ async def test_keycur_then_scan_from_it(client: RespClient) -> None:
         await client.command(b"KEYCUR", b"missing")
 
 
+async def test_kscan_lists_the_live_keys_with_a_prefix(
+    client: RespClient, admin: RespClient, connect: Connect
+) -> None:
+    for key in (b"hello", b"help", b"he", b"abc", b"h\x00\xff"):
+        await client.command(b"SET", key, b"v")
+    await client.command(b"DEL", b"help")
+    await client.command(b"SET", b"hello", b"moved to the end")
+    assert await client.command(b"KSCAN", b"h") == [b"0", [b"he", b"h\x00\xff", b"hello"]]
+    assert await client.command(b"KSCAN", b"hel") == [b"0", [b"hello"]]
+    assert await client.command(b"KSCAN", b"abc") == [b"0", [b"abc"]]
+    with refused("No keys match"):
+        await client.command(b"KSCAN", b"help")
+    with refused("No keys match"):
+        await client.command(b"KSCAN", b"hello, and more")
+    with refused("Unexpected arguments"):
+        await client.command(b"KSCAN")
+    with refused("Unexpected arguments"):
+        await client.command(b"KSCAN", b"h", b"e")
+    with refused("Invalid argument"):
+        await client.command(b"KSCAN", b"")
+    # Only the keys of the client's own namespace.
+    await new_namespace(admin, b"other")
+    other = await connect(ns=b"other")
+    await other.command(b"SET", b"hop", b"v")
+    assert await other.command(b"KSCAN", b"h") == [b"0", [b"hop"]]
+    # Ids are no prefixes worth matching: 0-db refuses it in seq mode.
+    await new_namespace(admin, b"ids", (b"mode", b"seq"))
+    ids = await connect(ns=b"ids")
+    await ids.command(b"SET", b"", b"v")
+    with refused("Index running mode doesn't support this feature"):
+        await ids.command(b"KSCAN", b"\x00")
+
+
+async def test_kscan_of_many_keys_is_one_reply(raw) -> None:
+    conn: Raw = await raw()
+    keys = [b"many:%06d" % i for i in range(20_000)]
+    await conn.send(b"".join(encode(b"SET", k, b"") for k in keys))
+    assert [await conn.reply() for _ in keys] == keys
+    assert await conn.cmd(b"SET", b"other", b"v") == b"other"
+    assert await conn.cmd(b"KSCAN", b"many:") == [b"0", keys]
+
+
 async def test_history_walks_back_through_every_version(client: RespClient) -> None:
     for value in (b"one", b"two", b"three"):
         await client.command(b"SET", b"h", value)
@@ -327,6 +376,7 @@ async def test_lock_allows_reads_freeze_allows_nothing(admin: RespClient, connec
         (b"HISTORY", b"k"),
         (b"SCAN",),
         (b"RSCAN",),
+        (b"KSCAN", b"k"),  # deliberate: 0-db's debug KSCAN lists a frozen namespace
         (b"SET", b"k", b"w"),
         (b"DEL", b"k"),
     ):

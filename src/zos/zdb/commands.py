@@ -165,6 +165,12 @@ def info(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
     return bulk(text.encode() + b"\n")
 
 
+@command("STOP")
+def stop(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
+    # Only 0-db's debug builds stop on request; a release build answers this.
+    raise ZdbError("Unauthorized")
+
+
 # -- namespaces ----------------------------------------------------------------------
 
 
@@ -422,6 +428,26 @@ def scan(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
 @command("RSCAN")
 def rscan(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
     return _scan(session, args, reverse=True)
+
+
+@command("KSCAN")
+def kscan(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
+    """KSCAN prefix: every live key that starts with it, in one reply `[0, [keys]]`
+    (as 0-db's debug builds; its release builds answer that the command is disabled)."""
+    ns = session.ns
+    if ns.settings.mode != "user":
+        raise ZdbError("Index running mode doesn't support this feature")
+    exact(args, 2)
+    keys = ns.keys_with_prefix(args[1])
+    if not keys:
+        raise ZdbError("No keys match")
+    return _kscan(keys)
+
+
+def _kscan(keys: list[bytes]) -> Iterator[bytes]:
+    yield b"*2\r\n$1\r\n0\r\n*%d\r\n" % len(keys)
+    for key in keys:  # streamed: a namespace of millions of keys is never one bytes
+        yield bulk(key)
 
 
 @command("HISTORY")

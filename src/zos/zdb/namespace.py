@@ -372,6 +372,11 @@ class Namespace:
             raise ZdbError("No more data")
         return CURSOR.pack(last), found
 
+    def keys_with_prefix(self, prefix: bytes) -> list[bytes]:
+        """Live keys starting with `prefix`, in the order they were last written."""
+        self.readable()
+        return [key for key in self.index if key.startswith(prefix)]
+
     def history(self, key: bytes, cursor: bytes | None) -> tuple[bytes | None, int, bytes]:
         """One version of `key`: (cursor to the one before it, timestamp, value)."""
         self.readable()
