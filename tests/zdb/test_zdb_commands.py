@@ -415,6 +415,63 @@ async def test_flush(admin: RespClient, connect: Connect, client: RespClient) ->
     assert await client.command(b"GET", b"k") == b"v"
 
 
+async def test_reload_reads_a_namespace_again_from_its_files(
+    admin: RespClient, connect: Connect, client: RespClient, zdb: ZdbServer
+) -> None:
+    await new_namespace(admin, b"r")
+    c = await connect(ns=b"r")
+    for i in range(50):
+        await c.command(b"SET", b"k%d" % i, b"v%d" % i)
+    await c.command(b"DEL", b"k7")
+    await c.command(b"SET", b"k3", b"new three")
+    before = await walk(c, b"SCAN")
+    assert await admin.command(b"RELOAD", b"r") == "OK"
+    # The client inside is still inside, and sees the same keys.
+    assert await walk(c, b"SCAN") == before
+    assert await c.command(b"GET", b"k3") == b"new three"
+    assert await c.command(b"DBSIZE") == 49
+    assert await c.command(b"SET", b"after", b"reload") == b"after"
+    # What changed on disk meanwhile counts: a lock set in the settings file.
+    settings = zdb.root / "r" / "settings.json"
+    settings.write_text(settings.read_text().replace('"lock": false', '"lock": true'))
+    assert await c.command(b"SET", b"k1", b"still open") == b"k1"
+    assert await admin.command(b"RELOAD", b"r") == "OK"
+    with refused("Namespace is temporarily locked (read-only)"):
+        await c.command(b"SET", b"k1", b"x")
+    assert await c.command(b"GET", b"k1") == b"still open"
+    assert (await info(admin, b"r"))["locked"] == "yes"
+
+    with refused("Permission denied"):
+        await client.command(b"RELOAD", b"r")
+    with refused("Namespace not found"):
+        await admin.command(b"RELOAD", b"nope")
+    with refused("Namespace too long"):
+        await admin.command(b"RELOAD", b"n" * 129)
+    with refused("Unexpected arguments"):
+        await admin.command(b"RELOAD")
+    with refused("Unexpected arguments"):
+        await admin.command(b"RELOAD", b"r", b"OOPS")
+    assert await admin.command(b"RELOAD", b"default") == "OK"
+
+
+async def test_reload_of_unreadable_files_keeps_the_namespace(
+    admin: RespClient, connect: Connect, zdb: ZdbServer
+) -> None:
+    await new_namespace(admin, b"r")
+    c = await connect(ns=b"r")
+    await c.command(b"SET", b"k", b"v")
+    foreign = zdb.root / "r" / "data" / "d00000009.zdb"
+    foreign.write_bytes(b"this is not a zdb data file at all")
+    with pytest.raises(RespError, match=r"^Cannot reload namespace .*not a zdb data file"):
+        await admin.command(b"RELOAD", b"r")
+    assert await c.command(b"GET", b"k") == b"v"
+    assert await c.command(b"SET", b"k2", b"v2") == b"k2"
+    assert foreign.read_bytes() == b"this is not a zdb data file at all"
+    foreign.unlink()
+    assert await admin.command(b"RELOAD", b"r") == "OK"
+    assert await c.command(b"MGET", b"k", b"k2") == [b"v", b"v2"]
+
+
 async def test_nsdel_disconnects_the_clients_inside(admin: RespClient, raw, zdb: ZdbServer) -> None:
     await new_namespace(admin, b"gone")
     inside: Raw = await raw()

@@ -198,6 +198,14 @@ def nsdel(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
     return OK
 
 
+@command("RELOAD")
+def reload(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
+    admin(session)
+    exact(args, 2)
+    server.reload_namespace(server.namespace(args[1]))
+    return OK
+
+
 @command("NSLIST")
 def nslist(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
     # Deviation from 0-db: a tenant sees public namespaces and its own, not everyone's.

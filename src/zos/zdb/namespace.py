@@ -121,7 +121,11 @@ class Namespace:
             path.mkdir(parents=True, exist_ok=True)
             ns.settings.mode = mode
             ns.save_settings()
-        ns.report = ns.log.load(ns._replay)
+        try:
+            ns.report = ns.log.load(ns._replay)
+        except BaseException:
+            ns.log.close()  # the files opened so far; the caller sees the error
+            raise
         return ns
 
     def _replay(self, entry: Entry) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zos.zdb import commands
-from zos.zdb.datalog import DEFAULT_FILE_LIMIT
+from zos.zdb.datalog import DEFAULT_FILE_LIMIT, StorageError
 from zos.zdb.namespace import DEFAULT, SETTINGS_FILE, Namespace, ZdbError, check_name
 from zos.zdb.protocol import ProtocolError, RequestParser, RequestTooLarge, error
 
@@ -164,6 +164,21 @@ class ZdbServer:
     def delete_namespace(self, ns: Namespace) -> None:
         del self.namespaces[ns.name]
         ns.destroy()
+
+    def reload_namespace(self, ns: Namespace) -> Namespace:
+        """RELOAD: read a namespace again from its files (settings and data), as a
+        restart does; the clients in it stay in it. When its files cannot be read, the
+        namespace stays as it was and the error is the answer."""
+        try:
+            fresh = self._open(ns.name, ns.path)
+        except (StorageError, OSError, ValueError) as e:
+            raise ZdbError(f"Cannot reload namespace ({e})") from None
+        ns.close()
+        self.namespaces[ns.name] = fresh
+        for session in self.sessions:
+            if session.ns is ns:
+                session.ns = fresh
+        return fresh
 
     def namespace(self, raw: bytes) -> Namespace:
         name = check_name(raw)
