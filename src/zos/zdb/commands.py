@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REVISION = "zos-zdb 1"
+WAIT_DEFAULT_MS = 5000
+WAIT_MAX_MS = 30 * 60 * 1000  # as 0-db
+WATCH_ANY = b"*"
 Reply = bytes | Iterator[bytes]
 Handler = Callable[["ZdbServer", "Session", list[bytes]], Reply]
 HANDLERS: dict[bytes, Handler] = {}
@@ -169,6 +172,29 @@ def info(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
 def stop(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
     # Only 0-db's debug builds stop on request; a release build answers this.
     raise ZdbError("Unauthorized")
+
+
+@command("WAIT")
+def wait(server: ZdbServer, session: Session, args: list[bytes]) -> Reply:
+    """WAIT command [timeout-ms]: answered `+COMMAND` once another client runs that
+    command (or any, for `*`) in this namespace, `-Timeout` if none does in time.
+
+    Deviation: the connection waits for it; 0-db goes on answering what the client
+    sends meanwhile, and WAIT's answer comes after those, out of order.
+    """
+    if len(args) not in (2, 3):
+        raise ZdbError("Invalid arguments")
+    name = args[1].upper()
+    if name != WATCH_ANY and name not in HANDLERS:
+        raise ZdbError("Unknown command to watch")
+    timeout = WAIT_DEFAULT_MS
+    if len(args) == 3:
+        raw = args[2]
+        if len(raw) > 16 or not raw.isdigit() or not 100 <= int(raw) <= WAIT_MAX_MS:
+            raise ZdbError("Invalid timeout")
+        timeout = int(raw)
+    server.watch(session, name, timeout / 1000)
+    return b""  # the answer comes from the command watched, or the timeout
 
 
 # -- namespaces ----------------------------------------------------------------------

@@ -23,7 +23,10 @@ from pathlib import Path
 from zos.zdb import commands
 from zos.zdb.datalog import DEFAULT_FILE_LIMIT, StorageError
 from zos.zdb.namespace import DEFAULT, SETTINGS_FILE, Namespace, ZdbError, check_name
-from zos.zdb.protocol import ProtocolError, RequestParser, RequestTooLarge, error
+from zos.zdb.protocol import MAX_REQUEST, ProtocolError, RequestParser, RequestTooLarge, error
+
+READ_SIZE = 256 * 1024
+TIMEOUT = b"-Timeout\r\n"
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,22 @@ class Stats:
     unauthorized: int = 0
 
 
+@dataclass
+class Watch:
+    """A WAIT in progress: the command it waits for (or `*`), and its answer."""
+
+    command: bytes
+    timeout: float  # seconds
+    answer: asyncio.Future[bytes]
+
+
 @dataclass(eq=False)  # sessions are kept in a set, by identity
 class Session:
     ns: Namespace
     writable: bool
     admin: bool
     nonce: str | None = None
+    watch: Watch | None = None
 
 
 class ZdbServer:
@@ -70,6 +83,7 @@ class ZdbServer:
         self.namespaces: dict[str, Namespace] = {}
         self.stats = Stats()
         self.sessions: set[Session] = set()
+        self.watchers: set[Session] = set()  # sessions inside a WAIT
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task] = set()
         self._syncer: asyncio.Task | None = None
@@ -200,6 +214,66 @@ class ZdbServer:
     def challenge() -> str:
         return secrets.token_hex(8)
 
+    # -- WAIT ----------------------------------------------------------------------
+
+    def watch(self, session: Session, command: bytes, timeout: float) -> None:
+        answer = asyncio.get_running_loop().create_future()
+        session.watch = Watch(command, timeout, answer)
+        self.watchers.add(session)
+
+    def _wake(self, by: Session, command: bytes) -> None:
+        """`by` ran `command`: answer the WAITs of the other clients in its namespace."""
+        for session in list(self.watchers):
+            watch = session.watch
+            if (
+                session is not by
+                and session.ns is by.ns
+                and watch is not None
+                and watch.command in (command, commands.WATCH_ANY)
+            ):
+                self._unwatch(session, b"+%s\r\n" % command)
+
+    def _unwatch(self, session: Session, answer: bytes | None) -> None:
+        watch, session.watch = session.watch, None
+        self.watchers.discard(session)
+        if watch is not None and answer is not None and not watch.answer.done():
+            watch.answer.set_result(answer)
+
+    async def _wait_for_watch(
+        self, session: Session, reader: asyncio.StreamReader, parser: RequestParser
+    ) -> bytes | None:
+        """The answer to the session's WAIT; None when the client hung up meanwhile.
+
+        Requests that come in the meantime are kept for after it (up to one request's
+        worth; past that the client is not read until the answer)."""
+        watch = session.watch
+        assert watch is not None
+        timer = asyncio.get_running_loop().call_later(
+            watch.timeout, self._unwatch, session, TIMEOUT
+        )
+        read: asyncio.Future[bytes] | None = None
+        try:
+            while not watch.answer.done():
+                if read is None and parser.buffered < MAX_REQUEST:
+                    read = asyncio.ensure_future(reader.read(READ_SIZE))
+                waiting = [watch.answer] if read is None else [watch.answer, read]
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if read is not None and read.done():
+                    data, read = read.result(), None
+                    if not data:
+                        return None
+                    parser.feed(data)
+            return watch.answer.result()
+        finally:
+            timer.cancel()
+            self._unwatch(session, None)
+            if read is not None:
+                # The next read must wait until this one is gone; bytes it already
+                # had stay with the reader, or come back here.
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    parser.feed(await read)
+
     # -- connections ---------------------------------------------------------------
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -220,6 +294,7 @@ class ZdbServer:
         finally:
             if session is not None:
                 self.sessions.discard(session)
+                self._unwatch(session, None)
             self._tasks.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
@@ -244,7 +319,7 @@ class ZdbServer:
                 await writer.drain()
 
         while True:
-            data = await reader.read(256 * 1024)
+            data = await reader.read(READ_SIZE)
             if not data:
                 if parser.pending:
                     out.append(error("Protocol error: connection closed inside a request"))
@@ -275,11 +350,18 @@ class ZdbServer:
                     size += len(chunk)
                     if size >= 1 << 20:
                         await flush()
+                if session.watch is not None:
+                    await flush()
+                    answer = await self._wait_for_watch(session, reader, parser)
+                    if answer is None:
+                        return
+                    out.append(answer)
             await flush()
 
     def execute(self, session: Session, args: list[bytes]) -> Iterator[bytes]:
         """The reply to one command, in chunks (MGET streams its values)."""
-        handler = commands.HANDLERS.get(args[0].upper())
+        name = args[0].upper()
+        handler = commands.HANDLERS.get(name)
         if handler is None:
             self.stats.failed += 1
             yield error("Command not supported")
@@ -302,3 +384,5 @@ class ZdbServer:
             log.exception("command %r failed", args[0][:32])
             self.stats.failed += 1
             yield error("Internal Error")
+        if self.watchers:
+            self._wake(session, name)  # whatever its answer was, as 0-db
