@@ -283,6 +283,14 @@ async def test_seq_mode(admin: RespClient, connect: Connect) -> None:
     assert await c.command(b"GET", seq_id(1)) == b"v1"
     assert await c.command(b"SET", seq_id(1), b"updated") == seq_id(1)
     assert await c.command(b"GET", seq_id(1)) == b"updated"
+    # As in 0-db, the update spent an id (3): the next new value gets 4. A SET of the
+    # same value writes nothing and spends none; neither does a DEL.
+    assert await c.command(b"SET", seq_id(1), b"updated") is None
+    assert await c.command(b"SET", b"", b"v4") == seq_id(4)
+    assert await c.command(b"DEL", seq_id(4)) == "OK"
+    assert await c.command(b"SET", b"", b"v5") == seq_id(5)
+    assert await c.command(b"DEL", seq_id(5)) == "OK"
+    assert (await info(admin, b"seq"))["next_internal_id"] == "0x00000006"
     with refused("Invalid key, only update authorized"):
         await c.command(b"SET", seq_id(99), b"x")
     with refused("Invalid key, only update authorized"):
@@ -292,6 +300,20 @@ async def test_seq_mode(admin: RespClient, connect: Connect) -> None:
     assert (await info(admin, b"seq"))["entries"] == "3"
     with refused("Cannot change mode of used namespace"):
         await admin.command(b"NSSET", b"seq", b"mode", b"user")
+
+
+async def test_seq_ids_as_0db_hands_them_out(admin: RespClient, connect: Connect) -> None:
+    """0-db's own suite: new -> 0, overwrite of 0 -> 0, next new -> 2."""
+    await new_namespace(admin, b"ids", (b"mode", b"seq"))
+    c = await connect(ns=b"ids")
+    assert await c.command(b"SET", b"", b"world") == seq_id(0)
+    assert await c.command(b"SET", seq_id(0), b"worldnewdata") == seq_id(0)
+    assert await c.command(b"SET", b"", b"helloworld") == seq_id(2)
+    assert await c.command(b"GET", seq_id(0)) == b"worldnewdata"
+    assert await c.command(b"GET", seq_id(1)) is None  # spent by the overwrite, never given
+    with refused("Invalid key, only update authorized"):
+        await c.command(b"SET", seq_id(1), b"x")
+    assert await c.command(b"DBSIZE") == 2
 
 
 async def test_mode_changes_only_on_a_fresh_namespace(admin: RespClient, connect: Connect) -> None:

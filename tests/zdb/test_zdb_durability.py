@@ -1,5 +1,5 @@
 """What survives: restarts, rotation across files, torn tails, kill -9 under load,
-damaged bytes, a full disk, foreign files."""
+damaged bytes, a full disk, foreign files; seq mode's ids through all of it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from zos.zdb import ZdbServer
 from zos.zdb.client import RespClient, RespError
-from zos.zdb.datalog import HEADER, MAGIC, crc32c_raw
+from zos.zdb.datalog import HEADER, KIND_SET, MAGIC, DataLog, StorageError, crc32c_raw
 
 ADMIN = "admin-secret"
 
@@ -329,3 +329,200 @@ async def test_crash_between_copy_and_drop_keeps_the_latest(tmp_path: Path) -> N
         assert await c.command(b"DBSIZE") == 2
     finally:
         await stop(server, c)
+
+
+# -- seq mode ids: 0-db's numbering across restarts, compaction and kill -9 ----------------
+
+
+def seq_id(n: int) -> bytes:
+    return n.to_bytes(8, "little")
+
+
+async def seq_namespace(root: Path, **kw) -> tuple[ZdbServer, RespClient]:
+    server, c = await start(root, **kw)
+    if "ids" not in server.namespaces:
+        await c.command(b"NSNEW", b"ids")
+        await c.command(b"NSSET", b"ids", b"mode", b"seq")
+    await c.command(b"SELECT", b"ids")
+    return server, c
+
+
+async def test_seq_ids_go_on_after_restarts_and_compaction(tmp_path: Path) -> None:
+    root = tmp_path / "z"
+    server, c = await seq_namespace(root, file_limit=4096)
+    values: dict[int, bytes] = {}
+    next_id = compactions = 0
+    try:
+        for round_ in range(30):
+            for _ in range(3):
+                assert await c.command(b"SET", b"", b"new %d" % next_id) == seq_id(next_id)
+                values[next_id] = b"new %d" % next_id
+                next_id += 1
+            for i in sorted(values)[:4]:  # updates: each one spends an id too
+                values[i] = b"round %d of %d" % (round_, i) * 20
+                assert await c.command(b"SET", seq_id(i), values[i]) == seq_id(i)
+                next_id += 1
+            last = max(values)
+            assert await c.command(b"DEL", seq_id(last)) == "OK"  # the highest id goes
+            del values[last]
+            ns = server.namespaces["ids"]
+            for _ in range(3):  # what the dropped files held must not be forgotten
+                ns.compact_oldest()
+            compactions += ns.compactions
+            if round_ % 10 == 9:
+                await stop(server, c)
+                server, c = await seq_namespace(root, file_limit=4096)
+        assert compactions > 0
+    finally:
+        await stop(server, c)
+    server, c = await seq_namespace(root, file_limit=4096)
+    try:
+        assert await c.command(b"SET", b"", b"after") == seq_id(next_id)
+        for i, value in values.items():
+            assert await c.command(b"GET", seq_id(i)) == value
+        assert await c.command(b"DBSIZE") == len(values) + 1
+    finally:
+        await stop(server, c)
+
+
+async def test_seq_crash_inside_compaction_keeps_the_numbering(tmp_path: Path) -> None:
+    root = tmp_path / "z"
+    server, c = await seq_namespace(root, file_limit=4096)
+    try:
+        for i in range(8):
+            await c.command(b"SET", b"", b"%d" % i * 100)
+        for i in range(5):
+            await c.command(b"SET", seq_id(1), b"update %d" % i * 100)  # ids 8..12 spent
+        await c.command(b"DEL", seq_id(7))
+        first = data_files(root, "ids")[0]
+        saved = first.read_bytes()
+        server.namespaces["ids"].compact_oldest()
+        assert not first.exists()
+    finally:
+        await stop(server, c)
+    # The crash came after the copies and the id mark, before the file went.
+    first.write_bytes(saved)
+    server, c = await seq_namespace(root, file_limit=4096)
+    try:
+        assert await c.command(b"SET", b"", b"next") == seq_id(13)
+        assert await c.command(b"GET", seq_id(1)) == b"update 4" * 100
+        assert await c.command(b"GET", seq_id(7)) is None
+    finally:
+        await stop(server, c)
+    # And a crash before the mark was written: the dropped file is all there still.
+    (root / "ids" / "data" / "next-id").unlink()
+    server, c = await seq_namespace(root, file_limit=4096)
+    try:
+        assert await c.command(b"SET", b"", b"next") == seq_id(14)
+    finally:
+        await stop(server, c)
+
+
+async def test_seq_data_written_before_updates_spent_ids_stays_readable(tmp_path: Path) -> None:
+    """Files written when an update spent no id (new 0, update 0, then new 1): every id
+    stays readable, and new ids come after all of them, never one in use."""
+    root = tmp_path / "z"
+    server, c = await seq_namespace(root)
+    await stop(server, c)
+    log = DataLog(root / "ids" / "data")
+    log.load(lambda entry: None)
+    first = log.append(KIND_SET, seq_id(0), b"zero", None, 0)
+    log.append(KIND_SET, seq_id(0), b"zero, updated", None, first.loc)
+    log.append(KIND_SET, seq_id(1), b"one", None, 0)
+    log.close()
+    server, c = await seq_namespace(root)
+    try:
+        assert await c.command(b"MGET", seq_id(0), seq_id(1)) == [b"zero, updated", b"one"]
+        assert await c.command(b"SET", b"", b"two") == seq_id(2)
+        assert await c.command(b"SET", seq_id(1), b"one, updated") == seq_id(1)
+        assert await c.command(b"SET", b"", b"four") == seq_id(4)
+    finally:
+        await stop(server, c)
+
+
+async def test_seq_flush_starts_the_ids_again(tmp_path: Path) -> None:
+    root = tmp_path / "z"
+    server, c = await seq_namespace(root, file_limit=4096)
+    try:
+        await c.command(b"NSSET", b"ids", b"password", b"pw")
+        await c.command(b"NSSET", b"ids", b"public", b"0")
+        await c.command(b"SELECT", b"ids", b"pw")
+        for i in range(20):
+            new = await c.command(b"SET", b"", b"%d" % i * 300)
+            await c.command(b"SET", new, b"again %d" % i * 300)
+        server.namespaces["ids"].compact_oldest()
+        assert (root / "ids" / "data" / "next-id").exists()
+        assert await c.command(b"FLUSH") == "OK"
+        assert await c.command(b"SET", b"", b"first again") == seq_id(0)
+    finally:
+        await stop(server, c)
+    # A FLUSH cut short after its rename: the old data is gone for good on start.
+    (root / "ids" / ".flushed-data").mkdir()
+    (root / "ids" / ".flushed-data" / "d00000000.zdb").write_bytes(MAGIC)
+    server, c = await start(root, file_limit=4096)
+    try:
+        await c.command(b"SELECT", b"ids", b"pw")
+        assert await c.command(b"SET", b"", b"second") == seq_id(1)
+        assert not (root / "ids" / ".flushed-data").exists()
+    finally:
+        await stop(server, c)
+
+
+async def test_a_damaged_id_mark_stops_the_namespace_with_its_name(tmp_path: Path) -> None:
+    root = tmp_path / "z"
+    server, c = await seq_namespace(root)
+    await stop(server, c)
+    mark = root / "ids" / "data" / "next-id"
+    mark.write_text("twelve\n")
+    with pytest.raises(StorageError, match=f"{mark}: expected NEXT-ID LOCATION"):
+        await start(root)
+    assert mark.read_text() == "twelve\n"
+
+
+async def test_seq_ids_survive_kill_9(zdb_proc) -> None:
+    """Writers add and update values in seq mode until kill -9, once compaction has run
+    (small files): after it every acknowledged value is there, and the next id is the
+    count of ids spent, give or take the writes in flight."""
+    zdb_proc.start("--mode", "seq", "--datasize", "65536")
+    acked: dict[bytes, bytes] = {}
+    spent = 0
+
+    async def writer(n: int) -> None:
+        nonlocal spent
+        c = RespClient("127.0.0.1", zdb_proc.port, timeout=10)
+        mine: list[bytes] = []
+        try:
+            for i in range(100_000):
+                value = os.urandom(64 + i % 700)
+                key = mine[i % len(mine)] if i % 3 else b""  # two updates a new id
+                got = await c.command(b"SET", key, value)
+                spent += 1
+                acked[got] = value
+                if not key:
+                    mine.append(got)
+        except (RespError, OSError, asyncio.IncompleteReadError):
+            pass  # the server died under us: the write in flight was not acknowledged
+        finally:
+            await c.close()
+
+    writers = [asyncio.create_task(writer(n)) for n in range(4)]
+    probe = RespClient("127.0.0.1", zdb_proc.port, timeout=10)
+    try:
+        while spent < 3000 or b"data_compactions: 0\n" in await probe.command(
+            b"NSINFO", b"default"
+        ):
+            await asyncio.sleep(0.01)
+    finally:
+        await probe.close()
+    zdb_proc.kill()
+    await asyncio.gather(*writers)
+
+    zdb_proc.start("--mode", "seq", "--datasize", "65536")
+    c = RespClient("127.0.0.1", zdb_proc.port, timeout=10)
+    try:
+        missing = [k for k, v in acked.items() if await c.command(b"GET", k) != v]
+        assert missing == []
+        new = int.from_bytes(await c.command(b"SET", b"", b"after"), "little")
+        assert spent <= new <= spent + 4
+    finally:
+        await c.close()

@@ -64,6 +64,15 @@ def split(loc: int) -> tuple[int, int]:
     return loc >> 32, loc & 0xFFFFFFFF
 
 
+def sync_dir(path: Path) -> None:
+    """Make the names in a directory (a new, removed or renamed file) survive a crash."""
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 class StorageError(Exception):
     """The disk refused a write or holds something that is not ours."""
 
@@ -241,14 +250,7 @@ class DataLog:
         os.close(self._fds.pop(file_id))
         self._last.pop(file_id, None)
         self._path(file_id).unlink()
-        self._sync_dir()
-
-    def _sync_dir(self) -> None:
-        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        sync_dir(self.dir)
 
     def _create(self, file_id: int) -> None:
         fd = os.open(self._path(file_id), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -256,7 +258,7 @@ class DataLog:
         if self.current in self._fds:
             os.fdatasync(self._fds[self.current])  # the old file is complete before the new
         os.fsync(fd)
-        self._sync_dir()  # the new name survives a crash too
+        sync_dir(self.dir)  # the new name survives a crash too
         self._fds[file_id] = fd
         self._last[file_id] = 0
         self.current, self.size = file_id, len(MAGIC)

@@ -27,6 +27,7 @@ from zos.zdb.datalog import (
     StorageError,
     location,
     split,
+    sync_dir,
 )
 from zos.zdb.protocol import MAX_KEY
 
@@ -35,6 +36,10 @@ MAX_NAME = 128
 SEQ_KEY = struct.Struct("<Q")  # seq mode ids, as 0-db's 8-byte seqid_t
 CURSOR = struct.Struct("<Q")  # SCAN/KEYCUR/HISTORY cursors: an entry's location
 SETTINGS_FILE = "settings.json"
+# Seq mode: "NEXT LOCATION", the next id as of a place in the log, written in the data
+# directory before compaction drops a file (see _count_id).
+ID_MARK_FILE = "next-id"
+FLUSHED = ".flushed-data"  # a FLUSH's data directory, on its way out
 COMPACT_FLOOR = 16 * 1024 * 1024
 # NSINFO names the modes as 0-db does; NSSET takes the short names.
 INFO_MODE = {"user": "userkey", "seq": "sequential"}
@@ -68,6 +73,17 @@ class Settings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Write a small file whole: after a crash it is the old one or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    sync_dir(path.parent)  # the rename itself survives a crash
+
+
 def check_name(name: bytes) -> str:
     """A namespace name as a directory name, or the 0-db refusal."""
     if len(name) > MAX_NAME:
@@ -98,6 +114,7 @@ class Namespace:
         self.order = array("Q")  # every entry's location, in write order
         self.datasize = 0
         self.next_seq = 0
+        self._ids_counted_to = 0  # entries before this location are in next_seq already
         self.report = LoadReport()
         self.deleted = False
         # Bytes per data file that no live key points at (overwritten, deleted, and
@@ -121,7 +138,9 @@ class Namespace:
             path.mkdir(parents=True, exist_ok=True)
             ns.settings.mode = mode
             ns.save_settings()
+        shutil.rmtree(path / FLUSHED, ignore_errors=True)  # a FLUSH the crash cut short
         try:
+            ns.next_seq, ns._ids_counted_to = ns._read_id_mark()
             ns.report = ns.log.load(ns._replay)
         except BaseException:
             ns.log.close()  # the files opened so far; the caller sees the error
@@ -142,8 +161,23 @@ class Namespace:
         else:
             self.index[entry.key] = Slot(entry.loc, entry.length, entry.timestamp, entry.crc)
             self.datasize += entry.length
-            if self.settings.mode == "seq" and len(entry.key) == SEQ_KEY.size:
-                self.next_seq = max(self.next_seq, SEQ_KEY.unpack(entry.key)[0] + 1)
+            if self.settings.mode == "seq" and entry.loc >= self._ids_counted_to:
+                self._count_id(entry)
+
+    def _count_id(self, entry: Entry) -> None:
+        """Seq mode: 0-db spends an id on every new value and on every update too
+        (new -> 0, update of 0, next new -> 2), and so do we, live and on replay alike.
+
+        An update is an entry with a `previous`; a new id's entry (or a compaction's
+        copy, which has none) names its id. Compaction drops updates and deleted ids
+        with their file, so before it does, the next id is written down with the
+        place in the log it stands for (ID_MARK_FILE): replay starts from that count
+        and counts only the entries after it.
+        """
+        if entry.previous:
+            self.next_seq += 1
+        elif len(entry.key) == SEQ_KEY.size:
+            self.next_seq = max(self.next_seq, SEQ_KEY.unpack(entry.key)[0] + 1)
 
     def _dead(self, loc: int, size: int) -> None:
         file_id = split(loc)[0]
@@ -195,18 +229,30 @@ class Namespace:
             # Copies made so far are live wherever this stops; they sort after all.
             self.order.extend(moved)
         self.log.sync()  # the copies are on disk before the originals go
+        if self.settings.mode == "seq":
+            self._write_id_mark()  # the ids the file used stay used
         self.log.remove_file(file_id)
         del self.order[:end]
         self.garbage_total -= self.garbage.pop(file_id, 0)
         self.compactions += 1
 
     def save_settings(self) -> None:
-        tmp = self.path / (SETTINGS_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(self.settings), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path / SETTINGS_FILE)
+        replace_file(self.path / SETTINGS_FILE, json.dumps(asdict(self.settings)).encode())
+
+    def _write_id_mark(self) -> None:
+        self._ids_counted_to = location(self.log.current, self.log.size)
+        mark = b"%d %d\n" % (self.next_seq, self._ids_counted_to)
+        replace_file(self.log.dir / ID_MARK_FILE, mark)
+
+    def _read_id_mark(self) -> tuple[int, int]:
+        path = self.log.dir / ID_MARK_FILE
+        try:
+            fields = path.read_bytes().split()
+        except FileNotFoundError:
+            return 0, 0
+        if len(fields) != 2 or not all(f.isdigit() for f in fields):
+            raise StorageError(f"{path}: expected NEXT-ID LOCATION")
+        return int(fields[0]), int(fields[1])
 
     def close(self) -> None:
         self.log.close()
@@ -220,11 +266,14 @@ class Namespace:
     def flush(self) -> None:
         """Drop every key (FLUSH): the data files go, the settings stay."""
         self.log.close()
-        shutil.rmtree(self.path / "data")
+        # One rename takes all the data away at once: a crash leaves all of it or none.
+        shutil.rmtree(self.path / FLUSHED, ignore_errors=True)
+        os.rename(self.path / "data", self.path / FLUSHED)
+        shutil.rmtree(self.path / FLUSHED)
         self.log = DataLog(self.path / "data", self._file_limit)
         self.index.clear()
         self.order = array("Q")
-        self.datasize = self.next_seq = 0
+        self.datasize = self.next_seq = self._ids_counted_to = 0
         self.garbage.clear()
         self.garbage_total = 0
         self._compaction_stuck = False
