@@ -1,6 +1,7 @@
 """Differential check: the same commands against the real 0-db and `zos zdb serve`.
 
-Dev only (not collected by pytest; CI has no 0-db). Start both servers on free
+Dev only (not collected by pytest; CI has no 0-db; the binary a release build, as
+deployed: `make release`, since a debug build stops on STOP). Start both servers on free
 ports in temporary directories, run every sequence below on both, and print each
 reply that differs, side by side. Replies that legitimately differ (TIME, INFO and
 NSINFO text, cursor bytes, nonces, timestamps) are compared by shape only.
@@ -352,10 +353,18 @@ def describe(argv: tuple[bytes, ...]) -> str:
 
 # -- deliberate deviations (each one is listed, not counted) -----------------------------
 
-SEQ_IDS = (
-    "deviation (namespace.py): in seq mode 0-db spends an id on every update and keeps an"
-    " updated id at its old SCAN position; we hand out max id + 1 and an update moves the"
-    " id to the end of the SCAN order, as in user mode"
+SEQ_SCAN = (
+    "deviation (namespace.py): in seq mode 0-db keeps an updated id at its old SCAN"
+    " position (ids in order); an update moves it to the end of the SCAN order, as in"
+    " user mode (ids are spent as 0-db spends them: an update uses one up too)"
+)
+KSCAN_RELEASE = (
+    "0-db's release builds answer 'Command disabled in release code'; we answer as its"
+    " debug builds do (test_zdb_commands.py::test_kscan_lists_the_live_keys_with_a_prefix)"
+)
+WAIT_BLOCKS = (
+    "deviation (commands.py WAIT): the connection waits for WAIT's answer; 0-db answers"
+    " what the client sends meanwhile first, and WAIT's answer after them, out of order"
 )
 STRICT_TS = "deliberate: a timestamp must be digits (0-db's atoll() makes junk 0)"
 CURSOR_PLACE = (
@@ -642,10 +651,28 @@ async def seq_mode(r: Run) -> None:
     await r.cmd(b"NSSET", b"cmp-seq", b"mode", b"user", conn="admin")
     await r.cmd(b"DEL", (0).to_bytes(8, "little"))
     await r.cmd(b"GET", (0).to_bytes(8, "little"))
-    await r.cmd(b"SET", b"", b"after delete", known=SEQ_IDS)
-    await r.scan_all(known=SEQ_IDS)
+    await r.cmd(b"SET", b"", b"after delete")
+    await r.scan_all(known=SEQ_SCAN)
     await r.cmd(b"SELECT", b"default")
     await r.cmd(b"NSDEL", b"cmp-seq", conn="admin")
+
+
+@seq()
+async def seq_ids_as_0db_tests_them(r: Run) -> None:
+    """0-db's own suite: new -> 0, overwrite of 0 -> 0, next new -> 2."""
+    await r.admin()
+    await r.cmd(b"NSSET", r.ns, b"mode", b"seq", conn="admin")
+    await r.cmd(b"SET", b"", b"world")
+    await r.cmd(b"SET", (0).to_bytes(8, "little"), b"worldnewdata")
+    await r.cmd(b"SET", b"", b"helloworld")
+    await r.cmd(b"GET", (1).to_bytes(8, "little"))
+    await r.cmd(b"SET", (1).to_bytes(8, "little"), b"spent by the update")
+    await r.cmd(b"SET", (0).to_bytes(8, "little"), b"worldnewdata")  # unchanged: nil
+    await r.cmd(b"SET", b"", b"after an unchanged one")
+    await r.cmd(b"DEL", (3).to_bytes(8, "little"))
+    await r.cmd(b"SET", b"", b"after a delete")
+    await r.cmd(b"MGET", *[i.to_bytes(8, "little") for i in range(6)])
+    await r.cmd(b"DBSIZE")
 
 
 @seq()
@@ -987,7 +1014,7 @@ async def seq_mode_worm_and_history(r: Run) -> None:
     await r.cmd(lambda side: (b"HISTORY", (0).to_bytes(8, "little"), got[side][0]), norm=history)
     await r.cmd(b"NSSET", r.ns, b"worm", b"1", conn="admin")
     await r.cmd(b"SET", (0).to_bytes(8, "little"), b"third")
-    await r.cmd(b"SET", b"", b"new one", known=SEQ_IDS)
+    await r.cmd(b"SET", b"", b"new one")
     await r.cmd(b"DEL", (0).to_bytes(8, "little"))
 
 
@@ -1017,7 +1044,89 @@ async def seq_mode_maxsize(r: Run) -> None:
     await r.cmd(b"SET", b"", b"12345")
     await r.cmd(b"SET", b"", b"123456")
     await r.cmd(b"SET", (0).to_bytes(8, "little"), b"1234567890")
-    await r.cmd(b"SET", b"", b"", known=SEQ_IDS)
+    await r.cmd(b"SET", b"", b"")
+
+
+@seq(fresh=False)
+async def stop(r: Run) -> None:
+    await r.cmd(b"STOP")
+    await r.cmd(b"STOP", b"now")
+    await r.admin(conn=0)
+    await r.cmd(b"STOP")
+    await r.cmd(b"PING")
+
+
+def kscan_keys(r: object) -> object:
+    """KSCAN: the keys as a set (0-db lists them in hash order)."""
+    if isinstance(r, list) and len(r) == 2 and isinstance(r[1], list):
+        return [r[0], sorted(r[1])]
+    return r
+
+
+@seq()
+async def kscan(r: Run) -> None:
+    for key in (b"hello", b"help", b"he", b"abc"):
+        await r.cmd(b"SET", key, b"v")
+    await r.cmd(b"DEL", b"help")
+    await r.cmd(b"KSCAN", b"h", norm=kscan_keys, known=KSCAN_RELEASE)
+    await r.cmd(b"KSCAN", b"help", known=KSCAN_RELEASE)
+    await r.cmd(b"KSCAN", known=KSCAN_RELEASE)
+    await r.cmd(b"KSCAN", b"", known=KSCAN_RELEASE)
+    await r.cmd(b"KSCAN", b"h", b"e", known=KSCAN_RELEASE)
+
+
+@seq()
+async def reload(r: Run) -> None:
+    for i in range(20):
+        await r.cmd(b"SET", b"k%d" % i, b"v%d" % i)
+    await r.cmd(b"DEL", b"k3")
+    await r.cmd(b"SET", b"k4", b"new four")
+    await r.cmd(b"RELOAD", r.ns)  # not admin
+    await r.admin()
+    await r.cmd(b"RELOAD", r.ns, conn="admin")
+    await r.cmd(b"GET", b"k4")
+    await r.cmd(b"GET", b"k3")
+    await r.cmd(b"DBSIZE")
+    await r.scan_all()
+    await r.cmd(b"SET", b"after", b"reload")
+    await r.cmd(b"RELOAD", b"default", conn="admin")
+    await r.cmd(b"RELOAD", b"cmp-no-such-namespace", conn="admin")
+    await r.cmd(b"RELOAD", b"n" * 129, conn="admin")
+    await r.cmd(b"RELOAD", conn="admin")
+    await r.cmd(b"RELOAD", r.ns, b"OOPS", conn="admin")
+    await r.cmd(b"RELOAD", b"", conn="admin")
+
+
+async def wait_woken(r: Run, watch: bytes, *then: bytes) -> None:
+    """Connection 0 WAITs on `watch`; connection 1 runs `then`; what 0 is answered."""
+    waiters = await r.conn(0)
+    for c in waiters:
+        c.writer.write(encode(b"WAIT", watch, b"2000"))
+        await c.writer.drain()
+    await asyncio.sleep(0.2)  # both servers hold the WAIT by now
+    await r.cmd(*then, conn=1)
+    got = [await asyncio.wait_for(read_any(c.reader), 5) for c in waiters]
+    r.compare(f"[0] WAIT {watch.decode()}, then [1] {describe(then)}", got, exact)
+
+
+@seq()
+async def wait(r: Run) -> None:
+    await r.cmd(b"WAIT")
+    await r.cmd(b"WAIT", b"PING", b"100", b"more")
+    await r.cmd(b"WAIT", b"nonexisting")
+    await r.cmd(b"WAIT", b"PING", b"99")
+    await r.cmd(b"WAIT", b"PING", b"1800001")
+    await r.cmd(b"WAIT", b"PING", b"abc")
+    await r.cmd(b"WAIT", b"PING", b"1" * 17)
+    await r.cmd(b"WAIT", b"PING", b"100")
+    await wait_woken(r, b"SET", b"SET", b"k", b"v")  # [1] is in default: not heard
+    await r.cmd(b"SELECT", r.ns, conn=1)
+    await wait_woken(r, b"SET", b"SET", b"k", b"v")
+    await wait_woken(r, b"set", b"SET", b"k", b"w")
+    await wait_woken(r, b"SET", b"SETX", b"k", b"x")  # a command of its own: not heard
+    await wait_woken(r, b"*", b"GET", b"k")
+    await wait_woken(r, b"*", b"DEL", b"missing")
+    await r.raw(encode(b"WAIT", b"PING", b"100") + encode(b"PING"), replies=2, known=WAIT_BLOCKS)
 
 
 @seq()
@@ -1092,7 +1201,8 @@ JUNK = [b"\xff\xfe", b"\x00" * 8, b"k" * 300, b"", b"zz"]
 ARGUMENT_COMMANDS = [
     b"PING", b"TIME", b"AUTH", b"SET", b"GET", b"MGET", b"DEL", b"EXISTS", b"CHECK",
     b"SCAN", b"RSCAN", b"KEYCUR", b"LENGTH", b"KEYTIME", b"HISTORY", b"DBSIZE",
-    b"NSNEW", b"NSDEL", b"NSSET", b"NSINFO", b"SELECT", b"FLUSH",
+    b"NSNEW", b"NSDEL", b"NSSET", b"NSINFO", b"SELECT", b"FLUSH", b"RELOAD", b"KSCAN",
+    b"STOP",
 ]  # fmt: skip
 
 
