@@ -1,7 +1,7 @@
 """zos zdb beside redis-server (and, when given, the real 0-db) under the same load.
 
     .venv/bin/python benchmarks/zdb.py [--requests 20000] [--dataset-keys 100000]
-        [--quick] [--redis-noaof]
+        [--quick] [--redis-noaof] [--idle]
     ZDB_REFERENCE=/tmp/0db/bin/zdb .venv/bin/python benchmarks/zdb.py   # adds 0-db
 
 Starts `zos zdb serve` and `redis-server --save "" --appendonly yes --appendfsync no`
@@ -9,6 +9,7 @@ Starts `zos zdb serve` and `redis-server --save "" --appendonly yes --appendfsyn
 a free port with its data in a temp dir; `--redis-noaof` adds a redis without any
 persistence, and ZDB_REFERENCE=<path of a 0-db binary> adds the real 0-db. Then:
 
+- idle: start time and RSS with an empty directory (`--idle`: only these);
 - dataset: keys `g<size>:%012d` (64 B x --dataset-keys, 4 KiB x requests, 512 KiB x
   requests/50) written by one connection, pipelined (up to 256 KiB a batch): time,
   on-disk bytes, RSS (VmRSS);
@@ -348,6 +349,9 @@ def note(text: str) -> None:
 def run(servers: list[Server], args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     rows.append(Row("start, empty data dir", "s", each(servers, lambda s: s.start())))
+    rows.append(Row("RSS idle, empty data dir", "bytes", each(servers, lambda s: float(s.rss()))))
+    if args.idle:
+        return rows
     plan = dataset_plan(args.dataset_keys, args.requests)
     desc = ", ".join(f"{n} x {size_label(s)}" for s, n in plan)
     note(f"dataset: {desc}")
@@ -422,6 +426,7 @@ def main() -> None:
     parser.add_argument("--latency-requests", type=int, default=5000)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--redis-noaof", action="store_true", help="add redis --appendonly no")
+    parser.add_argument("--idle", action="store_true", help="only start time and idle RSS")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
     if args.quick:
@@ -443,10 +448,11 @@ def main() -> None:
             t = time.perf_counter()
             rows = run(servers, args)
             note(f"total {time.perf_counter() - t:.0f}s")
-            print(
-                f"redis-benchmark -c {CLIENTS}; SET with -r 1e8 (new keys), GET of the "
-                f"dataset's keys; {os.cpu_count()} CPUs, redis {version}"
-            )
+            if not args.idle:
+                print(
+                    f"redis-benchmark -c {CLIENTS}; SET with -r 1e8 (new keys), GET of the "
+                    f"dataset's keys; {os.cpu_count()} CPUs, redis {version}"
+                )
             print_table(rows, [s.name for s in servers])
     except KeyboardInterrupt:
         note("interrupted")
