@@ -240,14 +240,16 @@ class ZdbServer:
             watch.answer.set_result(answer)
 
     async def _wait_for_watch(
-        self, session: Session, reader: asyncio.StreamReader, parser: RequestParser
+        self,
+        session: Session,
+        watch: Watch,
+        reader: asyncio.StreamReader,
+        parser: RequestParser,
     ) -> bytes | None:
         """The answer to the session's WAIT; None when the client hung up meanwhile.
 
         Requests that come in the meantime are kept for after it (up to one request's
         worth; past that the client is not read until the answer)."""
-        watch = session.watch
-        assert watch is not None
         timer = asyncio.get_running_loop().call_later(
             watch.timeout, self._unwatch, session, TIMEOUT
         )
@@ -350,9 +352,10 @@ class ZdbServer:
                     size += len(chunk)
                     if size >= 1 << 20:
                         await flush()
-                if session.watch is not None:
-                    await flush()
-                    answer = await self._wait_for_watch(session, reader, parser)
+                watch = session.watch
+                if watch is not None:
+                    await flush()  # another client may answer the WAIT meanwhile
+                    answer = await self._wait_for_watch(session, watch, reader, parser)
                     if answer is None:
                         return
                     out.append(answer)
