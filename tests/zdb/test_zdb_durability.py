@@ -473,10 +473,11 @@ async def test_a_damaged_id_mark_stops_the_namespace_with_its_name(tmp_path: Pat
     server, c = await seq_namespace(root)
     await stop(server, c)
     mark = root / "ids" / "data" / "next-id"
-    mark.write_text("twelve\n")
-    with pytest.raises(StorageError, match=f"{mark}: expected NEXT-ID LOCATION"):
-        await start(root)
-    assert mark.read_text() == "twelve\n"
+    for damaged in ("twelve\n", "12\n", "12 0 0\n", "-1 0\n", f"{1 << 64} 0\n", ""):
+        mark.write_text(damaged)
+        with pytest.raises(StorageError, match=f"{mark}: expected NEXT-ID LOCATION"):
+            await start(root)
+        assert mark.read_text() == damaged
 
 
 async def test_seq_ids_survive_kill_9(zdb_proc) -> None:

@@ -250,7 +250,7 @@ class Namespace:
             fields = path.read_bytes().split()
         except FileNotFoundError:
             return 0, 0
-        if len(fields) != 2 or not all(f.isdigit() for f in fields):
+        if len(fields) != 2 or not all(f.isdigit() and int(f) < 1 << 64 for f in fields):
             raise StorageError(f"{path}: expected NEXT-ID LOCATION")
         return int(fields[0]), int(fields[1])
 
