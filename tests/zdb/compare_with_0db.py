@@ -353,11 +353,6 @@ def describe(argv: tuple[bytes, ...]) -> str:
 
 # -- deliberate deviations (each one is listed, not counted) -----------------------------
 
-SEQ_SCAN = (
-    "deviation (namespace.py): in seq mode 0-db keeps an updated id at its old SCAN"
-    " position (ids in order); an update moves it to the end of the SCAN order, as in"
-    " user mode (ids are spent as 0-db spends them: an update uses one up too)"
-)
 KSCAN_RELEASE = (
     "0-db's release builds answer 'Command disabled in release code'; we answer as its"
     " debug builds do (test_zdb_commands.py::test_kscan_lists_the_live_keys_with_a_prefix)"
@@ -652,7 +647,8 @@ async def seq_mode(r: Run) -> None:
     await r.cmd(b"DEL", (0).to_bytes(8, "little"))
     await r.cmd(b"GET", (0).to_bytes(8, "little"))
     await r.cmd(b"SET", b"", b"after delete")
-    await r.scan_all(known=SEQ_SCAN)
+    await r.scan_all()
+    await r.scan_all(reverse=True)
     await r.cmd(b"SELECT", b"default")
     await r.cmd(b"NSDEL", b"cmp-seq", conn="admin")
 
@@ -673,6 +669,10 @@ async def seq_ids_as_0db_tests_them(r: Run) -> None:
     await r.cmd(b"SET", b"", b"after a delete")
     await r.cmd(b"MGET", *[i.to_bytes(8, "little") for i in range(6)])
     await r.cmd(b"DBSIZE")
+    await r.scan_all()
+    cur = await r.cmd(b"KEYCUR", (2).to_bytes(8, "little"), norm=shape)
+    await r.cmd(lambda side: (b"SCAN", cur[side]), norm=scan_keys)
+    await r.cmd(lambda side: (b"RSCAN", cur[side]), norm=scan_keys)
 
 
 @seq()

@@ -316,6 +316,27 @@ async def test_seq_ids_as_0db_hands_them_out(admin: RespClient, connect: Connect
     assert await c.command(b"DBSIZE") == 2
 
 
+async def test_seq_scan_walks_the_ids_in_order(admin: RespClient, connect: Connect) -> None:
+    """As 0-db: an updated id keeps its SCAN place; a cursor (KEYCUR's too) is an id."""
+    await new_namespace(admin, b"walk", (b"mode", b"seq"))
+    c = await connect(ns=b"walk")
+    for i in range(5):
+        await c.command(b"SET", b"", b"v%d" % i)
+    assert await c.command(b"SET", seq_id(1), b"updated") == seq_id(1)  # spends 5
+    assert await c.command(b"DEL", seq_id(3)) == "OK"
+    assert await c.command(b"SET", b"", b"v6") == seq_id(6)
+    assert [k for k, _, _ in await walk(c, b"SCAN")] == [seq_id(i) for i in (0, 1, 2, 4, 6)]
+    assert [k for k, _, _ in await walk(c, b"RSCAN")] == [seq_id(i) for i in (6, 4, 2, 1, 0)]
+    assert [item[:2] for item in await walk(c, b"SCAN")][1] == [seq_id(1), 7]
+    cursor = await c.command(b"KEYCUR", seq_id(1))
+    assert [k for k, _, _ in await walk(c, b"SCAN", cursor)] == [seq_id(i) for i in (2, 4, 6)]
+    assert [k for k, _, _ in await walk(c, b"RSCAN", cursor)] == [seq_id(0)]
+    # Any 8 bytes are a place among the ids: 3 (deleted) sits between 2 and 4.
+    assert [k for k, _, _ in await walk(c, b"SCAN", seq_id(3))] == [seq_id(4), seq_id(6)]
+    with refused("Invalid key format"):
+        await c.command(b"SCAN", b"short")
+
+
 async def test_mode_changes_only_on_a_fresh_namespace(admin: RespClient, connect: Connect) -> None:
     await new_namespace(admin, b"m")
     assert await admin.command(b"NSSET", b"m", b"mode", b"seq") == "OK"

@@ -381,6 +381,16 @@ async def test_seq_ids_go_on_after_restarts_and_compaction(tmp_path: Path) -> No
         for i, value in values.items():
             assert await c.command(b"GET", seq_id(i)) == value
         assert await c.command(b"DBSIZE") == len(values) + 1
+        # SCAN walks the ids in order, wherever compaction moved their values.
+        walked, cursor = [], None
+        while True:
+            try:
+                reply = await c.command(b"SCAN", *([cursor] if cursor else []))
+            except RespError:
+                break
+            cursor = reply[0]
+            walked += [item[0] for item in reply[1]]
+        assert walked == [seq_id(i) for i in sorted(values)] + [seq_id(next_id)]
     finally:
         await stop(server, c)
 

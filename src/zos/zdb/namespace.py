@@ -34,7 +34,7 @@ from zos.zdb.protocol import MAX_KEY
 DEFAULT = "default"
 MAX_NAME = 128
 SEQ_KEY = struct.Struct("<Q")  # seq mode ids, as 0-db's 8-byte seqid_t
-CURSOR = struct.Struct("<Q")  # SCAN/KEYCUR/HISTORY cursors: an entry's location
+CURSOR = struct.Struct("<Q")  # SCAN/KEYCUR/HISTORY cursors: an entry's location (seq: id)
 SETTINGS_FILE = "settings.json"
 # Seq mode: "NEXT LOCATION", the next id as of a place in the log, written in the data
 # directory before compaction drops a file (see _count_id).
@@ -112,6 +112,7 @@ class Namespace:
         self.log = DataLog(path / "data", file_limit)
         self.index: dict[bytes, Slot] = {}
         self.order = array("Q")  # every entry's location, in write order
+        self.ids = array("Q")  # seq mode: the live ids in order, as SCAN walks them
         self.datasize = 0
         self.next_seq = 0
         self._ids_counted_to = 0  # entries before this location are in next_seq already
@@ -142,6 +143,8 @@ class Namespace:
         try:
             ns.next_seq, ns._ids_counted_to = ns._read_id_mark()
             ns.report = ns.log.load(ns._replay)
+            if ns.settings.mode == "seq":
+                ns.ids = array("Q", sorted(SEQ_KEY.unpack(k)[0] for k in ns.index))
         except BaseException:
             ns.log.close()  # the files opened so far; the caller sees the error
             raise
@@ -273,6 +276,7 @@ class Namespace:
         self.log = DataLog(self.path / "data", self._file_limit)
         self.index.clear()
         self.order = array("Q")
+        self.ids = array("Q")
         self.datasize = self.next_seq = self._ids_counted_to = 0
         self.garbage.clear()
         self.garbage_total = 0
@@ -338,6 +342,8 @@ class Namespace:
         if seq and not key:
             key = SEQ_KEY.pack(self.next_seq)
         self._write(KIND_SET, key, value, timestamp, existing)
+        if seq and existing is None:
+            self.ids.append(SEQ_KEY.unpack(key)[0])  # the highest id yet
         return key
 
     def delete(self, key: bytes, timestamp: int | None = None) -> None:
@@ -348,6 +354,9 @@ class Namespace:
         if self.settings.worm:
             raise ZdbError("Cannot delete a key when namespace is in worm mode")
         self._write(KIND_DELETE, key, b"", timestamp, existing)
+        if self.settings.mode == "seq":
+            i = bisect.bisect_left(self.ids, SEQ_KEY.unpack(key)[0])
+            del self.ids[i]
 
     def _write(
         self, kind: int, key: bytes, value: bytes, timestamp: int | None, existing: Slot | None
@@ -379,7 +388,7 @@ class Namespace:
         slot = self.slot(key)
         if slot is None:
             raise ZdbError("Key not found")
-        return CURSOR.pack(slot.loc)
+        return key if self.settings.mode == "seq" else CURSOR.pack(slot.loc)
 
     def _position(self, cursor: bytes) -> int:
         """Where an entry's location is, or would be, in write order."""
@@ -396,8 +405,10 @@ class Namespace:
     def scan(
         self, cursor: bytes | None, reverse: bool = False, limit: int = 1024
     ) -> tuple[bytes, list[tuple[bytes, int, int]]]:
-        """Live keys after (before, if `reverse`) the cursor, in write order."""
+        """Live keys after (before, if `reverse`) the cursor, in write order (seq: id order)."""
         self.readable()
+        if self.settings.mode == "seq":
+            return self._scan_ids(cursor, reverse, limit)
         step = -1 if reverse else 1
         if cursor is None:
             i = len(self.order) - 1 if reverse else 0
@@ -424,6 +435,29 @@ class Namespace:
         if not found:
             raise ZdbError("No more data")
         return CURSOR.pack(last), found
+
+    def _scan_ids(
+        self, cursor: bytes | None, reverse: bool, limit: int
+    ) -> tuple[bytes, list[tuple[bytes, int, int]]]:
+        """Seq mode: the live ids in order, as 0-db walks its index (an updated id keeps
+        its place); the cursor is an id, any 8 bytes a place among them."""
+        ids = self.ids
+        if cursor is None:
+            i = len(ids) - 1 if reverse else 0
+        elif len(cursor) != CURSOR.size:
+            raise ZdbError("Invalid key format")
+        elif reverse:
+            i = bisect.bisect_left(ids, CURSOR.unpack(cursor)[0]) - 1
+        else:
+            i = bisect.bisect_right(ids, CURSOR.unpack(cursor)[0])
+        page = ids[max(i - limit + 1, 0) : i + 1][::-1] if reverse else ids[i : i + limit]
+        if not page:
+            raise ZdbError("No more data")
+        found = []
+        for n in page:
+            slot = self.index[SEQ_KEY.pack(n)]
+            found.append((SEQ_KEY.pack(n), slot.length, slot.timestamp))
+        return SEQ_KEY.pack(page[-1]), found
 
     def keys_with_prefix(self, prefix: bytes) -> list[bytes]:
         """Live keys starting with `prefix`, in the order they were last written."""
