@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from zdb_helpers import ADMIN, Connect, Err, Raw, nsinfo, refused
+from zdb_helpers import ADMIN, Connect, Err, Raw, nsinfo, refused, walk
 
 from zos.zdb import ZdbServer
 from zos.zdb.client import RespClient, RespError, encode
@@ -27,21 +27,6 @@ async def info(admin: RespClient, name: bytes) -> dict[str, str]:
     text = await admin.command(b"NSINFO", name)
     assert isinstance(text, bytes)
     return nsinfo(text)
-
-
-async def walk(client: RespClient, command: bytes, cursor: bytes | None = None) -> list[list]:
-    """Every [key, size, timestamp] SCAN (or RSCAN) returns, following its cursor."""
-    items: list[list] = []
-    while True:
-        try:
-            reply = await client.command(command, *([cursor] if cursor is not None else []))
-        except RespError as e:
-            assert str(e) == "No more data"
-            return items
-        assert isinstance(reply, list) and len(reply) == 2
-        cursor, page = reply
-        assert isinstance(cursor, bytes) and page
-        items.extend(page)
 
 
 # -- server ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from zdb_helpers import walk
 
 from zos.zdb import ZdbServer
 from zos.zdb.client import RespClient, RespError
@@ -69,15 +70,7 @@ async def test_everything_survives_a_restart(tmp_path: Path) -> None:
         assert await c.command(b"GET", b"k199") == b"v199" * 10
         assert await c.command(b"SCAN") == before
         # Walk every key across the file boundaries, both ways.
-        seen, cursor = [], None
-        while True:
-            try:
-                reply = await c.command(b"SCAN", *([cursor] if cursor else []))
-            except RespError as e:
-                assert str(e) == "No more data"
-                break
-            cursor = reply[0]
-            seen += [item[0] for item in reply[1]]
+        seen = [item[0] for item in await walk(c, b"SCAN")]
         expected = [b"k%d" % i for i in range(200) if i not in (5, 7)] + [b"k5"]
         assert seen == expected
         back = await c.command(b"RSCAN")
@@ -290,15 +283,7 @@ async def test_overwrites_do_not_grow_the_disk_without_bound(tmp_path: Path) -> 
         assert await c.command(b"GET", b"keep7") == b"07" * 500
         assert await c.command(b"GET", b"hot3") == b"199" * 341
         assert await c.command(b"GET", b"hot0") is None
-        keys = set()
-        cursor = None
-        while True:
-            try:
-                reply = await c.command(b"SCAN", *([cursor] if cursor else []))
-            except RespError:
-                break
-            cursor = reply[0]
-            keys |= {item[0] for item in reply[1]}
+        keys = {item[0] for item in await walk(c, b"SCAN")}
         assert keys == {b"keep%d" % i for i in range(50)} | {b"hot%d" % k for k in range(1, 20)}
     finally:
         await stop(server, c)
@@ -382,14 +367,7 @@ async def test_seq_ids_go_on_after_restarts_and_compaction(tmp_path: Path) -> No
             assert await c.command(b"GET", seq_id(i)) == value
         assert await c.command(b"DBSIZE") == len(values) + 1
         # SCAN walks the ids in order, wherever compaction moved their values.
-        walked, cursor = [], None
-        while True:
-            try:
-                reply = await c.command(b"SCAN", *([cursor] if cursor else []))
-            except RespError:
-                break
-            cursor = reply[0]
-            walked += [item[0] for item in reply[1]]
+        walked = [item[0] for item in await walk(c, b"SCAN")]
         assert walked == [seq_id(i) for i in sorted(values)] + [seq_id(next_id)]
     finally:
         await stop(server, c)

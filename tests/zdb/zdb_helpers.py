@@ -1,4 +1,5 @@
-"""Helpers for the zdb tests: a bare connection that sends any bytes, NSINFO parsing."""
+"""Helpers for the zdb tests: a bare connection that sends any bytes, a SCAN walk,
+NSINFO parsing."""
 
 from __future__ import annotations
 
@@ -86,6 +87,21 @@ class Raw:
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
+
+
+async def walk(client: RespClient, command: bytes, cursor: bytes | None = None) -> list[list]:
+    """Every [key, size, timestamp] SCAN (or RSCAN) returns, following its cursor."""
+    items: list[list] = []
+    while True:
+        try:
+            reply = await client.command(command, *([cursor] if cursor is not None else []))
+        except RespError as e:
+            assert str(e) == "No more data"
+            return items
+        assert isinstance(reply, list) and len(reply) == 2
+        cursor, page = reply
+        assert isinstance(cursor, bytes) and page
+        items.extend(page)
 
 
 def nsinfo(text: bytes) -> dict[str, str]:
