@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,6 @@ from zos.primitives import capacity, filesystem, loop
 from zos.primitives.command import CommandError, run
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-async def workdir(tmp_path: Path) -> AsyncIterator[Path]:
-    """A directory whose mounts and loop devices are all removed afterwards, even on failure."""
-    yield tmp_path
-    for m in reversed(filesystem.mounts_under(tmp_path)):
-        await run("umount", "-l", str(m.target), check=False)
-    for dev in loop.devices_under(tmp_path):
-        await run("losetup", "-d", dev, check=False)
 
 
 def test_sparse_file_has_exact_size_and_no_blocks(tmp_path: Path) -> None:

@@ -89,11 +89,14 @@ def allocated_bytes(path: Path) -> int:
     return path.stat().st_blocks * 512
 
 
-async def mkfs_ext4(path: Path, label: str = "") -> None:
+async def mkfs_ext4(path: Path, label: str = "", *, encrypt: bool = False) -> None:
+    """Format `path` as ext4; `encrypt` turns on the feature `zos.primitives.fscrypt` needs."""
     # No reserved blocks: the whole volume belongs to its user.
     args = ["mkfs.ext4", "-q", "-F", "-m", "0"]
     if label:
         args += ["-L", label[:16]]
+    if encrypt:
+        args += ["-O", "encrypt"]
     await run(*args, str(path))
 
 
