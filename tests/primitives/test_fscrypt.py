@@ -39,6 +39,13 @@ async def make_volume(workdir: Path, name: str, *, encrypt: bool = True) -> Volu
     return vol
 
 
+async def encrypted_volume(workdir: Path, name: str) -> tuple[Volume, bytes, bytes]:
+    """A volume whose `data` is encrypted under a new key: (volume, key, identifier)."""
+    vol = await make_volume(workdir, name)
+    key = secrets.token_bytes(fscrypt.KEY_SIZE)
+    return vol, key, fscrypt.encrypt_directory(vol.data, key)
+
+
 async def reboot(vol: Volume, identifier: bytes) -> None:
     """What a reboot does to the kernel's keys: gone, and the filesystem unmounted."""
     removal = fscrypt.remove_key(vol.mount, identifier)
@@ -161,9 +168,7 @@ async def test_overlay_upper_on_encrypted_layer(workdir: Path) -> None:
     lower = workdir / "lower"
     (lower / "etc").mkdir(parents=True)
     (lower / "etc" / "motd").write_text("from the image\n")
-    layer = await make_volume(workdir, "layer")
-    key = secrets.token_bytes(fscrypt.KEY_SIZE)
-    identifier = fscrypt.encrypt_directory(layer.data, key)
+    layer, key, identifier = await encrypted_volume(workdir, "layer")
     rootfs = workdir / "rootfs"
     upper, work = layer.data / "upper", layer.data / "work"
 
@@ -196,9 +201,7 @@ async def test_overlay_upper_on_encrypted_layer(workdir: Path) -> None:
 @pytest.mark.root
 async def test_open_files_keep_the_key_until_closed(workdir: Path) -> None:
     """Why the wiring unmounts what uses a directory before removing its key."""
-    vol = await make_volume(workdir, "busy")
-    key = secrets.token_bytes(fscrypt.KEY_SIZE)
-    identifier = fscrypt.encrypt_directory(vol.data, key)
+    vol, _, identifier = await encrypted_volume(workdir, "busy")
     (vol.data / "open").write_bytes(b"still open")
     with (vol.data / "open").open("rb") as held:
         removal = fscrypt.remove_key(vol.mount, identifier)
@@ -212,9 +215,7 @@ async def test_open_files_keep_the_key_until_closed(workdir: Path) -> None:
 
 @pytest.mark.root
 async def test_adding_a_key_twice_and_the_same_policy_twice_are_harmless(workdir: Path) -> None:
-    vol = await make_volume(workdir, "again")
-    key = secrets.token_bytes(fscrypt.KEY_SIZE)
-    identifier = fscrypt.encrypt_directory(vol.data, key)
+    vol, key, identifier = await encrypted_volume(workdir, "again")
     (vol.data / "f").write_bytes(b"kept")
     assert fscrypt.add_key(vol.mount, key) == identifier
     assert fscrypt.unlock(vol.data, bytearray(key)) == identifier  # a key the caller can wipe
@@ -319,9 +320,8 @@ async def test_identifier_not_on_the_filesystem(workdir: Path) -> None:
 
 @pytest.mark.root
 async def test_wrong_key_for_the_policy_refused(workdir: Path) -> None:
-    vol = await make_volume(workdir, "wrong")
-    key, wrong = secrets.token_bytes(32), secrets.token_bytes(32)
-    identifier = fscrypt.encrypt_directory(vol.data, key)
+    vol, key, identifier = await encrypted_volume(workdir, "wrong")
+    wrong = secrets.token_bytes(32)
     (vol.data / "f").write_bytes(b"secret")
     await reboot(vol, identifier)
     await filesystem.mount_image(vol.image, vol.mount)
