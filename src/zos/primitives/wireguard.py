@@ -15,7 +15,7 @@ next agent finds it by pid and start time. Nothing restarts it when it dies, bec
 tun device dies with it: `ensure` builds the interface again, with the same key.
 
 Peers are changed one by one, never replaced wholesale, so the others keep their
-sessions. Every function blocks nothing: kernel work runs on worker threads.
+sessions. The API is async; netlink and socket work runs on worker threads.
 """
 
 from __future__ import annotations
@@ -546,6 +546,7 @@ class WireGuard:
 
     async def _build(self, dev: _Device, config: Config) -> None:
         self._save(dev)  # first, so that what a crash leaves is found and removed
+        made_ns = not netns.exists(dev.ns)
         try:
             await asyncio.to_thread(netns.create, dev.ns)
             pid = 0
@@ -567,6 +568,8 @@ class WireGuard:
                 await self._wait_bound(dev, pid, config.listen_port)
         except BaseException:
             await self._destroy(dev)
+            if made_ns:
+                await asyncio.to_thread(netns.delete, dev.ns)
             raise
 
     async def _spawn(self, dev: _Device) -> int:
@@ -588,7 +591,10 @@ class WireGuard:
 
     def _add_kernel_link(self, device: str) -> None:
         with links.ipr(self.public_ns) as sock:
-            sock.link("add", ifname=device, kind="wireguard")
+            try:
+                sock.link("add", ifname=device, kind="wireguard")
+            except NetlinkError as exc:
+                raise WireGuardError(f"cannot create a kernel WireGuard link: {exc}") from None
 
     def _place(self, dev: _Device) -> None:
         """Move the new link from the public side into the network's namespace, renamed."""
