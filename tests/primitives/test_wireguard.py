@@ -735,18 +735,20 @@ async def test_removal_leaves_no_process_socket_link_or_file(mesh: Mesh) -> None
 @pytest.mark.netns
 @pytest.mark.root
 async def test_kernel_backend_without_the_module_fails_clearly(tmp_path: Path) -> None:
-    if has_kernel_wireguard():
+    if await asyncio.to_thread(has_kernel_wireguard):
         pytest.skip("the kernel has WireGuard")
-    wg = WireGuard(tmp_path, None, f"{TAG}k-", KERNEL)
-    ns = f"{TAG}k-n-{NETID}"
+    pub, ns = f"{TAG}k-pub", f"{TAG}k-n-{NETID}"
+    netns.create(pub)
+    wg = WireGuard(tmp_path / "wg", pub, f"{TAG}k-", KERNEL)
     try:
         with pytest.raises(WireGuardError, match="kernel WireGuard link"):
-            await wg.ensure(NETID, ns, cfg(listen_port=51999))
+            await wg.ensure(NETID, ns, cfg())
         assert not netns.exists(ns)  # it made that namespace, and removed it
-        assert not links.exists(device_name(f"{TAG}k-", NETID))
-        assert list(tmp_path.iterdir()) == []
+        assert links.names(pub) == ["lo"]
+        assert list((tmp_path / "wg").iterdir()) == []
     finally:
         netns.delete(ns)
+        netns.delete(pub)
 
 
 def test_an_unknown_backend_is_refused() -> None:

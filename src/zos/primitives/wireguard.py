@@ -317,7 +317,10 @@ _probed: Backend | None = None
 
 
 def probe(ns: str | None = None) -> Backend:
-    """The kernel's WireGuard if it can make a wireguard link (in `ns`), else wireguard-go."""
+    """The kernel's WireGuard if it can make a wireguard link (in `ns`), else wireguard-go.
+
+    Blocks (netlink): call it through `asyncio.to_thread` from a running loop.
+    """
     global _probed
     if _probed is None:
         name = f"zwgprobe{os.getpid() % 10**7}"
