@@ -145,9 +145,15 @@ def set_sysctl(name: str | None, key: str, value: str) -> None:
         run_in(name, write)
 
 
+def argv_in(name: str | None, argv: list[str]) -> list[str]:
+    """The command line that runs `argv` in namespace `name` (None: as it is). nsenter
+    joins the namespace and execs the program, so the pid is the program's."""
+    return ["nsenter", f"--net={path(name)}", "--", *argv] if name else list(argv)
+
+
 async def exec_in(name: str | None, *argv: str, input: bytes | None = None) -> str:
     """Run a program in namespace `name` (None: the agent's own); return its stdout."""
-    full = ["nsenter", f"--net={path(name)}", "--", *argv] if name else list(argv)
+    full = argv_in(name, list(argv))
     proc = await asyncio.create_subprocess_exec(
         *full,
         stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
