@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +67,39 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\n")
     return root
+
+
+def make_deep_tree(root: Path, depth: int) -> None:
+    """`root/d/d/.../d/f`, `depth` directories deep: deeper than PATH_MAX and Python's
+    recursion limit, so it is built one directory fd at a time (issue 12, finding 1)."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def deep_tree() -> Iterator[Callable[[Path, int], None]]:
+    """`make_deep_tree`, with every tree it made removed afterwards (pytest's own clean-up
+    of old temporary directories uses shutil.rmtree, which such a tree breaks)."""
+    from zos.primitives.trees import remove_tree
+
+    made: list[Path] = []
+
+    def make(root: Path, depth: int) -> None:
+        made.append(root)
+        make_deep_tree(root, depth)
+
+    yield make
+    for root in made:
+        remove_tree(root, ignore_errors=True)
 
 
 ZDB_ADMIN = "admin-secret"

@@ -149,3 +149,27 @@ async def test_hostile_flist_leaves_no_tree(tmp_path: Path) -> None:
     assert cache.in_use(hash_file(fl)) == 0  # the failed prepare let go of its hold
     assert not any(p.is_file() for p in (tmp_path / "cache/blocks").rglob("*"))
     cache.close()
+
+
+async def test_a_deep_tree_in_the_cache_stops_nothing(tmp_path: Path, deep_tree) -> None:
+    # Issue 12, finding 1: a tree thousands of directories deep in the cache made removal
+    # raise RecursionError: opening the cache failed (the node could neither start nor
+    # wipe), and once the cache passed its bound every prepare failed, even of cached flists.
+    cached = await make_flist(tmp_path, "a", 1000)
+    cache = FlistCache(tmp_path / "cache", 1 << 30)
+    kept = await cache.prepare(cached)
+    cache.close()
+    trees = tmp_path / "cache/trees"
+    deep_tree(trees / ".half-written", 1500)  # left by a crash half way through a prepare
+    cache = FlistCache(tmp_path / "cache", 1 << 30)
+    assert sorted(p.name for p in trees.iterdir()) == [kept.name]
+
+    # An old, unused deep tree in the index, and the cache past its bound.
+    deep_tree(trees / ("1" * 64), 1500)
+    cache._db.execute("INSERT INTO trees VALUES (?, ?, ?)", ("1" * 64, 1 << 40, 0.0))
+    other = await make_flist(tmp_path, "b", 1000)
+    tree = await cache.prepare(other)
+    assert (tree / "etc/name").read_text() == "b"
+    assert not (trees / ("1" * 64)).exists()
+    assert await cache.prepare(cached) == kept
+    cache.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flhelpers import REF_BLOCK, RefFlist, tree_files
 
-from zos.flist import FlistError, StoreError, unpack_flist
+from zos.flist import FlistError, StoreError, format, unpack_flist
 from zos.flist.errors import BlockError
 
 
@@ -173,3 +173,37 @@ async def test_parent_cycle(sandbox: Path) -> None:
         rf.db.execute("UPDATE inode SET parent = ? WHERE ino = ?", (b, a))
 
     await refused(sandbox, build, "not reachable from the root")
+
+
+async def test_a_tree_too_deep_is_refused_before_anything_is_written(sandbox: Path) -> None:
+    # Issue 12, finding 1: 3,000 nested directories were unpacked, then could not be removed.
+    def build(rf: RefFlist) -> None:
+        parent = rf.root
+        for _ in range(3000):
+            parent = rf.dir(parent, "d")
+        rf.file(parent, "f", b"x")
+
+    await refused(sandbox, build, f"directories nested more than {format.MAX_DEPTH} deep")
+
+
+async def test_the_deepest_tree_allowed_unpacks(sandbox: Path) -> None:
+    fl = sandbox / "deep.fl"
+    rf = RefFlist(fl, sandbox / "store")
+    parent = rf.root
+    for _ in range(format.MAX_DEPTH):
+        parent = rf.dir(parent, "d")
+    rf.file(parent, "f", b"x")
+    rf.close()
+    await unpack_flist(fl, sandbox / "target")
+    assert (sandbox / "target" / "/".join(["d"] * format.MAX_DEPTH) / "f").read_bytes() == b"x"
+
+
+async def test_too_many_entries_are_refused(sandbox: Path, monkeypatch) -> None:
+    # Issue 12, finding 1: the entry count is bounded too (lowered here to keep it quick).
+    monkeypatch.setattr(format, "MAX_ENTRIES", 100)
+
+    def build(rf: RefFlist) -> None:
+        for i in range(100):
+            rf.file(rf.root, f"f{i}", b"")
+
+    await refused(sandbox, build, "the tree has 101 entries, more than the 100 allowed")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import sqlite3
@@ -29,9 +30,12 @@ from zos.flist.blocks import check_id
 from zos.flist.errors import BlockError, FlistError
 from zos.flist.files import hash_file, write_atomic
 from zos.flist.format import read_flist
-from zos.flist.ops import download_flist, is_url, remove_tree, router_for
+from zos.flist.ops import download_flist, is_url, router_for
 from zos.flist.stores import Router
 from zos.flist.unpack import unpack
+from zos.primitives.trees import remove_tree
+
+log = logging.getLogger(__name__)
 
 
 class FlistCache:
@@ -65,17 +69,17 @@ class FlistCache:
         self._db.close()
 
     def _reconcile(self) -> None:
-        """Drop half-written trees and index rows whose files are gone (after a crash)."""
-        for child in self.trees_dir.iterdir():
-            if child.name.startswith("."):
-                remove_tree(child)
+        """Drop half-written trees and index rows whose files are gone (after a crash).
+
+        Whatever is in the cache, this never stops the node from starting: a tree that
+        cannot be removed is logged and left (it is tried again at the next start)."""
         known = {h for (h,) in self._db.execute("SELECT hash FROM trees")}
         for h in known:
             if not (self.trees_dir / h).is_dir():
                 self._db.execute("DELETE FROM trees WHERE hash = ?", (h,))
         for child in self.trees_dir.iterdir():
-            if child.name not in known:
-                remove_tree(child)
+            if child.name.startswith(".") or child.name not in known:
+                _remove_logged(child)
 
     # -- blocks ------------------------------------------------------------------------
 
@@ -145,7 +149,10 @@ class FlistCache:
             if acquire:
                 self.release(key)
             raise
-        await self.evict()
+        try:
+            await self.evict()
+        except Exception:  # a full cache is the node's problem, not this flist's
+            log.exception("flist cache: eviction failed")
         return tree
 
     async def _materialize(self, key: str, fl: Path) -> Path:
@@ -162,7 +169,7 @@ class FlistCache:
             await unpack(flist, tmp, lambda block_id: self.get_block(block_id, router))
             os.replace(tmp, tree)
         except BaseException:
-            await asyncio.to_thread(remove_tree, tmp)
+            await asyncio.to_thread(_remove_logged, tmp)
             raise
         finally:
             if not shared:
@@ -226,7 +233,11 @@ class FlistCache:
                 if kind == "tree":
                     if self._in_use.get(name) or name in self._preparing:
                         continue
-                    await asyncio.to_thread(remove_tree, self.trees_dir / name)
+                    try:
+                        await asyncio.to_thread(remove_tree, self.trees_dir / name)
+                    except OSError as e:  # kept indexed: tried again at the next eviction
+                        log.warning("flist cache: cannot remove tree %s: %s", name, e)
+                        continue
                     (self.flists_dir / f"{name}.fl").unlink(missing_ok=True)
                     self._db.execute("DELETE FROM trees WHERE hash = ?", (name,))
                 else:
@@ -236,6 +247,13 @@ class FlistCache:
                     self._db.execute("DELETE FROM blocks WHERE id = ?", (name,))
                 freed += size
             return freed
+
+
+def _remove_logged(path: Path) -> None:
+    try:
+        remove_tree(path)
+    except OSError as e:
+        log.warning("flist cache: cannot remove %s: %s", path, e)
 
 
 def _read_or_none(path: Path) -> bytes | None:

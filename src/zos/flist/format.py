@@ -15,6 +15,7 @@ import os
 import sqlite3
 import stat
 import urllib.parse
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,10 @@ CREATE TABLE IF NOT EXISTS zos_hardlink (
 ROOT_INO = 1
 MAX_NAME_BYTES = 255
 MAX_LINK_TARGET = 4095
+# Bounds on a tree (a hostile flist can describe any shape in a few MB): directories
+# nested deeper than this, or more names than this, are refused before anything is written.
+MAX_DEPTH = 256
+MAX_ENTRIES = 500_000
 Kind = Literal["dir", "file", "symlink", "fifo"]
 KINDS: dict[int, Kind] = {
     stat.S_IFDIR: "dir",
@@ -250,6 +255,9 @@ def _read(db: sqlite3.Connection, setuid: SetuidPolicy) -> Flist:
     if missing:
         raise FlistError(f"not an flist: missing table(s) {', '.join(sorted(missing))}")
 
+    (count,) = db.execute("SELECT COUNT(*) FROM inode").fetchone()
+    if count > MAX_ENTRIES:
+        raise FlistError(f"the tree has {count} entries, more than the {MAX_ENTRIES} allowed")
     rows = db.execute(
         "SELECT ino, parent, name, size, uid, gid, mode, ctime, mtime FROM inode ORDER BY ino"
     ).fetchall()
@@ -284,9 +292,9 @@ def _read(db: sqlite3.Connection, setuid: SetuidPolicy) -> Flist:
     entries: list[Entry] = []
     root = _entry(root_row, ROOT_INO, 0, "/", "", targets, blocks, setuid)
     entries.append(root)
-    queue = [root]
+    queue = deque([(root, 0)])
     while queue:
-        directory = queue.pop(0)
+        directory, depth = queue.popleft()
         seen: set[str] = set()
         for ino in children.pop(directory.ino, []):
             row = raw.pop(ino)
@@ -298,7 +306,9 @@ def _read(db: sqlite3.Connection, setuid: SetuidPolicy) -> Flist:
             entry = _entry(row, ino, directory.ino, name, path, targets, blocks, setuid)
             entries.append(entry)
             if entry.kind == "dir":
-                queue.append(entry)
+                if depth + 1 > MAX_DEPTH:
+                    raise FlistError(f"{path[:200]}: directories nested more than {MAX_DEPTH} deep")
+                queue.append((entry, depth + 1))
     if children:
         parent, inos = next(iter(children.items()))
         if parent in raw:

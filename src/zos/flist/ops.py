@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from zos.flist.errors import FlistError
 from zos.flist.format import Flist, SetuidPolicy, read_flist
 from zos.flist.stores import Router
 from zos.flist.unpack import UnpackResult, unpack
+from zos.primitives.trees import clear_directory, remove_tree
 
 MAX_FLIST_BYTES = 512 * 1024 * 1024
 
@@ -60,30 +60,6 @@ def router_for(flist: Flist, stores: list[str] | None = None) -> Router:
     if not flist.routes:
         raise FlistError("the flist has no routes: pass --store")
     return Router.from_routes(flist.routes)
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a directory tree (never following symlinks), even read-only parts of it."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, onerror=_make_writable)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def clear_directory(target: Path) -> None:
-    """Remove everything under `target`, keep `target`."""
-    for child in os.listdir(target):
-        remove_tree(target / child)
-
-
-def _make_writable(func: object, path: str, exc: object) -> None:
-    parent = os.path.dirname(path)
-    os.chmod(parent, 0o700)
-    if os.path.isdir(path) and not os.path.islink(path):
-        os.chmod(path, 0o700)
-        shutil.rmtree(path, onerror=_make_writable)
-    else:
-        os.unlink(path)
 
 
 async def unpack_flist(

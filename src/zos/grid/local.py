@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from zos.grid.state import (
     save,
 )
 from zos.identity import Identity, load_key_file
+from zos.primitives.trees import remove_tree
 
 GiB = 1 << 30
 Say = Callable[[str], None]
@@ -432,7 +432,7 @@ def down(state_dir: Path, say: Say = print) -> bool:
         return False
     with _locked(state_dir):
         found = _down(state_dir, say)
-    shutil.rmtree(state_dir, ignore_errors=True)
+    remove_tree(state_dir, ignore_errors=True)
     return found
 
 
@@ -464,7 +464,7 @@ def _down(state_dir: Path, say: Say, keep_logs: bool = False) -> bool:
         if child.name in (".lock",) or (keep_logs and child.name == "logs"):
             continue
         if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
+            remove_tree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
     return state is not None

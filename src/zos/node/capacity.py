@@ -8,30 +8,16 @@ holding the data directory.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from zos.gridtypes.capacity import Capacity, GiB
 from zos.primitives.capacity import measure
+from zos.primitives.trees import allocated_bytes
 
 
 def memory_reserve(total_memory: int) -> int:
     return max(total_memory // 10, 2 * GiB)
-
-
-def _allocated_under(directory: Path) -> int:
-    """Bytes files under `directory` occupy, not descending into mounts (a volume's content)."""
-    if not directory.exists():
-        return 0
-    device, total = directory.stat().st_dev, 0
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == device]
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-    return total
 
 
 @dataclass(frozen=True)
@@ -65,7 +51,7 @@ class Offer:
         if cores is not None and cores <= 0:
             raise ValueError(f"cores: offered {cores}, must be at least 1")
         if disk is None:
-            ours = _allocated_under(data_dir / "storage")
+            ours = allocated_bytes(data_dir / "storage")
             disk_total, disk_system = m.disk, max(0, m.disk - m.disk_free - ours)
         else:
             disk_total, disk_system = disk, 0

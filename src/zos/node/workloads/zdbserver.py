@@ -14,12 +14,12 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import sys
 
 from zos.node.workloads.base import NodeServices, WorkloadError
 from zos.primitives.hostaddr import primary_ipv4
 from zos.primitives.hostproc import HostProcess, HostProcessError
+from zos.primitives.trees import remove_tree
 from zos.zdb.client import RespClient, RespError
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class NodeZdb:
         assert self._client is not None
         await self._client.close()
         await proc.stop()
-        await asyncio.to_thread(shutil.rmtree, self.data, True)
+        await asyncio.to_thread(remove_tree, self.data, ignore_errors=True)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -191,4 +191,4 @@ class NodeZdb:
         """Remove a namespace's files while no server runs (it reads them only at start)."""
         path = self.data / name
         if path.parent == self.data and path.name not in ("", ".", ".."):
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path, ignore_errors=True)

@@ -25,7 +25,6 @@ import os
 import posixpath
 import re
 import shlex
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, ip_address
@@ -41,6 +40,7 @@ from zos.primitives import blockdev, filesystem, links, logd, loop, netns, overl
 from zos.primitives.command import CommandError
 from zos.primitives.runc import BindMount, ContainerSpec, Runc, RuncError, write_bundle
 from zos.primitives.supervisor import Backoff, Supervisor
+from zos.primitives.trees import remove_tree
 
 MiB = 1 << 20
 DEFAULT_ROOT_SIZE = 500 * MiB
@@ -228,7 +228,7 @@ class ZMachineManager(Manager):
         disks = self._disks_dir(wid)
         for m in reversed(filesystem.mounts_under(disks)):
             await filesystem.umount(m.target)
-        await asyncio.to_thread(shutil.rmtree, disks, True)
+        await asyncio.to_thread(remove_tree, disks, ignore_errors=True)
 
     def _local_allowed(self, flist: str) -> bool:
         path = Path(flist).resolve()
@@ -429,14 +429,14 @@ class ZMachineManager(Manager):
         await asyncio.to_thread(netns.delete, self._netns(wid))
         for path in (image, image.with_suffix(".img.tmp")):
             path.unlink(missing_ok=True)
-        await asyncio.to_thread(shutil.rmtree, layer, True)
-        await asyncio.to_thread(shutil.rmtree, self.supervisor.log_dir(cid), True)
+        await asyncio.to_thread(remove_tree, layer, ignore_errors=True)
+        await asyncio.to_thread(remove_tree, self.supervisor.log_dir(cid), ignore_errors=True)
         if state is not None and state.cached and wid in self._held:
             self._held.discard(wid)
             cache = self.node.extra.get("flist_cache")
             if cache is not None:
                 cache.release(state.tree)
-        await asyncio.to_thread(shutil.rmtree, self._dir(wid), True)
+        await asyncio.to_thread(remove_tree, self._dir(wid), ignore_errors=True)
         if release_network and state is not None:
             await networks.release_if_unused(self.node, state.netid)
         if not self.states() and not self.supervisor.watched():
