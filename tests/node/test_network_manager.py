@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from ipaddress import IPv4Interface
@@ -205,6 +206,66 @@ async def test_isolation_and_nat(node: NodeServices, manager: NetworkManager) ->
         await manager.deprovision(ctx(node, dep_a, "net"))
         await manager.deprovision(ctx(node, dep_b, "net"))
     assert not netns.exists(ns_a) and not netns.exists(ns_b)
+
+
+async def test_neither_the_host_nor_the_control_plane_whatever_their_address(
+    node: NodeServices, manager: NetworkManager
+) -> None:
+    # Issue 12, finding 2: the walls were a list of the agent namespace's addresses made
+    # once, so what belongs to the host or the grid elsewhere was reachable. Now any local
+    # address of the host (even one added after the network was built) and the control
+    # plane (NATS servers, configured stores, here on a public-looking address) are walled
+    # off; the internet next to them is not.
+    base = 8 * random.randrange(1, 31)  # a /29 of 203.0.113.0/24 (documentation range)
+    ctl_ip, internet_ip = f"203.0.113.{base + 2}", f"203.0.113.{base + 3}"
+    node.extra["control_plane"] = [ctl_ip]
+    twin = unique_twin()
+    dep = deployment(
+        twin, 1, [{"name": "net", "type": "network", "data": network_data("10.64.1.0/24")}]
+    )
+    await manager.provision(ctx(node, dep, "net"))
+    netid = network_id(twin, "net")
+    ext, ext_host = f"zt-c-{uuid.uuid4().hex[:8]}", f"zc{uuid.uuid4().hex[:8]}"
+    extra_host = f"zd{uuid.uuid4().hex[:8]}"
+    machine = None
+    try:
+        machine = attach_machine(
+            namespace_name(node, netid), bridge_name(netid), "10.64.1.2/24", "10.64.1.1"
+        )
+        netns.create(ext)
+        links.ensure_veth(ext_host, "eth0", None, ext)
+        links.set_addresses(ext_host, [IPv4Interface(f"203.0.113.{base + 1}/29")])
+        links.set_up(ext_host)
+        links.set_addresses(
+            "eth0", [IPv4Interface(f"{ctl_ip}/29"), IPv4Interface(f"{internet_ip}/29")], ext
+        )
+        links.set_up("eth0", ext)
+        service = listen_in(ext, 8080)
+        # an address of the host on another interface, added after the walls were made
+        links.ensure_bridge(extra_host)
+        links.set_addresses(extra_host, [IPv4Interface(f"203.0.113.{base + 6}/32")])
+        links.set_up(extra_host)
+        on_host = listen_in(None, 0)  # every address of the host
+        probes = [
+            await asyncio.to_thread(can_connect, machine, ip, port)
+            for ip, port in [
+                (internet_ip, 8080),
+                (ctl_ip, 8080),
+                (f"203.0.113.{base + 6}", on_host.getsockname()[1]),
+                (f"203.0.113.{base + 1}", on_host.getsockname()[1]),
+            ]
+        ]
+        assert probes == [True, False, False, False]
+        service.close()
+        on_host.close()
+    finally:
+        if machine is not None:
+            links.delete("eth0", machine)
+            netns.delete(machine)
+        netns.delete(ext)
+        links.delete(ext_host)
+        links.delete(extra_host)
+        await manager.deprovision(ctx(node, dep, "net"))
 
 
 async def test_cleanup_and_crash_convergence(node: NodeServices) -> None:

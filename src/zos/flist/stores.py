@@ -191,6 +191,17 @@ class ZdbStore:
 _RANGE = re.compile(r"^(?P<start>[0-9a-fA-F]{2})-(?P<end>[0-9a-fA-F]{2})=(?P<url>.+)$")
 
 
+def split_spec(spec: str) -> tuple[int, int, str]:
+    """(first, last id byte, URL) of a store spec `[xx-yy=]URL`."""
+    m = _RANGE.match(spec)
+    if m is None:
+        return 0, 255, spec
+    start, end = int(m["start"], 16), int(m["end"], 16)
+    if start > end:
+        raise StoreError(f"{spec}: range start is after its end")
+    return start, end, m["url"]
+
+
 def make_store(url: str, signer: HubSigner | None = None) -> Store:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "dir":
@@ -222,18 +233,7 @@ class Router:
         """`[xx-yy=]URL` for each store, as `rfs pack --store` takes them."""
         router = cls()
         for spec in specs:
-            m = _RANGE.match(spec)
-            start, end, url = (
-                (0, 255, spec)
-                if m is None
-                else (
-                    int(m["start"], 16),
-                    int(m["end"], 16),
-                    m["url"],
-                )
-            )
-            if start > end:
-                raise StoreError(f"{spec}: range start is after its end")
+            start, end, url = split_spec(spec)
             router.routes.append((start, end, make_store(url, signer)))
         return router
 

@@ -1,13 +1,16 @@
 """The local grid's wiring: a host bridge, and one network namespace per node with a veth
 on it, so every node agent has its own address and reaches NATS and the hub on the host
-side of the bridge. All kernel work goes through `zos.primitives` (links, netns)."""
+side of the bridge, and nothing else of the host (an nftables table in the root
+namespace: the host is "the host" a node's tenants must never reach, whatever its
+addresses). All kernel work goes through `zos.primitives` (links, netns, nat)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from ipaddress import IPv4Interface, IPv4Network
 
-from zos.primitives import links, netns
+from zos.primitives import links, nat, netns
 
 # Host side of the bridge is .1; node i is .(10 + i).
 NODE_BASE = 10
@@ -61,8 +64,15 @@ def ensure_node(tag: str, index: int, host: IPv4Interface) -> tuple[str, IPv4Int
     return ns, addr, veth
 
 
+def guard_host(tag: str, host: IPv4Interface, ports: list[int]) -> None:
+    """From the nodes' namespaces, only `host.ip:ports` (NATS, the hub) reach the host."""
+    asyncio.run(nat.guard_grid_host(tag, bridge_name(tag), host.ip, ports))
+
+
 def remove(tag: str) -> list[str]:
-    """Every namespace and link of grid `tag` (nodes' own and what they made); what went."""
+    """Every namespace and link of grid `tag` (nodes' own and what they made), and its
+    table in the root namespace; what went."""
+    asyncio.run(nat.remove_table(nat.grid_table(tag)))
     gone = []
     for ns in netns.names(prefix=f"{tag}-"):
         netns.delete(ns)

@@ -202,6 +202,7 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
     save(state)
     _wait_port(host_ip, hub_port, hub)
     say(f"hub    {state.hub_url}")
+    _guard_host(state)
 
     state.procs.append(
         procs.spawn(
@@ -275,6 +276,7 @@ def _resume(state: GridState, say: Say, timeout: float) -> GridState:
     state_dir = Path(state.state_dir)
     host = IPv4Interface(state.host_address)
     hostnet.ensure_bridge(state.tag, host)
+    _guard_host(state)
     for n in state.nodes:
         hostnet.ensure_node(state.tag, n.index, host)
     relays = _relays(state.nats_url)[1] if state.external_nats else []
@@ -295,6 +297,14 @@ def _resume(state: GridState, say: Say, timeout: float) -> GridState:
     except GridError as e:
         raise GridError(f"{e}\n(`zos grid down` then `zos grid up` starts a fresh grid)") from None
     return state
+
+
+def _guard_host(state: GridState) -> None:
+    """Nodes reach the host only at its NATS port (unless NATS is relayed from elsewhere)
+    and its hub port."""
+    urls = [state.hub_url] if state.external_nats else [state.nats_url, state.hub_url]
+    ports = [urllib.parse.urlsplit(u).port or 0 for u in urls]
+    hostnet.guard_host(state.tag, IPv4Interface(state.host_address), ports)
 
 
 def _relays(nats: str) -> tuple[str, list[tuple[str, int, int]]]:

@@ -22,6 +22,7 @@ from zos.gridtypes import Capacity as GridCapacity
 from zos.identity import Identity, load_key_file, write_key_file
 from zos.node.api import node_router
 from zos.node.capacity import Offer
+from zos.node.controlplane import control_plane
 from zos.node.engine import ContractInfo, Engine, install_rank
 from zos.node.store import Store
 from zos.node.workloads import NodeServices, close_managers, default_managers
@@ -117,6 +118,8 @@ def node_services(settings: Settings) -> NodeServices:
         extra["zdb_listen"] = s.zdb_listen
     size = s.cache_size if s.cache_size is not None else default_cache_size(s.data_dir)
     extra["flist_cache"] = FlistCache(s.data_dir / FLIST_CACHE, size, list(s.stores) or None)
+    # Walled off from tenants, whatever their address (the uplink rules).
+    extra["control_plane"] = control_plane(s.nats, s.stores)
     return NodeServices(data_dir=s.data_dir, extra=extra)
 
 

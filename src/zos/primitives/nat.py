@@ -8,15 +8,21 @@ forwards and masquerades the uplink range out of its own default route.
 Isolation is enforced twice, with nftables:
 - in the network namespace, forwarded traffic from the bridge may only go out of the
   uplink to a public address: private, loopback, link-local, CGNAT (other tenants'
-  uplinks), multicast and the host's own addresses are dropped;
-- on the host, nothing that arrives over an uplink may reach the host itself (its bus
-  connection, its services) or another uplink.
+  uplinks) and multicast are dropped;
+- on the host, nothing that arrives over an uplink may reach the host itself, whatever
+  the address (`fib daddr type local`: matched per packet, so an address added to any
+  interface later is covered too), the grid's control plane (the NATS servers and stores
+  the node is configured with, wherever they are), or another uplink.
+
+`grid_host_rules` is the local grid's own wall, in the machine's root namespace: the
+nodes' namespaces on the grid bridge reach the host only at its NATS and hub ports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from zos.primitives import links, netns
@@ -49,12 +55,23 @@ class NatError(Exception):
     pass
 
 
-def host_rules(table: str = HOST_TABLE) -> str:
+def host_rules(control: Sequence[IPv4Address] = (), table: str = HOST_TABLE) -> str:
+    """`control`: addresses of the grid's control plane, dropped whatever they are."""
     # `table x {}` then `delete table x` makes the replacement atomic and idempotent.
+    to_control = (
+        f'iifname "{UPLINK_PREFIX}*" ip daddr {{ {", ".join(map(str, control))} }} drop'
+        if control
+        else ""
+    )
     return f"""
 table inet {table}
 delete table inet {table}
 table inet {table} {{
+    chain prerouting {{
+        type filter hook prerouting priority -10; policy accept;
+        iifname "{UPLINK_PREFIX}*" fib daddr type {{ local, broadcast, multicast }} drop
+        {to_control}
+    }}
     chain input {{
         type filter hook input priority -10; policy accept;
         iifname "{UPLINK_PREFIX}*" drop
@@ -72,10 +89,54 @@ table inet {table} {{
 """
 
 
-async def setup_host() -> None:
+async def setup_host(control: Sequence[IPv4Address] = ()) -> None:
     """Forwarding and the host table; safe to call for every network."""
     await asyncio.to_thread(netns.set_sysctl, None, "net/ipv4/ip_forward", "1")
-    await netns.exec_in(None, "nft", "-f", "-", input=host_rules().encode())
+    await netns.exec_in(None, "nft", "-f", "-", input=host_rules(control).encode())
+
+
+def grid_table(tag: str) -> str:
+    return f"zos_grid_{tag}"
+
+
+def grid_host_rules(tag: str, bridge: str, host: IPv4Address, ports: Sequence[int]) -> str:
+    """The local grid's wall in the root namespace: from the grid bridge (the nodes'
+    namespaces, and everything behind them) only `host:ports` and answers to the host's
+    own connections get in; nothing is forwarded on."""
+    table = grid_table(tag)
+    allowed = (
+        f'iifname "{bridge}" ip daddr {host} tcp dport {{ {", ".join(map(str, ports))} }} accept'
+        if ports
+        else ""
+    )
+    return f"""
+table inet {table}
+delete table inet {table}
+table inet {table} {{
+    chain input {{
+        type filter hook input priority -10; policy accept;
+        iifname "{bridge}" ct state established,related accept
+        {allowed}
+        iifname "{bridge}" reject
+    }}
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        iifname "{bridge}" ct state established,related accept
+        iifname "{bridge}" reject
+    }}
+}}
+"""
+
+
+async def guard_grid_host(tag: str, bridge: str, host: IPv4Address, ports: Sequence[int]) -> None:
+    rules = grid_host_rules(tag, bridge, host, ports)
+    await netns.exec_in(None, "nft", "-f", "-", input=rules.encode())
+
+
+async def remove_table(table: str, ns: str | None = None) -> None:
+    """Delete an inet table (a no-op when it is not there)."""
+    text = f"table inet {table}\ndelete table inet {table}\n"
+    await netns.exec_in(ns, "nft", "-f", "-", input=text.encode())
 
 
 def _allocate(host_if: str) -> IPv4Network:
@@ -113,10 +174,7 @@ async def remove_uplink(host_if: str) -> None:
     await asyncio.to_thread(links.delete, host_if)
 
 
-def namespace_rules(
-    bridge: str, subnet: IPv4Network, host_addresses: list[IPv4Address], wg_port: int = 0
-) -> str:
-    blocked = list(BLOCKED) + [str(a) for a in host_addresses if not _covered(a)]
+def namespace_rules(bridge: str, subnet: IPv4Network, wg_port: int = 0) -> str:
     wg = f"udp dport {wg_port} accept" if wg_port else ""
     return f"""
 table inet {NS_TABLE}
@@ -135,7 +193,7 @@ table inet {NS_TABLE} {{
         meta nfproto ipv6 drop
         iifname "{bridge}" ip saddr != {subnet} drop
         ip saddr {subnet} ip daddr {subnet} accept
-        iifname "{bridge}" ip daddr {{ {", ".join(blocked)} }} drop
+        iifname "{bridge}" ip daddr {{ {", ".join(BLOCKED)} }} drop
         iifname "{bridge}" oifname "{NS_UPLINK}" accept
     }}
     chain postrouting {{
@@ -146,15 +204,10 @@ table inet {NS_TABLE} {{
 """
 
 
-def _covered(addr: IPv4Address) -> bool:
-    return any(addr in IPv4Network(net) for net in BLOCKED)
-
-
 async def apply_namespace_rules(
     ns: str, bridge: str, subnet: IPv4Network, wg_port: int = 0
 ) -> None:
     """Routing on, bridge traffic kept off the IP hooks, and the rules above (replaced whole)."""
-    host_addresses = [a.ip for a in await asyncio.to_thread(links.all_addresses)]
 
     def sysctls() -> None:
         for key, value in (
@@ -167,5 +220,5 @@ async def apply_namespace_rules(
             netns.set_sysctl(None, key, value)
 
     await asyncio.to_thread(netns.run_in, ns, sysctls)
-    rules = namespace_rules(bridge, subnet, host_addresses, wg_port)
+    rules = namespace_rules(bridge, subnet, wg_port)
     await netns.exec_in(ns, "nft", "-f", "-", input=rules.encode())

@@ -184,7 +184,12 @@ def attached(info: NetworkInfo) -> list[str]:
     return links.ports(info.bridge, info.namespace)
 
 
-async def build(info: NetworkInfo) -> None:
+def control_plane(node: NodeServices) -> list[IPv4Address]:
+    """The grid's control plane (NATS servers, configured stores): never for tenants."""
+    return [IPv4Address(a) for a in node.extra.get("control_plane", ())]
+
+
+async def build(info: NetworkInfo, control: list[IPv4Address]) -> None:
     ns, bridge = info.namespace, info.bridge
     await asyncio.to_thread(netns.create, ns)
 
@@ -194,7 +199,7 @@ async def build(info: NetworkInfo) -> None:
         links.set_addresses(bridge, [IPv4Interface(f"{info.gateway}/{info.network.prefixlen}")], ns)
 
     await asyncio.to_thread(inside)
-    await nat.setup_host()
+    await nat.setup_host(control)
     await nat.ensure_uplink(ns, uplink_name(info.netid))
     await nat.apply_namespace_rules(ns, bridge, info.network, info.wireguard_listen_port)
 
@@ -239,7 +244,7 @@ class NetworkManager(Manager):
             # Recorded before building, so a crash half way is found and finished (or removed).
             save(self.node, wanted)
             try:
-                await build(wanted)
+                await build(wanted, control_plane(self.node))
             except (CommandError, OSError, links.LinkError, nat.NatError) as exc:
                 if not existed:
                     await teardown(self.node, wanted.netid, wanted.namespace)
