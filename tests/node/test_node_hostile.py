@@ -4,13 +4,36 @@ disk did before, and what the node answers now."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
+import os
+import random
+import socket
 import subprocess
 import sys
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from ipaddress import IPv4Interface
+from pathlib import Path
+from typing import Any
 
 import pytest
-from nodehelpers import NodeProcess
+from netzm_helpers import listen_in, network_data
+from nodehelpers import MiB, NodeProcess
 
-pytestmark = [pytest.mark.nats, pytest.mark.root, pytest.mark.slow]
+from zos.flist import DirStore, Router, pack
+from zos.primitives import links, netns
+
+pytestmark = [
+    pytest.mark.nats,
+    pytest.mark.root,
+    pytest.mark.netns,
+    pytest.mark.runc,
+    pytest.mark.slow,
+]
 
 ZOS = [sys.executable, "-m", "zos.cli"]
 
@@ -39,3 +62,156 @@ async def test_a_deep_tree_in_the_cache_stops_neither_start_nor_wipe(
     )
     assert wiped.returncode == 0, wiped.stderr
     assert list(trees.iterdir()) == []
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _remote_host() -> Iterator[tuple[str, str, str]]:
+    """A "remote" machine: a namespace behind a veth of the host, on a /29 of a
+    documentation range; yields (its namespace, its address, the host's address there)."""
+    base = 8 * random.randrange(1, 31)
+    ns, veth = f"zt-r-{uuid.uuid4().hex[:8]}", f"zr{uuid.uuid4().hex[:8]}"
+    netns.create(ns)
+    try:
+        links.ensure_veth(veth, "eth0", None, ns)
+        links.set_addresses(veth, [IPv4Interface(f"203.0.113.{base + 1}/29")])
+        links.set_up(veth)
+        links.set_addresses("eth0", [IPv4Interface(f"203.0.113.{base + 2}/29")], ns)
+        links.set_up("eth0", ns)
+        links.set_up("lo", ns)
+        yield ns, f"203.0.113.{base + 2}", f"203.0.113.{base + 1}"
+    finally:
+        links.delete(veth)
+        netns.delete(ns)
+
+
+def _serve_in(
+    ns: str, directory: Path, seen: list[str] | None = None
+) -> http.server.ThreadingHTTPServer:
+    """An HTTP server of `directory` (a hub's layout) inside `ns`; `seen` gets each path."""
+
+    class Handler(_Quiet):
+        def log_message(self, format: str, *args: Any) -> None:
+            if seen is not None:
+                seen.append(self.path)
+
+    handler = functools.partial(Handler, directory=str(directory))
+    server = netns.run_in(ns, lambda: http.server.ThreadingHTTPServer(("0.0.0.0", 0), handler))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _banner_in(ns: str, banner: bytes) -> socket.socket:
+    """A service that is not a hub: it says its banner (NATS' INFO, say) and hangs up."""
+    listener = listen_in(ns)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.sendall(banner)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+async def _flist_routed_to(tmp: Path, dest: Path, url: str) -> None:
+    """An flist of its own content (so none of its blocks is cached yet) whose blocks
+    are said to be at `url`."""
+    src = tmp / f"src-{dest.stem}"
+    (src / "bin").mkdir(parents=True)
+    (src / "bin" / "data").write_bytes(os.urandom(4096))
+    store = DirStore(tmp / "elsewhere")
+    store.url = url
+    await pack(src, dest, Router([(0, 255, store)]))
+
+
+def _machine(name: str, flist: str, ip: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "zmachine",
+        "data": {
+            "flist": flist,
+            "network": {"interfaces": [{"network": "net", "ip": ip}]},
+            "compute_capacity": {"cpu": 1, "memory": 256 * MiB},
+            "entrypoint": "sleep 1000",
+        },
+    }
+
+
+async def test_a_tenant_flist_cannot_make_the_node_fetch_from_itself(
+    make_user, make_node, farm, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    # Finding 3: the node fetched whatever a tenant named: errors echoed the NATS INFO
+    # banner, a zdb:// route to the node's own zdb was a password oracle, a dir:// route
+    # read the node's own disk. Now tenant flists use only network stores that are not
+    # the node, its loopback or the control plane, and errors never say what a remote said.
+    secret = "SECRET-server-id-do-not-echo"
+    prefix = f"zh{os.getpid() % 100000}-"
+    user = await make_user()
+    node: NodeProcess = await make_node(user, "--disk", "4G", "--netns-prefix", prefix)
+    with _remote_host() as (ns, remote, host_side):
+        www = tmp_path / "www"
+        www.mkdir()
+        hub = _serve_in(ns, www)
+        base = f"http://{remote}:{hub.server_address[1]}"
+        banner = _banner_in(ns, f'INFO {{"server_id":"{secret}"}}\r\n'.encode())
+        garbage = f"http://{remote}:{banner.getsockname()[1]}"
+        mine = listen_in(None, 0, host_side)  # the node's own address: nobody may dial it
+        mine.setblocking(False)
+        try:
+            store = DirStore(www)  # written here, read over HTTP from the remote
+            store.url = base
+            await pack(busybox_rootfs, www / "ok.fl", Router([(0, 255, store)]))
+            own_zdb = f"zdb://{host_side}:{mine.getsockname()[1]}/victim"
+            for name, route in [
+                ("dir", f"dir://{node.data_dir}"),
+                ("self", own_zdb),
+                ("garbage", garbage),
+            ]:
+                await _flist_routed_to(tmp_path, www / f"{name}.fl", route)
+            nats_port = urllib.parse.urlsplit(farm.nats).port
+            dep = user.deployment(
+                [
+                    {"name": "net", "type": "network", "data": network_data("10.66.1.0/24")},
+                    _machine("ok", f"{base}/ok.fl", "10.66.1.2"),
+                    _machine("dir", f"{base}/dir.fl", "10.66.1.3"),
+                    _machine("self", f"{base}/self.fl", "10.66.1.4"),
+                    _machine("garbageroute", f"{base}/garbage.fl", "10.66.1.5"),
+                    _machine("loopback", f"http://127.0.0.1:{nats_port}/x.fl", "10.66.1.6"),
+                    _machine("garbageurl", f"{garbage}/x.fl", "10.66.1.7"),
+                ]
+            )
+            await user.deploy(node, dep)
+            want = {"ok": "ok", "dir": "error", "self": "error", "garbageroute": "error"}
+            want |= {"loopback": "error", "garbageurl": "error"}
+            got = await user.wait_states(node, dep.contract_id, want, timeout=90)
+            said = {wl["name"]: wl["result"]["message"] for wl in got["workloads"]}
+            assert "dir:// stores (a path on the node) are not allowed" in said["dir"]
+            assert f"{host_side} is an address of this node" in said["self"]
+            assert "127.0.0.1 is the node's loopback" in said["loopback"]
+            assert "did not answer as an HTTP server" in said["garbageurl"], said
+            assert "block" in said["garbageroute"]
+            for name, text in said.items():
+                assert secret not in text and "INFO" not in text, (name, text)
+                assert str(node.data_dir) not in text, (name, text)
+            with pytest.raises(BlockingIOError):
+                mine.accept()  # the node never dialled its own address for a tenant
+        finally:
+            node.stop()
+            wiped = subprocess.run(
+                [*ZOS, "node", "wipe", "--data-dir", str(node.data_dir), "--netns-prefix", prefix],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert wiped.returncode == 0, wiped.stderr
+            mine.close()
+            banner.close()
+            hub.shutdown()
+            hub.server_close()

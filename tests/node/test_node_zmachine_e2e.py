@@ -1,6 +1,6 @@
 """`zos node run` (a real subprocess, real registry on nats-server) serving a network,
-a volume and a zmachine whose root file system is a busybox flist packed here into a
-dir:// store the node is given with `--store`, its `.fl` served over HTTP. Signed
+a volume and a zmachine whose root file system is a busybox flist packed here, its `.fl`
+and blocks served over HTTP by the store the node is given with `--store`. Signed
 deployments over the bus, logs for the owner only, an agent restart that finds the
 machine still running, and deletion that leaves no namespace, container or mount."""
 
@@ -44,11 +44,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-async def busybox_flist(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[tuple[str, Path]]:
-    """(URL of busybox.fl over HTTP, the dir:// store holding its blocks)."""
-    store, www = tmp_path / "store", tmp_path / "www"
+async def busybox_flist(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[tuple[str, str]]:
+    """(URL of busybox.fl over HTTP, the http:// store serving its blocks from the same
+    server: the node is given it with `--store`, as the one store it may use on its own
+    loopback)."""
+    www = tmp_path / "www"
     www.mkdir()
-    router = Router.parse([f"dir://{store}"])
+    router = Router.parse([f"dir://{www}"])  # the layout an http store reads: /xx/<hex>
     try:
         await pack(busybox_rootfs, www / "busybox.fl", router)
     finally:
@@ -57,8 +59,9 @@ async def busybox_flist(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[t
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/busybox.fl", store
+        yield f"{base}/busybox.fl", base
     finally:
         server.shutdown()
         server.server_close()
@@ -128,7 +131,7 @@ async def test_zmachine_through_the_agent(
         "--disk",
         "4G",
         "--store",
-        f"dir://{store}",
+        store,
         "--netns-prefix",
         prefix,
         "--cache-size",
@@ -215,9 +218,7 @@ async def test_wipe_removes_what_the_node_made(
 ) -> None:
     url, store = busybox_flist
     owner = await make_user()
-    node = await make_node(
-        owner, "--disk", "4G", "--store", f"dir://{store}", "--netns-prefix", prefix
-    )
+    node = await make_node(owner, "--disk", "4G", "--store", store, "--netns-prefix", prefix)
     sweep.append(node)
     dep = owner.deployment(
         [
@@ -250,7 +251,7 @@ async def test_wipe_removes_what_the_node_made(
     assert filesystem.mounts_under(node.data_dir) == []
     assert leftovers(node.data_dir) == {"mounts": [], "loops": [], "files": []}
     refused = subprocess.run(
-        [*ZOS, "node", "wipe", "--data-dir", str(store)],
+        [*ZOS, "node", "wipe", "--data-dir", str(node.data_dir.parent / "www")],
         capture_output=True,
         text=True,
     )

@@ -31,6 +31,7 @@ from zos.flist.errors import BlockError, FlistError
 from zos.flist.files import hash_file, write_atomic
 from zos.flist.format import read_flist
 from zos.flist.ops import download_flist, is_url, router_for
+from zos.flist.policy import FetchPolicy
 from zos.flist.stores import Router
 from zos.flist.unpack import unpack
 from zos.primitives.trees import remove_tree
@@ -40,13 +41,19 @@ log = logging.getLogger(__name__)
 
 class FlistCache:
     def __init__(
-        self, root: Path, max_bytes: int, stores: list[str] | Router | None = None
+        self,
+        root: Path,
+        max_bytes: int,
+        stores: list[str] | Router | None = None,
+        policy: FetchPolicy | None = None,
     ) -> None:
         """`stores`: store URLs (or a Router) to fetch every flist's blocks from, instead
-        of the routes each flist names."""
+        of the routes each flist names. `policy`: where flist URLs and the routes inside
+        flists may lead (on a node: never to the node itself or the control plane)."""
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.stores = stores
+        self.policy = policy
         self.blocks_dir = self.root / "blocks"
         self.trees_dir = self.root / "trees"
         self.flists_dir = self.root / "flists"
@@ -127,7 +134,7 @@ class FlistCache:
         """The read-only tree of an flist (hub URL or local path), prepared once."""
         with tempfile.TemporaryDirectory(dir=self.flists_dir, prefix=".dl-") as tmp:
             if isinstance(location, str) and is_url(location):
-                fl = await download_flist(location, Path(tmp) / "flist.fl")
+                fl = await download_flist(location, Path(tmp) / "flist.fl", self.policy)
             else:
                 fl = Path(location)
                 if not fl.is_file():
@@ -141,7 +148,7 @@ class FlistCache:
         try:
             task = self._preparing.get(key)
             if task is None:
-                task = asyncio.ensure_future(self._materialize(key, stored))
+                task = asyncio.ensure_future(self._materialize(key, stored, str(location)))
                 self._preparing[key] = task
                 task.add_done_callback(lambda _t: self._preparing.pop(key, None))
             tree = await asyncio.shield(task)
@@ -155,15 +162,19 @@ class FlistCache:
             log.exception("flist cache: eviction failed")
         return tree
 
-    async def _materialize(self, key: str, fl: Path) -> Path:
+    async def _materialize(self, key: str, fl: Path, name: str) -> Path:
         tree = self.trees_dir / key
         if tree.is_dir():
             self._db.execute("UPDATE trees SET used = ? WHERE hash = ?", (time.time(), key))
             return tree
         # setuid bits are stripped: a container user must not become a file's owner
-        flist = await asyncio.to_thread(read_flist, fl, setuid="strip")
+        flist = await asyncio.to_thread(read_flist, fl, setuid="strip", name=name)
         shared = isinstance(self.stores, Router)
-        router = self.stores if isinstance(self.stores, Router) else router_for(flist, self.stores)
+        router = (
+            self.stores
+            if isinstance(self.stores, Router)
+            else router_for(flist, self.stores, self.policy)
+        )
         tmp = self.trees_dir / f".{key}.{os.urandom(4).hex()}"
         try:
             await unpack(flist, tmp, lambda block_id: self.get_block(block_id, router))

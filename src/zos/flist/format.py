@@ -216,14 +216,14 @@ class FlistWriter:
         self._tmp.unlink(missing_ok=True)
 
 
-def _connect_readonly(path: Path) -> sqlite3.Connection:
+def _connect_readonly(path: Path, name: str) -> sqlite3.Connection:
     try:
         with open(path, "rb") as f:
             header = f.read(16)
     except OSError as e:
-        raise FlistError(f"{path}: {e.strerror}") from None
+        raise FlistError(f"{name}: {e.strerror}") from None
     if header != b"SQLite format 3\0":
-        raise FlistError(f"{path}: not an flist (not an SQLite database)")
+        raise FlistError(f"{name}: not an flist (not an SQLite database)")
     # immutable: never create a journal or lock file beside an untrusted input.
     uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?mode=ro&immutable=1"
     return sqlite3.connect(uri, uri=True)
@@ -235,13 +235,17 @@ def _int(value: object, where: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
     return value
 
 
-def read_flist(path: Path, *, setuid: SetuidPolicy = "refuse") -> Flist:
-    """Open and check an `.fl`; raise FlistError naming the first rule it breaks."""
-    db = _connect_readonly(path)
+def read_flist(path: Path, *, setuid: SetuidPolicy = "refuse", name: str | None = None) -> Flist:
+    """Open and check an `.fl`; raise FlistError naming the first rule it breaks.
+
+    `name`: what to call the file in errors (default: its path; a server passes the
+    name its client knows, never a path of its own)."""
+    name = str(path) if name is None else name
+    db = _connect_readonly(path, name)
     try:
         return _read(db, setuid)
     except sqlite3.DatabaseError as e:
-        raise FlistError(f"{path}: not a valid flist database ({e})") from None
+        raise FlistError(f"{name}: not a valid flist database ({e})") from None
     finally:
         db.close()
 

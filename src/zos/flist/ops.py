@@ -8,9 +8,10 @@ from pathlib import Path
 
 import aiohttp
 
-from zos.flist.errors import FlistError
+from zos.flist.errors import FlistError, StoreError
 from zos.flist.format import Flist, SetuidPolicy, read_flist
-from zos.flist.stores import Router
+from zos.flist.policy import FetchPolicy
+from zos.flist.stores import Router, check_address, fetch_error, http_session
 from zos.flist.unpack import UnpackResult, unpack
 from zos.primitives.trees import clear_directory, remove_tree
 
@@ -21,12 +22,17 @@ def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
-async def download_flist(url: str, dest: Path) -> Path:
-    """Download an `.fl` from a hub URL to `dest` (written whole or not at all)."""
+async def download_flist(url: str, dest: Path, guard: FetchPolicy | None = None) -> Path:
+    """Download an `.fl` from a hub URL to `dest` (written whole or not at all); with a
+    `guard` (a tenant's URL on a node), only from where it allows. Redirects are not
+    followed, and an error never repeats what the remote sent."""
     tmp = dest.with_name(f".{dest.name}.{os.urandom(4).hex()}.part")
     try:
-        timeout = aiohttp.ClientTimeout(total=600)
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
+        await check_address(guard, url)
+        async with (
+            http_session(guard, 600) as session,
+            session.get(url, allow_redirects=False) as resp,
+        ):
             if resp.status != 200:
                 raise FlistError(f"{url}: hub answered {resp.status}")
             size = 0
@@ -37,7 +43,9 @@ async def download_flist(url: str, dest: Path) -> Path:
                         raise FlistError(f"{url}: larger than {MAX_FLIST_BYTES} bytes")
                     f.write(chunk)
         os.replace(tmp, dest)
-    except aiohttp.ClientError as e:
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise FlistError(f"{url}: {fetch_error(e)}") from None
+    except StoreError as e:  # the guard refused it
         raise FlistError(f"{url}: {e}") from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -53,13 +61,16 @@ async def open_flist(location: str | Path, *, setuid: SetuidPolicy = "refuse") -
     return read_flist(Path(location), setuid=setuid)
 
 
-def router_for(flist: Flist, stores: list[str] | None = None) -> Router:
-    """The given stores, or else the flist's own routes."""
+def router_for(
+    flist: Flist, stores: list[str] | None = None, guard: FetchPolicy | None = None
+) -> Router:
+    """The given stores, or else the flist's own routes (with a `guard`: only routes to
+    network stores it allows)."""
     if stores:
         return Router.parse(stores)
     if not flist.routes:
         raise FlistError("the flist has no routes: pass --store")
-    return Router.from_routes(flist.routes)
+    return Router.from_routes(flist.routes, guard=guard)
 
 
 async def unpack_flist(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,10 @@ from zos.flist.blocks import ID_LEN, MAX_CIPHERTEXT, check_id
 from zos.flist.errors import BlockError, StoreError
 from zos.flist.files import write_atomic
 from zos.flist.format import Route
+from zos.flist.policy import FetchPolicy, endpoint
 from zos.hub.auth import sign_headers
 from zos.identity import Identity
-from zos.zdb.client import RespClient, RespError
+from zos.zdb.client import RespClient, RespError, RespUnavailable
 
 
 class Store(Protocol):
@@ -82,10 +84,46 @@ class HubSigner:
     twin_id: int
 
 
-class HttpStore:
-    """A hub: GET `BASE/<hex[0:2]>/<hex>` for anyone; PUT the same path, signed, to write."""
+def fetch_error(e: BaseException) -> str:
+    """What went wrong with a fetch, in our words only: never what the remote sent (a
+    tenant could point the node at any service and read its banner back)."""
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return "cannot connect"
+    if isinstance(e, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(e, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "did not answer as an HTTP server"
+    if isinstance(e, aiohttp.ServerDisconnectedError):
+        return "closed the connection"
+    if isinstance(e, aiohttp.InvalidURL):
+        return "not a valid URL"
+    return "the request failed"
 
-    def __init__(self, base: str, signer: HubSigner | None = None) -> None:
+
+def http_session(guard: FetchPolicy | None, total: float) -> aiohttp.ClientSession:
+    """A session for fetches; with a guard, every name it connects to is checked."""
+    timeout = aiohttp.ClientTimeout(total=total, sock_connect=15)
+    if guard is None:
+        return aiohttp.ClientSession(timeout=timeout)
+    connector = aiohttp.TCPConnector(resolver=guard.resolver(), family=socket.AF_INET)
+    return aiohttp.ClientSession(timeout=timeout, connector=connector)
+
+
+async def check_address(guard: FetchPolicy | None, url: str) -> None:
+    """An IP literal in `url` is not resolved (so not checked) by the session: check it."""
+    where = endpoint(url)
+    if guard is not None and where is not None:
+        await guard.address(*where)
+
+
+class HttpStore:
+    """A hub: GET `BASE/<hex[0:2]>/<hex>` for anyone; PUT the same path, signed, to write.
+
+    With a `guard` (a tenant's flist on a node), reads connect only where it allows."""
+
+    def __init__(
+        self, base: str, signer: HubSigner | None = None, guard: FetchPolicy | None = None
+    ) -> None:
         parsed = urllib.parse.urlsplit(base)
         netloc = parsed.hostname or ""
         if parsed.port:
@@ -93,12 +131,13 @@ class HttpStore:
         self.base = base.rstrip("/")
         self.url = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", "")).rstrip("/")
         self.signer = signer
+        self.guard = guard
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+            self._session = http_session(self.guard, 120)
         return self._session
 
     def _url(self, block_id: bytes) -> str:
@@ -107,7 +146,8 @@ class HttpStore:
 
     async def get(self, block_id: bytes) -> bytes | None:
         try:
-            async with self.session.get(self._url(block_id)) as resp:
+            await check_address(self.guard, self.base)
+            async with self.session.get(self._url(block_id), allow_redirects=False) as resp:
                 if resp.status == 404:
                     return None
                 if resp.status != 200:
@@ -119,8 +159,8 @@ class HttpStore:
                         raise StoreError(f"{self.url}: block larger than any block")
                     parts.append(chunk)
                 return b"".join(parts)
-        except aiohttp.ClientError as e:
-            raise StoreError(f"{self.url}: {e}") from None
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise StoreError(f"{self.url}: {fetch_error(e)}") from None
 
     async def put(self, block_id: bytes, data: bytes) -> None:
         if self.signer is None:
@@ -148,14 +188,28 @@ class HttpStore:
 
 
 class ZdbStore:
-    """A 0-db namespace over RESP; the key is the raw 32-byte block id."""
+    """A 0-db namespace over RESP; the key is the raw 32-byte block id.
 
-    def __init__(self, host: str, port: int, namespace: str, password: str | None) -> None:
+    With a `guard`, each connection goes only to an address it allows."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        namespace: str,
+        password: str | None,
+        guard: FetchPolicy | None = None,
+    ) -> None:
         self.namespace = namespace
         self.password = password
         self.url = f"zdb://{host}:{port}/{namespace}"
+        self.host, self.guard = host, guard
         self._client = RespClient(host, port, on_connect=self._select)
         self._lock = asyncio.Lock()
+
+    async def _connect_to(self) -> None:
+        if self.guard is not None and not self._client.connected:
+            self._client.host = await self.guard.address(self.host, self._client.port)
 
     async def _select(self, client: RespClient) -> None:
         if self.namespace and self.namespace != "default":
@@ -167,9 +221,12 @@ class ZdbStore:
     async def get(self, block_id: bytes) -> bytes | None:
         try:
             async with self._lock:
+                await self._connect_to()
                 reply = await self._client.command(b"GET", block_id)
-        except (RespError, OSError) as e:
+        except RespUnavailable as e:
             raise StoreError(f"{self.url}: GET: {e}") from None
+        except RespError:  # what the server said stays there (it may not be a zdb at all)
+            raise StoreError(f"{self.url}: GET: the server refused it") from None
         if reply is not None and not isinstance(reply, bytes):
             raise StoreError(f"{self.url}: GET answered {type(reply).__name__}, not a value")
         return reply
@@ -202,8 +259,13 @@ def split_spec(spec: str) -> tuple[int, int, str]:
     return start, end, m["url"]
 
 
-def make_store(url: str, signer: HubSigner | None = None) -> Store:
+def make_store(
+    url: str, signer: HubSigner | None = None, guard: FetchPolicy | None = None
+) -> Store:
+    """The store at `url`; with a `guard`, only a network store it allows (never dir://)."""
     parsed = urllib.parse.urlsplit(url)
+    if guard is not None:
+        guard.check_route(url)
     if parsed.scheme == "dir":
         path = parsed.netloc + parsed.path
         if not path:
@@ -212,13 +274,13 @@ def make_store(url: str, signer: HubSigner | None = None) -> Store:
     if parsed.scheme in ("http", "https"):
         if not parsed.hostname:
             raise StoreError(f"{url}: needs a host")
-        return HttpStore(url, signer)
+        return HttpStore(url, signer, guard)
     if parsed.scheme == "zdb":
         if not parsed.hostname:
             raise StoreError(f"{url}: zdb:// needs host:port/namespace")
         namespace = parsed.path.strip("/").split("/")[-1] or "default"
         password = urllib.parse.unquote(parsed.password) if parsed.password else None
-        return ZdbStore(parsed.hostname, parsed.port or 9900, namespace, password)
+        return ZdbStore(parsed.hostname, parsed.port or 9900, namespace, password, guard)
     raise StoreError(f"{url}: unknown store type {parsed.scheme!r} (dir, http, https, zdb)")
 
 
@@ -238,8 +300,10 @@ class Router:
         return router
 
     @classmethod
-    def from_routes(cls, routes: list[Route], signer: HubSigner | None = None) -> Router:
-        return cls([(r.start, r.end, make_store(r.url, signer)) for r in routes])
+    def from_routes(
+        cls, routes: list[Route], signer: HubSigner | None = None, guard: FetchPolicy | None = None
+    ) -> Router:
+        return cls([(r.start, r.end, make_store(r.url, signer, guard)) for r in routes])
 
     def public_routes(self) -> list[Route]:
         return [Route(s, e, store.url) for s, e, store in self.routes]

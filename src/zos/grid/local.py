@@ -244,6 +244,9 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
                 token,
                 "--netns-prefix",
                 entry.netns_prefix,
+                # the grid's hub: the one store a tenant's flist may use at the host's address
+                "--store",
+                state.hub_url,
                 "--heartbeat",
                 "2",
                 "--cores",

@@ -111,15 +111,22 @@ class RegistryGrid:
 def node_services(settings: Settings) -> NodeServices:
     """What the managers share: the namespace prefix and the node-wide flist cache."""
     from zos.flist.cache import FlistCache
+    from zos.flist.policy import FetchPolicy
+    from zos.primitives import links
 
     s = settings
     extra: dict[str, object] = {"netns_prefix": s.netns_prefix} if s.netns_prefix else {}
     if s.zdb_listen:
         extra["zdb_listen"] = s.zdb_listen
     size = s.cache_size if s.cache_size is not None else default_cache_size(s.data_dir)
-    extra["flist_cache"] = FlistCache(s.data_dir / FLIST_CACHE, size, list(s.stores) or None)
-    # Walled off from tenants, whatever their address (the uplink rules).
-    extra["control_plane"] = control_plane(s.nats, s.stores)
+    # Walled off from tenants, whatever their address (the uplink rules), and never where
+    # a tenant's flist is fetched from unless it is a configured store.
+    control = control_plane(s.nats, s.stores)
+    extra["control_plane"] = control
+    policy = FetchPolicy(s.stores, control, local=lambda: [a.ip for a in links.all_addresses()])
+    extra["flist_cache"] = FlistCache(
+        s.data_dir / FLIST_CACHE, size, list(s.stores) or None, policy
+    )
     return NodeServices(data_dir=s.data_dir, extra=extra)
 
 

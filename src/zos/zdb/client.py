@@ -13,6 +13,10 @@ class RespError(Exception):
     """An error reply (`-...`) or a reply that breaks the protocol."""
 
 
+class RespUnavailable(RespError):
+    """The server could not be reached, or the connection broke (said in our words)."""
+
+
 Reply = bytes | str | int | list | None
 
 
@@ -107,7 +111,11 @@ class RespClient:
             return await self.raw_command(*args)
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as e:
             await self.close()
-            raise RespError(f"{self.host}:{self.port}: {e or type(e).__name__}") from None
+            raise RespUnavailable(f"{self.host}:{self.port}: {e or type(e).__name__}") from None
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -31,6 +31,7 @@ from ipaddress import IPv4Address, IPv4Interface, ip_address
 from pathlib import Path
 from typing import Any
 
+from zos.flist.errors import FlistError, StoreError
 from zos.gridtypes.names import network_id, short_name
 from zos.node.workloads import network as networks
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
@@ -238,6 +239,10 @@ class ZMachineManager(Manager):
                 return True
         return False
 
+    def _tenant_text(self, exc: Exception) -> str:
+        """An error for the tenant: never a path of the node's own."""
+        return str(exc).replace(str(self.node.data_dir), "<node>")
+
     async def _rootfs_tree(self, flist: str) -> tuple[Path, bool, dict[str, str]]:
         """The read-only tree of `flist` and its tags (entrypoint, env, workdir)."""
         cache = self.node.extra.get("flist_cache")
@@ -252,8 +257,11 @@ class ZMachineManager(Manager):
             raise WorkloadError("flist: this node has no flist cache")
         try:
             tree = await cache.prepare(flist, acquire=True)
-        except Exception as exc:  # the cache's own errors name the flist and the rule
-            raise WorkloadError(f"flist: {exc}") from None
+        except (FlistError, StoreError) as exc:  # they name the flist and the rule
+            raise WorkloadError(f"flist: {self._tenant_text(exc)}") from None
+        except OSError as exc:
+            why = exc.strerror or "I/O error"
+            raise WorkloadError(f"flist: cannot prepare it on this node: {why}") from None
         tags: dict[str, str] = {}
         fl = Path(cache.flists_dir) / f"{Path(tree).name}.fl"
         with contextlib.suppress(Exception):
