@@ -173,3 +173,27 @@ async def test_a_deep_tree_in_the_cache_stops_nothing(tmp_path: Path, deep_tree)
     assert not (trees / ("1" * 64)).exists()
     assert await cache.prepare(cached) == kept
     cache.close()
+
+
+async def test_an_flist_too_large_for_the_root_or_the_cache_fetches_nothing(
+    tmp_path: Path,
+) -> None:
+    # Issue 12, finding 4: an flist's declared size was not checked, so a small .fl could
+    # fill the node's disk. Refused before a block is fetched, and nothing of it is kept.
+    from zos.flist import FlistError
+    from zos.flist.files import hash_file
+
+    fl = await make_flist(tmp_path, "big", 3 * 512 * 1024)
+    store = CountingDirStore(tmp_path / "store")
+    cache = FlistCache(tmp_path / "cache", 1 << 30, Router([(0, 255, store)]))
+    with pytest.raises(FlistError, match="more than the machine's root file system"):
+        await cache.prepare(fl, acquire=True, max_size=1 << 20)
+    small = FlistCache(tmp_path / "small", 1 << 20, Router([(0, 255, store)]))
+    with pytest.raises(FlistError, match=r"more than this node's flist cache holds \(1048576"):
+        await small.prepare(fl)
+    assert store.reads == 0
+    for c in (cache, small):
+        assert [p.name for p in c.flists_dir.iterdir()] == []
+        assert list(c.trees_dir.iterdir()) == []
+        assert c.in_use(hash_file(fl)) == 0  # the refused prepare let go of its hold
+        c.close()

@@ -10,6 +10,7 @@ import http.server
 import os
 import random
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ import pytest
 from netzm_helpers import listen_in, network_data
 from nodehelpers import MiB, NodeProcess
 
-from zos.flist import DirStore, Router, pack
+from zos.flist import BLOCK_SIZE, DirStore, FlistWriter, Router, encrypt_block, pack
 from zos.primitives import links, netns
 
 pytestmark = [
@@ -213,5 +214,70 @@ async def test_a_tenant_flist_cannot_make_the_node_fetch_from_itself(
             assert wiped.returncode == 0, wiped.stderr
             mine.close()
             banner.close()
+            hub.shutdown()
+            hub.server_close()
+
+
+async def test_an_flist_larger_than_the_root_or_the_cache_is_refused_before_any_fetch(
+    make_user, make_node, tmp_path: Path
+) -> None:
+    # Finding 4: a 2.6 MB .fl describing a 6 GiB file of one repeated block filled the
+    # node's data disk though the machine's root was 500 MB. The size an flist declares
+    # is known before anything is fetched: here 1 GiB, for a 500 MiB root and a 768 MiB
+    # cache.
+    prefix = f"zs{os.getpid() % 100000}-"
+    user = await make_user()
+    node: NodeProcess = await make_node(
+        user, "--disk", "8G", "--cache-size", "768M", "--netns-prefix", prefix
+    )
+    with _remote_host() as (ns, remote, _):
+        www, seen = tmp_path / "www", []
+        www.mkdir()
+        hub = _serve_in(ns, www, seen)
+        base = f"http://{remote}:{hub.server_address[1]}"
+        try:
+            block, cipher = encrypt_block(bytes(BLOCK_SIZE))
+            (www / block.id.hex()[:2]).mkdir()
+            (www / block.id.hex()[:2] / block.id.hex()).write_bytes(cipher)
+            writer = FlistWriter(www / "big.fl")
+            root = writer.inode(0, "/", size=0, uid=0, gid=0, mode=stat.S_IFDIR | 0o755, mtime=0)
+            big = writer.inode(
+                root, "big", size=1 << 30, uid=0, gid=0, mode=stat.S_IFREG | 0o644, mtime=0
+            )
+            writer.blocks(big, [block] * ((1 << 30) // BLOCK_SIZE))
+            writer.route(0, 255, base)
+            writer.close()
+            roomy = _machine("roomy", f"{base}/big.fl", "10.67.1.3")
+            roomy["data"]["size"] = 2 << 30
+            dep = user.deployment(
+                [
+                    {"name": "net", "type": "network", "data": network_data("10.67.1.0/24")},
+                    _machine("small", f"{base}/big.fl", "10.67.1.2"),
+                    roomy,
+                ]
+            )
+            await user.deploy(node, dep)
+            got = await user.wait_states(
+                node, dep.contract_id, {"small": "error", "roomy": "error"}, timeout=90
+            )
+            said = {wl["name"]: wl["result"]["message"] for wl in got["workloads"]}
+            assert (
+                "declares 1073741824 bytes of files, more than the machine's root file"
+                in (said["small"])
+            ), said
+            assert "more than this node's flist cache holds (805306368 bytes)" in said["roomy"]
+            assert set(seen) == {"/big.fl"}, "no block was fetched"
+            cache = node.data_dir / "flist-cache"
+            assert list((cache / "trees").iterdir()) == []
+            assert not [p for p in (cache / "blocks").rglob("*") if p.is_file()]
+        finally:
+            node.stop()
+            wiped = subprocess.run(
+                [*ZOS, "node", "wipe", "--data-dir", str(node.data_dir), "--netns-prefix", prefix],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert wiped.returncode == 0, wiped.stderr
             hub.shutdown()
             hub.server_close()

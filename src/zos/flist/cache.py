@@ -29,7 +29,7 @@ from pathlib import Path
 from zos.flist.blocks import check_id
 from zos.flist.errors import BlockError, FlistError
 from zos.flist.files import hash_file, write_atomic
-from zos.flist.format import read_flist
+from zos.flist.format import Flist, read_flist
 from zos.flist.ops import download_flist, is_url, router_for
 from zos.flist.policy import FetchPolicy
 from zos.flist.stores import Router
@@ -130,8 +130,15 @@ class FlistCache:
 
     # -- trees -------------------------------------------------------------------------
 
-    async def prepare(self, location: str | Path, *, acquire: bool = False) -> Path:
-        """The read-only tree of an flist (hub URL or local path), prepared once."""
+    async def prepare(
+        self, location: str | Path, *, acquire: bool = False, max_size: int | None = None
+    ) -> Path:
+        """The read-only tree of an flist (hub URL or local path), prepared once.
+
+        `max_size`: the most bytes of files the caller takes (a machine's root size). An
+        flist declaring more, or more than the cache holds, is refused before any of its
+        blocks is fetched, and nothing of it is kept."""
+        name = str(location)
         with tempfile.TemporaryDirectory(dir=self.flists_dir, prefix=".dl-") as tmp:
             if isinstance(location, str) and is_url(location):
                 fl = await download_flist(location, Path(tmp) / "flist.fl", self.policy)
@@ -140,6 +147,12 @@ class FlistCache:
                 if not fl.is_file():
                     raise FlistError(f"{fl}: no such flist")
             key = await asyncio.to_thread(hash_file, fl)
+            flist, declared = None, self._tree_size(key)
+            if declared is None:
+                # setuid bits are stripped: a container user must not become a file's owner
+                flist = await asyncio.to_thread(read_flist, fl, setuid="strip", name=name)
+                declared = flist.total_size
+            self._check_fits(name, declared, max_size)
             stored = self.flists_dir / f"{key}.fl"
             if not stored.exists():
                 await asyncio.to_thread(_copy_atomic, fl, stored)
@@ -148,7 +161,7 @@ class FlistCache:
         try:
             task = self._preparing.get(key)
             if task is None:
-                task = asyncio.ensure_future(self._materialize(key, stored, str(location)))
+                task = asyncio.ensure_future(self._materialize(key, stored, flist, name))
                 self._preparing[key] = task
                 task.add_done_callback(lambda _t: self._preparing.pop(key, None))
             tree = await asyncio.shield(task)
@@ -162,25 +175,63 @@ class FlistCache:
             log.exception("flist cache: eviction failed")
         return tree
 
-    async def _materialize(self, key: str, fl: Path, name: str) -> Path:
+    def _tree_size(self, key: str) -> int | None:
+        """The declared size of a prepared tree (None: not prepared)."""
+        row = self._db.execute("SELECT size FROM trees WHERE hash = ?", (key,)).fetchone()
+        return None if row is None or not (self.trees_dir / key).is_dir() else int(row[0])
+
+    def _check_fits(self, name: str, declared: int, max_size: int | None) -> None:
+        if max_size is not None and declared > max_size:
+            raise FlistError(
+                f"{name}: declares {declared} bytes of files, more than the machine's root "
+                f"file system ({max_size} bytes)"
+            )
+        if declared > self.max_bytes:
+            raise FlistError(
+                f"{name}: declares {declared} bytes of files, more than this node's flist "
+                f"cache holds ({self.max_bytes} bytes)"
+            )
+
+    async def _make_room(self, name: str, declared: int) -> None:
+        """Evict until the tree fits; refuse it when flists in use or the disk leave no room."""
+        await self.evict(room=declared)
+        if self.size() + declared > self.max_bytes:
+            raise FlistError(
+                f"{name}: the node's flist cache has no room for its {declared} bytes "
+                "(the flists it holds are in use); try again later"
+            )
+        free = shutil.disk_usage(self.trees_dir).free
+        if declared > free:
+            raise FlistError(
+                f"{name}: declares {declared} bytes of files, the node's disk has {free} free"
+            )
+
+    async def _materialize(self, key: str, fl: Path, flist: Flist | None, name: str) -> Path:
         tree = self.trees_dir / key
         if tree.is_dir():
             self._db.execute("UPDATE trees SET used = ? WHERE hash = ?", (time.time(), key))
             return tree
-        # setuid bits are stripped: a container user must not become a file's owner
-        flist = await asyncio.to_thread(read_flist, fl, setuid="strip", name=name)
+        if flist is None:
+            flist = await asyncio.to_thread(read_flist, fl, setuid="strip", name=name)
+        try:
+            await self._make_room(name, flist.total_size)
+            router = (
+                self.stores
+                if isinstance(self.stores, Router)
+                else router_for(flist, self.stores, self.policy)
+            )
+        except BaseException:
+            fl.unlink(missing_ok=True)  # nothing of a refused flist stays
+            raise
         shared = isinstance(self.stores, Router)
-        router = (
-            self.stores
-            if isinstance(self.stores, Router)
-            else router_for(flist, self.stores, self.policy)
-        )
         tmp = self.trees_dir / f".{key}.{os.urandom(4).hex()}"
         try:
+            # the writes are bounded by the declared size (every block's length is checked)
             await unpack(flist, tmp, lambda block_id: self.get_block(block_id, router))
             os.replace(tmp, tree)
         except BaseException:
             await asyncio.to_thread(_remove_logged, tmp)
+            fl.unlink(missing_ok=True)
             raise
         finally:
             if not shared:
@@ -227,19 +278,21 @@ class FlistCache:
         (trees,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM trees").fetchone()
         return int(blocks) + int(trees)
 
-    async def evict(self) -> int:
-        """Remove unused blocks and trees, oldest use first, until within max_bytes."""
+    async def evict(self, room: int = 0) -> int:
+        """Remove unused blocks and trees, oldest use first, until within max_bytes (with
+        `room` bytes to spare)."""
+        limit = self.max_bytes - room
         async with self._evict_lock:
             total = self.size()
             freed = 0
-            if total <= self.max_bytes:
+            if total <= limit:
                 return 0
             rows = self._db.execute(
                 "SELECT 'block', id, size, used FROM blocks"
                 " UNION ALL SELECT 'tree', hash, size, used FROM trees ORDER BY used"
             ).fetchall()
             for kind, name, size, _used in rows:
-                if total - freed <= self.max_bytes:
+                if total - freed <= limit:
                     break
                 if kind == "tree":
                     if self._in_use.get(name) or name in self._preparing:

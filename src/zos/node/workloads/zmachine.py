@@ -243,8 +243,9 @@ class ZMachineManager(Manager):
         """An error for the tenant: never a path of the node's own."""
         return str(exc).replace(str(self.node.data_dir), "<node>")
 
-    async def _rootfs_tree(self, flist: str) -> tuple[Path, bool, dict[str, str]]:
-        """The read-only tree of `flist` and its tags (entrypoint, env, workdir)."""
+    async def _rootfs_tree(self, flist: str, root_size: int) -> tuple[Path, bool, dict[str, str]]:
+        """The read-only tree of `flist` and its tags (entrypoint, env, workdir); an flist
+        declaring more than `root_size` bytes of files is refused before it is fetched."""
         cache = self.node.extra.get("flist_cache")
         if not flist.startswith(("http://", "https://")):
             # A path on the node only where the operator allows it (tests, benchmarks, base
@@ -256,7 +257,7 @@ class ZMachineManager(Manager):
         if cache is None:
             raise WorkloadError("flist: this node has no flist cache")
         try:
-            tree = await cache.prepare(flist, acquire=True)
+            tree = await cache.prepare(flist, acquire=True, max_size=root_size)
         except (FlistError, StoreError) as exc:  # they name the flist and the rule
             raise WorkloadError(f"flist: {self._tenant_text(exc)}") from None
         except OSError as exc:
@@ -301,7 +302,7 @@ class ZMachineManager(Manager):
     ) -> None:
         wid = ctx.workload_id
         cid = container_id(wid)
-        tree, cached, tags = await self._rootfs_tree(str(data.flist))
+        tree, cached, tags = await self._rootfs_tree(str(data.flist), int(data.root_size()))
         if cached and wid not in self._held:
             self._held.add(wid)
         elif cached:
