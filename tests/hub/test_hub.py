@@ -96,7 +96,7 @@ async def test_bad_signature_is_refused(hub: Hub) -> None:
     block_id = hashlib.blake2b(cipher, digest_size=32).hexdigest()
     headers = sign_headers(OWNER, TWIN, "PUT", f"/{block_id[:2]}/{block_id}", other)
     status, text = await put_block(hub, cipher, headers)
-    assert status == 403 and "bad signature" in text
+    assert status == 400 and "not the BLAKE2b-256 hash of its bytes" in text
     status, text = await put_block(hub, cipher, {})
     assert status == 401 and "unsigned request" in text
     assert not any(p.is_file() for p in hub.blocks.rglob("*"))
@@ -224,3 +224,50 @@ async def test_hub_serve_checks_twins_in_the_registry(
         proc.wait(timeout=10)
         await client.close()
         await service.stop()
+
+
+async def _raw_put(hub: Hub, path: str, headers: dict[str, str], timeout: float = 10) -> str:
+    """Send a PUT's headers (and not one byte of its body); the hub's answer line."""
+    host, port = hub.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head = f"PUT {path} HTTP/1.1\r\nHost: {host}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write((head + "\r\n").encode())
+        await writer.drain()
+        return (await asyncio.wait_for(reader.readline(), timeout)).decode()
+    finally:
+        writer.close()
+
+
+async def test_unauthenticated_bodies_are_never_read(hub: Hub) -> None:
+    # Issue 12, finding 5: five concurrent 200 MiB PUTs with a bogus signature put ~1 GiB
+    # of .part files on the hub's disk before the 403. The signature (over the body's hash,
+    # sent as a header) and the declared size are checked before any body is read.
+    size = 200 << 20
+    body_hash = hashlib.blake2b(b"never sent", digest_size=32).hexdigest()
+    bogus = sign_headers(Identity.generate(), TWIN, "PUT", "/flists/7/big.fl", b"never sent")
+    bogus["Content-Length"] = str(size)
+    answers = await asyncio.gather(
+        *(_raw_put(hub, f"/flists/{TWIN}/big{i}.fl", bogus) for i in range(5))
+    )
+    assert all(" 403 " in a for a in answers), answers
+    block = f"/{body_hash[:2]}/{body_hash}"
+    headers = {**signed(Identity.generate(), TWIN, b"never sent"), "Content-Length": str(size)}
+    assert " 413 " in await _raw_put(hub, block, headers)  # larger than any block
+    chunked = {**signed(OWNER, TWIN, b"x"), "Transfer-Encoding": "chunked"}
+    assert " 411 " in await _raw_put(hub, f"/flists/{TWIN}/x.fl", chunked)
+    unsigned = {"X-Zos-Twin": str(TWIN), "Content-Length": str(size)}
+    assert " 401 " in await _raw_put(hub, f"/flists/{TWIN}/x.fl", unsigned)
+    assert [p for p in hub.root.rglob("*") if p.is_file()] == []
+
+
+async def test_a_body_that_is_not_what_was_signed_is_dropped(hub: Hub) -> None:
+    signed_for = os.urandom(4096)
+    headers = sign_headers(OWNER, TWIN, "PUT", f"/flists/{TWIN}/a.fl", signed_for)
+    async with (
+        aiohttp.ClientSession() as s,
+        s.put(f"{hub.url}/flists/{TWIN}/a.fl", data=b"x" * len(signed_for), headers=headers) as r,
+    ):
+        assert r.status == 400 and "does not hash to its X-Zos-Content-Hash" in await r.text()
+    assert [p for p in hub.root.rglob("*") if p.is_file()] == []

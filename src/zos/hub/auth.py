@@ -1,14 +1,18 @@
 """Signed hub write requests: a twin signs method, path, time, a nonce and the body's hash.
 
 Headers: X-Zos-Twin (twin id), X-Zos-Timestamp (unix seconds), X-Zos-Nonce (random hex),
-X-Zos-Signature (hex ed25519 signature over `signing_message`). The hub looks the twin's
-key up, refuses stale times and replayed nonces, so a captured request cannot be reused.
+X-Zos-Content-Hash (hex BLAKE2b-256 of the body), X-Zos-Signature (hex ed25519 signature
+over `signing_message`). The hub looks the twin's key up, refuses stale times and
+replayed nonces, so a captured request cannot be reused. The body's hash travels in a
+header so the whole signature is checked before a byte of the body is read; the body
+must then hash to it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -17,10 +21,13 @@ from zos.identity import Identity, verify_ed25519
 HEADER_TWIN = "X-Zos-Twin"
 HEADER_TIME = "X-Zos-Timestamp"
 HEADER_NONCE = "X-Zos-Nonce"
+HEADER_HASH = "X-Zos-Content-Hash"
 HEADER_SIG = "X-Zos-Signature"
+HEADERS = (HEADER_TWIN, HEADER_TIME, HEADER_NONCE, HEADER_HASH, HEADER_SIG)
 MAX_SKEW = 300  # seconds a signed request stays valid either side of the hub's clock
 
 KeyLookup = Callable[[int], Awaitable[bytes | None]]
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class AuthError(Exception):
@@ -45,11 +52,13 @@ def sign_headers(
 ) -> dict[str, str]:
     timestamp = int(time.time() if now is None else now)
     nonce = os.urandom(16).hex()
-    signature = identity.sign(signing_message(method, path, timestamp, nonce, body_digest(body)))
+    digest = body_digest(body)
+    signature = identity.sign(signing_message(method, path, timestamp, nonce, digest))
     return {
         HEADER_TWIN: str(twin_id),
         HEADER_TIME: str(timestamp),
         HEADER_NONCE: nonce,
+        HEADER_HASH: digest,
         HEADER_SIG: signature.hex(),
     }
 
@@ -65,9 +74,7 @@ class RequestVerifier:
     async def check_sender(self, headers: Mapping[str, str]) -> tuple[int, bytes]:
         """Headers present, time fresh, twin registered: (twin id, its key). Cheap, so it
         runs before a large body is read."""
-        missing = [
-            h for h in (HEADER_TWIN, HEADER_TIME, HEADER_NONCE, HEADER_SIG) if h not in headers
-        ]
+        missing = [h for h in HEADERS if h not in headers]
         if missing:
             raise AuthError(401, f"unsigned request: missing header(s) {', '.join(missing)}")
         try:
@@ -85,12 +92,15 @@ class RequestVerifier:
             raise AuthError(403, f"twin {twin_id} is not registered")
         return twin_id, key
 
-    async def verify(self, method: str, path: str, headers: Mapping[str, str], digest: str) -> int:
-        """The signing twin's id, or AuthError saying which rule failed; `digest` as above."""
+    async def verify(self, method: str, path: str, headers: Mapping[str, str]) -> int:
+        """The signing twin's id, or AuthError saying which rule failed. Needs only the
+        headers: the body is read afterwards, and must hash to X-Zos-Content-Hash."""
         twin_id, key = await self.check_sender(headers)
-        nonce = headers[HEADER_NONCE]
+        nonce, digest = headers[HEADER_NONCE], headers[HEADER_HASH]
         if not 16 <= len(nonce) <= 64:
             raise AuthError(400, "nonce must be 16 to 64 characters")
+        if not _HEX64.match(digest):
+            raise AuthError(400, f"{HEADER_HASH} must be 64 lowercase hex (BLAKE2b-256)")
         try:
             signature = bytes.fromhex(headers[HEADER_SIG])
         except ValueError:

@@ -26,7 +26,7 @@ from zos.flist.blocks import MAX_CIPHERTEXT
 from zos.flist.errors import FlistError
 from zos.flist.files import hash_file, write_atomic
 from zos.flist.format import read_flist
-from zos.hub.auth import AuthError, KeyLookup, RequestVerifier
+from zos.hub.auth import HEADER_HASH, AuthError, KeyLookup, RequestVerifier
 
 MAX_FLIST_BYTES = 256 * 1024 * 1024
 FLIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.fl$")
@@ -35,6 +35,23 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _refuse(status: int, message: str) -> web.Response:
+    """An answer before the body was read: the connection closes, the body is never read."""
+    resp = _error(status, message)
+    resp.force_close()
+    return resp
+
+
+def _declared_length(request: web.Request, limit: int, what: str) -> int:
+    """The body's size, from Content-Length, checked before any of it is read."""
+    length = request.content_length
+    if length is None:
+        raise AuthError(411, "a write needs a Content-Length (no chunked bodies)")
+    if length > limit:
+        raise AuthError(413, f"{what} is at most {limit} bytes")
+    return length
 
 
 class Hub:
@@ -78,10 +95,9 @@ class Hub:
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def _authorize(self, request: web.Request, digest: str) -> int:
-        return await self.verifier.verify(
-            request.method, request.rel_url.raw_path, request.headers, digest
-        )
+    async def _authorize(self, request: web.Request) -> int:
+        """The signing twin, from the headers alone (before the body is read)."""
+        return await self.verifier.verify(request.method, request.rel_url.raw_path, request.headers)
 
     def _block_path(self, request: web.Request) -> Path | None:
         block_id = request.match_info["id"]
@@ -111,19 +127,18 @@ class Hub:
     async def _put_block(self, request: web.Request) -> web.Response:
         path = self._block_path(request)
         if path is None:
-            return _error(400, "block id must be 64 lowercase hex under its first 2")
-        if (request.content_length or 0) > MAX_CIPHERTEXT:
-            return _error(413, f"a block is at most {MAX_CIPHERTEXT} bytes")
-        body = await _read_limited(request, MAX_CIPHERTEXT)
-        if body is None:
-            return _error(413, f"a block is at most {MAX_CIPHERTEXT} bytes")
-        digest = hashlib.blake2b(body, digest_size=32).hexdigest()
+            return _refuse(400, "block id must be 64 lowercase hex under its first 2")
         try:
-            await self._authorize(request, digest)
+            length = _declared_length(request, MAX_CIPHERTEXT, "a block")
+            await self._authorize(request)
         except AuthError as e:
-            return _error(e.status, str(e))
-        if digest != path.name:
-            return _error(400, "block id is not the BLAKE2b-256 hash of its bytes")
+            return _refuse(e.status, str(e))
+        if request.headers[HEADER_HASH] != path.name:
+            return _refuse(400, "block id is not the BLAKE2b-256 hash of its bytes")
+        body = await _read_limited(request, length)
+        digest = hashlib.blake2b(body or b"", digest_size=32).hexdigest()
+        if body is None or digest != path.name:
+            return _refuse(400, f"the body does not hash to its {HEADER_HASH}")
         if path.exists():
             return web.json_response({"id": digest, "stored": False}, status=200)
         await asyncio.to_thread(write_atomic, path, body)
@@ -166,39 +181,41 @@ class Hub:
     async def _put_flist(self, request: web.Request) -> web.Response:
         path = self._flist_path(request)
         if path is None:
-            return _error(400, "flist names are [A-Za-z0-9._-] ending in .fl")
+            return _refuse(400, "flist names are [A-Za-z0-9._-] ending in .fl")
+        try:
+            length = _declared_length(request, MAX_FLIST_BYTES, "an flist")
+            twin = await self._authorize(request)
+        except AuthError as e:
+            return _refuse(e.status, str(e))
+        if twin != int(request.match_info["twin"]):
+            return _refuse(403, f"twin {twin} cannot publish under another twin's name")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.part")
         try:
-            await self.verifier.check_sender(request.headers)
-            digest = await self._receive(request, tmp)
-            twin = await self._authorize(request, digest)
-            if twin != int(request.match_info["twin"]):
-                return _error(403, f"twin {twin} cannot publish under another twin's name")
+            digest = await self._receive(request, tmp, length)
+            if digest != request.headers[HEADER_HASH]:
+                return _refuse(400, f"the body does not hash to its {HEADER_HASH}")
             try:
                 flist = await asyncio.to_thread(read_flist, tmp, setuid="strip")
             except FlistError as e:
                 return _error(400, f"not a valid flist: {e}")
             os.replace(tmp, path)
             os.utime(path, (time.time(), time.time()))
-        except AuthError as e:
-            return _error(e.status, str(e))
-        except _TooLarge:
-            return _error(413, f"an flist is at most {MAX_FLIST_BYTES} bytes")
         finally:
             tmp.unlink(missing_ok=True)
         return web.json_response(
             {"name": path.name, "hash": digest, "files": len(flist.entries)}, status=201
         )
 
-    async def _receive(self, request: web.Request, tmp: Path) -> str:
+    async def _receive(self, request: web.Request, tmp: Path, limit: int) -> str:
+        """Write at most `limit` bytes of the body to `tmp`; the BLAKE2b-256 of what came."""
         h = hashlib.blake2b(digest_size=32)
         size = 0
         with open(tmp, "wb") as f:
             async for chunk in request.content.iter_chunked(1 << 16):
                 size += len(chunk)
-                if size > MAX_FLIST_BYTES:
-                    raise _TooLarge
+                if size > limit:
+                    break  # more than declared: it cannot hash to what was signed
                 h.update(chunk)
                 f.write(chunk)
         return h.hexdigest()
@@ -208,9 +225,11 @@ class Hub:
         if path is None:
             return _error(400, "flist names are [A-Za-z0-9._-] ending in .fl")
         try:
-            twin = await self._authorize(request, hashlib.blake2b(b"", digest_size=32).hexdigest())
+            twin = await self._authorize(request)
         except AuthError as e:
-            return _error(e.status, str(e))
+            return _refuse(e.status, str(e))
+        if request.headers[HEADER_HASH] != hashlib.blake2b(b"", digest_size=32).hexdigest():
+            return _refuse(400, f"a DELETE has no body: {HEADER_HASH} must be the empty hash")
         if twin != int(request.match_info["twin"]):
             return _error(403, f"twin {twin} cannot remove another twin's flist")
         if not path.is_file():
@@ -228,7 +247,3 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
             return None
         parts.append(chunk)
     return b"".join(parts)
-
-
-class _TooLarge(Exception):
-    pass
