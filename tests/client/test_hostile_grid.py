@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
 from netzm_helpers import can_connect, listen_in
 
-from zos.client import GridClient
+from zos.client import GridClient, ManifestError
 from zos.grid.state import GridState
+from zos.hub.client import list_flists
 from zos.identity import Identity
 from zos.primitives import links
 
@@ -71,4 +72,40 @@ async def test_a_tenant_reaches_nothing_of_the_host(
         await grid.rm("probe")
     finally:
         links.delete(bridge)
+        await grid.close()
+
+
+async def test_rm_takes_the_images_it_published_off_the_hub(
+    local_grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    # Finding 6: a manifest published files from outside its directory, and `zos rm`
+    # left what its deploy published on the public hub.
+    node = local_grid.nodes[1].node_id
+    grid = await GridClient.connect(state_dir=local_grid.state_dir, identity=Identity.generate())
+    try:
+        app = write_app(busybox_rootfs, tmp_path, "pub", node)
+        (tmp_path / "keys").mkdir()
+        (tmp_path / "keys" / "key.json").write_text('{"seed": "secret"}')
+        outside = app.read_text().replace("image: rootfs", "image: ../keys")
+        sub = tmp_path / "sub"
+        sub.mkdir()
+        (sub / "app.yaml").write_text(outside)
+        with pytest.raises(ManifestError, match=r"'\.\./keys' leaves the manifest's directory"):
+            await grid.deploy(sub / "app.yaml")
+        assert await list_flists(local_grid.hub_url, grid.twin_id) == []
+
+        pub = await grid.deploy(app)
+        [url] = pub.published
+        assert url == f"{local_grid.hub_url}/flists/{grid.twin_id}/pub-web.fl"
+        user = APP.format(name="user", node=node).replace("image: rootfs", f"flist: {url}")
+        await grid.deploy(user)
+        await grid.rm("pub")
+        names = [f["name"] for f in await list_flists(local_grid.hub_url, grid.twin_id)]
+        assert names == ["pub-web.fl"], "still used by deployment 'user'"
+        await grid.rm("user")
+
+        await grid.deploy(app)
+        await grid.rm("pub")
+        assert await list_flists(local_grid.hub_url, grid.twin_id) == []
+    finally:
         await grid.close()

@@ -67,6 +67,44 @@ def test_missing_image_path(tmp_path: Path) -> None:
     )
 
 
+def test_images_stay_inside_the_manifest_directory(tmp_path: Path) -> None:
+    # Issue 12, finding 6: `image: ../../keys` packed the key files and published them on
+    # the public hub. A manifest's images resolve inside its own directory.
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "key.json").write_text("{}")
+    app_dir = tmp_path / "apps" / "one"
+    (app_dir / "rootfs").mkdir(parents=True)
+    (app_dir / "out").symlink_to(tmp_path / "keys")
+    (app_dir / "inside").symlink_to(app_dir / "rootfs")
+    path = app_dir / "app.yaml"
+    cases = {
+        "../../keys": "'../../keys' leaves the manifest's directory ('..')",
+        "rootfs/../../../keys": "'rootfs/../../../keys' leaves the manifest's directory",
+        str(tmp_path / "keys"): "is an absolute path; a manifest names images inside its own",
+        "~/.config/zos": "is an absolute path",
+        "out": "'out' is a symlink out of the manifest's directory",
+    }
+    for image, why in cases.items():
+        path.write_text(
+            GOOD.replace("flist: http://hub.example/flists/7/web.fl", f"image: {image}")
+        )
+        with pytest.raises(ManifestError) as info:
+            load_manifest(path)
+        assert info.value.where == f"{path}:8", image
+        assert "machines[0].image: " in str(info.value) and why in str(info.value), image
+    for image in ("rootfs", "./inside"):
+        path.write_text(
+            GOOD.replace("flist: http://hub.example/flists/7/web.fl", f"image: {image}")
+        )
+        m = load_manifest(path)
+        assert m.image_path(m.machines[0]).resolve() == (app_dir / "rootfs").resolve()
+    # An image given on the command line may be anywhere: the user named it.
+    m = load_manifest(path, {"web": tmp_path / "keys"})
+    assert m.image_path(m.machines[0]) == tmp_path / "keys"
+    with pytest.raises(ManifestError, match=r"--image db=\.\.\.: no machine named 'db'"):
+        load_manifest(path, {"db": tmp_path / "keys"})
+
+
 def test_memory_too_small_or_not_a_size() -> None:
     e = refused(GOOD.replace("memory: 256M", "memory: 100M"))
     assert str(e) == (

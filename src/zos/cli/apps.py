@@ -45,6 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("-f", "--file", required=True, type=Path, help="the manifest (YAML)")
     d.add_argument("--timeout", type=float, default=300, help="seconds to wait (default 300)")
     d.add_argument("--check", action="store_true", help="only check the manifest, send nothing")
+    d.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="MACHINE=PATH",
+        help="the image of a machine, from any path (a manifest's own images must be inside "
+        "its directory); repeat for several",
+    )
     d.set_defaults(handler=cmd_deploy)
 
     ps = sub.add_parser("ps", help="your deployments and the state of their workloads")
@@ -143,8 +151,14 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from zos.client import ManifestError, load_manifest
 
+    images: dict[str, str | Path] = {}
+    for item in args.image:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CliError(f"--image {item}: expected MACHINE=PATH")
+        images[name] = path
     try:
-        manifest = load_manifest(args.file)
+        manifest = load_manifest(args.file, images)
     except ManifestError as e:
         raise CliError(str(e)) from None
     if args.check:

@@ -190,6 +190,8 @@ class Manifest(Model):
     base_dir: str = Field(default=".", exclude=True)  # where relative image paths start
     _source: str = PrivateAttr(default="manifest")
     _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
+    # Machines whose image the user gave on the command line (any path, it is theirs).
+    _given_images: set[str] = PrivateAttr(default_factory=set)
 
     def source_line(self, *path: Any) -> str:
         """`file:line` of a field (or of its nearest parent that is written down)."""
@@ -259,9 +261,54 @@ class Manifest(Model):
         return self.network.name or f"{re.sub(r'[^A-Za-z0-9_]', '_', self.name)}_net"[:36]
 
     def image_path(self, machine: MachineSpec) -> Path:
+        """Where `machine`'s image is: inside the manifest's directory (no `..`, no
+        absolute path, no symlink out of it), unless the user gave it on the command
+        line. ManifestError (with the line) when it is not, or is not there."""
         assert machine.image is not None
-        path = Path(machine.image).expanduser()
-        return path if path.is_absolute() else Path(self.base_dir) / path
+        i = self.machines.index(machine)
+        field, where = f"machines[{i}].image", self.source_line("machines", i, "image")
+        if machine.name in self._given_images:
+            path = Path(machine.image).expanduser().absolute()
+        else:
+            path = self._inside_base(machine.image, field, where)
+        if not path.exists():
+            raise ManifestError(f"{field}: {path} does not exist", where, field)
+        return path
+
+    def _inside_base(self, image: str, field: str, where: str) -> Path:
+        if Path(image).is_absolute() or image.startswith("~"):
+            raise ManifestError(
+                f"{field}: {image!r} is an absolute path; a manifest names images inside "
+                f"its own directory (give another path on the command line: "
+                f"--image NAME=PATH)",
+                where,
+                field,
+            )
+        if ".." in Path(image).parts:
+            raise ManifestError(
+                f"{field}: {image!r} leaves the manifest's directory ('..')", where, field
+            )
+        base = Path(self.base_dir).absolute().resolve()
+        path = base / image
+        if path.exists() and not path.resolve().is_relative_to(base):
+            raise ManifestError(
+                f"{field}: {image!r} is a symlink out of the manifest's directory", where, field
+            )
+        return path
+
+    def give_images(self, images: dict[str, str | Path]) -> None:
+        """Images named on the command line (`--image NAME=PATH`): they replace the
+        machines' own `image` or `flist`, and may be anywhere."""
+        names = {m.name for m in self.machines}
+        for name, path in images.items():
+            if name not in names:
+                raise ManifestError(
+                    f"--image {name}=...: no machine named '{name}' "
+                    f"(machines: {', '.join(sorted(names))})"
+                )
+            machine = next(m for m in self.machines if m.name == name)
+            machine.image, machine.flist = str(path), None
+            self._given_images.add(name)
 
 
 # ---- YAML with line numbers -------------------------------------------------------------
@@ -403,7 +450,8 @@ def _known(path: list[Any], data: Any) -> str:
     return f" (known: {', '.join(keys)})"
 
 
-def load_manifest(path: str | Path) -> Manifest:
+def load_manifest(path: str | Path, images: dict[str, str | Path] | None = None) -> Manifest:
+    """A checked manifest from a file; `images`: images given on the command line."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -413,11 +461,8 @@ def load_manifest(path: str | Path) -> Manifest:
     except UnicodeDecodeError:
         raise ManifestError("not UTF-8 text", str(path)) from None
     manifest = parse_manifest(text, str(path), path.parent.absolute())
-    for i, m in enumerate(manifest.machines):
-        if m.image is not None and not manifest.image_path(m).exists():
-            raise ManifestError(
-                f"machines[{i}].image: {manifest.image_path(m)} does not exist",
-                manifest.source_line("machines", i, "image"),
-                f"machines[{i}].image",
-            )
+    manifest.give_images(images or {})
+    for m in manifest.machines:
+        if m.image is not None:
+            manifest.image_path(m)
     return manifest

@@ -58,6 +58,7 @@ class GridClientError(Exception):
 
 class MachineInfo(BaseModel):
     name: str
+    flist: str = ""
     ip: str = ""
     network: str = ""
     state: str = ""
@@ -80,6 +81,7 @@ class DeploymentInfo(BaseModel):
     workloads: list[WorkloadInfo] = Field(default_factory=list)
     machines: list[MachineInfo] = Field(default_factory=list)
     message: str = ""
+    published: list[str] = Field(default_factory=list)  # flist URLs its deploy pushed
 
 
 def _size(n: int) -> str:
@@ -111,7 +113,10 @@ def _info(raw: Any, node_id: int, forwards: list[Forward]) -> DeploymentInfo:
         meta = json.loads(dep.metadata or "{}")
     except ValueError:
         meta = {}
-    name = meta.get("name") if isinstance(meta, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    name = meta.get("name")
+    published = meta.get("published")
+    published = [u for u in published if isinstance(u, str)] if isinstance(published, list) else []
     workloads, machines = [], []
     for wl in dep.workloads:
         state = wl.result.state or "init"
@@ -126,6 +131,7 @@ def _info(raw: Any, node_id: int, forwards: list[Forward]) -> DeploymentInfo:
             machines.append(
                 MachineInfo(
                     name=wl.name,
+                    flist=str(wl.data.flist),
                     ip=str(ifs[0].ip) if ifs else "",
                     network=ifs[0].network if ifs else "",
                     state=state,
@@ -140,6 +146,7 @@ def _info(raw: Any, node_id: int, forwards: list[Forward]) -> DeploymentInfo:
         state=_overall([w.state for w in workloads]),
         workloads=workloads,
         machines=machines,
+        published=published,
     )
 
 
@@ -371,10 +378,15 @@ class GridClient:
                     )
 
     def _build(
-        self, m: Manifest, flists: dict[str, str], taken: set[str] | None = None
+        self,
+        m: Manifest,
+        flists: dict[str, str],
+        taken: set[str] | None = None,
+        published: list[str] | None = None,
     ) -> Deployment:
         """The deployment for `m`; machines without an `ip` get the first free ones of the
-        subnet, skipping `taken` (your other machines on the same network and node)."""
+        subnet, skipping `taken` (your other machines on the same network and node);
+        `published`: the flists this deploy pushed to the hub (`rm` removes them)."""
         net = m.network_name
         digest = hashlib.sha256(f"{self.twin_id}:{m.name}".encode()).digest()
         subnet = IPv4Network(m.network.subnet or f"10.20.{digest[0] % 250 + 1}.0/24")
@@ -423,6 +435,7 @@ class GridClient:
             "type": METADATA_KIND,
             "name": m.name,
             "ports": {x.name: x.ports for x in m.machines},
+            "published": sorted(published or []),
         }
         dep = Deployment(
             version=0,
@@ -447,15 +460,17 @@ class GridClient:
         manifest: Manifest | str | Path,
         progress: Progress | None = None,
         timeout: float = 300.0,
+        images: dict[str, str | Path] | None = None,
     ) -> DeploymentInfo:
         """Deploy a manifest (a path, YAML text or a Manifest), replacing one of the same
-        name; waits until every workload is ok, or raises naming the one that failed."""
+        name; waits until every workload is ok, or raises naming the one that failed.
+        `images`: machine name → an image path given by the user (may be anywhere; a
+        manifest's own images stay inside its directory)."""
         if isinstance(manifest, Path) or (isinstance(manifest, str) and "\n" not in manifest):
-            m = load_manifest(manifest)
-        elif isinstance(manifest, str):
-            m = parse_manifest(manifest)
+            m = load_manifest(manifest, images)
         else:
-            m = manifest
+            m = parse_manifest(manifest) if isinstance(manifest, str) else manifest
+            m.give_images(images or {})
         memory = sum(x.memory for x in m.machines)
         disk = sum(d.size for d in m.disks) + sum(
             max(x.disk_size or 0, 500 * MiB) for x in m.machines
@@ -463,12 +478,14 @@ class GridClient:
         node = await self._pick_node(m, memory, disk)
         await self._check_flists(m)
         # Images first: nothing is on the grid for this deployment yet if packing fails.
+        paths = {x.name: m.image_path(x) for x in m.machines if not x.flist}
         flists: dict[str, str] = {}
         for x in m.machines:
             if x.flist:
                 flists[x.name] = x.flist
             else:
-                flists[x.name] = await self.push_image(m.image_path(x), f"{m.name}-{x.name}.fl")
+                flists[x.name] = await self.push_image(paths[x.name], f"{m.name}-{x.name}.fl")
+        published = [flists[n] for n in paths]
         mine = await self.ps()
         taken = {
             x.ip
@@ -477,11 +494,14 @@ class GridClient:
             for x in d.machines
             if x.network == m.network_name
         }
-        dep = self._build(m, flists, taken)
-        for old in [d for d in mine if d.name == m.name]:
+        dep = self._build(m, flists, taken, published)
+        replaced = [d for d in mine if d.name == m.name]
+        for old in replaced:
             if progress:
                 progress(m.name, "deployment", "replacing", f"contract {old.contract_id}")
             await self._remove(old)
+        others = [d for d in mine if d.name != m.name]
+        await self._unpublish(replaced, others, keep=set(flists.values()))
         try:
             contract = await self._reg.create_node_contract(node.id, dep.hash_hex())
         except BusError as e:
@@ -654,12 +674,39 @@ class GridClient:
             self._forwards_edit(lambda fs: [f for f in fs if f.contract_id != info.contract_id])
 
     async def rm(self, name: str) -> list[DeploymentInfo]:
-        """Remove the deployment `name` (every contract of yours with that name)."""
+        """Remove the deployment `name` (every contract of yours with that name), and the
+        flists its deploy published on the hub that no other deployment of yours uses."""
         info, _ = await self._find(name)
-        removed = [d for d in await self.ps() if d.name == info.name]
+        mine = await self.ps()
+        removed = [d for d in mine if d.name == info.name]
         for d in removed:
             await self._remove(d)
+        await self._unpublish(removed, [d for d in mine if d.name != info.name])
         return removed
+
+    async def _unpublish(
+        self,
+        gone: list[DeploymentInfo],
+        others: list[DeploymentInfo],
+        keep: set[str] | None = None,
+    ) -> None:
+        """Take the flists `gone` published off the hub, unless `others` use them (or
+        they are in `keep`). Blocks stay: content-addressed, other flists may share them."""
+        from zos.flist import HubSigner, StoreError
+        from zos.hub.client import unpublish_flist
+
+        used = set(keep or ()) | {x.flist for d in others for x in d.machines}
+        mine = f"{self.hub_url.rstrip('/')}/flists/{self.twin_id}/"
+        urls = {u for d in gone for u in d.published if u not in used}
+        for url in sorted(urls):
+            if not self.hub_url or not url.startswith(mine):
+                continue  # not ours to remove, or not on this hub
+            try:
+                await unpublish_flist(
+                    self.hub_url, HubSigner(self.identity, self.twin_id), url[len(mine) :]
+                )
+            except StoreError as e:
+                raise GridClientError(f"removed, but its image stays on the hub: {e}") from None
 
     async def logs(self, name: str, follow: bool = False) -> AsyncIterator[str]:
         """A machine's output (`deployment`, `deployment/machine` or a machine's name); with

@@ -41,6 +41,21 @@ async def publish_flist(hub: str, signer: HubSigner, flist: Path, name: str | No
         raise StoreError(f"{hub}: {e}") from None
 
 
+async def unpublish_flist(hub: str, signer: HubSigner, name: str) -> bool:
+    """Remove one of the signer's flists from the hub; False if it was not there."""
+    url = _url(hub, f"/flists/{signer.twin_id}/{urllib.parse.quote(name, safe='')}")
+    path = urllib.parse.urlsplit(url).path
+    headers = sign_headers(signer.identity, signer.twin_id, "DELETE", path, b"")
+    try:
+        async with aiohttp.ClientSession() as s, s.delete(url, headers=headers) as resp:
+            if resp.status == 404:
+                return False
+            await _answer(resp, f"remove {name}")
+            return True
+    except aiohttp.ClientError as e:
+        raise StoreError(f"{hub}: {e}") from None
+
+
 async def list_flists(hub: str, twin_id: int) -> list[dict[str, Any]]:
     try:
         async with aiohttp.ClientSession() as s, s.get(_url(hub, f"/flists/{twin_id}")) as resp:
