@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from netzm_helpers import listen_in, network_data
 from nodehelpers import MiB, NodeProcess
+from test_node_refusals import _refused
 
 from zos.flist import BLOCK_SIZE, DirStore, FlistWriter, Router, encrypt_block, pack
 from zos.primitives import links, netns
@@ -63,6 +64,17 @@ async def test_a_deep_tree_in_the_cache_stops_neither_start_nor_wipe(
     )
     assert wiped.returncode == 0, wiped.stderr
     assert list(trees.iterdir()) == []
+
+
+def _wipe(node: NodeProcess, prefix: str) -> None:
+    node.stop()
+    wiped = subprocess.run(
+        [*ZOS, "node", "wipe", "--data-dir", str(node.data_dir), "--netns-prefix", prefix],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert wiped.returncode == 0, wiped.stderr
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -204,14 +216,7 @@ async def test_a_tenant_flist_cannot_make_the_node_fetch_from_itself(
             with pytest.raises(BlockingIOError):
                 mine.accept()  # the node never dialled its own address for a tenant
         finally:
-            node.stop()
-            wiped = subprocess.run(
-                [*ZOS, "node", "wipe", "--data-dir", str(node.data_dir), "--netns-prefix", prefix],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert wiped.returncode == 0, wiped.stderr
+            _wipe(node, prefix)
             mine.close()
             banner.close()
             hub.shutdown()
@@ -271,13 +276,39 @@ async def test_an_flist_larger_than_the_root_or_the_cache_is_refused_before_any_
             assert list((cache / "trees").iterdir()) == []
             assert not [p for p in (cache / "blocks").rglob("*") if p.is_file()]
         finally:
-            node.stop()
-            wiped = subprocess.run(
-                [*ZOS, "node", "wipe", "--data-dir", str(node.data_dir), "--netns-prefix", prefix],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert wiped.returncode == 0, wiped.stderr
+            _wipe(node, prefix)
             hub.shutdown()
             hub.server_close()
+
+
+async def test_zero_capacity_workloads_are_bounded(make_user, make_node) -> None:
+    # Finding 7: one deployment of 1,000 `network` workloads made 1,000 namespaces and
+    # was charged nothing. Workloads per deployment and networks per twin per node are
+    # bounded, and the excess is refused whole.
+    prefix = f"zn{os.getpid() % 100000}-"
+    user = await make_user()
+    node: NodeProcess = await make_node(user, "--netns-prefix", prefix)
+    nets = [
+        {"name": f"n{i}", "type": "network", "data": network_data(f"10.68.{i}.0/24")}
+        for i in range(100)
+    ]
+    try:
+        await _refused(
+            user.deploy(node, user.deployment(nets)),
+            "invalid",
+            "workloads: 100 in one deployment, at most 64",
+        )
+        assert await user.call(node, "zos.deployment.list") == []
+        assert netns.names(prefix) == []
+        first = await user.deploy(node, user.deployment(nets[:16]))
+        await user.wait_states(node, first.contract_id, {f"n{i}": "ok" for i in range(16)})
+        await _refused(
+            user.deploy(node, user.deployment(nets[16:17])),
+            "capacity",
+            f"networks: twin {user.twin_id} would have 17 networks on this node, at most 16",
+        )
+        shared = await user.deploy(node, user.deployment(nets[3:4]))  # the same network
+        await user.wait_states(node, shared.contract_id, {"n3": "ok"})
+        assert len(await user.call(node, "zos.deployment.list")) == 2
+    finally:
+        _wipe(node, prefix)

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 INSTALL_ORDER = ("zmount", "volume", "network", "network-light", "ip", "ipv4", "zmachine")
 
 MAX_PARALLEL_JOBS = 16
+# Workloads that cost no capacity (a network) are still kernel objects: bounded, so one
+# twin cannot fill a node with them. A request past a bound is refused whole.
+MAX_WORKLOADS = 64  # per deployment
+MAX_NETWORKS = 16  # per twin on one node (a network shared by several deployments is one)
+NETWORK_TYPES = ("network", "network-light")
 
 OK, ERROR, INIT, DELETED_STATE, UNCHANGED = "ok", "error", "init", "deleted", "unchanged"
 # Names of workloads that ran before a restart and could not be brought back: their
@@ -175,7 +180,28 @@ class Engine:
             validate(dep)
         except GridTypeError as e:
             raise EngineError("invalid", str(e)) from None
+        if len(dep.workloads) > MAX_WORKLOADS:
+            raise EngineError(
+                "invalid",
+                f"workloads: {len(dep.workloads)} in one deployment, at most {MAX_WORKLOADS}",
+            )
         return dep
+
+    def _check_networks(self, dep: Deployment) -> None:
+        """A twin's networks on this node (by name, over all its deployments) stay bounded."""
+        names = {wl.name for wl in dep.workloads if wl.type in NETWORK_TYPES}
+        for rec in self.store.list(twin_id=dep.twin_id, states=(ACTIVE,)):
+            if rec.contract_id == dep.contract_id:
+                continue
+            for wl in rec.body["deployment"]["workloads"]:
+                if wl["type"] in NETWORK_TYPES and wl["result"]["state"] != DELETED_STATE:
+                    names.add(wl["name"])
+        if len(names) > MAX_NETWORKS:
+            raise EngineError(
+                "capacity",
+                f"networks: twin {dep.twin_id} would have {len(names)} networks on this node, "
+                f"at most {MAX_NETWORKS}",
+            )
 
     async def _check_signed_and_contracted(self, sender: int, dep: Deployment) -> None:
         if dep.twin_id != sender:
@@ -247,6 +273,7 @@ class Engine:
             raise EngineError(
                 "conflict", f"contract_id {dep.contract_id}: a deployment already exists"
             )
+        self._check_networks(dep)
         wanted = dep.capacity()
         self._check_capacity(wanted, dep.contract_id)
         for wl in dep.workloads:
@@ -306,6 +333,7 @@ class Engine:
             if before.name not in names and before.result.state != DELETED_STATE:
                 pending[before.name] = {"op": "remove", "previous": before.to_dict()}
         body = {"deployment": new.to_dict(), "pending": pending}
+        self._check_networks(new)
         wanted = _usage(body)
         self._check_capacity(wanted, new.contract_id)
         changed = [wl.to_dict() for wl in new.workloads if pending.get(wl.name, {}).get("op")]
