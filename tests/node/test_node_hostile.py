@@ -312,3 +312,27 @@ async def test_zero_capacity_workloads_are_bounded(make_user, make_node) -> None
         assert len(await user.call(node, "zos.deployment.list")) == 2
     finally:
         _wipe(node, prefix)
+
+
+async def test_capacity_a_node_does_not_have_is_refused(make_user, make_node) -> None:
+    # Finding 8: a `cpu: 8` machine on a 2-core node was accepted (its used cores then
+    # passed its total and hid it from every listing), and zdb space was accepted on a
+    # node offering no hru. Both are refused at deploy now; nothing is created.
+    user = await make_user()
+    node: NodeProcess = await make_node(user, "--cores", "2")
+    big = _machine("big", "http://hub.invalid/x.fl", "10.69.1.2")
+    big["data"]["compute_capacity"]["cpu"] = 8
+    await _refused(
+        user.deploy(node, user.deployment([big])),
+        "capacity",
+        "workload 'big': compute_capacity.cpu: needs 8 cores, this node has 2",
+    )
+    zdb = {"name": "db", "type": "zdb", "data": {"size": MiB, "mode": "user", "public": False}}
+    await _refused(
+        user.deploy(node, user.deployment([zdb])),
+        "capacity",
+        "hru: this node offers no HDD capacity (what zdb takes)",
+    )
+    assert await user.call(node, "zos.deployment.list") == []
+    [listed] = await user.registry.list_nodes()
+    assert listed.id == node.node_id and listed.capacity.hru == 0

@@ -140,7 +140,7 @@ async def test_shrink_unsupported_type_and_bad_versions(make_user, make_node) ->
     dep = user.deployment(
         [
             {"name": "v", "type": "volume", "data": {"size": 64 * MiB}},
-            {"name": "pub", "type": "ip", "data": {"v4": True}},
+            {"name": "pub", "type": "ip", "data": {"v6": True}},
         ]
     )
     await user.deploy(node, dep)
@@ -163,20 +163,31 @@ async def test_shrink_unsupported_type_and_bad_versions(make_user, make_node) ->
     dep.version = 5
     await _refused(user.update(node, dep), "invalid", "version: must be 2")
     dep.version = 2
-    dep.workloads[1].data.v6 = True  # changed but still version 0
+    dep.workloads[1].data.v4 = True  # changed but still version 0
     await _refused(user.update(node, dep), "invalid", "'pub'", "version")
     assert (await user.get(node, dep.contract_id))["version"] == 1
 
 
 def test_offer_names_what_is_short(tmp_path) -> None:
-    offer = Offer.measure(tmp_path, cores=2, memory=4 * GiB, disk=10 * GiB)
-    assert offer.usable == Capacity(cru=2, mru=4 * GiB, sru=10 * GiB)
+    offer = Offer.measure(tmp_path, cores=2, memory=4 * GiB, disk=10 * GiB, hdd=4 * GiB)
+    assert offer.usable == Capacity(cru=2, mru=4 * GiB, sru=6 * GiB, hru=4 * GiB)
     used = Capacity(mru=3 * GiB, sru=4 * GiB, hru=2 * GiB)
     assert offer.shortfall(used, Capacity(mru=GiB, sru=2 * GiB, hru=2 * GiB)) == []
-    assert offer.shortfall(used, Capacity(cru=64, mru=2 * GiB, hru=5 * GiB)) == [
+    assert offer.shortfall(used, Capacity(cru=64, mru=2 * GiB, sru=3 * GiB, hru=5 * GiB)) == [
         f"memory: needs {2 * GiB} bytes, {GiB} free",
-        f"disk: needs {5 * GiB} bytes, {4 * GiB} free",
+        f"disk: needs {3 * GiB} bytes, {2 * GiB} free",
+        f"hdd: needs {5 * GiB} bytes, {2 * GiB} free",
     ]
+    # Issue 12, finding 8: capacity a node does not offer at all is refused, naming it.
+    ssd_only = Offer.measure(tmp_path, cores=2, memory=4 * GiB, disk=10 * GiB)
+    assert ssd_only.shortfall(Capacity(), Capacity(hru=1, ipv4u=1)) == [
+        "hru: this node offers no HDD capacity (what zdb takes)",
+        "ipv4u: this node offers no public IPv4 addresses",
+    ]
+    assert offer.too_many_cores(8) == "needs 8 cores, this node has 2"
+    assert offer.too_many_cores(2) is None
+    with pytest.raises(ValueError, match="hdd: offered"):
+        Offer.measure(tmp_path, disk=10 * GiB, hdd=11 * GiB)
     measured = Offer.measure(tmp_path)
     assert measured.system.mru >= 2 * GiB  # the system reserve
     with pytest.raises(ValueError, match="memory: offered"):

@@ -42,7 +42,9 @@ async def zdb_node(make_node) -> AsyncIterator[Any]:
     it outlives an agent on purpose)."""
 
     async def make(user: User, port: int) -> NodeProcess:
-        return await make_node(user, "--disk", "4G", "--zdb-listen", f"{HOST}:{port}")
+        return await make_node(
+            user, "--disk", "6G", "--hdd", "4G", "--zdb-listen", f"{HOST}:{port}"
+        )
 
     yield make
 
@@ -243,8 +245,8 @@ async def test_zdb_refusals_create_nothing(make_user, zdb_node) -> None:
         (_zdb("db", MiB, password="with space"), "invalid", ["data.password", "without spaces"]),
         (_zdb("db", MiB, password="p" * 64), "invalid", ["data.password", "at most 63"]),
         (_zdb("db", MiB, password="*"), "invalid", ["data.password"]),
-        # hru comes from the node's one disk pool (4 GiB here): it cannot be overbooked.
-        (_zdb("db", 5 * GiB), "capacity", ["disk: needs"]),
+        # hru is the part of the disk offered as HDD (4 GiB here): it cannot be overbooked.
+        (_zdb("db", 5 * GiB), "capacity", ["hdd: needs"]),
     ]
     for workload, code, words in bad:
         await _refused(user.deploy(node, user.deployment([workload])), code, *words)

@@ -315,6 +315,23 @@ async def test_list_nodes_filters(make_client: MakeClient) -> None:
     assert await reader.list_nodes(farm=999) == []
 
 
+async def test_a_node_using_more_than_it_has_is_still_listed(make_client: MakeClient) -> None:
+    # Issue 12, finding 8: a node whose used capacity exceeded its total (cores may be
+    # overbooked) was dropped from every listing, even an unfiltered one.
+    farmer = await make_client()
+    farm = await farmer.create_farm("overbooked")
+    node_client = await make_client()
+    token = await farmer.farm_join_token(farm.id)
+    node = await node_client.register_node(farm.id, token, Capacity(cru=2, mru=8 << 30))
+    await node_client.heartbeat(node.id, Capacity(cru=8, mru=1 << 30, hru=1 << 30))
+    assert [n.id for n in await farmer.list_nodes()] == [node.id]
+    assert [n.id for n in await farmer.list_nodes(farm=farm.id, status="up")] == [node.id]
+    assert [n.id for n in await farmer.list_nodes(free_mru=7 << 30)] == [node.id]
+    assert await farmer.list_nodes(free_cru=1) == []  # no core is free, and none is shown
+    [listed] = await farmer.list_nodes()
+    assert listed.free.cru == 0 and listed.free.hru == 0
+
+
 async def test_watch_contract_events(grid: Grid) -> None:
     user, node = grid.user, grid.node
     events: list[tuple[str, int, int]] = []

@@ -73,6 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--disk", default=_env("ZOS_DISK"), help="disk offered, e.g. 100G [ZOS_DISK]")
     run.add_argument(
+        "--hdd",
+        default=_env("ZOS_HDD"),
+        help="of the disk, how much is offered as HDD units (hru: zdb namespaces), e.g. 50G; "
+        "default: none [ZOS_HDD]",
+    )
+    run.add_argument(
         "--heartbeat",
         type=float,
         default=_env("ZOS_HEARTBEAT"),
@@ -163,6 +169,7 @@ def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazil
         cores=cores,
         memory=parse_size(args.memory, "--memory") if args.memory else None,
         disk=parse_size(args.disk, "--disk") if args.disk else None,
+        hdd=parse_size(args.hdd, "--hdd") if args.hdd else None,
         cache_size=parse_size(args.cache_size, "--cache-size") if args.cache_size else None,
         stores=_stores(args.stores),
         netns_prefix=prefix,

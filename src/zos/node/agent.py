@@ -50,6 +50,8 @@ class Settings:
     cores: int | None = None
     memory: int | None = None
     disk: int | None = None
+    # Of the disk, bytes offered as HDD units (hru: zdb); the rest is SSD (sru).
+    hdd: int | None = None
     heartbeat: float = HEARTBEAT_PERIOD
     # Bytes the flist cache may hold (None: `default_cache_size`).
     cache_size: int | None = None
@@ -158,7 +160,7 @@ class Agent:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         self.identity = load_or_create_identity(self.data_dir)
-        self.offer = Offer.measure(self.data_dir, s.cores, s.memory, s.disk)
+        self.offer = Offer.measure(self.data_dir, s.cores, s.memory, s.disk, s.hdd)
         self.nc = await connect_nats(s.nats, name="zos-node")
         self.registry = RegistryClient(self.nc, self.identity)
         await self._register()

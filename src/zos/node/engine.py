@@ -247,7 +247,11 @@ class Engine:
                 f"({contract.deployment_hash})",
             )
 
-    def _check_capacity(self, wanted: Capacity, contract_id: int) -> None:
+    def _check_capacity(self, wanted: Capacity, contract_id: int, dep: Deployment) -> None:
+        for wl in dep.workloads:
+            why = self.offer.too_many_cores(wl.capacity().cru)
+            if why is not None:
+                raise EngineError("capacity", f"workload '{wl.name}': compute_capacity.cpu: {why}")
         used = sum((c for cid, c in self._used.items() if cid != contract_id), start=Capacity())
         short = self.offer.shortfall(used, wanted)
         if short:
@@ -275,7 +279,7 @@ class Engine:
             )
         self._check_networks(dep)
         wanted = dep.capacity()
-        self._check_capacity(wanted, dep.contract_id)
+        self._check_capacity(wanted, dep.contract_id, dep)
         for wl in dep.workloads:
             wl.result = Result.from_raw(_result(INIT))
         body = {
@@ -335,7 +339,7 @@ class Engine:
         body = {"deployment": new.to_dict(), "pending": pending}
         self._check_networks(new)
         wanted = _usage(body)
-        self._check_capacity(wanted, new.contract_id)
+        self._check_capacity(wanted, new.contract_id, new)
         changed = [wl.to_dict() for wl in new.workloads if pending.get(wl.name, {}).get("op")]
         self.store.put(rec.twin_id, rec.contract_id, body, changed=changed)
         self._used[new.contract_id] = wanted

@@ -657,12 +657,14 @@ class RegistryService(NatsHolder):
             status = "up" if now - node.last_heartbeat <= self.down_after else "down"
             if args.status is not None and status != args.status:
                 continue
+            # Free is never below 0 (cores may be overbooked; what a node reports as used
+            # must not hide it from a listing that asks for nothing).
             c, u = node.capacity, node.used
             if (
-                c.cru - u.cru < args.free_cru
-                or c.mru - u.mru < args.free_mru
-                or c.sru - u.sru < args.free_sru
-                or c.hru - u.hru < args.free_hru
+                max(0, c.cru - u.cru) < args.free_cru
+                or max(0, c.mru - u.mru) < args.free_mru
+                or max(0, c.sru - u.sru) < args.free_sru
+                or max(0, c.hru - u.hru) < args.free_hru
             ):
                 continue
             if skip:
