@@ -176,3 +176,22 @@ async def test_reconnects_after_server_restart(nats_server: NatsServer) -> None:
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_deeply_nested_json_is_malformed_not_a_crash(
+    pair: tuple[BusClient, BusClient],
+) -> None:
+    # Issue 12, finding 9: 200,000 nested arrays raised an unhandled RecursionError in the
+    # serving client's handler: no reply, the caller timed out. Answered `malformed` now.
+    alice, _ = pair
+    deep = b"[" * 200_000 + b"]" * 200_000
+    env = Envelope.create(alice.keys, 1, 2, "echo", deep, seal_to=BOB.public_key)
+    msg = await alice.nc.request(twin_subject(2), env.to_bytes(), timeout=5)
+    with pytest.raises(BusError) as e:
+        alice._read_response(msg.data, env, BOB.public_key)
+    assert e.value.code == "malformed" and "nests more than 64 levels deep" in e.value.message
+    # 60 levels still parse (the answer wraps them in 3 more); brackets in strings do not nest
+    nested: object = "[{[{"
+    for _ in range(60):
+        nested = [nested]
+    assert (await alice.request(2, "echo", nested))["payload"] == nested

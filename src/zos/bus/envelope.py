@@ -26,8 +26,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import heapq
+import itertools
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -199,10 +201,32 @@ class Envelope(BaseModel):
         data = self.open(identity)
         if not data:
             return None
+        if nests_too_deep(data):
+            raise BusError("malformed", f"payload nests more than {MAX_JSON_DEPTH} levels deep")
         try:
             return json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BusError("malformed", "payload is not JSON") from None
+
+
+# How deep a payload may nest ([ and {): checked before parsing, since the parser (and
+# whatever walks its result) recurses once per level.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_DEPTH_STEP = [0] * 256
+for _c in b"[{":
+    _DEPTH_STEP[_c] = 1
+for _c in b"]}":
+    _DEPTH_STEP[_c] = -1
+
+
+def nests_too_deep(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests brackets deeper than `limit`, outside strings (no parsing,
+    no recursion: a running sum over the brackets, in C)."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False  # cannot nest deeper than it has brackets
+    steps = map(_DEPTH_STEP.__getitem__, _JSON_STRING.sub(b"", data))
+    return max(itertools.accumulate(steps, initial=0)) > limit
 
 
 class ReplayCache:
