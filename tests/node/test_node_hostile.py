@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from netzm_helpers import listen_in, network_data
-from nodehelpers import MiB, NodeProcess
+from nodehelpers import MiB, NodeProcess, remove_leftovers
 from test_node_refusals import _refused
 
 from zos.flist import BLOCK_SIZE, DirStore, FlistWriter, Router, encrypt_block, pack
@@ -336,3 +336,39 @@ async def test_capacity_a_node_does_not_have_is_refused(make_user, make_node) ->
     assert await user.call(node, "zos.deployment.list") == []
     [listed] = await user.registry.list_nodes()
     assert listed.id == node.node_id and listed.capacity.hru == 0
+
+
+async def test_a_full_data_disk_is_a_refusal_that_changes_nothing(
+    make_user, farm, tmp_path: Path
+) -> None:
+    # Finding 10: a full data disk answered "internal: internal error handling
+    # 'zos.deployment.deploy'". Now a refusal that says what is full, and changes nothing.
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "zt-full", str(small)], check=True)
+    user = await make_user()
+    node = NodeProcess(farm, small / "node", ["--disk", "40M"])
+    try:
+        node.start()
+        await node.wait_ready(user)
+        filler = small / "filler"
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(bytes(1 << 20))
+                f.flush()
+        dep = user.deployment([{"name": "v", "type": "volume", "data": {"size": 8 * MiB}}])
+        await _refused(
+            user.deploy(node, dep),
+            "capacity",
+            "the node's data disk is full",
+            "nothing was changed",
+        )
+        assert await user.call(node, "zos.deployment.list") == []
+        filler.unlink()
+        # The same deployment again: nothing of the refused one was kept.
+        await user.call(node, "zos.deployment.deploy", dep.to_dict())
+        await user.wait_states(node, dep.contract_id, {"v": "ok"})
+    finally:
+        _wipe(node, "")
+        await remove_leftovers(small)
+        subprocess.run(["umount", "-l", str(small)], check=False)

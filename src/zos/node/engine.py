@@ -17,15 +17,16 @@ and its data (a volume, a zdb namespace) is kept until a later start restores it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from zos.gridtypes import Capacity, Deployment, GridTypeError, Result, Workload, validate
 from zos.node.capacity import Offer
-from zos.node.store import ACTIVE, DELETED, DELETING, Store
+from zos.node.store import ACTIVE, DELETED, DELETING, DiskFull, Store
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,19 @@ class Grid(Protocol):
     async def twin_key(self, twin_id: int) -> bytes | None: ...
 
     async def node_contract(self, contract_id: int) -> ContractInfo | None: ...
+
+
+@contextlib.contextmanager
+def _recorded() -> Iterator[None]:
+    """A request's store write; a full disk refuses it whole (the write is all or nothing)."""
+    try:
+        yield
+    except DiskFull:
+        raise EngineError(
+            "capacity",
+            "the node's data disk is full: there is no room to record this request, "
+            "so nothing was changed; try another node or later",
+        ) from None
 
 
 def install_rank(wtype: str) -> int:
@@ -286,7 +300,10 @@ class Engine:
             "deployment": dep.to_dict(),
             "pending": {wl.name: {"op": "add"} for wl in dep.workloads},
         }
-        self.store.add(dep.twin_id, dep.contract_id, body, changed=body["deployment"]["workloads"])
+        with _recorded():
+            self.store.add(
+                dep.twin_id, dep.contract_id, body, changed=body["deployment"]["workloads"]
+            )
         self._used[dep.contract_id] = wanted
         self._last_deployment = int(time.time())
         self._schedule(dep.contract_id)
@@ -341,7 +358,8 @@ class Engine:
         wanted = _usage(body)
         self._check_capacity(wanted, new.contract_id, new)
         changed = [wl.to_dict() for wl in new.workloads if pending.get(wl.name, {}).get("op")]
-        self.store.put(rec.twin_id, rec.contract_id, body, changed=changed)
+        with _recorded():
+            self.store.put(rec.twin_id, rec.contract_id, body, changed=changed)
         self._used[new.contract_id] = wanted
         self._schedule(new.contract_id)
 
@@ -354,7 +372,8 @@ class Engine:
         rec = self.store.get(contract_id)
         if rec is None or rec.state != ACTIVE:
             return
-        self.store.put(rec.twin_id, contract_id, rec.body, state=DELETING)
+        with _recorded():
+            self.store.put(rec.twin_id, contract_id, rec.body, state=DELETING)
         self._schedule(contract_id)
 
     async def get(self, sender: int, contract_id: int) -> dict[str, Any]:

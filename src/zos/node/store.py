@@ -46,6 +46,10 @@ class StoreError(Exception):
     pass
 
 
+class DiskFull(StoreError):
+    """The disk under the state database has no room: the change was not made."""
+
+
 @dataclass(frozen=True)
 class Record:
     twin_id: int
@@ -74,15 +78,22 @@ class Store:
         self._db.close()
 
     def _tx(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+        """All of `statements` or none; DiskFull when the disk has no room for them."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
         try:
-            for sql, params in statements:
-                db.execute(sql, params)
-        except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    db.execute(sql, params)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # sqlite may have rolled back already (a full disk)
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise DiskFull("the disk holding the node's state is full") from None
             raise
-        db.execute("COMMIT")
 
     @staticmethod
     def _change(twin: int, contract: int, workloads: Iterable[dict[str, Any]], at: float):
