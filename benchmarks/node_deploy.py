@@ -131,11 +131,12 @@ async def main(count: int, twins: int, per_twin: int, work: Path) -> None:
     data_dir = work / "node"
     log = open(work / "node.log", "wb")  # noqa: SIM115
     argv = [sys.executable, "-m", "zos.cli", "node", "run", "--farm-id", str(farm.id)]
-    argv += ["--nats", nats.url, "--data-dir", str(data_dir), "--join-token", token]
+    argv += ["--nats", nats.url, "--data-dir", str(data_dir)]
     proc = subprocess.Popen(
         argv,
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, "ZOS_JOIN_TOKEN": token},
     )
     users: list[Twin] = []
     try:

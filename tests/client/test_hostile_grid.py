@@ -109,3 +109,16 @@ async def test_rm_takes_the_images_it_published_off_the_hub(
         assert await list_flists(local_grid.hub_url, grid.twin_id) == []
     finally:
         await grid.close()
+
+
+def test_no_secret_in_a_node_agents_argv(local_grid: GridState) -> None:
+    # Finding 11: the farm join token was in the node agents' argv, world-readable in
+    # /proc/<pid>/cmdline. They read it from a file of the state dir (0600) now.
+    token_file = Path(local_grid.state_dir) / "farm-token"
+    token = token_file.read_text()
+    assert token and token_file.stat().st_mode & 0o777 == 0o600
+    nodes = [p for p in local_grid.procs if p.name.startswith("node")]
+    assert nodes
+    for proc in nodes:
+        argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"--join-token" not in argv and token.encode() not in b" ".join(argv)

@@ -50,11 +50,11 @@ class NodeProcess:
     def start(self) -> None:
         argv = [sys.executable, "-m", "zos.cli", "node", "run"]
         argv += ["--farm-id", str(self.farm.farm_id), "--nats", self.farm.nats]
-        argv += ["--data-dir", str(self.data_dir), "--join-token", self.farm.token]
-        argv += ["--heartbeat", "1", *self.args]
+        argv += ["--data-dir", str(self.data_dir), "--heartbeat", "1", *self.args]
+        env = {**os.environ, "ZOS_JOIN_TOKEN": self.farm.token}  # never in argv
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
 
     @property

@@ -103,10 +103,14 @@ async def test_agent_refuses_bad_settings_with_one_line(farm, tmp_path: Path) ->
     base = [sys.executable, "-m", "zos.cli", "node", "run"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZOS_")}
 
-    async def run(*args: str) -> tuple[int, str]:
+    async def run(*args: str, token: str = "") -> tuple[int, str]:
         # Asynchronously: the registry the agent talks to runs in this event loop.
         proc = await asyncio.create_subprocess_exec(
-            *base, *args, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+            *base,
+            *args,
+            env={**env, "ZOS_JOIN_TOKEN": token} if token else env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
@@ -131,7 +135,7 @@ async def test_agent_refuses_bad_settings_with_one_line(farm, tmp_path: Path) ->
         token = await stranger.farm_join_token(other_farm.id)
     finally:
         await stranger.close()
-    code, err = await run(*common, "--data-dir", str(data), "--join-token", token)
+    code, err = await run(*common, "--data-dir", str(data), token=token)
     assert code == 1
     assert err.strip().splitlines()[-1].startswith("error: registration refused: "), err
     assert f"farm {other_farm.id}" in err

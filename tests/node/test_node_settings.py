@@ -17,7 +17,14 @@ BASE = ["node", "run", "--farm-id", "3", "--nats", "nats://127.0.0.1:4222"]
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ZOS_CACHE_SIZE", "ZOS_STORES", "ZOS_NETNS_PREFIX", "ZOS_DATA_DIR"):
+    for name in (
+        "ZOS_CACHE_SIZE",
+        "ZOS_STORES",
+        "ZOS_NETNS_PREFIX",
+        "ZOS_DATA_DIR",
+        "ZOS_JOIN_TOKEN",
+        "ZOS_JOIN_TOKEN_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -73,3 +80,24 @@ def test_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_values(tmp_path: Path, args: list[str], message: str) -> None:
     with pytest.raises(CliError, match="^" + re.escape(message)):
         settings(tmp_path, *args)
+
+
+def test_the_join_token_never_comes_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 12, finding 11: the farm join token was in the node agents' argv, which every
+    # user of the machine reads in /proc/<pid>/cmdline. It comes from the environment or
+    # a file now; the flag is refused with the reason.
+    with pytest.raises(CliError, match="--join-token: a token on the command line is readable"):
+        settings(tmp_path, "--join-token", "abc")
+    token = tmp_path / "token"
+    token.write_text("tok-from-file\n")
+    token.chmod(0o600)
+    assert settings(tmp_path, "--join-token-file", str(token)).join_token == "tok-from-file"
+    token.chmod(0o644)
+    with pytest.raises(CliError, match="readable by every user; chmod 600 it"):
+        settings(tmp_path, "--join-token-file", str(token))
+    monkeypatch.setenv("ZOS_JOIN_TOKEN", "tok-from-env")
+    assert settings(tmp_path).join_token == "tok-from-env"
+    with pytest.raises(CliError, match="No such file"):
+        settings(tmp_path, "--join-token-file", str(tmp_path / "missing"))

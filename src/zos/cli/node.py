@@ -61,10 +61,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data-dir", type=Path, default=_env("ZOS_DATA_DIR"), help="node state [ZOS_DATA_DIR]"
     )
     run.add_argument(
-        "--join-token",
-        default=_env("ZOS_JOIN_TOKEN"),
-        help="farm join token, needed on first start [ZOS_JOIN_TOKEN]",
+        "--join-token-file",
+        type=Path,
+        default=_env("ZOS_JOIN_TOKEN_FILE"),
+        metavar="FILE",
+        help="file holding the farm join token, needed on first start (or the token itself "
+        "in ZOS_JOIN_TOKEN) [ZOS_JOIN_TOKEN_FILE]",
     )
+    # Refused with a reason: argv is readable by every user of the machine.
+    run.add_argument("--join-token", help=argparse.SUPPRESS)
     run.add_argument(
         "--cores", type=int, default=_env("ZOS_CORES"), help="cores offered [ZOS_CORES]"
     )
@@ -130,6 +135,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     wipe.set_defaults(handler=cmd_wipe)
 
 
+def join_token(args: argparse.Namespace) -> str | None:
+    """The farm join token: from ZOS_JOIN_TOKEN or a file, never from the command line
+    (any user of the machine reads /proc/<pid>/cmdline)."""
+    if args.join_token is not None:
+        raise CliError(
+            "--join-token: a token on the command line is readable by every user of the "
+            "machine (/proc/<pid>/cmdline); put it in ZOS_JOIN_TOKEN or in a file given "
+            "with --join-token-file"
+        )
+    if args.join_token_file is None:
+        return _env("ZOS_JOIN_TOKEN")
+    path = Path(args.join_token_file)
+    try:
+        if path.stat().st_mode & 0o004:
+            raise CliError(f"--join-token-file {path}: readable by every user; chmod 600 it")
+        token = path.read_text().strip()
+    except OSError as e:
+        raise CliError(f"--join-token-file {path}: {e.strerror}") from None
+    if not token:
+        raise CliError(f"--join-token-file {path}: the file is empty")
+    return token
+
+
 def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazily)
     from zos.node.agent import Settings
 
@@ -165,7 +193,7 @@ def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazil
         farm_id=farm_id,
         nats=args.nats,
         data_dir=Path(args.data_dir).absolute(),
-        join_token=args.join_token,
+        join_token=join_token(args),
         cores=cores,
         memory=parse_size(args.memory, "--memory") if args.memory else None,
         disk=parse_size(args.disk, "--disk") if args.disk else None,

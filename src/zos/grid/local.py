@@ -213,6 +213,10 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
 
     memory = _node_memory(count)
     node_nats, relays = _relays(nats) if nats else (state.nats_url, [])
+    # The token goes to the nodes in a file of the state dir (0600), never in their argv.
+    token_file = state_dir / "farm-token"
+    token_file.touch(0o600)
+    token_file.write_text(token)
     for i in range(1, count + 1):
         ns, addr, veth = hostnet.ensure_node(tag, i, host)
         if relays:
@@ -240,8 +244,8 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
                 node_nats,
                 "--data-dir",
                 str(data_dir),
-                "--join-token",
-                token,
+                "--join-token-file",
+                str(token_file),
                 "--netns-prefix",
                 entry.netns_prefix,
                 # the grid's hub: the one store a tenant's flist may use at the host's address

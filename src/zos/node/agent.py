@@ -199,7 +199,8 @@ class Agent:
                 if node is None:
                     if not self.settings.join_token:
                         raise RuntimeError(
-                            "first start needs a farm join token (--join-token or ZOS_JOIN_TOKEN)"
+                            "first start needs a farm join token "
+                            "(ZOS_JOIN_TOKEN or --join-token-file)"
                         )
                     node = await self._join()
                 elif self.settings.join_token:
