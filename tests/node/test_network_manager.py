@@ -136,6 +136,36 @@ async def test_refuses_bad_data_and_leaves_nothing(
         await manager.deprovision(ctx(node, dep, "n2"))
 
 
+async def test_subnets_of_the_node_itself_are_refused(
+    node: NodeServices, manager: NetworkManager
+) -> None:
+    # Issue 12, finding 11: subnets 0.0.0.0/0, 127.0.0.0/24, the uplink range
+    # 100.127.0.0/16 and the grid bridge's subnet were accepted. Each is refused with the
+    # rule, and nothing is made.
+    twin = unique_twin()
+    octet = random.randrange(100, 250)
+    bridge = f"zs{uuid.uuid4().hex[:8]}"  # a network the node is on (the grid's bridge)
+    links.ensure_bridge(bridge)
+    try:
+        links.set_addresses(bridge, [IPv4Interface(f"10.201.{octet}.1/24")])
+        cases = [
+            ("0.0.0.0/0", "0.0.0.0/0", "must be a private range, inside 10.0.0.0/8"),
+            ("127.0.0.0/24", "127.0.0.0/8", "must be a private range"),
+            ("100.127.0.0/16", "100.64.0.0/10", "the range of the node's uplinks"),
+            ("100.127.9.0/24", "100.127.0.0/16", "the range of the node's uplinks"),
+            (f"10.201.{octet}.0/24", "10.0.0.0/8", "a network of this node"),
+        ]
+        for i, (subnet, ip_range, why) in enumerate(cases):
+            data = network_data(subnet, ip_range=ip_range)
+            dep = deployment(twin, 30 + i, [{"name": "net", "type": "network", "data": data}])
+            with pytest.raises(WorkloadError, match=rf"^subnet: {subnet} .*{why}"):
+                await manager.provision(ctx(node, dep, "net"))
+        assert not netns.exists(namespace_name(node, network_id(twin, "net")))
+        assert load(node, network_id(twin, "net")) is None
+    finally:
+        links.delete(bridge)
+
+
 async def test_isolation_and_nat(node: NodeServices, manager: NetworkManager) -> None:
     twin_a, twin_b = unique_twin(), unique_twin()
     dep_a = deployment(

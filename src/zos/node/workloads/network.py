@@ -131,6 +131,28 @@ def _net(value: str, field_name: str) -> IPv4Network:
     return net
 
 
+PRIVATE_RANGES = tuple(IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+_SHARED = IPv4Network("100.64.0.0/10")  # CGNAT space, where the uplinks' range lies
+
+
+def _check_subnet(subnet: IPv4Network) -> None:
+    """A private range that is not the node's own: not its uplinks, nor a network one of
+    its interfaces is on (the grid's bridge, say), where the tenant's gateway would
+    shadow the node's neighbours."""
+    if subnet.overlaps(nat.UPLINK_RANGE) and subnet.subnet_of(_SHARED):
+        raise WorkloadError(
+            f"subnet: {subnet} overlaps {nat.UPLINK_RANGE}, the range of the node's uplinks"
+        )
+    if not any(subnet.subnet_of(r) for r in PRIVATE_RANGES):
+        raise WorkloadError(
+            f"subnet: {subnet} must be a private range, inside "
+            + ", ".join(map(str, PRIVATE_RANGES))
+        )
+    for addr in links.all_addresses():
+        if subnet.overlaps(addr.network):
+            raise WorkloadError(f"subnet: {subnet} overlaps {addr.network}, a network of this node")
+
+
 def parse(ctx: WorkloadContext) -> NetworkInfo:
     """Check the network's data (the rules a node needs beyond gridtypes validation)."""
     data = ctx.workload.data
@@ -140,6 +162,7 @@ def parse(ctx: WorkloadContext) -> NetworkInfo:
         raise WorkloadError(f"subnet: {subnet} is not inside ip_range {ip_range}")
     if subnet.prefixlen > 29:
         raise WorkloadError(f"subnet: {subnet} is too small (at most /29)")
+    _check_subnet(subnet)
     _wg_key(_field(data, "wireguard_private_key", ""), "wireguard_private_key")
     port = int(_field(data, "wireguard_listen_port", 0) or 0)
     if not 0 < port < 65536:
