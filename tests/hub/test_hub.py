@@ -271,3 +271,18 @@ async def test_a_body_that_is_not_what_was_signed_is_dropped(hub: Hub) -> None:
     ):
         assert r.status == 400 and "does not hash to its X-Zos-Content-Hash" in await r.text()
     assert [p for p in hub.root.rglob("*") if p.is_file()] == []
+
+
+async def test_a_refused_flist_names_no_path_of_the_hub(hub: Hub, tmp_path: Path) -> None:
+    # Issue 12, finding 11: the hub's 400 answers named its server-side paths (the
+    # temporary .part file under its root).
+    signer = HubSigner(OWNER, TWIN)
+    for name, body in [
+        ("junk.fl", b"SQLite format 3\x00" + os.urandom(5000)),
+        ("text.fl", b"not a database at all"),
+    ]:
+        (tmp_path / name).write_bytes(body)
+        with pytest.raises(StoreError) as e:
+            await publish_flist(hub.url, signer, tmp_path / name)
+        assert "400" in str(e.value) and f"not a valid flist: {name}:" in str(e.value)
+        assert str(hub.root) not in str(e.value) and ".part" not in str(e.value)

@@ -196,7 +196,7 @@ class Hub:
             if digest != request.headers[HEADER_HASH]:
                 return _refuse(400, f"the body does not hash to its {HEADER_HASH}")
             try:
-                flist = await asyncio.to_thread(read_flist, tmp, setuid="strip")
+                flist = await asyncio.to_thread(read_flist, tmp, setuid="strip", name=path.name)
             except FlistError as e:
                 return _error(400, f"not a valid flist: {e}")
             os.replace(tmp, path)
