@@ -101,7 +101,8 @@ BASE_MOUNTS: list[dict[str, Any]] = [
 # ordinary programs working.
 DENIED_SYSCALLS = [
     "acct", "add_key", "bpf", "delete_module", "finit_module", "fsconfig", "fsmount",
-    "fsopen", "fspick", "init_module", "ioperm", "iopl", "kcmp", "kexec_file_load",
+    "fsopen", "fspick", "init_module", "io_uring_enter", "io_uring_register",
+    "io_uring_setup", "ioperm", "iopl", "kcmp", "kexec_file_load",
     "kexec_load", "keyctl", "lookup_dcookie", "mount", "mount_setattr", "move_mount",
     "name_to_handle_at", "open_by_handle_at", "open_tree", "perf_event_open",
     "pivot_root", "quotactl", "reboot", "request_key", "setns", "swapoff",
