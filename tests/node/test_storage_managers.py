@@ -128,3 +128,22 @@ def test_store_survives_reopen_and_keeps_history(tmp_path: Path) -> None:
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
+
+
+def test_the_state_database_and_its_wal_are_private(tmp_path: Path) -> None:
+    # Issue 12, finding 11: the -wal and -shm files of the state database were 0644 (the
+    # database itself 0600): every deployment, as written, readable by any user.
+    path = tmp_path / "state.db"
+    store = Store(path)
+    store.add(3, 9, {"deployment": {"secret": "env"}})
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.glob("state.db*")}
+    assert modes == {"state.db": "0o600", "state.db-wal": "0o600", "state.db-shm": "0o600"}
+    store.close()
+    # made before (0644 all round, as the old code left them): private again when opened
+    for p in tmp_path.glob("state.db*"):
+        p.chmod(0o644)
+    store = Store(path)
+    store.add(3, 10, {"deployment": {}})
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.glob("state.db*")}
+    assert set(modes.values()) == {"0o600"} and "state.db-wal" in modes
+    store.close()

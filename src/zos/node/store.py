@@ -11,6 +11,7 @@ restart finishes the job) and `deleted` (kept so `get` and `changes` still answe
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -67,12 +68,18 @@ def _dumps(value: Any) -> str:
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Private from the start: sqlite gives the -wal and -shm files the database's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        path.chmod(0o600)
         # One connection, used from the event loop's thread; autocommit off, explicit BEGIN.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        path.chmod(0o600)
+        for suffix in ("-wal", "-shm"):  # left by an older version with the umask's mode
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                side.chmod(0o600)
 
     def close(self) -> None:
         self._db.close()
