@@ -162,9 +162,25 @@ async def test_run_failure_is_a_clear_error(tmp_path: Path, runc: Runc, rootfs: 
         os.close(fd)
 
 
-async def test_no_host_devices_no_new_namespaces(tmp_path: Path, runc: Runc, rootfs: Path) -> None:
+async def output_of(runc: Runc, tmp_path: Path, rootfs: Path, args: list[str], until: str) -> str:
+    """Run `args` in a fresh container; its output once `until` shows (or after 5 s)."""
     cid = f"t-{uuid.uuid4().hex[:8]}"
-    out = tmp_path / "out"
+    out = tmp_path / f"out-{cid}"
+    bundle = tmp_path / f"b-{cid}"
+    write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=args))
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        await runc.run_detached(cid, bundle, fd)
+    finally:
+        os.close(fd)
+    for _ in range(100):
+        if until in out.read_text():
+            break
+        await asyncio.sleep(0.05)
+    return out.read_text()
+
+
+async def test_no_host_devices_no_new_namespaces(tmp_path: Path, runc: Runc, rootfs: Path) -> None:
     script = (
         "ls /dev | tr '\\n' ' '; echo;"
         " unshare -U true && echo USERNS-OK || echo USERNS-DENIED;"
@@ -173,18 +189,7 @@ async def test_no_host_devices_no_new_namespaces(tmp_path: Path, runc: Runc, roo
         " (sleep 0; echo FORK-OK); echo 1 > /proc/sys/vm/drop_caches && echo SYSCTL-OK;"
         " echo END"
     )
-    bundle = tmp_path / "b"
-    write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", script]))
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        await runc.run_detached(cid, bundle, fd)
-    finally:
-        os.close(fd)
-    for _ in range(100):
-        if "END" in out.read_text():
-            break
-        await asyncio.sleep(0.05)
-    text = out.read_text()
+    text = await output_of(runc, tmp_path, rootfs, ["sh", "-c", script], until="END")
     devices = set(text.splitlines()[0].split())
     # runc's minimal set only: no disks, no /dev/mem, no kmsg
     assert devices <= {
@@ -237,17 +242,5 @@ async def test_io_uring_is_denied(tmp_path: Path, runc: Runc, rootfs: Path) -> N
         text=True,
     )
     assert built.returncode == 0, built.stderr
-    cid = f"t-{uuid.uuid4().hex[:8]}"
-    out = tmp_path / "out"
-    bundle = tmp_path / "b"
-    write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["/bin/uring"]))
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        await runc.run_detached(cid, bundle, fd)
-    finally:
-        os.close(fd)
-    for _ in range(100):
-        if "IO_URING" in out.read_text():
-            break
-        await asyncio.sleep(0.05)
-    assert out.read_text().strip() == "IO_URING-DENIED errno=1"  # EPERM, as Docker answers
+    text = await output_of(runc, tmp_path, rootfs, ["/bin/uring"], until="IO_URING")
+    assert text.strip() == "IO_URING-DENIED errno=1"  # EPERM, as Docker answers

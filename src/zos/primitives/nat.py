@@ -55,18 +55,22 @@ class NatError(Exception):
     pass
 
 
+def _replace_table(table: str, chains: str) -> str:
+    # `table x {}` then `delete table x` makes the replacement atomic and idempotent.
+    return f"table inet {table}\ndelete table inet {table}\ntable inet {table} {{{chains}}}\n"
+
+
+def _rule(match: str, values: Sequence[object], verdict: str) -> str:
+    """`match { values } verdict`, or no rule at all when there are no values."""
+    return f"{match} {{ {', '.join(map(str, values))} }} {verdict}" if values else ""
+
+
 def host_rules(control: Sequence[IPv4Address] = (), table: str = HOST_TABLE) -> str:
     """`control`: addresses of the grid's control plane, dropped whatever they are."""
-    # `table x {}` then `delete table x` makes the replacement atomic and idempotent.
-    to_control = (
-        f'iifname "{UPLINK_PREFIX}*" ip daddr {{ {", ".join(map(str, control))} }} drop'
-        if control
-        else ""
-    )
-    return f"""
-table inet {table}
-delete table inet {table}
-table inet {table} {{
+    to_control = _rule(f'iifname "{UPLINK_PREFIX}*" ip daddr', control, "drop")
+    return _replace_table(
+        table,
+        f"""
     chain prerouting {{
         type filter hook prerouting priority -10; policy accept;
         iifname "{UPLINK_PREFIX}*" fib daddr type {{ local, broadcast, multicast }} drop
@@ -85,8 +89,8 @@ table inet {table} {{
         type nat hook postrouting priority 100; policy accept;
         ip saddr {UPLINK_RANGE} oifname != "{UPLINK_PREFIX}*" masquerade
     }}
-}}
-"""
+""",
+    )
 
 
 async def setup_host(control: Sequence[IPv4Address] = ()) -> None:
@@ -103,16 +107,10 @@ def grid_host_rules(tag: str, bridge: str, host: IPv4Address, ports: Sequence[in
     """The local grid's wall in the root namespace: from the grid bridge (the nodes'
     namespaces, and everything behind them) only `host:ports` and answers to the host's
     own connections get in; nothing is forwarded on."""
-    table = grid_table(tag)
-    allowed = (
-        f'iifname "{bridge}" ip daddr {host} tcp dport {{ {", ".join(map(str, ports))} }} accept'
-        if ports
-        else ""
-    )
-    return f"""
-table inet {table}
-delete table inet {table}
-table inet {table} {{
+    allowed = _rule(f'iifname "{bridge}" ip daddr {host} tcp dport', ports, "accept")
+    return _replace_table(
+        grid_table(tag),
+        f"""
     chain input {{
         type filter hook input priority -10; policy accept;
         iifname "{bridge}" ct state established,related accept
@@ -124,8 +122,8 @@ table inet {table} {{
         iifname "{bridge}" ct state established,related accept
         iifname "{bridge}" reject
     }}
-}}
-"""
+""",
+    )
 
 
 async def guard_grid_host(tag: str, bridge: str, host: IPv4Address, ports: Sequence[int]) -> None:
@@ -176,10 +174,9 @@ async def remove_uplink(host_if: str) -> None:
 
 def namespace_rules(bridge: str, subnet: IPv4Network, wg_port: int = 0) -> str:
     wg = f"udp dport {wg_port} accept" if wg_port else ""
-    return f"""
-table inet {NS_TABLE}
-delete table inet {NS_TABLE}
-table inet {NS_TABLE} {{
+    return _replace_table(
+        NS_TABLE,
+        f"""
     chain input {{
         type filter hook input priority 0; policy drop;
         iif lo accept
@@ -200,8 +197,8 @@ table inet {NS_TABLE} {{
         type nat hook postrouting priority 100; policy accept;
         oifname "{NS_UPLINK}" ip saddr {subnet} masquerade
     }}
-}}
-"""
+""",
+    )
 
 
 async def apply_namespace_rules(
