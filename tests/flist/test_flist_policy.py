@@ -7,9 +7,10 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from zos.flist import FlistError, StoreError
+from zos.flist import FlistError, StoreError, make_store
 from zos.flist.ops import download_flist
 from zos.flist.policy import FetchPolicy
+from zos.zdb.client import RespClient
 
 CONTROL = IPv4Address("203.0.113.5")
 OWN = IPv4Address("198.51.100.7")
@@ -58,3 +59,34 @@ async def test_download_refuses_before_connecting(tmp_path) -> None:
     with pytest.raises(FlistError, match=r"refused: 127\.0\.0\.1 is the node.s loopback"):
         await download_flist("http://localhost:1/x.fl", tmp_path / "x.fl", policy())
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_zdb_route_is_no_password_oracle(zdb_proc) -> None:
+    # Finding 3: a zdb:// route to another tenant's namespace answered differently for a
+    # wrong password and a missing block. For a tenant's flist both are "not found".
+    zdb_proc.start()
+    port = zdb_proc.port
+    admin = RespClient("127.0.0.1", port, timeout=10)
+    try:
+        await admin.command(b"AUTH", b"admin-secret")  # tests/conftest.py's ZDB_ADMIN
+        await admin.command(b"NSNEW", b"victim")
+        await admin.command(b"NSSET", b"victim", b"password", b"right")
+        await admin.command(b"NSSET", b"victim", b"public", b"0")
+    finally:
+        await admin.close()
+    block = bytes(32)
+    guard = FetchPolicy([f"zdb://127.0.0.1:{port}"])  # reachable here as a configured store
+    answers = []
+    for password in ("wrong", "right"):
+        store = make_store(f"zdb://:{password}@127.0.0.1:{port}/victim", guard=guard)
+        try:
+            answers.append(await store.get(block))
+        finally:
+            await store.close()
+    assert answers == [None, None]
+    unguarded = make_store(f"zdb://:wrong@127.0.0.1:{port}/victim")
+    try:
+        with pytest.raises(StoreError, match="the server refused it"):
+            await unguarded.get(block)
+    finally:
+        await unguarded.close()

@@ -226,6 +226,10 @@ class ZdbStore:
         except RespUnavailable as e:
             raise StoreError(f"{self.url}: GET: {e}") from None
         except RespError:  # what the server said stays there (it may not be a zdb at all)
+            if self.guard is not None:
+                # For a tenant's flist a refusal (a wrong password) looks like a missing
+                # block: the node must not tell a namespace's password apart for anyone.
+                return None
             raise StoreError(f"{self.url}: GET: the server refused it") from None
         if reply is not None and not isinstance(reply, bytes):
             raise StoreError(f"{self.url}: GET answered {type(reply).__name__}, not a value")
