@@ -22,7 +22,6 @@ from zos.gridtypes import Capacity as GridCapacity
 from zos.identity import Identity, load_key_file, write_key_file
 from zos.node.api import node_router
 from zos.node.capacity import Offer
-from zos.node.controlplane import control_plane
 from zos.node.engine import ContractInfo, Engine, install_rank
 from zos.node.store import Store
 from zos.node.workloads import NodeServices, close_managers, default_managers
@@ -114,6 +113,7 @@ def node_services(settings: Settings) -> NodeServices:
     """What the managers share: the namespace prefix and the node-wide flist cache."""
     from zos.flist.cache import FlistCache
     from zos.flist.policy import FetchPolicy
+    from zos.node.controlplane import control_plane
     from zos.primitives import links
 
     s = settings

@@ -31,7 +31,6 @@ from ipaddress import IPv4Address, IPv4Interface, ip_address
 from pathlib import Path
 from typing import Any
 
-from zos.flist.errors import FlistError, StoreError
 from zos.gridtypes.names import network_id, short_name
 from zos.node.workloads import network as networks
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
@@ -246,6 +245,8 @@ class ZMachineManager(Manager):
     async def _rootfs_tree(self, flist: str, root_size: int) -> tuple[Path, bool, dict[str, str]]:
         """The read-only tree of `flist` and its tags (entrypoint, env, workdir); an flist
         declaring more than `root_size` bytes of files is refused before it is fetched."""
+        from zos.flist.errors import FlistError, StoreError  # the flist package when used
+
         cache = self.node.extra.get("flist_cache")
         if not flist.startswith(("http://", "https://")):
             # A path on the node only where the operator allows it (tests, benchmarks, base
