@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from zos.bus import MAX_PAYLOAD, BusError, Envelope, ReplayCache
-from zos.bus.envelope import ALLOWED_SKEW, MAX_TTL, now_ms
+from zos.bus.envelope import ALLOWED_SKEW, MAX_TTL, nests_too_deep, now_ms
 from zos.identity import Identity
 
 ALICE = Identity(bytes(range(32)))
@@ -110,3 +112,27 @@ def test_bus_error_codes() -> None:
     assert e.to_dict() == {"code": "forbidden", "message": "nope second line"}
     assert BusError("Bad Code!", "x").code == "internal"
     assert BusError.from_dict("junk").code == "malformed"
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+_TRICKY = st.text(alphabet='[]{}"\\an\u00e9', max_size=6)
+_JSON = st.recursive(
+    st.none() | st.integers() | _TRICKY,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TRICKY, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@given(_JSON, st.integers(min_value=0, max_value=8), st.booleans())
+def test_the_nesting_check_matches_the_parsed_depth(value, limit, ascii_only) -> None:
+    # Issue 12, finding 9: the depth is found before parsing; brackets, quotes and
+    # backslashes inside strings must not count.
+    data = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert nests_too_deep(data, limit) == (_depth(value) > limit)

@@ -212,7 +212,8 @@ class Envelope(BaseModel):
 # How deep a payload may nest ([ and {): checked before parsing, since the parser (and
 # whatever walks its result) recurses once per level.
 MAX_JSON_DEPTH = 64
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_STRING = re.compile(rb'"[^"]*"')
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
 _DEPTH_STEP = [0] * 256
 for _c in b"[{":
     _DEPTH_STEP[_c] = 1
@@ -225,8 +226,11 @@ def nests_too_deep(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     no recursion: a running sum over the brackets, in C)."""
     if data.count(b"[") + data.count(b"{") <= limit:
         return False  # cannot nest deeper than it has brackets
-    steps = map(_DEPTH_STEP.__getitem__, _JSON_STRING.sub(b"", data))
-    return max(itertools.accumulate(steps, initial=0)) > limit
+    # Escaped backslashes, then escaped quotes go first (as JSON reads escapes, left to
+    # right); then only quotes and brackets matter, and what is between quotes is a string.
+    text = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    brackets = _JSON_STRING.sub(b"", text)
+    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets), initial=0)) > limit
 
 
 class ReplayCache:
