@@ -2,12 +2,14 @@
 
 Nodes and users never talk directly: each twin serves commands on its own NATS subject
 (`zos.twin.<id>`) and every request and response is an `Envelope` signed by its sender
-and, by default, sealed to its receiver. See `envelope` for the format and the checks,
-`client` for request/response, `router` for handlers, `resolver` for twin keys.
+and, by default, sealed to its receiver. Every connection proves its key to nats-server
+(`connection`), which lets each key use only the subjects of its role (`subjects`). See
+`envelope` for the format and the checks, `client` for request/response, `router` for
+handlers, `resolver` for twin keys.
 """
 
-from zos.bus.client import BusClient, twin_subject
-from zos.bus.connection import connect_nats, default_nats_url
+from zos.bus.client import BusClient
+from zos.bus.connection import Connection, connect, default_nats_url
 from zos.bus.envelope import (
     ALLOWED_SKEW,
     MAX_ENVELOPE,
@@ -19,6 +21,7 @@ from zos.bus.envelope import (
 from zos.bus.errors import BusError
 from zos.bus.resolver import CachedResolver, KeyResolver, StaticResolver
 from zos.bus.router import Handler, Request, Router
+from zos.bus.subjects import twin_subject
 
 __all__ = [
     "ALLOWED_SKEW",
@@ -28,6 +31,7 @@ __all__ = [
     "BusClient",
     "BusError",
     "CachedResolver",
+    "Connection",
     "Envelope",
     "Handler",
     "KeyResolver",
@@ -35,7 +39,7 @@ __all__ = [
     "Request",
     "Router",
     "StaticResolver",
-    "connect_nats",
+    "connect",
     "default_nats_url",
     "twin_subject",
 ]

@@ -8,11 +8,14 @@ requests. The response payload is JSON: `{"ok": true, "result": ...}` or
 `{"ok": false, "error": {"code": ..., "message": ...}}`.
 
 A request that fails the checks in `zos.bus.envelope` is answered with a signed (not
-sealed) error, so the caller learns why. Handlers run concurrently, at most
-`max_concurrency` at a time; past that, requests are answered `busy`.
+sealed) error, so the caller learns why. A server refuses requests that are not sealed
+(`unsealed`), except for the commands it lists in `unsealed_commands` (none by default).
+Handlers run concurrently, at most `max_concurrency` at a time; past that, requests are
+answered `busy`.
 
-The NATS connection reconnects by itself (`zos.bus.connection`), and the subscription
-is restored with it.
+The NATS connection proves the client's key and reconnects by itself
+(`zos.bus.connection`); the subscription is restored with it. nats-server lets a twin
+serve only its own subject, and only a registered node serve at all.
 """
 
 from __future__ import annotations
@@ -24,24 +27,17 @@ import logging
 from typing import Any
 
 import nats.errors
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
-from zos.bus.connection import NatsHolder
+from zos.bus.connection import Connection, NatsHolder, Subscription
 from zos.bus.envelope import DEFAULT_TTL, MAX_TTL, Envelope, Keys, ReplayCache
 from zos.bus.errors import BusError
 from zos.bus.resolver import KeyResolver
 from zos.bus.router import Request, Router
+from zos.bus.subjects import twin_subject
 from zos.identity import Identity
 
 log = logging.getLogger(__name__)
-
-SUBJECT_PREFIX = "zos.twin."
-
-
-def twin_subject(twin_id: int) -> str:
-    return f"{SUBJECT_PREFIX}{twin_id}"
 
 
 def _encode(value: Any) -> bytes:
@@ -51,7 +47,7 @@ def _encode(value: Any) -> bytes:
 class BusClient(NatsHolder):
     def __init__(
         self,
-        nats_conn: str | list[str] | NATS,
+        nats_conn: str | list[str] | Connection,
         identity: Identity,
         twin_id: int,
         resolver: KeyResolver,
@@ -60,8 +56,9 @@ class BusClient(NatsHolder):
         ttl: float = DEFAULT_TTL,
         max_concurrency: int = 256,
         replay_cache: ReplayCache | None = None,
+        unsealed_commands: frozenset[str] = frozenset(),
     ) -> None:
-        self._init_nats(nats_conn)
+        self._init_nats(nats_conn, identity)
         self._nats_name = f"zos-twin-{twin_id}"
         self.identity = identity
         self.keys = Keys(identity)
@@ -71,6 +68,7 @@ class BusClient(NatsHolder):
         self.ttl = ttl
         self.max_concurrency = max_concurrency
         self.replay = replay_cache or ReplayCache()
+        self.unsealed_commands = unsealed_commands
         self._sub: Subscription | None = None
         self._router: Router | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -128,7 +126,7 @@ class BusClient(NatsHolder):
             ttl=ttl,
         )
         try:
-            msg = await self.nc.request(twin_subject(dest_twin), env.to_bytes(), timeout=timeout)
+            msg = await self.conn.request(twin_subject(dest_twin), env.to_bytes(), timeout)
         except nats.errors.NoRespondersError:
             raise BusError("unreachable", f"twin {dest_twin} is not connected") from None
         except (TimeoutError, nats.errors.TimeoutError):
@@ -160,7 +158,7 @@ class BusClient(NatsHolder):
         if self._sub is not None:
             raise RuntimeError("this BusClient already serves a router")
         self._router = router
-        self._sub = await self.nc.subscribe(twin_subject(self.twin_id), cb=self._on_message)
+        self._sub = await self.conn.subscribe(twin_subject(self.twin_id), self._on_message)
         await self.nc.flush()
 
     async def _on_message(self, msg: Msg) -> None:
@@ -187,6 +185,8 @@ class BusClient(NatsHolder):
                 raise BusError("unknown_twin", f"twin {env.source} is not known")
             if not env.verify(key):
                 raise BusError("bad_signature", "envelope signature does not verify")
+            if not env.sealed and env.command not in self.unsealed_commands:
+                raise BusError("unsealed", f"{env.command} must be sealed to twin {self.twin_id}")
             self.replay.check_and_add(env.source, env.id, env.expiry)
             payload = env.decode_payload(self.keys)
         except BusError as e:

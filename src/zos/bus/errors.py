@@ -1,8 +1,11 @@
 """Structured errors that travel back to a caller: a short `code` and a one-line `message`.
 
 Codes the bus itself produces: bad_signature, unknown_twin, expired, replayed, too_large,
-malformed, not_found (no such command), unreachable (nobody serves that twin), timeout,
-busy, internal. Handlers and the registry add their own (forbidden, conflict, invalid...).
+malformed, unsealed (a request that must be sealed was not), not_found (no such command),
+unreachable (nobody serves that twin), timeout, busy, internal; and for the connection:
+not_permitted (nats-server refused the subject to this key), refused (nats-server refused
+the key), unavailable (no server answers). Handlers and the registry add their own
+(forbidden, conflict, invalid...).
 """
 
 from __future__ import annotations

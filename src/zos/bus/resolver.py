@@ -3,7 +3,10 @@
 The bus asks a resolver for the key of every twin it hears from or seals to. Normally
 it asks the registry (`RegistryClient.key_resolver()`), through `CachedResolver` so a
 busy twin costs one registry query per `ttl`. Keys of unknown twins are cached for a
-short `negative_ttl` only, so a twin that registers a moment later is found.
+short `negative_ttl` only, so a twin that registers a moment later is found. The
+registry client makes the cache forget a twin when the registry announces (signed) that
+its key changed, and forget everything after a reconnect (an announcement may have been
+missed); `ttl` is only the backstop.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class CachedResolver:
 
     def forget(self, twin_id: int) -> None:
         self._cache.pop(twin_id, None)
+
+    def clear(self) -> None:
+        self._cache.clear()
 
     def _store(self, twin_id: int, key: bytes | None, ttl: float) -> None:
         self._cache[twin_id] = (time.monotonic() + ttl, key)
