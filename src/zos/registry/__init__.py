@@ -1,8 +1,11 @@
 """The grid's registry: twins, farms, nodes and contracts in replicated JetStream KV.
 
-`RegistryService` (run by `zos registry serve --nats URL`) checks signed transactions
-and answers queries; `RegistryClient` talks to it. See `tx` for the wire format,
-`store` for the buckets, `service` for the rules, `models` for the entities.
+`RegistryService` (run by `zos registry serve --nats URL --key-file F`) checks signed
+transactions, answers queries and nats-server's auth callout; `RegistryClient` talks to
+it and checks that every answer is signed by the registry key it pinned. See `tx` for
+the wire format, `store` for the buckets, `service` for the rules, `models` for the
+entities, `signing` for what the registry signs, `callout` and `roles` for who may do
+what on the bus.
 """
 
 from zos.registry.client import RegistryClient
@@ -14,6 +17,7 @@ from zos.registry.models import (
     ContractEvent,
     Farm,
     JoinToken,
+    KeyChange,
     Location,
     NameContract,
     Node,
@@ -22,6 +26,7 @@ from zos.registry.models import (
     Twin,
 )
 from zos.registry.service import RegistryService
+from zos.registry.signing import RegistryKey
 from zos.registry.tx import Transaction
 
 __all__ = [
@@ -32,12 +37,14 @@ __all__ = [
     "ContractEvent",
     "Farm",
     "JoinToken",
+    "KeyChange",
     "Location",
     "NameContract",
     "Node",
     "NodeContract",
     "PublicConfig",
     "RegistryClient",
+    "RegistryKey",
     "RegistryService",
     "Transaction",
     "Twin",

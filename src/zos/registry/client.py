@@ -1,32 +1,47 @@
 """`RegistryClient`: signed transactions and queries to the registry service over NATS.
 
-Methods that change something need an `identity`; the client signs a `Transaction` as
-its twin (found by public key on first use, or set by `register_twin`/`ensure_twin`).
-Every refusal is a `BusError` whose `code` says why (forbidden, not_found, conflict,
-invalid, replayed, unavailable, timeout...). `get_*` raise `not_found`; the lookups
-`twin_by_key` and `node_by_twin` return None instead.
+The client connects with its identity's key and signs a `Transaction` as its twin (found
+by public key on first use, or set by `register_twin`/`ensure_twin`). Every answer must
+carry the signature of the registry key the client pinned (`registry_key`), made for the
+nonce of the request it answers; one that does not is refused (`bad_signature`) and
+logged. Every refusal is a `BusError` whose `code` says why (forbidden, not_found,
+conflict, invalid, replayed, unavailable, timeout...). `get_*` raise `not_found`; the
+lookups `twin_by_key` and `node_by_twin` return None instead.
 
-`watch_contracts(node_id)` follows the registry's event stream for one node, so a node
-learns when a contract on it is created, updated or cancelled.
+A connection's permissions follow its key's role when it connects: after registering a
+twin or a node the client reconnects (`Connection.renew`), and a request nats-server
+refuses (`not_permitted`) is sent once more after a reconnect, in case the role changed.
+
+Nodes hear about their contracts through `subscribe_contract_events` (pushed, signed)
+and catch up with `contract_events` after a restart. Key resolvers made by
+`key_resolver()` forget a twin when the registry announces, signed, that its key changed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.errors
-from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from pydantic import TypeAdapter
+from nats.aio.msg import Msg
+from pydantic import TypeAdapter, ValidationError
 
-from zos.bus.connection import NatsHolder
+from zos.bus.connection import Connection, NatsHolder, Subscription
 from zos.bus.errors import BusError
 from zos.bus.resolver import CachedResolver
+from zos.bus.subjects import (
+    KEY_EVENTS,
+    REGISTRY_QUERY,
+    REGISTRY_TX,
+    heartbeat_subject,
+    node_events_subject,
+    register_subject,
+)
 from zos.identity import Identity
 from zos.registry.models import (
     Capacity,
@@ -34,17 +49,22 @@ from zos.registry.models import (
     ContractEvent,
     Farm,
     JoinToken,
+    KeyChange,
     Location,
     NameContract,
     Node,
     NodeContract,
     PublicConfig,
     Twin,
+    rotation_message,
 )
-from zos.registry.store import CONTRACTS_PREFIX, STREAM
-from zos.registry.tx import QUERY_SUBJECT, TX_SUBJECT, Transaction, read_answer
+from zos.registry.signing import RegistryKey
+from zos.registry.tx import Transaction, new_nonce, read_answer
+
+log = logging.getLogger(__name__)
 
 CONTRACT: TypeAdapter[NodeContract | NameContract] = TypeAdapter(Contract)
+EventHandler = Callable[[ContractEvent], Awaitable[None]]
 
 
 class RegistryClient(NatsHolder):
@@ -52,22 +72,33 @@ class RegistryClient(NatsHolder):
 
     def __init__(
         self,
-        nats_conn: str | list[str] | NATS,
-        identity: Identity | None = None,
+        nats_conn: str | list[str] | Connection,
+        identity: Identity,
         *,
+        registry_key: bytes | RegistryKey,
         twin_id: int | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._init_nats(nats_conn)
+        self._init_nats(nats_conn, identity)
         self.identity = identity
+        self.registry = (
+            registry_key if isinstance(registry_key, RegistryKey) else RegistryKey(registry_key)
+        )
         self.twin_id = twin_id
         self.timeout = timeout
+        self._resolvers: list[CachedResolver] = []
+        self._key_sub: Subscription | None = None
 
     async def connect(self) -> RegistryClient:
-        await self._open_nats()
+        conn = await self._open_nats()
+        conn.on_reconnect(self._forget_all_keys)
         return self
 
     async def close(self) -> None:
+        if self._key_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._key_sub.unsubscribe()
+            self._key_sub = None
         await self._close_nats()
 
     async def __aenter__(self) -> RegistryClient:
@@ -78,30 +109,32 @@ class RegistryClient(NatsHolder):
 
     # -- wire ------------------------------------------------------------------------
 
-    async def _ask(self, subject: str, data: bytes) -> Any:
+    async def _ask(self, subject: str, data: bytes, nonce: str, *, renew: bool = True) -> Any:
+        """Send a request; its result once the answer is shown to be the registry's own,
+        for this request."""
         try:
-            msg = await self.nc.request(subject, data, timeout=self.timeout)
+            msg = await self.conn.request(subject, data, self.timeout)
+        except BusError as e:
+            if e.code != "not_permitted" or not renew:
+                raise
+            await self.conn.renew()  # our role may have changed since we connected
+            return await self._ask(subject, data, nonce, renew=False)
         except nats.errors.NoRespondersError:
             raise BusError("unavailable", "no registry service is running") from None
         except (TimeoutError, nats.errors.TimeoutError):
             raise BusError("timeout", f"registry did not answer in {self.timeout}s") from None
         except nats.errors.ConnectionClosedError:
             raise BusError("unavailable", "the NATS connection is closed") from None
-        return read_answer(msg.data)
+        return read_answer(self.registry.open(f"answer/{nonce}", msg.data))
 
     async def query(self, query_name: str, /, **args: Any) -> Any:
-        return await self._ask(
-            QUERY_SUBJECT, json.dumps({"query": query_name, "args": args}).encode()
-        )
-
-    def _signer(self) -> Identity:
-        if self.identity is None:
-            raise BusError("forbidden", "this registry client has no key to sign with")
-        return self.identity
+        nonce = new_nonce()
+        request = {"query": query_name, "args": args, "nonce": nonce}
+        return await self._ask(REGISTRY_QUERY, json.dumps(request).encode(), nonce)
 
     async def my_twin_id(self) -> int:
         if self.twin_id is None:
-            twin = await self.twin_by_key(self._signer().public_key)
+            twin = await self.twin_by_key(self.identity.public_key)
             if twin is None:
                 raise BusError("unknown_twin", "this key is not a registered twin")
             self.twin_id = twin.id
@@ -109,47 +142,79 @@ class RegistryClient(NatsHolder):
 
     async def sign_tx(self, kind: str, body: dict[str, Any]) -> Transaction:
         twin = 0 if kind == "register_twin" else await self.my_twin_id()
-        return Transaction.build(self._signer(), twin, kind, body)
+        return Transaction.build(self.identity, twin, kind, body)
+
+    def _subject_of(self, tx: Transaction) -> str:
+        if tx.kind == "register_twin":
+            return register_subject(self.identity.public_key)
+        if tx.kind == "heartbeat":
+            return heartbeat_subject(int(tx.body.get("node_id", 0)))
+        return REGISTRY_TX
 
     async def submit(self, tx: Transaction) -> Any:
-        return await self._ask(TX_SUBJECT, tx.model_dump_json().encode())
+        return await self._ask(self._subject_of(tx), tx.model_dump_json().encode(), tx.id)
 
     async def transact(self, kind: str, body: dict[str, Any]) -> Any:
         return await self.submit(await self.sign_tx(kind, body))
 
     # -- twins -----------------------------------------------------------------------
 
-    async def register_twin(self) -> Twin:
-        twin = Twin.model_validate(
-            await self.transact("register_twin", {"public_key": self._signer().public_hex})
-        )
+    async def _register(self) -> tuple[Twin, bool]:
+        """This key's twin, registered now or before; reconnects with the twin's role
+        when it is new."""
+        answer = await self.transact("register_twin", {"public_key": self.identity.public_hex})
+        twin, created = Twin.model_validate(answer["twin"]), bool(answer["created"])
         self.twin_id = twin.id
+        if created:
+            await self.conn.renew()
+        return twin, created
+
+    async def register_twin(self) -> Twin:
+        """Register this key as a new twin (conflict if it already is one)."""
+        twin, created = await self._register()
+        if not created:
+            raise BusError("conflict", f"this key is already twin {twin.id}")
         return twin
 
     async def ensure_twin(self) -> Twin:
         """This key's twin, registering it first if needed."""
-        twin = await self.twin_by_key(self._signer().public_key)
+        try:
+            twin = await self._twin_by_key(self.identity.public_key, renew=False)
+        except BusError as e:
+            if e.code != "not_permitted":  # an unregistered key may not ask yet
+                raise
+            twin = None
         if twin is None:
-            try:
-                return await self.register_twin()
-            except BusError as e:
-                if e.code != "conflict":
-                    raise
-                twin = await self.twin_by_key(self._signer().public_key)
-                assert twin is not None
+            twin, _ = await self._register()
         self.twin_id = twin.id
         return twin
+
+    async def rotate_key(self, new: Identity) -> Twin:
+        """Make `new` this twin's key (signed by the current one, the new one proving it
+        holds its key). This connection keeps the old key: reconnect with the new one."""
+        twin_id = await self.my_twin_id()
+        old_hex, new_hex = self.identity.public_hex, new.public_hex
+        proof = new.sign(rotation_message(twin_id, old_hex, new_hex)).hex()
+        return Twin.model_validate(
+            await self.transact("rotate_key", {"new_key": new_hex, "proof": proof})
+        )
 
     async def get_twin(self, twin_id: int) -> Twin:
         return Twin.model_validate(await self.query("get_twin", id=twin_id))
 
     async def twin_by_key(self, public_key: bytes | str) -> Twin | None:
+        return await self._twin_by_key(public_key)
+
+    async def _twin_by_key(self, public_key: bytes | str, renew: bool = True) -> Twin | None:
         key = public_key.hex() if isinstance(public_key, bytes) else public_key.lower()
-        found = await self.query("twin_by_key", public_key=key)
+        nonce = new_nonce()
+        request = {"query": "twin_by_key", "args": {"public_key": key}, "nonce": nonce}
+        found = await self._ask(REGISTRY_QUERY, json.dumps(request).encode(), nonce, renew=renew)
         return Twin.model_validate(found) if found else None
 
-    def key_resolver(self, ttl: float = 300.0) -> CachedResolver:
-        """A bus key resolver that asks this registry (cached)."""
+    async def key_resolver(self, ttl: float = 300.0) -> CachedResolver:
+        """A bus key resolver that asks this registry, cached until the registry says the
+        twin's key changed (or the connection was lost, or `ttl` passed)."""
 
         async def fetch(twin_id: int) -> bytes | None:
             try:
@@ -159,7 +224,25 @@ class RegistryClient(NatsHolder):
                     return None
                 raise
 
-        return CachedResolver(fetch, ttl=ttl)
+        resolver = CachedResolver(fetch, ttl=ttl)
+        self._resolvers.append(resolver)
+        if self._key_sub is None:
+            self._key_sub = await self.conn.subscribe(KEY_EVENTS, self._on_key_change)
+        return resolver
+
+    async def _on_key_change(self, msg: Msg) -> None:
+        try:
+            body = self.registry.open(f"event/{KEY_EVENTS}", msg.data, "key change event")
+            change = KeyChange.model_validate_json(body)
+        except (BusError, ValidationError):
+            return  # logged by open, or not one of ours
+        log.info("twin %s changed its key: forgetting the old one", change.twin_id)
+        for resolver in self._resolvers:
+            resolver.forget(change.twin_id)
+
+    async def _forget_all_keys(self) -> None:
+        for resolver in self._resolvers:
+            resolver.clear()
 
     # -- farms -----------------------------------------------------------------------
 
@@ -192,8 +275,9 @@ class RegistryClient(NatsHolder):
             node_twin=node_twin,
             expires=time.time() + expires,
             nonce=os.urandom(8).hex(),
+            registry_key=self.registry.hex,
         )
-        return token.signed(self._signer()).encode()
+        return token.signed(self.identity).encode()
 
     # -- nodes -----------------------------------------------------------------------
 
@@ -205,7 +289,8 @@ class RegistryClient(NatsHolder):
         location: Location | dict[str, Any] | None = None,
         public_config: PublicConfig | dict[str, Any] | None = None,
     ) -> Node:
-        """Join `farm_id` as this twin's node (or update this node's record)."""
+        """Join `farm_id` as this twin's node (or update this node's record); reconnects
+        with the node's role when it joined now."""
         if isinstance(token, str):
             try:
                 token = JoinToken.decode(token)
@@ -220,7 +305,11 @@ class RegistryClient(NatsHolder):
             body["location"] = _plain(location)
         if public_config is not None:
             body["public_config"] = _plain(public_config)
-        return Node.model_validate(await self.transact("register_node", body))
+        known = await self.node_by_twin(await self.my_twin_id())
+        node = Node.model_validate(await self.transact("register_node", body))
+        if known is None or known.id != node.id:
+            await self.conn.renew()
+        return node
 
     async def heartbeat(
         self, node_id: int, used_capacity: Capacity | dict[str, int] | None = None
@@ -310,39 +399,35 @@ class RegistryClient(NatsHolder):
     async def get_name_contract(self, name: str) -> NameContract:
         return NameContract.model_validate(await self.query("get_name_contract", name=name))
 
-    async def watch_contracts(
-        self, node_id: int, *, start_seq: int | None = None
-    ) -> AsyncIterator[ContractEvent]:
-        """Contract events of `node_id`: all of them, or from stream sequence `start_seq`.
-
-        Each event carries its `seq`; a node that keeps the last one it handled passes
-        `start_seq=seq + 1` after a restart to miss nothing and see nothing twice.
-        """
-        js = self.nc.jetstream()
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        if start_seq is not None:
-            config = ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq
-            )
-        # A short idle heartbeat: a consumer lost with its server is recreated in seconds.
-        sub = await js.subscribe(
-            f"{CONTRACTS_PREFIX}.{node_id}",
-            stream=STREAM,
-            ordered_consumer=True,
-            config=config,
-            idle_heartbeat=1.0,
+    async def contract_events(
+        self, node_id: int, after_seq: int = 0, limit: int = 100
+    ) -> list[ContractEvent]:
+        """Contract events of `node_id` stored after stream sequence `after_seq`."""
+        found = await self.query(
+            "contract_events", node_id=node_id, after_seq=after_seq, limit=limit
         )
-        try:
-            async for msg in sub.messages:
-                try:
-                    event = ContractEvent.model_validate_json(msg.data)
-                except ValueError:
-                    continue
-                event.seq = msg.metadata.sequence.stream
-                yield event
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        events = [ContractEvent.model_validate(e) for e in found]
+        return [e for e in events if e.contract.node_id == node_id and e.seq > after_seq]
+
+    async def subscribe_contract_events(self, node_id: int, handle: EventHandler) -> Subscription:
+        """Call `handle` with each contract event the registry pushes to `node_id` (only
+        that node may subscribe); events not signed by the registry are dropped, logged."""
+        subject = node_events_subject(node_id)
+
+        async def on_event(msg: Msg) -> None:
+            try:
+                body = self.registry.open(f"event/{subject}", msg.data, "contract event")
+                event = ContractEvent.model_validate_json(body)
+            except (BusError, ValidationError) as e:
+                if isinstance(e, ValidationError):
+                    log.warning("refused a contract event that does not parse")
+                return
+            if event.contract.node_id != node_id:
+                log.warning("refused a contract event for node %s", event.contract.node_id)
+                return
+            await handle(event)
+
+        return await self.conn.subscribe(subject, on_event)
 
 
 def _plain(value: Any) -> Any:

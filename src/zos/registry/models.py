@@ -161,16 +161,34 @@ Contract = Annotated[NodeContract | NameContract, Field(discriminator="type")]
 
 
 class ContractEvent(Model):
-    """A change to a node contract, as published on the registry's event stream."""
+    """A change to a node contract, as stored on the registry's event stream and pushed,
+    signed, to the contract's node."""
 
     kind: Literal["created", "updated", "cancelled"]
     contract: NodeContract
     at: float
-    seq: int = 0  # the stream sequence, filled in by the watcher
+    seq: int = 0  # its stream sequence (0 in the stream itself: known once stored)
+
+
+class KeyChange(Model):
+    """A twin's key was rotated: everyone caching `old_key` for this twin forgets it."""
+
+    twin_id: Id
+    old_key: HexKey
+    new_key: HexKey
+    at: float
+    seq: int = 0
+
+
+def rotation_message(twin_id: int, old_key: str, new_key: str) -> bytes:
+    """What the new key signs to show its holder asked for it (a rotate_key proof)."""
+    return json.dumps(["zos-key-rotation-1", twin_id, old_key, new_key]).encode()
 
 
 class JoinToken(Model):
-    """A farm owner's permission for a node twin (or any twin: 0) to join the farm.
+    """A farm owner's permission for a node twin (or any twin: 0) to join the farm, and
+    the registry key the node is to trust: the node pins it at its first join, so it is
+    told whom to trust by its farmer, never by the bus.
 
     Signed by the owner's ed25519 key over the canonical JSON of every other field.
     Passed around as `encode()`: base64url of its JSON.
@@ -180,10 +198,18 @@ class JoinToken(Model):
     node_twin: int = Field(ge=0, lt=1 << 53)  # 0: any twin may use it
     expires: float
     nonce: str = Field(pattern=r"^[0-9a-f]{16,64}$")
+    registry_key: HexKey
     signature: str = Field(default="", pattern=r"^([0-9a-f]{128})?$")
 
     def signing_bytes(self) -> bytes:
-        fields = ["zos-join-token-1", self.farm_id, self.node_twin, self.expires, self.nonce]
+        fields = [
+            "zos-join-token-2",
+            self.farm_id,
+            self.node_twin,
+            self.expires,
+            self.nonce,
+            self.registry_key,
+        ]
         return json.dumps(fields, separators=(",", ":")).encode()
 
     def signed(self, owner: Identity) -> JoinToken:

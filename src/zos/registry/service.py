@@ -1,81 +1,121 @@
 """The registry service: checks signed transactions and answers queries over NATS.
 
 It is stateless: everything is in JetStream (see `store`), so any number of copies may
-run at once; they share the subjects `zos.registry.tx` and `zos.registry.query` as the
-queue group `zos-registry`, and NATS gives each request to one of them.
+run at once; they share the registry's subjects (`zos.bus.subjects`) and nats-server's
+auth callout as the queue group `zos-registry`, and NATS gives each request to one of
+them. Every copy holds the registry's key: it signs every answer (bound to the request's
+nonce), every value it writes, every event it stores and pushes, and the users it lets
+onto the bus (`callout`, permissions by role in `roles`).
 
 A transaction is checked in this order, and the first failure is the answer: its size
 and shape (too_large, malformed), its timestamp (expired), its signer (unknown_twin:
 the twin must exist, except for `register_twin` which is signed by the key it
 registers), its signature (bad_signature), its body (invalid, naming the field), its id
 (replayed: ids are recorded in a KV bucket with a TTL), then the rules of its kind
-(not_found, forbidden, conflict, unavailable). Only then is it written.
+(not_found, forbidden, conflict, unavailable). Only then is it written. Registrations
+are limited per key (busy past REGISTER_BURST at once, then one every REGISTER_EVERY
+seconds).
 
 Needs nats-server 2.10 or newer when replicated: older servers may accept two
 compare-and-set writes on a clustered stream at once (nats-server#4320).
 
 Rules:
-- register_twin: one twin per public key.
+- register_twin: one twin per public key, on that key's own registration subject; for a
+  key that already is a twin it answers that twin (`created` false).
+- rotate_key: the twin's current key signs it, the new key signs the rotation
+  (`models.rotation_message`) and is no twin yet; a signed KeyChange event tells every
+  node, hub and client cache to forget the old key.
 - create_farm: any twin; farm names are unique (case-insensitive); the signer owns it.
 - register_node: the signer twin becomes (or updates) a node of the farm, only with a
   join token signed by the farm's owner, for that farm, not expired, naming the signer
   or any twin (0). A twin already a node of another farm is refused.
-- heartbeat: only the node's own twin; sets last_heartbeat and used capacity.
+- heartbeat: only the node's own twin, on the node's own heartbeat subject; sets
+  last_heartbeat and used capacity.
 - remove_node: only the owner of the node's farm.
 - create_node_contract: any twin, for a node that exists and is up; the signer owns it.
 - update_node_contract / cancel_contract / cancel_name_contract: only the contract's
   owner, and only while the contract is not cancelled.
 - create_name_contract: the name must be free.
+
+Contract events (created, updated, cancelled) are stored in the stream and pushed to
+`zos.registry.events.<node id>`, signed, with their stream sequence; a node that was
+away asks `contract_events` from the last sequence it handled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
-import nats.errors
 import nats.js.errors
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from zos.bus.connection import NatsHolder
+from zos.bus.connection import Connection, NatsHolder, Subscription
 from zos.bus.errors import BusError, describe_error
+from zos.bus.subjects import (
+    AUTH_CALLOUT,
+    HEARTBEAT_PREFIX,
+    KEY_EVENTS,
+    REGISTER_PREFIX,
+    REGISTRY_QUERY,
+    REGISTRY_QUEUE,
+    REGISTRY_TX,
+    last_token,
+    node_events_subject,
+)
+from zos.identity import Identity, verify_ed25519
+from zos.registry.args import (
+    Args,
+    ContractEventsArgs,
+    ContractIdArgs,
+    CreateFarmArgs,
+    CreateNodeContractArgs,
+    FarmNameArgs,
+    HeartbeatArgs,
+    IdArgs,
+    KeyArgs,
+    ListContractsArgs,
+    ListFarmsArgs,
+    ListNodesArgs,
+    NameArgs,
+    NodeIdArgs,
+    RegisterNodeArgs,
+    RegisterTwinArgs,
+    RotateKeyArgs,
+    TwinIdArgs,
+    UpdateNodeContractArgs,
+)
+from zos.registry.callout import AuthCallout
 from zos.registry.models import (
-    CONTRACT_NAME,
-    DEPLOYMENT_HASH,
     DOWN_AFTER,
-    FARM_NAME,
-    MAX_PUBLIC_IPS,
-    Capacity,
     Contract,
     ContractEvent,
     Farm,
-    HexKey,
-    Id,
-    JoinToken,
-    Location,
+    KeyChange,
     NameContract,
     Node,
     NodeContract,
-    PublicConfig,
     Twin,
+    rotation_message,
 )
-from zos.registry.store import AUDIT_PREFIX, CONTRACTS_PREFIX, TRANSIENT, Mirror, Store
-from zos.registry.tx import (
-    QUERY_SUBJECT,
-    QUEUE_GROUP,
-    TX_SUBJECT,
-    Transaction,
-    fail,
-    ok,
+from zos.registry.roles import Role
+from zos.registry.signing import RegistrySigner
+from zos.registry.store import (
+    AUDIT_PREFIX,
+    CONTRACTS_PREFIX,
+    KEYCHANGES_PREFIX,
+    TRANSIENT,
+    Mirror,
+    Store,
 )
+from zos.registry.tx import NONCE, Transaction, fail, ok, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -85,95 +125,8 @@ NODE = TypeAdapter(Node)
 CONTRACT: TypeAdapter[NodeContract | NameContract] = TypeAdapter(Contract)
 INT = TypeAdapter(int)
 
-MAX_LIST = 1000
-
-
-class Args(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RegisterTwinArgs(Args):
-    public_key: HexKey
-
-
-class CreateFarmArgs(Args):
-    name: str = Field(pattern=FARM_NAME)
-
-
-class RegisterNodeArgs(Args):
-    farm_id: Id
-    token: JoinToken
-    capacity: Capacity
-    location: Location = Field(default_factory=Location)
-    public_config: PublicConfig = Field(default_factory=PublicConfig)
-
-
-class HeartbeatArgs(Args):
-    node_id: Id
-    used: Capacity = Field(default_factory=Capacity)
-
-
-class NodeIdArgs(Args):
-    node_id: Id
-
-
-class CreateNodeContractArgs(Args):
-    node_id: Id
-    deployment_hash: str = Field(pattern=DEPLOYMENT_HASH)
-    public_ips: int = Field(default=0, ge=0, le=MAX_PUBLIC_IPS)
-
-
-class UpdateNodeContractArgs(Args):
-    contract_id: Id
-    deployment_hash: str = Field(pattern=DEPLOYMENT_HASH)
-
-
-class ContractIdArgs(Args):
-    contract_id: Id
-
-
-class NameArgs(Args):
-    name: str = Field(pattern=CONTRACT_NAME)
-
-
-class IdArgs(Args):
-    id: Id
-
-
-class KeyArgs(Args):
-    public_key: HexKey
-
-
-class FarmNameArgs(Args):
-    name: str = Field(min_length=1, max_length=64)
-
-
-class ListFarmsArgs(Args):
-    owner_twin: int | None = None
-
-
-class TwinIdArgs(Args):
-    twin_id: Id
-
-
-class ListNodesArgs(Args):
-    farm_id: int | None = None
-    status: Literal["up", "down"] | None = None
-    free_cru: int = Field(default=0, ge=0)
-    free_mru: int = Field(default=0, ge=0)
-    free_sru: int = Field(default=0, ge=0)
-    free_hru: int = Field(default=0, ge=0)
-    offset: int = Field(default=0, ge=0)
-    limit: int = Field(default=100, ge=1, le=MAX_LIST)
-
-
-class ListContractsArgs(Args):
-    twin_id: int | None = None
-    node_id: int | None = None
-    state: Literal["created", "deleted"] | None = None
-    type: Literal["node", "name"] | None = None
-    offset: int = Field(default=0, ge=0)
-    limit: int = Field(default=MAX_LIST, ge=1, le=MAX_LIST)
+REGISTER_BURST = 10  # registrations a key may send at once
+REGISTER_EVERY = 6.0  # seconds to earn one more
 
 
 def _json(model: BaseModel) -> dict[str, Any]:
@@ -182,6 +135,31 @@ def _json(model: BaseModel) -> dict[str, Any]:
 
 TxHandler = Callable[[Transaction, Any], Awaitable[Any]]
 QueryHandler = Callable[[Any], Awaitable[Any]]
+Handle = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+class KeyRateLimit:
+    """A token bucket per key (the key in the registration subject, which nats-server
+    lets only that key publish to), for the most recently seen `max_keys` keys."""
+
+    def __init__(self, burst: int, every: float, max_keys: int = 100_000) -> None:
+        self.burst, self.every, self.max_keys = burst, every, max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        tokens, at = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) / self.every)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+def _nonce_of(body: dict[str, Any], field: str) -> str:
+    value = body.get(field)
+    return value if isinstance(value, str) and re.fullmatch(NONCE, value) else ""
 
 
 class RegistryService(NatsHolder):
@@ -189,7 +167,8 @@ class RegistryService(NatsHolder):
 
     def __init__(
         self,
-        nats_conn: str | list[str] | NATS,
+        nats_conn: str | list[str] | Connection,
+        identity: Identity,
         *,
         replicas: int = 1,
         down_after: float = DOWN_AFTER,
@@ -197,14 +176,18 @@ class RegistryService(NatsHolder):
         setup_timeout: float = 60.0,
     ) -> None:
         self.setup_timeout = setup_timeout
-        self._init_nats(nats_conn)
+        self._init_nats(nats_conn, identity)
+        self.signer = RegistrySigner(identity)
+        self.callout = AuthCallout(self.signer, self.role_of)
         self.replicas = replicas
         self.down_after = down_after
         self.max_concurrency = max_concurrency
+        self.register_limit = KeyRateLimit(REGISTER_BURST, REGISTER_EVERY)
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._tx: dict[str, tuple[type[Args], TxHandler]] = {
             "register_twin": (RegisterTwinArgs, self._register_twin),
+            "rotate_key": (RotateKeyArgs, self._rotate_key),
             "create_farm": (CreateFarmArgs, self._create_farm),
             "register_node": (RegisterNodeArgs, self._register_node),
             "heartbeat": (HeartbeatArgs, self._heartbeat),
@@ -227,12 +210,18 @@ class RegistryService(NatsHolder):
             "get_contract": (IdArgs, self._get_contract),
             "get_name_contract": (NameArgs, self._get_name_contract),
             "list_contracts": (ListContractsArgs, self._list_contracts),
+            "contract_events": (ContractEventsArgs, self._contract_events),
         }
+
+    @property
+    def public_key(self) -> bytes:
+        return self.signer.public_key
 
     # -- life ------------------------------------------------------------------------
 
     async def start(self) -> RegistryService:
-        nc = await self._open_nats()
+        conn = await self._open_nats()
+        nc = conn.nc
         version = nc.connected_server_version
         if self.replicas > 1 and (version.major, version.minor) < (2, 10):
             # nats-server#4320: older clustered streams accept concurrent compare-and-set
@@ -243,17 +232,25 @@ class RegistryService(NatsHolder):
                 f"nats-server {version.major}.{version.minor}.{version.patch} cannot keep a "
                 "replicated registry consistent; use 2.10 or newer",
             )
-        self.store = Store(nc.jetstream(timeout=2.0), replicas=self.replicas)
+        self.store = Store(nc.jetstream(timeout=2.0), self.signer, replicas=self.replicas)
         await self._setup_store()
+        # First, so that connections are let in while the mirrors fill.
+        self._subs.append(await conn.subscribe(AUTH_CALLOUT, self._on_callout, REGISTRY_QUEUE))
         self.farms = Mirror(self.store, "farms", FARM)
         self.nodes = Mirror(self.store, "nodes", NODE)
         self.contracts = Mirror(self.store, "contracts", CONTRACT)
         for mirror in (self.farms, self.nodes, self.contracts):
             await mirror.start()
-        self._subs = [
-            await nc.subscribe(TX_SUBJECT, queue=QUEUE_GROUP, cb=self._on_tx),
-            await nc.subscribe(QUERY_SUBJECT, queue=QUEUE_GROUP, cb=self._on_query),
+        # A transaction's id is its nonce; a query carries one.
+        routes: list[tuple[str, Handle, str]] = [
+            (REGISTRY_TX, self.handle_tx, "id"),
+            (REGISTRY_QUERY, self.handle_query, "nonce"),
+            (f"{REGISTER_PREFIX}*", self.handle_register, "id"),
+            (f"{HEARTBEAT_PREFIX}*", self.handle_heartbeat, "id"),
         ]
+        for subject, handle, nonce_field in routes:
+            on_message = self._dispatcher(handle, nonce_field)
+            self._subs.append(await conn.subscribe(subject, on_message, REGISTRY_QUEUE))
         await nc.flush()
         return self
 
@@ -301,56 +298,99 @@ class RegistryService(NatsHolder):
 
     # -- dispatch --------------------------------------------------------------------
 
-    def _spawn(self, msg: Msg, handle: Callable[[bytes], Awaitable[Any]]) -> None:
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _dispatcher(self, handle: Handle, nonce_field: str) -> Callable[[Msg], Awaitable[None]]:
+        """Answer each request on a subject with `handle`, signed for the request's nonce
+        (its `nonce_field`)."""
+
+        async def on_message(msg: Msg) -> None:
+            busy = len(self._tasks) >= self.max_concurrency
+            if busy and not msg.reply:
+                return
+            self._track(asyncio.create_task(self._answer(msg, handle, nonce_field, busy)))
+
+        return on_message
+
+    async def _answer(self, msg: Msg, handle: Handle, nonce_field: str, busy: bool) -> None:
+        nonce = ""
+        try:
+            body = parse_request(msg.data, "request")
+            nonce = _nonce_of(body, nonce_field)
+            if busy:
+                raise BusError("busy", "registry is busy; try again")
+            answer = ok(await handle(msg.subject, body))
+        except BusError as e:
+            answer = fail(e)
+        except TRANSIENT as e:
+            log.warning("registry storage not answering: %s", e)
+            answer = fail(BusError("unavailable", "registry storage is not answering; retry"))
+        except Exception:
+            log.exception("registry request failed")
+            answer = fail(BusError("internal", "internal registry error"))
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(self.signer.sign(f"answer/{nonce}", answer))
+
+    async def _on_callout(self, msg: Msg) -> None:
         async def run() -> None:
-            try:
-                answer = ok(await handle(msg.data))
-            except BusError as e:
-                answer = fail(e)
-            except TRANSIENT as e:
-                log.warning("registry storage not answering: %s", e)
-                answer = fail(BusError("unavailable", "registry storage is not answering; retry"))
-            except Exception:
-                log.exception("registry request failed")
-                answer = fail(BusError("internal", "internal registry error"))
+            answer = await self.callout.answer(msg.data)
             if msg.reply:
                 with contextlib.suppress(Exception):
                     await msg.respond(answer)
 
-        if len(self._tasks) >= self.max_concurrency:
-            if msg.reply:
-                busy = fail(BusError("busy", "registry is busy; try again"))
-                task = asyncio.create_task(msg.respond(busy))  # type: ignore[arg-type]
-            else:
-                return
-        else:
-            task = asyncio.create_task(run())
-        self._tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        self._track(asyncio.create_task(run()))
 
-    async def _on_tx(self, msg: Msg) -> None:
-        self._spawn(msg, self.handle_tx)
+    async def role_of(self, public_key: bytes) -> Role:
+        """What this key is in the registry now (for the auth callout)."""
+        twin = await self._twin_of_key(public_key.hex())
+        if twin is None:
+            return Role("unknown", public_key)
+        node_id = await self.store.get_int("node-twins", str(twin.id))
+        got = await self.store.get("nodes", node_id, NODE) if node_id is not None else None
+        if got is not None and got[0].twin_id == twin.id:
+            return Role("node", public_key, twin.id, got[0].id)
+        return Role("twin", public_key, twin.id)
 
-    async def _on_query(self, msg: Msg) -> None:
-        self._spawn(msg, self.handle_query)
+    async def handle_register(self, subject: str, body: dict[str, Any]) -> Any:
+        """`register_twin`, on the registration subject of the key it registers."""
+        key_hex = last_token(subject)
+        if not self.register_limit.take(key_hex):
+            raise BusError("busy", "too many registrations from this key; wait a minute")
+        tx = Transaction.parse(body)
+        if tx.kind != "register_twin":
+            raise BusError("malformed", f"only register_twin goes to {subject}")
+        if tx.body.get("public_key") != key_hex or not re.fullmatch(r"[0-9a-f]{64}", key_hex):
+            raise BusError("forbidden", "register_twin registers the key of its own subject")
+        return await self._transact(tx, twin_key=bytes.fromhex(key_hex))
 
-    async def handle_tx(self, data: bytes) -> Any:
-        tx = Transaction.parse(data)
+    async def handle_heartbeat(self, subject: str, body: dict[str, Any]) -> Any:
+        """`heartbeat`, on the heartbeat subject of its node."""
+        tx = Transaction.parse(body)
+        if tx.kind != "heartbeat":
+            raise BusError("malformed", f"only heartbeats go to {subject}")
+        if str(tx.body.get("node_id")) != last_token(subject):
+            raise BusError("forbidden", f"a heartbeat on {subject} is for that node only")
+        return await self._transact(tx)
+
+    async def handle_tx(self, subject: str, body: dict[str, Any]) -> Any:
+        tx = Transaction.parse(body)
+        if tx.kind in ("register_twin", "heartbeat"):
+            raise BusError("malformed", f"{tx.kind} has its own subject (see zos.bus.subjects)")
+        return await self._transact(tx)
+
+    async def _transact(self, tx: Transaction, twin_key: bytes | None = None) -> Any:
         tx.check_time()
         entry = self._tx.get(tx.kind)
         if entry is None:
             raise BusError("malformed", f"unknown transaction kind {tx.kind!r}")
         args_model, handler = entry
-        if tx.kind == "register_twin":
+        if twin_key is not None:  # register_twin: signed by the key it registers
             if tx.twin != 0:
                 raise BusError("malformed", "register_twin is sent with twin 0")
-            key_hex = tx.body.get("public_key")
-            if not isinstance(key_hex, str) or len(key_hex) != 64:
-                raise BusError("invalid", "public_key: 64 hex characters expected")
-            try:
-                key = bytes.fromhex(key_hex)
-            except ValueError:
-                raise BusError("invalid", "public_key: not hex") from None
+            key = twin_key
         else:
             twin = await self._twin(tx.twin)
             if twin is None:
@@ -375,21 +415,17 @@ class RegistryService(NatsHolder):
             )
         return result
 
-    async def handle_query(self, data: bytes) -> Any:
-        try:
-            request = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise BusError("malformed", "query is not JSON") from None
-        if not isinstance(request, dict) or not isinstance(request.get("query"), str):
+    async def handle_query(self, subject: str, body: dict[str, Any]) -> Any:
+        if not isinstance(body.get("query"), str):
             raise BusError("malformed", "query must be {'query': name, 'args': {...}}")
-        entry = self._queries.get(request["query"])
+        entry = self._queries.get(body["query"])
         if entry is None:
-            raise BusError("not_found", f"unknown query {request['query']!r}")
+            raise BusError("not_found", f"unknown query {body['query']!r}")
         args_model, handler = entry
         try:
-            args = args_model.model_validate(request.get("args") or {})
+            args = args_model.model_validate(body.get("args") or {})
         except ValidationError as e:
-            raise BusError("invalid", f"{request['query']}: {describe_error(e)}") from None
+            raise BusError("invalid", f"{body['query']}: {describe_error(e)}") from None
         return await handler(args)
 
     # -- helpers ---------------------------------------------------------------------
@@ -425,24 +461,68 @@ class RegistryService(NatsHolder):
         if contract.state != "created":
             raise BusError("conflict", f"contract {contract.id} is cancelled")
 
+    async def _twin_of_key(self, key_hex: str) -> Twin | None:
+        """The twin whose key this is now (an index left by a crashed rotation is not)."""
+        twin_id = await self.store.get_int("twin-keys", key_hex)
+        twin = await self._twin(twin_id) if twin_id is not None else None
+        return twin if twin is not None and twin.public_key == key_hex else None
+
+    async def _event(self, stored_subject: str, push_subject: str, event: Any, msg_id: str) -> None:
+        """Store an event in the stream (signed), then push it with its sequence (signed):
+        the stream is what a node reads after a restart, the push what it hears at once."""
+        seq = await self.store.publish(stored_subject, _json(event), msg_id=msg_id)
+        pushed = event.model_copy(update={"seq": seq}).model_dump_json().encode()
+        with contextlib.suppress(Exception):  # the stream has it; a missed push is read later
+            await self.conn.publish(push_subject, self.signer.sign(f"event/{push_subject}", pushed))
+
     async def _contract_event(self, tx: Transaction, kind: str, contract: NodeContract) -> None:
         event = ContractEvent(kind=kind, contract=contract, at=time.time())  # type: ignore[arg-type]
-        await self.store.publish(
-            f"{CONTRACTS_PREFIX}.{contract.node_id}", _json(event), msg_id=f"{tx.id}.contract"
+        await self._event(
+            f"{CONTRACTS_PREFIX}.{contract.node_id}",
+            node_events_subject(contract.node_id),
+            event,
+            msg_id=f"{tx.id}.contract",
         )
 
     # -- transactions ----------------------------------------------------------------
 
     async def _register_twin(self, tx: Transaction, args: RegisterTwinArgs) -> Any:
-        existing = await self.store.get_int("twin-keys", args.public_key)
+        existing = await self._twin_of_key(args.public_key)
         if existing is not None:
-            raise BusError("conflict", f"this key is already twin {existing}")
+            return {"twin": _json(existing), "created": False}
         twin_id = await self.store.next_id("twin")
         if await self.store.create("twin-keys", args.public_key, twin_id) is None:
-            raise BusError("conflict", "this key was registered at the same moment")
+            raise BusError("conflict", "this key was registered at the same moment; ask again")
         twin = Twin(id=twin_id, public_key=args.public_key, created=time.time())
         await self.store.create_new("twins", twin_id, twin)
-        return _json(twin)
+        return {"twin": _json(twin), "created": True}
+
+    async def _rotate_key(self, tx: Transaction, args: RotateKeyArgs) -> Any:
+        twin = await self._twin(tx.twin)
+        assert twin is not None  # the transaction was signed by its key
+        old, new = twin.public_key, args.new_key
+        if new == old:
+            raise BusError("invalid", "new_key: is the twin's current key")
+        if not verify_ed25519(
+            bytes.fromhex(new), rotation_message(twin.id, old, new), bytes.fromhex(args.proof)
+        ):
+            raise BusError("forbidden", "proof: not signed by new_key for this rotation")
+        taken = await self.store.create("twin-keys", new, twin.id) is None
+        if taken and await self.store.get_int("twin-keys", new) != twin.id:  # not our retry
+            raise BusError("conflict", "new_key: is already another twin's key")
+
+        def change(current: Twin) -> Twin:
+            if current.public_key != old:
+                raise BusError("conflict", f"twin {twin.id}'s key changed meanwhile")
+            return current.model_copy(update={"public_key": new})
+
+        rotated, _ = await self.store.update("twins", twin.id, TWIN, change)
+        await self.store.delete("twin-keys", old)
+        change_event = KeyChange(twin_id=twin.id, old_key=old, new_key=new, at=time.time())
+        await self._event(
+            f"{KEYCHANGES_PREFIX}.{twin.id}", KEY_EVENTS, change_event, msg_id=f"{tx.id}.key"
+        )
+        return _json(rotated)
 
     async def _create_farm(self, tx: Transaction, args: CreateFarmArgs) -> Any:
         name_key = args.name.lower()
@@ -462,6 +542,12 @@ class RegistryService(NatsHolder):
         token = args.token
         if token.farm_id != farm.id:
             raise BusError("forbidden", f"join token is for farm {token.farm_id}, not {farm.id}")
+        if token.registry_key != self.public_key.hex():
+            raise BusError(
+                "forbidden",
+                f"join token names registry key {token.registry_key[:16]}..., "
+                f"this registry's is {self.public_key.hex()[:16]}...",
+            )
         if token.node_twin not in (0, tx.twin):
             raise BusError("forbidden", f"join token is for twin {token.node_twin}, not {tx.twin}")
         now = time.time()
@@ -614,8 +700,7 @@ class RegistryService(NatsHolder):
         return _json(twin)
 
     async def _twin_by_key(self, args: KeyArgs) -> Any:
-        twin_id = await self.store.get_int("twin-keys", args.public_key)
-        twin = await self._twin(twin_id) if twin_id is not None else None
+        twin = await self._twin_of_key(args.public_key)
         return _json(twin) if twin else None
 
     async def _get_farm(self, args: IdArgs) -> Any:
@@ -702,6 +787,16 @@ class RegistryService(NatsHolder):
             if len(found) == args.limit:
                 break
         return found
+
+    async def _contract_events(self, args: ContractEventsArgs) -> Any:
+        found = await self.store.read_stream(
+            f"{CONTRACTS_PREFIX}.{args.node_id}", args.after_seq, args.limit
+        )
+        events = []
+        for seq, body in found:
+            event = ContractEvent.model_validate_json(body)
+            events.append({**_json(event), "seq": seq})
+        return events
 
 
 def key_hex_of(key: bytes) -> str:

@@ -13,7 +13,14 @@ Buckets (history 1, `replicas` copies each):
   zos-txids       <tx id>          -> accepted time   (entries expire after TX_ID_TTL)
 
 Stream ZOS_REGISTRY holds `zos.registry.audit.<kind>` (every accepted transaction but
-heartbeats, with its result) and `zos.registry.contracts.<node id>` (ContractEvent).
+heartbeats, with its result), `zos.registry.contracts.<node id>` (ContractEvent) and
+`zos.registry.keychanges.<twin id>` (KeyChange).
+
+Every value and stream message is signed by the registry's key (`signing`, context
+`kv/<bucket>/<key>` or `stream/<subject>`) and checked when read, mirrors included: a
+value that does not verify is refused (`bad_signature`), never used. (A deletion is a
+KV marker and carries no signature: it can make a value absent, never forge one.)
+Only the registry's own connection may touch the buckets and the stream at all.
 
 Every write is conditional: `create` for keys that must not exist, `update` with the
 revision read for changes, so service copies running side by side never overwrite each
@@ -45,6 +52,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, TypeAdapter
 
 from zos.bus.errors import BusError
+from zos.registry.signing import RegistryKey, RegistrySigner
 from zos.registry.tx import TX_ID_TTL
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,7 @@ BUCKETS = (
 STREAM = "ZOS_REGISTRY"
 AUDIT_PREFIX = "zos.registry.audit"
 CONTRACTS_PREFIX = "zos.registry.contracts"
+KEYCHANGES_PREFIX = "zos.registry.keychanges"
 EVENTS_MAX_AGE = 30 * 24 * 3600.0
 CAS_ATTEMPTS = 50
 # Errors of a cluster electing new leaders after a server died: worth retrying.
@@ -87,9 +96,21 @@ async def _backoff(attempt: int) -> None:
     await asyncio.sleep(min(0.2, 0.002 * (attempt + 1)) * random.random())
 
 
+def kv_context(bucket: str, key: str) -> str:
+    return f"kv/{bucket}/{key}"
+
+
 class Store:
-    def __init__(self, js: JetStreamContext, replicas: int = 1, retry_for: float = 8.0) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        signer: RegistrySigner,
+        replicas: int = 1,
+        retry_for: float = 8.0,
+    ) -> None:
         self.js = js
+        self.signer = signer
+        self.key = RegistryKey(signer.public_key)
         self.replicas = replicas
         self.retry_for = retry_for
         self.kv: dict[str, KeyValue] = {}
@@ -109,7 +130,7 @@ class Store:
                 self.kv[name] = await self.js.key_value(bucket)
         config = StreamConfig(
             name=STREAM,
-            subjects=[f"{AUDIT_PREFIX}.>", f"{CONTRACTS_PREFIX}.>"],
+            subjects=[f"{AUDIT_PREFIX}.>", f"{CONTRACTS_PREFIX}.>", f"{KEYCHANGES_PREFIX}.>"],
             num_replicas=self.replicas,
             max_age=EVENTS_MAX_AGE,
             duplicate_window=120.0,
@@ -149,7 +170,14 @@ class Store:
                 return None
             return entry.value, entry.revision or 0
 
-        return await self._retry(f"get {bucket}/{key}", read)
+        found = await self._retry(f"get {bucket}/{key}", read)
+        if found is None:
+            return None
+        return self.open(bucket, key, found[0]), found[1]
+
+    def open(self, bucket: str, key: str, blob: bytes) -> bytes:
+        """A stored value's bytes, once its signature is checked."""
+        return self.key.open(kv_context(bucket, key), blob, f"stored value {bucket}/{key}")
 
     async def get(self, bucket: str, key: str | int, parse: TypeAdapter[T]) -> tuple[T, int] | None:
         raw = await self.get_raw(bucket, str(key))
@@ -172,14 +200,15 @@ class Store:
         another writer's value for ours.
         """
         kv = self.kv[bucket]
+        signed = self.signer.sign(kv_context(bucket, key), data)
         interrupted = False
         deadline = time.monotonic() + self.retry_for
         attempt = 0
         while True:
             try:
                 if last == 0:
-                    return await kv.create(key, data)
-                return await kv.update(key, data, last=last)
+                    return await kv.create(key, signed)
+                return await kv.update(key, signed, last=last)
             except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
                 # create() re-reads the key after a lost race to allow re-creating a deleted
                 # one; on a cluster that read can reach a replica that has not seen the
@@ -269,14 +298,40 @@ class Store:
         stamp = f"{time.time():.6f} {os.urandom(8).hex()}"
         return await self.create("txids", tx_id, stamp) is not None
 
-    async def publish(self, subject: str, payload: dict[str, Any], msg_id: str) -> None:
-        """Append to the event stream (a retry is deduplicated by the message id)."""
+    async def publish(self, subject: str, payload: dict[str, Any], msg_id: str) -> int:
+        """Append to the event stream, signed; its sequence number (a retry is
+        deduplicated by the message id)."""
         data = json.dumps(payload, separators=(",", ":")).encode()
+        signed = self.signer.sign(f"stream/{subject}", data)
 
-        async def publish() -> None:
-            await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+        async def publish() -> int:
+            ack = await self.js.publish(subject, signed, headers={"Nats-Msg-Id": msg_id})
+            return ack.seq
 
-        await self._retry(f"publish {subject}", publish)
+        return await self._retry(f"publish {subject}", publish)
+
+    async def read_stream(
+        self, subject: str, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to `limit` messages of `subject` after stream sequence `after_seq`:
+        (sequence, checked bytes), oldest first."""
+        found: list[tuple[int, bytes]] = []
+        seq = after_seq + 1
+        while len(found) < limit:
+
+            async def get(seq: int = seq) -> Any:
+                try:
+                    return await self.js.get_msg(STREAM, seq=seq, subject=subject, next=True)
+                except nats.js.errors.NotFoundError:
+                    return None
+
+            msg = await self._retry(f"read {subject}", get)
+            if msg is None or msg.seq is None or msg.data is None:
+                break
+            body = self.key.open(f"stream/{subject}", msg.data, f"stream message {msg.seq}")
+            found.append((msg.seq, body))
+            seq = msg.seq + 1
+        return found
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -348,8 +403,8 @@ class Mirror(Generic[M]):
             self.apply(key, revision, None)
             return
         try:
-            value = self.parse.validate_json(data)
-        except ValueError:
+            value = self.parse.validate_json(self.store.open(self.bucket, key, data))
+        except (ValueError, BusError):
             log.warning("mirror %s: bad entry %s", self.bucket, key)
             return
         self.apply(key, revision, value)

@@ -11,9 +11,14 @@ ALLOWED_SKEW ahead, and records every accepted id in a KV bucket whose entries l
 TX_ID_TTL (longer than TX_MAX_AGE + ALLOWED_SKEW), so a replay is refused for as long
 as the transaction would otherwise be accepted.
 
-Subjects: transactions go to `zos.registry.tx`, queries (unsigned; everything in the
-registry is public) to `zos.registry.query` as `{"query": name, "args": {...}}`. Both
-answer `{"ok": true, "result": ...}` or `{"ok": false, "error": {"code", "message"}}`.
+Subjects (`zos.bus.subjects`): `register_twin` goes to `zos.registry.register.<key hex>`
+(the only subject an unregistered key may use), a node's `heartbeat` to
+`zos.registry.heartbeat.<node id>` (that node's alone), every other transaction to
+`zos.registry.tx`, and queries (not signed by the asker: everything in the registry is
+public) to `zos.registry.query` as `{"query": name, "args": {...}, "nonce": hex}`. Every
+answer is `{"ok": true, "result": ...}` or `{"ok": false, "error": {"code", "message"}}`,
+signed by the registry for the request's nonce (a transaction's nonce is its id), see
+`zos.registry.signing`.
 """
 
 from __future__ import annotations
@@ -28,14 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from zos.bus.errors import BusError, describe_error
 from zos.identity import Identity, verify_ed25519
 
-TX_SUBJECT = "zos.registry.tx"
-QUERY_SUBJECT = "zos.registry.query"
-QUEUE_GROUP = "zos-registry"
-
 TX_MAX_AGE = 120.0
 ALLOWED_SKEW = 30.0
 TX_ID_TTL = 300.0
 MAX_TX_BYTES = 64 * 1024
+NONCE = r"^[0-9a-f]{32}$"
 
 TX_KINDS = (
     "register_twin",
@@ -48,6 +50,7 @@ TX_KINDS = (
     "cancel_contract",
     "create_name_contract",
     "cancel_name_contract",
+    "rotate_key",
 )
 
 
@@ -73,7 +76,7 @@ class Transaction(BaseModel):
     @classmethod
     def build(cls, identity: Identity, twin: int, kind: str, body: dict[str, Any]) -> Transaction:
         tx = cls(
-            id=os.urandom(16).hex(),
+            id=new_nonce(),
             kind=kind,
             twin=twin,
             body=body,
@@ -95,13 +98,28 @@ class Transaction(BaseModel):
             raise BusError("expired", f"transaction is older than {TX_MAX_AGE:.0f}s")
 
     @classmethod
-    def parse(cls, data: bytes) -> Transaction:
-        if len(data) > MAX_TX_BYTES:
-            raise BusError("too_large", f"transaction is {len(data)} bytes, limit {MAX_TX_BYTES}")
+    def parse(cls, body: dict[str, Any]) -> Transaction:
         try:
-            return cls.model_validate_json(data)
+            return cls.model_validate(body)
         except ValidationError as e:
             raise BusError("malformed", f"transaction {describe_error(e)}") from None
+
+
+def parse_request(data: bytes, what: str) -> dict[str, Any]:
+    """A request's JSON object, bounded in size; too_large or malformed otherwise."""
+    if len(data) > MAX_TX_BYTES:
+        raise BusError("too_large", f"{what} is {len(data)} bytes, limit {MAX_TX_BYTES}")
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BusError("malformed", f"{what} is not JSON") from None
+    if not isinstance(body, dict):
+        raise BusError("malformed", f"{what} must be a JSON object")
+    return body
+
+
+def new_nonce() -> str:
+    return os.urandom(16).hex()
 
 
 def ok(result: Any) -> bytes:
