@@ -1,11 +1,14 @@
 """The node agent: identity, registration, heartbeat, the bus API and the contract watch.
 
 Settings come only from flags or the environment (see `zos node run`). The agent
-opens no listening socket: it connects out to NATS, registers its twin and node in
-the registry, serves signed requests on its twin's subject and follows the
-registry's contract events for this node. Every workload type has its manager
-(`zos.node.workloads.MANAGERS`); zmachines take their root file systems from a
-node-wide flist cache under the data directory.
+opens no listening socket: it connects out to NATS with its own key, registers its twin
+and node in the registry, serves signed requests on its twin's subject and follows the
+registry's contract events for this node. It trusts the registry key named in the
+farm's join token at its first join, pinned in its data directory ever after: every
+registry answer and event must be signed by that key, and a deployment is removed for a
+cancelled contract only once a signed `get_contract` says it is cancelled. Every
+workload type has its manager (`zos.node.workloads.MANAGERS`); zmachines take their root
+file systems from a node-wide flist cache under the data directory.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zos.bus import BusClient, BusError, connect_nats
+from zos.bus import BusClient, BusError, Connection, connect
+from zos.bus.resolver import KeyResolver
+from zos.bus.subjects import node_events_subject, twin_subject
 from zos.gridtypes import Capacity as GridCapacity
 from zos.identity import Identity, load_key_file, write_key_file
 from zos.node.api import node_router
@@ -26,18 +32,29 @@ from zos.node.engine import ContractInfo, Engine, install_rank
 from zos.node.store import Store
 from zos.node.workloads import NodeServices, close_managers, default_managers
 from zos.primitives.signals import stop_on_signals
-from zos.registry import HEARTBEAT_PERIOD, Capacity, Node, NodeContract, RegistryClient
+from zos.registry import (
+    HEARTBEAT_PERIOD,
+    Capacity,
+    ContractEvent,
+    JoinToken,
+    Node,
+    NodeContract,
+    RegistryClient,
+)
 
 log = logging.getLogger(__name__)
 
 KEY_FILE = "node-key.json"
+REGISTRY_KEY_FILE = "registry-key"
 STATE_DB = "state.db"
 CONTRACT_SEQ = "contract_event_seq"
 FLIST_CACHE = "flist-cache"
 # The flist cache by default: a tenth of the data disk, at most this much.
 CACHE_CAP = 4 << 30
 # Registry errors worth waiting out (it is starting, or busy) rather than giving up on.
-TRANSIENT = ("unavailable", "timeout", "internal")
+TRANSIENT = ("unavailable", "timeout", "internal", "busy")
+# Seconds between catch-ups of contract events (a backstop for a push that was lost).
+CATCH_UP_EVERY = 30.0
 
 
 @dataclass
@@ -77,6 +94,38 @@ def load_or_create_identity(data_dir: Path) -> Identity:
     return identity
 
 
+def registry_key_to_trust(data_dir: Path, join_token: str | None) -> str:
+    """The registry key (hex) this node trusts: the one pinned at its first join, else
+    the one its join token names (pinned by `pin_registry_key` once the join worked)."""
+    named = None
+    if join_token:
+        try:
+            named = JoinToken.decode(join_token).registry_key
+        except ValueError as e:
+            raise RuntimeError(f"--join-token: {e}") from None
+    path = data_dir / REGISTRY_KEY_FILE
+    if path.exists():
+        pinned = path.read_text().strip()
+        if named is not None and named != pinned:
+            raise RuntimeError(
+                f"the join token names registry key {named[:16]}..., but this node trusts "
+                f"{pinned[:16]}... (pinned in {path} at its first join); a node moves to "
+                "another grid only with a new data directory"
+            )
+        return pinned
+    if named is None:
+        raise RuntimeError("first start needs a farm join token (--join-token or ZOS_JOIN_TOKEN)")
+    return named
+
+
+def pin_registry_key(data_dir: Path, key_hex: str) -> None:
+    path = data_dir / REGISTRY_KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key_hex + "\n")
+
+
 def _registry_capacity(c: GridCapacity) -> Capacity:
     return Capacity(cru=c.cru, mru=c.mru, sru=c.sru, hru=c.hru)
 
@@ -84,9 +133,9 @@ def _registry_capacity(c: GridCapacity) -> Capacity:
 class RegistryGrid:
     """The engine's view of the registry: twin keys (cached) and node contracts (fresh)."""
 
-    def __init__(self, registry: RegistryClient) -> None:
+    def __init__(self, registry: RegistryClient, resolver: KeyResolver) -> None:
         self.registry = registry
-        self.resolver = registry.key_resolver()
+        self.resolver = resolver
 
     async def twin_key(self, twin_id: int) -> bytes | None:
         return await self.resolver(twin_id)
@@ -154,28 +203,38 @@ class Agent:
         self.node_id = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
+        self._checked_all = False
 
     async def start(self) -> None:
         s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         self.identity = load_or_create_identity(self.data_dir)
+        registry_key = registry_key_to_trust(self.data_dir, s.join_token)
         self.offer = Offer.measure(self.data_dir, s.cores, s.memory, s.disk, s.hdd)
-        self.nc = await connect_nats(s.nats, name="zos-node")
-        self.registry = RegistryClient(self.nc, self.identity)
+        self.conn: Connection = await connect(s.nats, self.identity, name="zos-node")
+        self.registry = RegistryClient(
+            self.conn, self.identity, registry_key=bytes.fromhex(registry_key)
+        )
+        await self.registry.connect()
         await self._register()
+        pin_registry_key(self.data_dir, registry_key)
         self.store = Store(self.data_dir / STATE_DB)
         services = self._services()
-        grid = RegistryGrid(self.registry)
+        grid = RegistryGrid(self.registry, await self.registry.key_resolver())
         self.engine = Engine(
             self.store, default_managers(services), services, self.offer, grid, self.node_id
         )
         await self.engine.start()
-        self.bus = BusClient(self.nc, self.identity, self.twin_id, grid.resolver)
+        self.bus = BusClient(self.conn, self.identity, self.twin_id, grid.resolver)
         await self.bus.serve(node_router(self.engine))
+        self._events: asyncio.Queue[ContractEvent | None] = asyncio.Queue()
+        await self.registry.subscribe_contract_events(self.node_id, self._events.put)
+        await self._check_permitted()
+        self.conn.on_reconnect(self._catch_up_soon)
         self._tasks = [
             asyncio.create_task(self._heartbeats()),
-            asyncio.create_task(self._watch_contracts()),
+            asyncio.create_task(self._follow_contracts()),
         ]
         log.info("node %s (twin %s) serving on the bus", self.node_id, self.twin_id)
 
@@ -199,8 +258,8 @@ class Agent:
                 if node is None:
                     if not self.settings.join_token:
                         raise RuntimeError(
-                            "first start needs a farm join token "
-                            "(ZOS_JOIN_TOKEN or --join-token-file)"
+                            "this node is not registered (any more): its first start needs a "
+                            "farm join token (ZOS_JOIN_TOKEN or --join-token-file)"
                         )
                     node = await self._join()
                 elif self.settings.join_token:
@@ -236,27 +295,83 @@ class Agent:
             except Exception as e:  # the bus reconnects by itself; keep beating
                 log.warning("heartbeat failed: %s", e)
 
-    async def _watch_contracts(self) -> None:
-        """Take down deployments whose contract was cancelled, now and while we were away."""
+    async def _check_permitted(self) -> None:
+        """nats-server must let us serve our subject and hear our events; if it does not,
+        the role we connected with is stale (a registration another server has not seen
+        yet): reconnect until it does."""
+        subjects = [twin_subject(self.twin_id), node_events_subject(self.node_id)]
+        for attempt in range(10):
+            await self.conn.settle()
+            refused = [s for s in subjects if self.conn.refused(s, "subscription")]
+            if not refused:
+                return
+            log.warning("nats-server does not (yet) let this node use %s", ", ".join(refused))
+            await asyncio.sleep(0.2 * attempt)
+            await self.conn.renew()
+        raise RuntimeError("nats-server does not let this node serve its subject")
+
+    async def _catch_up_soon(self) -> None:
+        await self._events.put(None)  # after a reconnect: pushed events may have been lost
+
+    async def _follow_contracts(self) -> None:
+        """Take down deployments whose contract was cancelled, now and while we were away:
+        catch up from the last event handled (at start, after a reconnect, and every
+        CATCH_UP_EVERY seconds), then handle events as the registry pushes them."""
+        catch_up = True
         while True:
             try:
-                for contract_id in self.engine.active_contracts():
-                    info = await self.engine.grid.node_contract(contract_id)
-                    if info is None or not info.active:
-                        log.info("contract %s is gone or cancelled: deleting", contract_id)
-                        await self.engine.cancel(contract_id)
-                seq = self.store.meta(CONTRACT_SEQ)
-                start = int(seq) + 1 if seq else None
-                async for event in self.registry.watch_contracts(self.node_id, start_seq=start):
-                    if event.kind == "cancelled":
-                        log.info("contract %s cancelled: deleting", event.contract.id)
-                        await self.engine.cancel(event.contract.id)
-                    self.store.set_meta(CONTRACT_SEQ, str(event.seq))
+                if catch_up:
+                    await self._catch_up()
+                    catch_up = False
+                try:
+                    event = await asyncio.wait_for(self._events.get(), CATCH_UP_EVERY)
+                except TimeoutError:
+                    event = None
+                if event is None:
+                    catch_up = True
+                elif event.seq > self._last_seq():
+                    await self._on_event(event)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("contract watch interrupted (%s); resuming", e)
+                log.warning("contract events interrupted (%s); catching up again", e)
+                catch_up = True
                 await asyncio.sleep(1.0)
+
+    def _last_seq(self) -> int:
+        seq = self.store.meta(CONTRACT_SEQ)
+        return int(seq) if seq else 0
+
+    async def _catch_up(self) -> None:
+        if not self._checked_all:  # once per start: events older than the stream's age
+            for contract_id in self.engine.active_contracts():
+                await self._confirm_cancelled(contract_id)
+            self._checked_all = True
+        while True:
+            events = await self.registry.contract_events(self.node_id, self._last_seq())
+            for event in events:
+                await self._on_event(event)
+            if len(events) < 100:
+                return
+
+    async def _on_event(self, event: ContractEvent) -> None:
+        if event.kind == "cancelled":
+            await self._confirm_cancelled(event.contract.id)
+        self.store.set_meta(CONTRACT_SEQ, str(event.seq))
+
+    async def _confirm_cancelled(self, contract_id: int) -> None:
+        """Delete a deployment only when a signed answer of the registry says its
+        contract is cancelled (or gone): never on an event alone."""
+        if contract_id not in self.engine.active_contracts():
+            return
+        info = await self.engine.grid.node_contract(contract_id)
+        if info is None or not info.active:
+            log.info("contract %s is cancelled or gone: deleting its deployment", contract_id)
+            await self.engine.cancel(contract_id)
+        else:
+            log.warning(
+                "contract %s: an event said cancelled, the registry says it is not", contract_id
+            )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -272,8 +387,7 @@ class Agent:
         if cache is not None:
             cache.close()
         self.store.close()
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+        await self.conn.close()
 
     async def run(self) -> None:
         """Start, serve until SIGTERM or SIGINT, stop."""
