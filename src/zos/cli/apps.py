@@ -1,8 +1,9 @@
 """The user commands: `zos nodes | deploy | ps | logs | rm | image push`.
 
-They find the grid (--nats/--hub, ZOS_NATS/ZOS_HUB, or the local grid's state) and the
-key (--mnemonic, --key-file, ZOS_MNEMONIC or ~/.config/zos/key.json), and run through
-the SDK (`zos.client.GridClient`), so the CLI and Python do the same thing.
+They find the grid (--nats/--hub/--registry-key, ZOS_NATS/ZOS_HUB/ZOS_REGISTRY_KEY, or
+the local grid's state) and the key (--mnemonic, --key-file, ZOS_MNEMONIC or
+~/.config/zos/key.json), and run through the SDK (`zos.client.GridClient`), so the CLI
+and Python do the same thing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ T = TypeVar("T")
 def _grid_options(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
     p.add_argument("--nats", help="NATS URL of the grid (or env ZOS_NATS; default: local grid)")
     p.add_argument("--hub", help="hub URL (or env ZOS_HUB; default: the local grid's)")
+    p.add_argument(
+        "--registry-key",
+        help="the grid registry's public key, hex (or env ZOS_REGISTRY_KEY; default: the "
+        "local grid's)",
+    )
     p.add_argument("--state-dir", type=Path, help="the local grid's state dir (zos grid up)")
     add_key_options(p)
     if json_flag:
@@ -87,7 +93,11 @@ def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
 
     async def go() -> T:
         client = await GridClient.connect(
-            identity=identity, nats=args.nats, hub=args.hub, state_dir=args.state_dir
+            identity=identity,
+            nats=args.nats,
+            hub=args.hub,
+            state_dir=args.state_dir,
+            registry_key=args.registry_key,
         )
         try:
             return await work(client)

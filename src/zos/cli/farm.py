@@ -6,7 +6,13 @@ import argparse
 
 from zos.cli import CliError
 from zos.cli._io import add_key_options
-from zos.cli.registry import add_nats_option, parse_duration, print_result, with_registry
+from zos.cli.registry import (
+    add_nats_option,
+    add_registry_key_option,
+    parse_duration,
+    print_result,
+    with_registry,
+)
 from zos.registry.client import RegistryClient
 from zos.registry.models import Farm, Node
 
@@ -34,10 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     remove = fs.add_parser("remove-node", help="remove a node from a farm you own")
     remove.add_argument("node_id", type=int)
 
-    for p in (create, token, remove):
-        add_key_options(p)
     for p in (create, token, lst, show, nodes, remove):
+        add_key_options(p)
         add_nats_option(p)
+        add_registry_key_option(p)
         p.add_argument("--json", action="store_true")
     create.set_defaults(handler=cmd_create)
     token.set_defaults(handler=cmd_token)
@@ -77,13 +83,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    farms = with_registry(args, lambda c: c.list_farms(args.owner), key=False)
+    farms = with_registry(args, lambda c: c.list_farms(args.owner))
     print_result(args, farms, "\n".join(_farm_line(f) for f in farms))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    farm = with_registry(args, lambda c: c.get_farm(args.farm_id), key=False)
+    farm = with_registry(args, lambda c: c.get_farm(args.farm_id))
     print_result(args, farm, _farm_line(farm))
     return 0
 
@@ -100,7 +106,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             if len(page) < 1000:
                 return found
 
-    found = with_registry(args, nodes, key=False)
+    found = with_registry(args, nodes)
     print_result(args, found, "\n".join(_node_line(n) for n in found))
     return 0
 

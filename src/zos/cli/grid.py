@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(up)
     up.add_argument("--nodes", type=int, default=2, help="how many nodes (default 2)")
     up.add_argument("--nats", help="join this NATS (cluster) instead of starting one")
+    up.add_argument(
+        "--registry-key-file",
+        type=Path,
+        help="with --nats: the registry key the joined servers are configured for",
+    )
     up.set_defaults(handler=cmd_up)
 
     down = gs.add_parser("down", help="stop the grid and remove everything it made")
@@ -50,6 +55,7 @@ def describe(state) -> dict:  # GridState -> JSON-able summary (no secrets)
         "state_dir": state.state_dir,
         "nats": state.nats_url,
         "hub": state.hub_url,
+        "registry_key": state.registry_key,
         "farm_id": state.farm_id,
         "bridge": f"{state.bridge} {state.host_address}",
         "nodes": [
@@ -77,13 +83,17 @@ def _print(state, as_json: bool, started: bool | None = None) -> None:
         print("a grid is already running here (zos grid down stops it)")
     print(f"NATS:   {info['nats']}")
     print(f"hub:    {info['hub']}")
+    print(f"registry key: {info['registry_key']}")
     print(f"farm:   {info['farm_id']}")
     for n in info["nodes"]:
         print(f"node {n['node_id']}: {n['address']} (namespace {n['netns']}, twin {n['twin_id']})")
     print(f"state:  {info['state_dir']} (logs in {info['logs']})")
     if info["not_running"]:
         print(f"NOT RUNNING: {', '.join(info['not_running'])} (zos grid up restarts the grid)")
-    print(f"use it: export ZOS_NATS={info['nats']} ZOS_HUB={info['hub']}  (or --state-dir)")
+    print(
+        f"use it: export ZOS_NATS={info['nats']} ZOS_HUB={info['hub']} "
+        f"ZOS_REGISTRY_KEY={info['registry_key']}  (or --state-dir)"
+    )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -95,7 +105,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     try:
-        state, started = up(_state_dir(args), nodes=args.nodes, nats=args.nats, say=say)
+        state, started = up(
+            _state_dir(args),
+            nodes=args.nodes,
+            nats=args.nats,
+            say=say,
+            registry_key_file=args.registry_key_file,
+        )
     except GridError as e:
         raise CliError(str(e)) from None
     _print(state, args.json, started)

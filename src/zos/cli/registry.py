@@ -1,4 +1,5 @@
-"""`zos registry serve`: run the grid registry service; helpers shared by `twin` and `farm`."""
+"""`zos registry serve | nats-config`: the grid registry service and the nats-server
+configuration it needs; helpers shared by `twin` and `farm`."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-from zos.bus.connection import connect_nats, default_nats_url
+from zos.bus.connection import connect, default_nats_url
 from zos.bus.errors import BusError
 from zos.cli import CliError
 from zos.cli._io import identity_from_args
+from zos.identity import Identity, KeyError_, load_key_file, public_key_from_hex
 from zos.primitives.signals import stop_on_signals
 from zos.registry.client import RegistryClient
 
@@ -28,8 +32,34 @@ def add_nats_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_registry_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry-key",
+        help="the grid registry's public key, hex (default: env ZOS_REGISTRY_KEY, or the "
+        "local grid's)",
+    )
+
+
 def nats_url(args: argparse.Namespace) -> str:
     return args.nats or default_nats_url()
+
+
+def load_registry_identity(path: Path | None) -> Identity:
+    """The registry's own key, from `--key-file` (or ZOS_REGISTRY_KEY_FILE)."""
+    path = path or (
+        Path(os.environ["ZOS_REGISTRY_KEY_FILE"])
+        if os.environ.get("ZOS_REGISTRY_KEY_FILE")
+        else None
+    )
+    if path is None:
+        raise CliError(
+            "missing --key-file (or ZOS_REGISTRY_KEY_FILE): the registry's own key "
+            "(`zos key new --key-file F` makes one)"
+        )
+    try:
+        return load_key_file(path)
+    except KeyError_ as e:
+        raise CliError(f"--key-file: {e}") from None
 
 
 def parse_duration(text: str) -> float:
@@ -40,22 +70,27 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-def with_registry(
-    args: argparse.Namespace,
-    work: Callable[[RegistryClient], Awaitable[T]],
-    *,
-    key: bool = True,
-) -> T:
-    """Run `work` with a connected client (signing with the key options when `key`)."""
-    identity = identity_from_args(args) if key else None
+def with_registry(args: argparse.Namespace, work: Callable[[RegistryClient], Awaitable[T]]) -> T:
+    """Run `work` with a connected client of the key options' twin (registered first if
+    new: nobody reads the registry without a registered key)."""
+    from zos.client.config import ConfigError, find_grid
+
+    identity = identity_from_args(args)
+    assert identity is not None
+    try:
+        where = find_grid(args.nats, registry_key=args.registry_key)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
 
     async def run() -> T:
         try:
-            nc = await connect_nats(nats_url(args), name="zos-cli", first_connect_timeout=5)
+            conn = await connect(where.nats_url, identity, name="zos-cli", first_connect_timeout=5)
             try:
-                return await work(RegistryClient(nc, identity))
+                client = RegistryClient(conn, identity, registry_key=where.registry_key)
+                await client.ensure_twin()
+                return await work(client)
             finally:
-                await nc.close()
+                await conn.close()
         except BusError as e:
             raise CliError(f"{e.code}: {e.message}") from None
 
@@ -84,6 +119,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_nats_option(serve)
     serve.add_argument(
+        "--key-file",
+        type=Path,
+        help="the registry's own key (env ZOS_REGISTRY_KEY_FILE); nats-server must name it "
+        "(see `zos registry nats-config`)",
+    )
+    serve.add_argument(
         "--replicas", type=int, default=1, help="copies of each KV bucket (3 in a cluster)"
     )
     serve.add_argument(
@@ -94,6 +135,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=cmd_serve)
+
+    conf = rs.add_parser(
+        "nats-config",
+        help="print the authorization block every nats-server of the grid needs",
+        description="Put it in each server's configuration (with jetstream and, for a "
+        "cluster, routes that authenticate): the registry's key is its only configured "
+        "user and the issuer of its auth callout, which decides every other connection.",
+    )
+    which = conf.add_mutually_exclusive_group(required=True)
+    which.add_argument("--key-file", type=Path, help="the registry's key file")
+    which.add_argument("--registry-key", help="the registry's public key, hex")
+    conf.set_defaults(handler=cmd_nats_config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -107,10 +160,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     url = nats_url(args)
+    identity = load_registry_identity(args.key_file)
 
     async def run() -> None:
         service = RegistryService(
             url,
+            identity,
             replicas=args.replicas,
             down_after=args.down_after if args.down_after is not None else DOWN_AFTER,
         )
@@ -119,11 +174,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await service.start()
         except BusError as e:
             raise CliError(f"{e.code}: {e.message}") from None
-        logging.getLogger("zos.registry").info("registry serving on %s", url)
+        logging.getLogger("zos.registry").info(
+            "registry %s serving on %s", identity.public_hex, url
+        )
         try:
             await stop.wait()
         finally:
             await service.stop()
 
     asyncio.run(run())
+    return 0
+
+
+def cmd_nats_config(args: argparse.Namespace) -> int:
+    from zos.grid.natsserver import authorization_config
+
+    if args.key_file:
+        key = load_registry_identity(args.key_file).public_key
+    else:
+        try:
+            key = public_key_from_hex(args.registry_key)
+        except KeyError_ as e:
+            raise CliError(f"--registry-key: {e}") from None
+    print(authorization_config(key))
     return 0

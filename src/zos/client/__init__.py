@@ -1,20 +1,33 @@
-"""The Python SDK: `GridClient` (nodes, deploy, ps, logs, rm, push_image) and manifests."""
+"""The Python SDK: `GridClient` (nodes, deploy, ps, logs, rm, push_image) and manifests.
 
-from zos.client.config import ConfigError, find_grid, find_identity
-from zos.client.manifest import Manifest, ManifestError, load_manifest, parse_manifest
-from zos.client.sdk import DeploymentInfo, GridClient, GridClientError, MachineInfo, WorkloadInfo
+Names are imported on first use, so that `zos.client.config` (what the registry
+commands of the CLI need) loads without the SDK and its manifest models.
+"""
 
-__all__ = [
-    "ConfigError",
-    "DeploymentInfo",
-    "GridClient",
-    "GridClientError",
-    "MachineInfo",
-    "Manifest",
-    "ManifestError",
-    "WorkloadInfo",
-    "find_grid",
-    "find_identity",
-    "load_manifest",
-    "parse_manifest",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ConfigError": "config",
+    "find_grid": "config",
+    "find_identity": "config",
+    "Manifest": "manifest",
+    "ManifestError": "manifest",
+    "load_manifest": "manifest",
+    "parse_manifest": "manifest",
+    "DeploymentInfo": "sdk",
+    "GridClient": "sdk",
+    "GridClientError": "sdk",
+    "MachineInfo": "sdk",
+    "WorkloadInfo": "sdk",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -1,7 +1,9 @@
 """Where the grid is and who the user is, for the CLI and the SDK.
 
 The grid: `nats` (and `hub`) given, else ZOS_NATS (and ZOS_HUB), else the local grid's
-state file (`zos grid up`: --state-dir, ZOS_GRID_DIR or /var/lib/zos-grid).
+state file (`zos grid up`: --state-dir, ZOS_GRID_DIR or /var/lib/zos-grid). Its registry
+key, which every registry answer must be signed by: `registry_key` given, else
+ZOS_REGISTRY_KEY, else the local grid's (never learnt from the bus itself).
 The user: an Identity given, else ZOS_MNEMONIC, else the key file (ZOS_KEY_FILE or
 ~/.config/zos/key.json, written by `zos key new`).
 """
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zos.grid.state import GridState, StateError, default_state_dir, load
-from zos.identity import Identity, KeyError_, load_key_file
+from zos.identity import Identity, KeyError_, load_key_file, public_key_from_hex
 
 
 class ConfigError(Exception):
@@ -23,6 +25,7 @@ class ConfigError(Exception):
 @dataclass
 class GridLocation:
     nats_url: str
+    registry_key: bytes
     hub_url: str = ""
     local: GridState | None = None  # set when this is a local grid started here
 
@@ -37,22 +40,38 @@ def _load_quiet(state_dir: Path) -> GridState | None:
 
 
 def find_grid(
-    nats: str | None = None, hub: str | None = None, state_dir: Path | None = None
+    nats: str | None = None,
+    hub: str | None = None,
+    state_dir: Path | None = None,
+    registry_key: str | None = None,
 ) -> GridLocation:
     state = _load_quiet(Path(state_dir or default_state_dir()))
     if state_dir is None:
         nats = nats or os.environ.get("ZOS_NATS")
         hub = hub or os.environ.get("ZOS_HUB")
+        registry_key = registry_key or os.environ.get("ZOS_REGISTRY_KEY")
+    local = None
     if nats:
         local = state if state is not None and state.nats_url == nats else None
-        return GridLocation(nats, hub or (local.hub_url if local else ""), local)
-    if state is not None and state.nats_url:
-        return GridLocation(state.nats_url, hub or state.hub_url, state)
-    where = state_dir or default_state_dir()
-    raise ConfigError(
-        f"no grid found: no local grid in {where} and no --nats or ZOS_NATS; "
-        "start one with `zos grid up`"
-    )
+    elif state is not None and state.nats_url:
+        nats, local = state.nats_url, state
+    else:
+        where = state_dir or default_state_dir()
+        raise ConfigError(
+            f"no grid found: no local grid in {where} and no --nats or ZOS_NATS; "
+            "start one with `zos grid up`"
+        )
+    key_hex = registry_key or (local.registry_key if local else "")
+    if not key_hex:
+        raise ConfigError(
+            f"no registry key for {nats}: pass --registry-key HEX or set ZOS_REGISTRY_KEY "
+            "(the grid's operator publishes it; `zos grid status` shows a local grid's)"
+        )
+    try:
+        key = public_key_from_hex(key_hex)
+    except KeyError_ as e:
+        raise ConfigError(f"registry key: {e}") from None
+    return GridLocation(nats, key, hub or (local.hub_url if local else ""), local)
 
 
 def default_key_file() -> Path:

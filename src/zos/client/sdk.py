@@ -162,11 +162,13 @@ class GridClient:
         self,
         identity: Identity,
         nats_url: str,
+        registry_key: bytes,
         hub_url: str = "",
         local: GridState | None = None,
     ) -> None:
         self.identity = identity
         self.nats_url = nats_url
+        self.registry_key = registry_key
         self.hub_url = hub_url
         self.local = local
         self.twin_id = 0
@@ -184,22 +186,37 @@ class GridClient:
         nats: str | None = None,
         hub: str | None = None,
         state_dir: str | Path | None = None,
+        registry_key: str | None = None,
     ) -> GridClient:
-        """Find the grid and the key (see `zos.client.config`), register the twin if new."""
+        """Find the grid, its registry key and your key (see `zos.client.config`),
+        register the twin if new."""
         try:
-            where = find_grid(nats, hub, Path(state_dir) if state_dir else None)
+            where = find_grid(nats, hub, Path(state_dir) if state_dir else None, registry_key)
             identity = identity or find_identity()
         except ConfigError as e:
             raise GridClientError(str(e)) from None
-        client = cls(identity, where.nats_url, where.hub_url, where.local)
+        client = cls(identity, where.nats_url, where.registry_key, where.hub_url, where.local)
         await client.open()
         return client
 
     async def open(self) -> None:
         try:
-            self.registry = await RegistryClient(self.nats_url, self.identity).connect()
+            self.registry = await RegistryClient(
+                self.nats_url, self.identity, registry_key=self.registry_key
+            ).connect()
             twin = await self.registry.ensure_twin()
-        except (OSError, TimeoutError, BusError) as e:
+        except BusError as e:
+            await self.close()
+            if e.code == "bad_signature":
+                raise GridClientError(
+                    f"the grid at {self.nats_url} does not answer with its registry's key: "
+                    f"{e.message}; refusing to use it"
+                ) from None
+            raise GridClientError(
+                f"cannot reach the grid at {self.nats_url}: {e} "
+                "(is it running? `zos grid up` starts a local one)"
+            ) from None
+        except (OSError, TimeoutError) as e:
             await self.close()
             raise GridClientError(
                 f"cannot reach the grid at {self.nats_url}: {e or type(e).__name__} "
@@ -213,7 +230,7 @@ class GridClient:
             ) from None
         self.twin_id = twin.id
         self.bus = await BusClient(
-            self.registry.nc, self.identity, self.twin_id, self.registry.key_resolver()
+            self.registry.conn, self.identity, self.twin_id, await self.registry.key_resolver()
         ).connect()
 
     async def close(self) -> None:

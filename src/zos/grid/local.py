@@ -1,10 +1,13 @@
 """`zos grid up` / `zos grid down`: a whole grid on this machine.
 
-up: a host bridge; nats-server with JetStream on the bridge's host address (unless
-`nats` names one to join); the registry; a farm with a fresh owner key; the hub; the
-port forwarder; N node agents, each in its own network namespace with its own address
-on the bridge. Every process is detached (own session) and logs to `<state>/logs/`;
-`<state>/grid.json` records them after every step.
+up: a host bridge; a fresh registry key (`<state>/registry-key.json`, mode 0600);
+nats-server with JetStream on the bridge's host address, its authorization naming that
+key (unless `nats` names one to join: then its operator configured it for the registry
+key given as `registry_key_file`); the registry; a farm with a fresh owner key; the hub;
+the port forwarder; N node agents, each in its own network namespace with its own
+address on the bridge, the farm's join token naming the registry key they pin. Every
+process is detached (own session) and logs to `<state>/logs/`; `<state>/grid.json`
+records them after every step.
 
 down: stops the nodes, lets each node remove what it made (containers, mounts,
 namespaces), stops the rest, sweeps namespaces and links by the grid's prefix and
@@ -29,6 +32,7 @@ from typing import Any
 from zos.grid import hostnet, procs
 from zos.grid.natsserver import NatsServer, free_port, nats_server_binary
 from zos.grid.state import (
+    REGISTRY_KEY_FILE,
     Forward,
     GridState,
     NodeEntry,
@@ -39,7 +43,7 @@ from zos.grid.state import (
     load,
     save,
 )
-from zos.identity import Identity, load_key_file
+from zos.identity import Identity, KeyError_, load_key_file, write_key_file
 from zos.primitives.trees import remove_tree
 
 GiB = 1 << 30
@@ -95,11 +99,16 @@ def up(
     nats: str | None = None,
     say: Say = print,
     timeout: float = 120.0,
+    registry_key_file: Path | None = None,
 ) -> tuple[GridState, bool]:
-    """Start a grid (or find the running one); returns it and whether it was started now."""
+    """Start a grid (or find the running one); returns it and whether it was started now.
+
+    Joining `nats` needs the key its servers name as the registry's (`registry_key_file`).
+    """
     state_dir = Path(state_dir).absolute()
     if not 1 <= nodes <= 16:
         raise GridError(f"--nodes: {nodes} is not between 1 and 16")
+    registry = _registry_identity(nats, registry_key_file)
     if os.geteuid() != 0:
         raise GridError("zos grid up needs root (network namespaces, mounts, containers)")
     with _locked(state_dir):
@@ -122,14 +131,30 @@ def up(
             state_dir.mkdir(parents=True, exist_ok=True)
             state_dir.chmod(0o700)
         try:
-            return _up(state_dir, nodes, nats, say, timeout), True
+            return _up(state_dir, nodes, nats, registry, say, timeout), True
         except BaseException:
             say("grid up failed: removing what was started")
             _down(state_dir, say, keep_logs=True)
             raise
 
 
-def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float) -> GridState:
+def _registry_identity(nats: str | None, key_file: Path | None) -> Identity:
+    if nats and key_file is None:
+        raise GridError(
+            "--nats needs --registry-key-file: the registry key its servers are configured "
+            "for (`zos registry nats-config --key-file F` prints their authorization block)"
+        )
+    if key_file is None:
+        return Identity.generate()
+    try:
+        return load_key_file(key_file)
+    except KeyError_ as e:
+        raise GridError(f"--registry-key-file: {e}") from None
+
+
+def _up(
+    state_dir: Path, count: int, nats: str | None, registry: Identity, say: Say, timeout: float
+) -> GridState:
     tag = grid_tag(state_dir)
     subnet = hostnet.pick_subnet(tag)
     host = IPv4Interface(f"{subnet[1]}/{subnet.prefixlen}")
@@ -142,14 +167,21 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
         external_nats=bool(nats),
         bridge=hostnet.bridge_name(tag),
         host_address=str(host),
+        registry_key=registry.public_hex,
     )
     save(state)
+    key_file = state_dir / REGISTRY_KEY_FILE
+    write_key_file(key_file, registry)
     hostnet.ensure_bridge(tag, host)
     say(f"bridge {state.bridge} {host}")
 
     if not nats:
         server = NatsServer(
-            store_dir=state_dir / "nats", host=host_ip, name=tag, log_file=logs / "nats.log"
+            store_dir=state_dir / "nats",
+            registry_key=registry.public_key,
+            host=host_ip,
+            name=tag,
+            log_file=logs / "nats.log",
         )
         logs.mkdir(parents=True, exist_ok=True)
         server.start()
@@ -169,7 +201,7 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
 
     reg = procs.spawn(
         "registry",
-        _py("zos.cli", "registry", "serve", "--nats", state.nats_url),
+        _py("zos.cli", "registry", "serve", "--nats", state.nats_url, "--key-file", str(key_file)),
         logs / "registry.log",
     )
     state.procs.append(reg)
@@ -194,6 +226,8 @@ def _up(state_dir: Path, count: int, nats: str | None, say: Say, timeout: float)
             f"{host_ip}:{hub_port}",
             "--nats",
             state.nats_url,
+            "--registry-key",
+            state.registry_key,
         ),
         logs / "hub.log",
     )
@@ -362,12 +396,12 @@ async def _farm(state: GridState, farmer: Identity, reg: Proc, timeout: float):
     from zos.bus import BusError
     from zos.registry import RegistryClient
 
-    client = RegistryClient(state.nats_url, farmer)
+    client = RegistryClient(state.nats_url, farmer, registry_key=bytes.fromhex(state.registry_key))
     deadline = time.monotonic() + timeout
     while True:
         try:
             await client.connect()
-            await client.register_twin()
+            await client.ensure_twin()
             break
         except (BusError, OSError, Exception) as e:
             if not procs.alive(reg):
@@ -413,7 +447,8 @@ async def _wait_nodes(state: GridState, timeout: float) -> None:
     by_name = {p.name: p for p in state.procs}
     deadline = time.monotonic() + timeout
     farmer = Identity.from_seed_hex(state.farmer_seed)
-    async with RegistryClient(state.nats_url, farmer) as reg:
+    registry_key = bytes.fromhex(state.registry_key)
+    async with RegistryClient(state.nats_url, farmer, registry_key=registry_key) as reg:
         bus: BusClient | None = None
         try:
             for n in state.nodes:
@@ -426,7 +461,8 @@ async def _wait_nodes(state: GridState, timeout: float) -> None:
                     if found is not None:
                         if bus is None:
                             twin = await reg.ensure_twin()
-                            bus = BusClient(reg.nc, farmer, twin.id, reg.key_resolver())
+                            resolver = await reg.key_resolver()
+                            bus = BusClient(reg.conn, farmer, twin.id, resolver)
                         with contextlib.suppress(BusError):
                             await bus.request(found[0], "zos.system.version", timeout=2)
                             n.twin_id, n.node_id = found
@@ -521,7 +557,9 @@ async def _sweep_mounts(state_dir: Path) -> None:
 async def _unregister(state: GridState) -> None:
     from zos.registry import RegistryClient
 
-    async with RegistryClient(state.nats_url, Identity.from_seed_hex(state.farmer_seed)) as reg:
+    farmer = Identity.from_seed_hex(state.farmer_seed)
+    registry_key = bytes.fromhex(state.registry_key)
+    async with RegistryClient(state.nats_url, farmer, registry_key=registry_key) as reg:
         for n in state.nodes:
             if n.node_id:
                 with contextlib.suppress(Exception):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_STATE_DIR = Path("/var/lib/zos-grid")
 STATE_FILE = "grid.json"
+REGISTRY_KEY_FILE = "registry-key.json"  # the registry's own key (mode 0600)
 
 
 def default_state_dir() -> Path:
@@ -86,6 +87,7 @@ class GridState(BaseModel):
     farm_id: int = 0
     farm_name: str = ""
     farmer_seed: str = ""  # hex; the farm owner's key (the state dir is 0700)
+    registry_key: str = ""  # hex; the registry's public key, which clients pin
     procs: list[Proc] = Field(default_factory=list)
     nodes: list[NodeEntry] = Field(default_factory=list)
     ready: bool = False
