@@ -1,4 +1,7 @@
-"""Shared fixtures: real servers on free ports, cleaned up after each test."""
+"""Shared fixtures: real servers on free ports, cleaned up after each test.
+
+Every nats-server runs with the grid's authorization (the registry's key, its auth
+callout): every connection a test makes proves a key."""
 
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from zos.bus import Connection
 from zos.grid.natsserver import NatsServer, free_port, nats_server_binary
-from zos.registry import RegistryService
+from zos.identity import Identity
+from zos.registry import Capacity, RegistryClient, RegistryService
 
 IS_ROOT = os.geteuid() == 0
 
@@ -31,9 +36,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A fresh nats-server with JetStream on a free port."""
-    server = NatsServer(store_dir=tmp_path / "nats").start()
+def registry_identity() -> Identity:
+    """The registry's own key: nats-server names it, clients pin it."""
+    return Identity.generate()
+
+
+@pytest.fixture(scope="session")
+def bus_insider() -> Identity:
+    """A key the test servers' own configuration lets do anything: for tests that play a
+    party controlling the bus itself (a hostile operator), to show what still holds."""
+    return Identity.generate()
+
+
+@pytest.fixture
+def nats_server(
+    tmp_path: Path, registry_identity: Identity, bus_insider: Identity
+) -> Iterator[NatsServer]:
+    """A fresh nats-server with JetStream on a free port, authorization on."""
+    server = NatsServer(
+        store_dir=tmp_path / "nats",
+        registry_key=registry_identity.public_key,
+        insiders=[bus_insider.public_key],
+    )
+    server.start()
     try:
         yield server
     finally:
@@ -41,13 +66,59 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-async def registry(nats_server: NatsServer) -> AsyncIterator[RegistryService]:
-    """The registry service on that server."""
-    service = await RegistryService(nats_server.url).start()
+async def registry(
+    nats_server: NatsServer, registry_identity: Identity
+) -> AsyncIterator[RegistryService]:
+    """The registry service on that server (it answers the auth callout)."""
+    service = await RegistryService(nats_server.url, registry_identity).start()
     try:
         yield service
     finally:
         await service.stop()
+
+
+@dataclass
+class Member:
+    """A key the registry knows (its twin, and its node if it is one), connected: what a
+    user, a node or a tool is on the grid. Its registry client owns the connection."""
+
+    identity: Identity
+    registry: RegistryClient
+    twin_id: int
+    node_id: int = 0
+
+    @property
+    def conn(self) -> Connection:
+        return self.registry.conn
+
+
+@pytest.fixture
+async def enroll(nats_server: NatsServer, registry: RegistryService) -> AsyncIterator:
+    """`await enroll(identity=None, node=False)`: a Member registered as a twin (and as
+    a node of a farm made on first use), connected with its role."""
+    members: list[Member] = []
+    farms: list[tuple[Member, int]] = []
+
+    async def make(identity: Identity | None = None, *, node: bool = False) -> Member:
+        identity = identity or Identity.generate()
+        client = RegistryClient(nats_server.url, identity, registry_key=registry.public_key)
+        await client.connect()
+        member = Member(identity, client, (await client.ensure_twin()).id)
+        members.append(member)
+        if node:
+            if not farms:
+                farmer = await make()
+                farms.append((farmer, (await farmer.registry.create_farm("enrolled")).id))
+            farmer, farm_id = farms[0]
+            token = await farmer.registry.farm_join_token(farm_id)
+            member.node_id = (await client.register_node(farm_id, token, Capacity(cru=1))).id
+        return member
+
+    try:
+        yield make
+    finally:
+        for m in members:
+            await m.registry.close()
 
 
 @pytest.fixture(scope="session")

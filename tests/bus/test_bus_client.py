@@ -1,4 +1,5 @@
-"""Request/response between twins over a real nats-server."""
+"""Request/response between twins over a real nats-server (authorization on: Alice is a
+registered twin, Bob a registered node, each connected with its own key)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,23 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 
-from zos.bus import BusClient, BusError, Envelope, Request, Router, StaticResolver, twin_subject
+from zos.bus import (
+    BusClient,
+    BusError,
+    Envelope,
+    Request,
+    Router,
+    StaticResolver,
+    connect,
+    twin_subject,
+)
 from zos.grid.natsserver import NatsServer
 from zos.identity import Identity
 
 pytestmark = pytest.mark.nats
 
 ALICE, BOB, MALLORY = Identity.generate(), Identity.generate(), Identity.generate()
-KEYS = StaticResolver({1: ALICE.public_key, 2: BOB.public_key})
+KEYS = StaticResolver({1: ALICE.public_key, 2: BOB.public_key})  # as enrolled below
 
 
 def router() -> Router:
@@ -43,10 +53,14 @@ def router() -> Router:
 
 
 @pytest.fixture
-async def pair(nats_server: NatsServer) -> AsyncIterator[tuple[BusClient, BusClient]]:
-    alice = await BusClient(nats_server.url, ALICE, 1, KEYS).connect()
-    bob = await BusClient(nats_server.url, BOB, 2, KEYS).connect()
+async def pair(enroll) -> AsyncIterator[tuple[BusClient, BusClient]]:
+    a = await enroll(ALICE)  # twin 1
+    b = await enroll(BOB, node=True)  # twin 2 (its farmer is twin 3)
+    assert (a.twin_id, b.twin_id) == (1, 2)
+    alice = await BusClient(a.conn, ALICE, 1, KEYS).connect()
+    bob = await BusClient(b.conn, BOB, 2, KEYS).connect()
     await bob.serve(router())
+    await b.conn.settle()  # bob's subscription is in place before alice asks
     try:
         yield alice, bob
     finally:
@@ -54,13 +68,19 @@ async def pair(nats_server: NatsServer) -> AsyncIterator[tuple[BusClient, BusCli
         await bob.close()
 
 
-async def test_request_response_sealed_and_not(pair: tuple[BusClient, BusClient]) -> None:
-    alice, _ = pair
+async def test_request_response_sealed_and_unsealed_refused(
+    pair: tuple[BusClient, BusClient],
+) -> None:
+    alice, bob = pair
     assert await alice.request(2, "echo", {"a": [1, 2]}) == {
         "from": 1,
         "payload": {"a": [1, 2]},
         "sealed": True,
     }
+    with pytest.raises(BusError) as e:
+        await alice.request(2, "echo", "hi", seal=False)
+    assert e.value.code == "unsealed"
+    bob.unsealed_commands = frozenset({"echo"})  # a server may list what travels unsealed
     plain = await alice.request(2, "echo", "hi", seal=False)
     assert plain == {"from": 1, "payload": "hi", "sealed": False}
 
@@ -82,7 +102,7 @@ async def test_structured_errors(pair: tuple[BusClient, BusClient]) -> None:
         await alice.request(9, "echo")
     assert e.value.code == "unknown_twin"
     with pytest.raises(BusError) as e:
-        await BusClient(alice.nc, BOB, 2, KEYS).request(1, "echo")  # alice serves nothing
+        await BusClient(alice.conn, BOB, 2, KEYS).request(1, "echo")  # alice serves nothing
     assert e.value.code == "unreachable"
 
 
@@ -130,22 +150,40 @@ async def test_refusals_reach_the_caller(pair: tuple[BusClient, BusClient]) -> N
     assert await code_of(b"x" * (3 << 20)) == "too_large"
     sealed_to_other = Envelope.create(ALICE, 1, 2, "echo", b'"x"', seal_to=ALICE.public_key)
     assert await code_of(sealed_to_other) == "malformed"
-    not_json = Envelope.create(ALICE, 1, 2, "echo", b"\xff\xfe")
+    not_json = Envelope.create(ALICE, 1, 2, "echo", b"\xff\xfe", seal_to=BOB.public_key)
     assert await code_of(not_json) == "malformed"
+    unsealed = Envelope.create(ALICE, 1, 2, "echo", b'"x"')
+    assert await code_of(unsealed) == "unsealed"
 
 
-async def test_forged_response_is_refused(nats_server: NatsServer) -> None:
-    """A server holding the wrong key cannot answer for twin 2."""
-    alice = await BusClient(nats_server.url, ALICE, 1, KEYS).connect()
-    impostor = await BusClient(nats_server.url, MALLORY, 2, KEYS).connect()
+async def test_nobody_else_serves_a_twin(pair: tuple[BusClient, BusClient], enroll) -> None:
+    """nats-server lets only twin 2's own node serve `zos.twin.2`."""
+    m = await enroll(MALLORY)
+    impostor = BusClient(m.conn, MALLORY, 2, KEYS)
     await impostor.serve(router())
+    await m.conn.settle()
+    assert m.conn.refused(twin_subject(2), "subscription")
+    await impostor.close()
+
+
+async def test_forged_response_is_refused(
+    nats_server: NatsServer, bus_insider: Identity, enroll
+) -> None:
+    """A party that controls the bus itself can answer for twin 2, but not with twin 2's
+    key: the caller refuses the answer."""
+    a = await enroll(ALICE)
+    insider = await connect(nats_server.url, bus_insider)
+    impostor = BusClient(insider, MALLORY, 2, KEYS)
+    await impostor.serve(router())
+    await insider.settle()
+    alice = BusClient(a.conn, ALICE, 1, KEYS)
     try:
         with pytest.raises(BusError) as e:
-            await alice.request(2, "echo", 1, seal=False)
+            await alice.request(2, "echo", 1)
         assert e.value.code == "bad_signature"
     finally:
-        await alice.close()
         await impostor.close()
+        await insider.close()
 
 
 async def test_concurrent_requests(pair: tuple[BusClient, BusClient]) -> None:
@@ -154,28 +192,24 @@ async def test_concurrent_requests(pair: tuple[BusClient, BusClient]) -> None:
     assert [r["payload"] for r in results] == list(range(200))
 
 
-async def test_reconnects_after_server_restart(nats_server: NatsServer) -> None:
-    alice = await BusClient(nats_server.url, ALICE, 1, KEYS).connect()
-    bob = await BusClient(nats_server.url, BOB, 2, KEYS).connect()
-    await bob.serve(router())
-    try:
-        assert (await alice.request(2, "echo", 1))["payload"] == 1
-        nats_server.kill()
-        with pytest.raises(BusError):
-            await alice.request(2, "echo", 2, timeout=0.5)
-        nats_server.start()  # same port
-        deadline = asyncio.get_running_loop().time() + 20
-        while True:
-            try:
-                assert (await alice.request(2, "echo", 3, timeout=1))["payload"] == 3
-                break
-            except BusError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-    finally:
-        await alice.close()
-        await bob.close()
+async def test_reconnects_after_server_restart(
+    nats_server: NatsServer, pair: tuple[BusClient, BusClient]
+) -> None:
+    alice, _ = pair
+    assert (await alice.request(2, "echo", 1))["payload"] == 1
+    nats_server.kill()
+    with pytest.raises(BusError):
+        await alice.request(2, "echo", 2, timeout=0.5)
+    nats_server.start()  # same port
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        try:
+            assert (await alice.request(2, "echo", 3, timeout=1))["payload"] == 3
+            break
+        except BusError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 async def test_deeply_nested_json_is_malformed_not_a_crash(

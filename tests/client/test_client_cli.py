@@ -38,11 +38,17 @@ def test_no_key_and_no_grid_say_what_to_do(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert "no grid found" in run.stderr and "zos grid up" in run.stderr
     run = zos(tmp_path, "ps", "--nats", "nats://127.0.0.1:1")
+    assert run.returncode == 1 and "no registry key for nats://127.0.0.1:1" in run.stderr
+    assert "--registry-key HEX" in run.stderr
+    key = ["--registry-key", "ab" * 32]
+    run = zos(tmp_path, "ps", "--nats", "nats://127.0.0.1:1", "--registry-key", "nothex")
+    assert run.returncode == 1 and "registry key: public key: not hex" in run.stderr
+    run = zos(tmp_path, "ps", "--nats", "nats://127.0.0.1:1", *key)
     assert run.returncode == 1 and "no key: create one with `zos key new`" in run.stderr
     run = zos(tmp_path, "grid", "status")
     assert run.returncode == 3 and "no grid in" in run.stderr
     assert zos(tmp_path, "key", "new", "--key-file", str(tmp_path / "key.json")).returncode == 0
-    run = zos(tmp_path, "nodes", "--nats", "nats://127.0.0.1:1")
+    run = zos(tmp_path, "nodes", "--nats", "nats://127.0.0.1:1", *key)
     assert run.returncode == 1
     assert "cannot reach the grid at nats://127.0.0.1:1" in run.stderr
     assert "`zos grid up` starts a local one" in run.stderr

@@ -14,7 +14,8 @@ from gridhelpers import NOTHING, emergency_sweep, env_for, leftovers, pids_of, q
 
 from zos.grid import procs
 from zos.grid.local import down, up
-from zos.grid.natsserver import NatsServer
+from zos.grid.natsserver import NatsServer, authorization_config
+from zos.identity import Identity, load_key_file, write_key_file
 from zos.primitives import links, netns
 from zos.registry import RegistryClient, RegistryService
 
@@ -38,6 +39,15 @@ def test_up_twice_restart_and_down(tmp_path: Path) -> None:
         assert netns.exists(node.netns)
         assert [str(a) for a in links.addresses("eth0", node.netns)] == [node.address]
         assert (state_dir / "grid.json").stat().st_mode & 0o777 == 0o600
+        # The registry's key: kept 0600, named by nats-server's authorization, pinned by
+        # the node at its first join.
+        key = load_key_file(state_dir / "registry-key.json")
+        assert (state_dir / "registry-key.json").stat().st_mode & 0o777 == 0o600
+        assert key.public_hex == state.registry_key
+        conf = next((state_dir / "nats").glob("*.conf")).read_text()
+        assert authorization_config(key.public_key) in conf
+        pinned = Path(node.data_dir) / "registry-key"
+        assert pinned.read_text().strip() == state.registry_key
 
         again, started = up(state_dir, nodes=1, say=quiet)
         assert not started and pids_of(again) == pids_of(state)
@@ -69,10 +79,12 @@ def test_up_twice_restart_and_down(tmp_path: Path) -> None:
         emergency_sweep(state_dir)
 
 
-async def _nodes(url: str, farm_id: int, own_registry: bool = False) -> list:
-    service = await RegistryService(url).start() if own_registry else None
+async def _nodes(url: str, farm_id: int, registry: Identity, own_registry: bool = False) -> list:
+    service = await RegistryService(url, registry).start() if own_registry else None
     try:
-        async with RegistryClient(url) as reg:
+        key = registry.public_key
+        async with RegistryClient(url, Identity.generate(), registry_key=key) as reg:
+            await reg.ensure_twin()
             return await reg.list_nodes(farm=farm_id)
     finally:
         if service is not None:
@@ -82,16 +94,28 @@ async def _nodes(url: str, farm_id: int, own_registry: bool = False) -> list:
 def test_join_an_existing_nats_on_loopback(tmp_path: Path) -> None:
     import asyncio
 
-    server = NatsServer(store_dir=tmp_path / "nats").start()
+    # The operator configured the server for the grid's registry key (`zos registry
+    # nats-config`) and hands the key file to whoever runs that grid's registry.
+    registry = Identity.generate()
+    key_file = tmp_path / "registry-key.json"
+    write_key_file(key_file, registry)
+    server = NatsServer(store_dir=tmp_path / "nats", registry_key=registry.public_key).start()
     state_dir = tmp_path / "grid"
     env = env_for(state_dir, tmp_path / "key.json")
     try:
-        run = zos_cli(env, "grid", "up", "--nodes", "1", "--nats", server.url, "--json")
+        run = zos_cli(env, "grid", "up", "--nodes", "1", "--nats", server.url)
+        assert run.returncode == 1 and "--nats needs --registry-key-file" in run.stderr
+        run = zos_cli(
+            env,
+            "grid", "up", "--nodes", "1", "--nats", server.url,
+            "--registry-key-file", str(key_file), "--json",
+        )  # fmt: skip
         assert run.returncode == 0, run.stderr
         info = json.loads(run.stdout)
         assert info["nats"] == server.url and info["not_running"] == []
+        assert info["registry_key"] == registry.public_hex
         assert "nats" not in info["processes"]
-        [node] = asyncio.run(_nodes(server.url, info["farm_id"]))
+        [node] = asyncio.run(_nodes(server.url, info["farm_id"], registry))
         assert node.status == "up" and node.id == info["nodes"][0]["node_id"]
 
         pids = list(info["processes"].values())
@@ -100,7 +124,7 @@ def test_join_an_existing_nats_on_loopback(tmp_path: Path) -> None:
         assert leftovers(state_dir, pids) == NOTHING
         assert server.proc is not None and server.proc.poll() is None  # not ours to stop
         # taken off the grid (the grid's registry is gone: ask one of our own)
-        assert asyncio.run(_nodes(server.url, info["farm_id"], own_registry=True)) == []
+        assert asyncio.run(_nodes(server.url, info["farm_id"], registry, own_registry=True)) == []
     finally:
         emergency_sweep(state_dir)
         server.stop()

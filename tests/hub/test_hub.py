@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from zos.flist.cache import FlistCache
 from zos.grid.natsserver import NatsServer, free_port
 from zos.hub import Hub, sign_headers
 from zos.hub.client import list_flists, publish_flist
-from zos.identity import Identity
+from zos.identity import Identity, load_key_file
 
 TWIN = 7
 OWNER = Identity.generate()
@@ -193,37 +194,82 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
 
 @pytest.mark.nats
 async def test_hub_serve_checks_twins_in_the_registry(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, registry, bus_insider: Identity, tmp_path: Path
 ) -> None:
-    from zos.registry import RegistryClient, RegistryService
+    from zos.bus import connect
+    from zos.bus.subjects import REGISTRY_QUERY
+    from zos.registry import RegistryClient
+    from zos.registry.signing import RegistrySigner
 
-    service = await RegistryService(nats_server.url).start()
     user = Identity.generate()
-    client = await RegistryClient(nats_server.url, user).connect()
+    client = await RegistryClient(nats_server.url, user, registry_key=registry.public_key).connect()
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "zos.cli", "hub", "serve", "--root", str(tmp_path / "hub"),
-         "--listen", f"127.0.0.1:{port}", "--nats", nats_server.url],
+         "--listen", f"127.0.0.1:{port}", "--nats", nats_server.url,
+         "--registry-key", registry.public_key.hex()],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+    insider = None
     try:
         twin = await client.register_twin()
         await asyncio.to_thread(_wait_port, port, proc)
         url = f"http://127.0.0.1:{port}"
-        router = Router.parse([url], HubSigner(user, twin.id))
-        await pack(make_src(tmp_path / "src"), tmp_path / "x.fl", router)
-        await router.close()
+
+        async def push(identity: Identity, twin_id: int, name: str) -> None:
+            router = Router.parse([url], HubSigner(identity, twin_id))
+            try:
+                await pack(make_src(tmp_path / name), tmp_path / f"{name}.fl", router)
+            finally:
+                await router.close()
+
+        await push(user, twin.id, "src")
         assert len([p for p in (tmp_path / "hub/blocks").rglob("*") if p.is_file()]) == 3
         # a key the registry does not know for that twin id
-        stranger = Router.parse([url], HubSigner(Identity.generate(), twin.id + 1000))
         with pytest.raises(StoreError, match="not registered"):
-            await pack(make_src(tmp_path / "src2"), tmp_path / "y.fl", stranger)
-        await stranger.close()
+            await push(Identity.generate(), twin.id + 1000, "src2")
+        # the hub connects with its own key, a twin of its own
+        hub_key = load_key_file(tmp_path / "hub" / "hub-key.json")
+        assert await client.twin_by_key(hub_key.public_key) is not None
+
+        # The twin rotates its key: the hub forgets the old one on the signed event.
+        new = Identity.generate()
+        await client.rotate_key(new)
+        with pytest.raises(StoreError, match="bad signature"):
+            await push(user, twin.id, "src3")
+        await push(new, twin.id, "src4")
+
+        # The registry is gone; whoever controls the bus answers the hub's lookups with
+        # a forged twin record: the hub refuses it (503), logs it, stores nothing.
+        other = await RegistryClient(
+            nats_server.url, Identity.generate(), registry_key=registry.public_key
+        ).connect()
+        victim = await other.register_twin()
+        await other.close()
+        await registry.stop()
+        attacker = Identity.generate()
+        forged = {"id": victim.id, "public_key": attacker.public_hex, "created": 1.0}
+        body = json.dumps({"ok": True, "result": forged}).encode()
+        insider = await connect(nats_server.url, bus_insider)
+
+        async def answer(msg) -> None:  # type: ignore[no-untyped-def]
+            nonce = json.loads(msg.data)["nonce"]
+            await msg.respond(RegistrySigner(attacker).sign(f"answer/{nonce}", body))
+
+        await insider.subscribe(REGISTRY_QUERY, answer)
+        await insider.settle()
+        before = {p.name for p in (tmp_path / "hub/blocks").rglob("*")}
+        with pytest.raises(StoreError, match="503"):
+            await push(attacker, victim.id, "src5")
+        assert {p.name for p in (tmp_path / "hub/blocks").rglob("*")} == before
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if insider is not None:
+            await insider.close()
         await client.close()
-        await service.stop()
+    assert proc.stderr is not None
+    assert "refused registry answer" in proc.stderr.read().decode()
 
 
 async def _raw_put(hub: Hub, path: str, headers: dict[str, str], timeout: float = 10) -> str:

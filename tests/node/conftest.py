@@ -20,12 +20,13 @@ from zos.registry import RegistryClient, RegistryService
 
 @pytest.fixture
 async def farm(nats_server: NatsServer, registry: RegistryService) -> AsyncIterator[Farm]:
-    farmer = await RegistryClient(nats_server.url, Identity.generate()).connect()
+    farmer = RegistryClient(nats_server.url, Identity.generate(), registry_key=registry.public_key)
+    await farmer.connect()
     await farmer.register_twin()
     created = await farmer.create_farm(f"farm-{os.getpid()}")
     token = await farmer.farm_join_token(created.id)
     try:
-        yield Farm(nats_server.url, farmer, created.id, token)
+        yield Farm(nats_server.url, farmer, created.id, token, registry.public_key)
     finally:
         await farmer.close()
 
@@ -36,9 +37,11 @@ async def make_user(farm: Farm) -> AsyncIterator[Any]:
 
     async def make() -> User:
         identity = Identity.generate()
-        registry = await RegistryClient(farm.nats, identity).connect()
+        registry = RegistryClient(farm.nats, identity, registry_key=farm.registry_key)
+        await registry.connect()
         twin = await registry.register_twin()
-        bus = await BusClient(farm.nats, identity, twin.id, registry.key_resolver()).connect()
+        resolver = await registry.key_resolver()
+        bus = await BusClient(registry.conn, identity, twin.id, resolver).connect()
         user = User(identity, twin.id, registry, bus)
         users.append(user)
         return user

@@ -30,6 +30,7 @@ class Farm:
     farmer: RegistryClient
     farm_id: int
     token: str
+    registry_key: bytes
 
 
 @dataclass
@@ -190,3 +191,15 @@ def leftovers(data_dir: Path) -> dict[str, Any]:
         "loops": sorted(loop.devices_under(data_dir)),
         "files": sorted(files),
     }
+
+
+async def victim_with_data(make_user, make_node) -> tuple[User, NodeProcess, int, Path]:  # type: ignore[no-untyped-def]
+    """A tenant's volume on a node with a file in it: (user, node, contract id, file)."""
+    user = await make_user()
+    node = await make_node(user, "--disk", "2G")
+    dep = user.deployment([{"name": "data", "type": "volume", "data": {"size": 64 * MiB}}])
+    await user.deploy(node, dep)
+    await user.wait_states(node, dep.contract_id, {"data": "ok"})
+    volume = node.data_dir / "storage" / "volumes" / f"{user.twin_id}-{dep.contract_id}-data"
+    (volume / "secret").write_text("the tenant's data")
+    return user, node, dep.contract_id, volume / "secret"

@@ -128,7 +128,8 @@ async def test_agent_refuses_bad_settings_with_one_line(farm, tmp_path: Path) ->
     assert code == 1 and "--memory: not a size: 'lots'" in err
     # A well-formed token signed by someone else than the farm's owner: refused by the
     # registry, and the agent says so in one line.
-    stranger = await RegistryClient(farm.nats, Identity.generate()).connect()
+    stranger = RegistryClient(farm.nats, Identity.generate(), registry_key=farm.registry_key)
+    await stranger.connect()
     try:
         await stranger.register_twin()
         other_farm = await stranger.create_farm(f"other-{os.getpid()}")

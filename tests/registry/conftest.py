@@ -22,7 +22,10 @@ async def make_client(
     clients: list[RegistryClient] = []
 
     async def make(register: bool = True, identity: Identity | None = None) -> RegistryClient:
-        client = await RegistryClient(nats_server.url, identity or Identity.generate()).connect()
+        client = RegistryClient(
+            nats_server.url, identity or Identity.generate(), registry_key=registry.public_key
+        )
+        await client.connect()
         clients.append(client)
         if register:
             await client.register_twin()

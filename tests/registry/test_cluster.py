@@ -1,8 +1,10 @@
 """A three-server NATS cluster with KV replicas 3: one server dies under load.
 
-Clients keep writing (twins, name contracts) and reading while the server the
-registry service is connected to is killed. Every write that was acknowledged must
-still be there afterwards, and the service must go on answering.
+Authorization is on, as on any grid: every client proves its key and is let in by the
+registry's auth callout, routes authenticate with the cluster's secret. Clients keep
+writing (twins, each from its own new connection, and name contracts) and reading while
+the server the registry service is connected to is killed. Every write that was
+acknowledged must still be there afterwards, and the service must go on answering.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from zos.bus import BusError
+from zos.bus import BusError, connect
 from zos.grid.natsserver import start_cluster
 from zos.identity import Identity
 from zos.registry import RegistryClient, RegistryService
@@ -32,15 +34,16 @@ async def retry(coro_fn, deadline: float):  # type: ignore[no-untyped-def]
             await asyncio.sleep(0.3)
 
 
-async def test_cluster_survives_a_dead_server(tmp_path: Path) -> None:
-    servers = start_cluster(tmp_path, 3)
+async def test_cluster_survives_a_dead_server(tmp_path: Path, registry_identity: Identity) -> None:
+    key = registry_identity.public_key
+    servers = start_cluster(tmp_path, key, 3)
     urls = [s.url for s in servers]
     service = None
     clients: list[RegistryClient] = []
     try:
-        service = await RegistryService(urls, replicas=3).start()
+        service = await RegistryService(urls, registry_identity, replicas=3).start()
         for _ in range(3):
-            c = await RegistryClient(urls, Identity.generate()).connect()
+            c = await RegistryClient(urls, Identity.generate(), registry_key=key).connect()
             await retry(c.register_twin, time.monotonic() + 30)
             clients.append(c)
 
@@ -59,8 +62,13 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path) -> None:
                 try:
                     contract = await client.create_name_contract(name)
                     acked.append((client, name, contract.id))
-                    newcomer = RegistryClient(client.nc, Identity.generate())
-                    twins.append((await newcomer.register_twin()).id)
+                    identity = Identity.generate()
+                    conn = await connect(urls, identity, first_connect_timeout=5)
+                    try:
+                        newcomer = RegistryClient(conn, identity, registry_key=key)
+                        twins.append((await newcomer.register_twin()).id)
+                    finally:
+                        await conn.close()
                 except BusError as e:
                     log.append(f"{time.monotonic():.1f} writer {n}: {e}")
                     failures += 1  # unacknowledged: it may or may not have happened
@@ -83,8 +91,8 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path) -> None:
         assert len(acked) > 0
 
         # Kill the server the service is connected to, as a crash would.
-        assert service._nc is not None and service._nc.connected_url is not None
-        port = service._nc.connected_url.port
+        assert service.nc.connected_url is not None
+        port = service.nc.connected_url.port
         victim = next(s for s in servers if s.port == port)
         victim.kill()
         killed_at, reads_at_kill = len(acked), reads
@@ -119,16 +127,20 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path) -> None:
             s.stop()
 
 
-async def test_service_copies_on_each_server_never_share_an_id(tmp_path: Path) -> None:
+async def test_service_copies_on_each_server_never_share_an_id(
+    tmp_path: Path, registry_identity: Identity
+) -> None:
     """Three service copies, one per server, take ids at once: compare-and-set holds."""
-    servers = start_cluster(tmp_path, 3)
+    key = registry_identity.public_key
+    servers = start_cluster(tmp_path, key, 3)
     services: list[RegistryService] = []
     clients: list[RegistryClient] = []
     try:
         for s in servers:
-            services.append(await RegistryService(s.url, replicas=3).start())
+            services.append(await RegistryService(s.url, registry_identity, replicas=3).start())
         for i in range(60):
-            clients.append(await RegistryClient(servers[i % 3].url, Identity.generate()).connect())
+            c = RegistryClient(servers[i % 3].url, Identity.generate(), registry_key=key)
+            clients.append(await c.connect())
         twins = await asyncio.gather(*(c.register_twin() for c in clients))
         assert len({t.id for t in twins}) == len(twins)
         names = await asyncio.gather(

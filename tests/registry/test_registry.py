@@ -14,10 +14,12 @@ from zos.bus import BusError
 from zos.identity import Identity
 from zos.registry import (
     Capacity,
+    ContractEvent,
     JoinToken,
     NameContract,
     NodeContract,
     RegistryClient,
+    RegistryKey,
     RegistryService,
     Transaction,
 )
@@ -53,19 +55,21 @@ async def test_twins(make_client: MakeClient) -> None:
     assert b.twin_id == twin.id + 1
     await refused("not_found", a.get_twin(999))
     await refused("invalid", a.get_twin(0), "id")
-    resolve = a.key_resolver()
+    resolve = await a.key_resolver()
     assert await resolve(twin.id) == a.identity.public_key  # type: ignore[union-attr]
     assert await resolve(999) is None
 
 
 async def test_unregistered_key_cannot_transact(make_client: MakeClient) -> None:
     stranger = await make_client(register=False)
-    await refused("unknown_twin", stranger.create_farm("nope"))
-    stranger.twin_id = 1  # claim to be someone else: the signature does not match
-    await make_client()
+    # nats-server itself refuses an unregistered key anything but its registration.
+    await refused("not_permitted", stranger.create_farm("nope"), "zos.registry.query")
+    stranger.twin_id = 99
+    await refused("not_permitted", stranger.create_farm("nope"), "zos.registry.tx")
+    other = await make_client()
+    await stranger.register_twin()
+    stranger.twin_id = other.twin_id  # claim to be someone else: the signature does not match
     await refused("bad_signature", stranger.create_farm("nope"))
-    anonymous = RegistryClient(stranger.nc)
-    await refused("forbidden", anonymous.create_farm("nope"), "no key")
 
 
 async def test_farms(make_client: MakeClient) -> None:
@@ -92,7 +96,13 @@ async def test_node_registration_needs_owner_token(make_client: MakeClient) -> N
     # Only the owner can make a token; a token signed by anyone else is refused.
     stranger = await make_client()
     await refused("forbidden", stranger.farm_join_token(farm.id), "owned by")
-    fake = JoinToken(farm_id=farm.id, node_twin=0, expires=time.time() + 60, nonce="0" * 16)
+    fake = JoinToken(
+        farm_id=farm.id,
+        node_twin=0,
+        expires=time.time() + 60,
+        nonce="0" * 16,
+        registry_key=owner.registry.hex,
+    )
     await refused(
         "forbidden",
         node.register_node(farm.id, fake.signed(stranger.identity), CAPACITY),  # type: ignore[arg-type]
@@ -109,6 +119,13 @@ async def test_node_registration_needs_owner_token(make_client: MakeClient) -> N
     await refused("forbidden", node.register_node(farm.id, for_other, CAPACITY), "for twin")
     expired = await owner.farm_join_token(farm.id, expires=-1)
     await refused("forbidden", node.register_node(farm.id, expired, CAPACITY), "expired")
+    # A token for another grid's registry (the node would trust that key): refused.
+    elsewhere = fake.model_copy(update={"registry_key": Identity.generate().public_hex})
+    await refused(
+        "forbidden",
+        node.register_node(farm.id, elsewhere.signed(owner.identity), CAPACITY),
+        "names registry key",
+    )
     await refused(
         "invalid",
         node.register_node(farm.id, token, {"cru": -1}),
@@ -142,8 +159,10 @@ async def test_heartbeat_and_removal(grid: Grid, make_client: MakeClient) -> Non
     assert beat["node_id"] == grid.node.id
     node = await grid.user.get_node(grid.node.id)
     assert node.used == used and node.free.cru == CAPACITY.cru - 2
-    await refused("forbidden", grid.user.heartbeat(grid.node.id), "not")
-    await refused("not_found", grid.node_client.heartbeat(999))
+    # Another twin's heartbeat for this node, or this node's for another: nats-server
+    # refuses the subject already.
+    await refused("not_permitted", grid.user.heartbeat(grid.node.id), "heartbeat")
+    await refused("not_permitted", grid.node_client.heartbeat(999), "heartbeat.999")
     await refused("forbidden", grid.user.remove_node(grid.node.id), "owner")
     await refused("forbidden", grid.node_client.remove_node(grid.node.id), "owner")
     assert (await grid.farmer.remove_node(grid.node.id))["removed"] is True
@@ -205,12 +224,16 @@ async def test_contract_on_a_down_node_is_refused(nats_server, make_client: Make
     # A second service copy with a short down threshold, alone on its own server.
     from zos.grid.natsserver import NatsServer
 
-    other = NatsServer(store_dir=nats_server.store_dir.parent / "other").start()
+    key = Identity.generate()
+    other = NatsServer(
+        store_dir=nats_server.store_dir.parent / "other", registry_key=key.public_key
+    ).start()
     try:
-        async with RegistryService(other.url, down_after=0.5):
-            clients = [await RegistryClient(other.url, Identity.generate()).connect()]
-            for _ in range(2):
-                clients.append(await RegistryClient(other.url, Identity.generate()).connect())
+        async with RegistryService(other.url, key, down_after=0.5):
+            clients = []
+            for _ in range(3):
+                c = RegistryClient(other.url, Identity.generate(), registry_key=key.public_key)
+                clients.append(await c.connect())
             farmer, node_c, user = clients
             for c in clients:
                 await c.register_twin()
@@ -280,9 +303,9 @@ async def test_replayed_and_bad_transactions(grid: Grid) -> None:
     await refused("invalid", user.transact("cancel_contract", {"contract_id": "x"}), "contract_id")
     await refused("invalid", user.transact("cancel_contract", {"id": 1}), "contract_id")
     for raw in (b"", b"junk", b"{}", b"[1]"):
-        await refused("malformed", user._ask("zos.registry.tx", raw))
-    await refused("too_large", user._ask("zos.registry.tx", b" " * 100_000))
-    await refused("malformed", user._ask("zos.registry.query", b"junk"))
+        await refused("malformed", user._ask("zos.registry.tx", raw, ""))
+    await refused("too_large", user._ask("zos.registry.tx", b" " * 100_000, ""))
+    await refused("malformed", user._ask("zos.registry.query", b"junk", ""))
     await refused("not_found", user.query("drop_tables"), "unknown query")
     await refused("invalid", user.query("list_nodes", status="sideways"), "status")
 
@@ -332,44 +355,44 @@ async def test_a_node_using_more_than_it_has_is_still_listed(make_client: MakeCl
     assert listed.free.cru == 0 and listed.free.hru == 0
 
 
-async def test_watch_contract_events(grid: Grid) -> None:
+async def test_contract_events_pushed_signed_and_read_back(grid: Grid) -> None:
     user, node = grid.user, grid.node
-    events: list[tuple[str, int, int]] = []
+    events: list[ContractEvent] = []
     got_three = asyncio.Event()
 
-    async def watch() -> None:
-        async for event in grid.node_client.watch_contracts(node.id):
-            events.append((event.kind, event.contract.id, event.seq))
-            if len(events) == 3:
-                got_three.set()
+    async def on_event(event: ContractEvent) -> None:
+        events.append(event)
+        if len(events) == 3:
+            got_three.set()
 
-    task = asyncio.create_task(watch())
-    try:
-        c = await user.create_node_contract(node.id, HASH1)
-        await user.update_node_contract(c.id, HASH2)
-        await user.cancel_contract(c.id)
-        await asyncio.wait_for(got_three.wait(), 10)
-    finally:
-        task.cancel()
-    assert [(k, i) for k, i, _ in events] == [
+    await grid.node_client.subscribe_contract_events(node.id, on_event)
+    c = await user.create_node_contract(node.id, HASH1)
+    await user.update_node_contract(c.id, HASH2)
+    await user.cancel_contract(c.id)
+    await asyncio.wait_for(got_three.wait(), 10)
+    assert [(e.kind, e.contract.id) for e in events] == [
         ("created", c.id),
         ("updated", c.id),
         ("cancelled", c.id),
     ]
-    # Resuming after the first event's sequence replays only the later ones.
-    resumed = []
-    async for event in grid.node_client.watch_contracts(node.id, start_seq=events[0][2] + 1):
-        resumed.append(event.kind)
-        if len(resumed) == 2:
-            break
-    assert resumed == ["updated", "cancelled"]
+    assert events[0].seq < events[1].seq < events[2].seq
+    # A node that was away reads them back from the stream, signed, from where it was.
+    stored = await grid.node_client.contract_events(node.id)
+    assert [(e.kind, e.seq) for e in stored] == [(e.kind, e.seq) for e in events]
+    later = await grid.node_client.contract_events(node.id, after_seq=events[0].seq)
+    assert [e.kind for e in later] == ["updated", "cancelled"]
+    assert await grid.node_client.contract_events(node.id, after_seq=events[2].seq) == []
+    # Only that node hears its events: nats-server refuses anyone else the subject.
+    await user.subscribe_contract_events(node.id, on_event)
+    await user.conn.settle()
+    assert user.conn.refused(f"zos.registry.events.{node.id}", "subscription")
 
 
 async def test_two_service_copies_never_race(
     nats_server, registry: RegistryService, make_client: MakeClient
 ) -> None:
     """A second copy in the queue group: concurrent registrations get distinct ids."""
-    async with RegistryService(nats_server.url) as other:
+    async with RegistryService(nats_server.url, registry.signer.identity) as other:
         clients = [await make_client(register=False) for _ in range(40)]
         twins = await asyncio.gather(*(c.register_twin() for c in clients))
         ids = [t.id for t in twins]
@@ -398,41 +421,54 @@ async def test_service_and_watchers_survive_a_nats_restart(nats_server, grid: Gr
     events: list[tuple[str, int]] = []
     seen = asyncio.Event()
 
-    async def watch() -> None:
-        async for event in grid.node_client.watch_contracts(node.id):
-            events.append((event.kind, event.contract.id))
-            seen.set()
+    async def on_event(event: ContractEvent) -> None:
+        events.append((event.kind, event.contract.id))
+        seen.set()
 
-    task = asyncio.create_task(watch())
-    try:
-        await asyncio.wait_for(seen.wait(), 10)
-        nats_server.stop()
-        await asyncio.sleep(0.5)
-        nats_server.start()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                second = await user.create_node_contract(node.id, HASH2)
-                break
-            except BusError:
-                assert time.monotonic() < deadline, "registry did not come back"
-                await asyncio.sleep(0.3)
-        assert (await user.get_contract(first.id)).deployment_hash == HASH1
-        assert [c.id for c in await user.list_contracts(user.twin_id)] == [first.id, second.id]
-        while ("created", second.id) not in events:
-            assert time.monotonic() < deadline, f"watcher saw only {events}"
-            await asyncio.sleep(0.1)
-    finally:
-        task.cancel()
-    assert events.count(("created", first.id)) == 1  # nothing replayed twice
+    await grid.node_client.subscribe_contract_events(node.id, on_event)
+    before = await grid.node_client.contract_events(node.id)
+    nats_server.stop()
+    await asyncio.sleep(0.5)
+    nats_server.start()
+    deadline = time.monotonic() + 30
+    while True:  # both back: the service (its answers) and the node's connection
+        try:
+            await grid.node_client.get_node(node.id)
+            await user.get_contract(first.id)
+            break
+        except BusError:
+            assert time.monotonic() < deadline, "registry did not come back"
+            await asyncio.sleep(0.3)
+    second = await user.create_node_contract(node.id, HASH2)
+    assert (await user.get_contract(first.id)).deployment_hash == HASH1
+    assert [c.id for c in await user.list_contracts(user.twin_id)] == [first.id, second.id]
+    await asyncio.wait_for(seen.wait(), 10)  # the node's subscription came back too
+    assert events == [("created", second.id)]
+    stored = await grid.node_client.contract_events(node.id, before[-1].seq)
+    assert [(e.kind, e.contract.id) for e in stored] == [("created", second.id)]
 
 
-async def test_audit_stream_records_accepted_transactions(grid: Grid) -> None:
-    js = grid.user.nc.jetstream()
+async def test_audit_stream_records_accepted_transactions(
+    grid: Grid, registry: RegistryService
+) -> None:
     contract = await grid.user.create_node_contract(grid.node.id, HASH1)
-    msg = await js.get_last_msg("ZOS_REGISTRY", "zos.registry.audit.create_node_contract")
-    record = json.loads(msg.data)
+    # Only the registry reads its stream (nats-server refuses anyone else $JS.API).
+    subject = "zos.registry.audit.create_node_contract"
+    [(_, raw)] = await registry.store.read_stream(subject, 0, 10)
+    record = json.loads(raw)
     assert record["tx"]["twin"] == grid.user.twin_id
     assert record["tx"]["signature"] and record["result"]["id"] == contract.id
-    register = await js.get_last_msg("ZOS_REGISTRY", "zos.registry.audit.register_node")
-    assert json.loads(register.data)["result"]["id"] == grid.node.id
+    [(_, node_raw)] = await registry.store.read_stream("zos.registry.audit.register_node", 0, 9)
+    assert json.loads(node_raw)["result"]["id"] == grid.node.id
+    # Stored signed by the registry: what the stream holds does not verify under any
+    # other key, nor as another subject's message.
+    msg = await registry.store.js.get_last_msg("ZOS_REGISTRY", subject)
+    assert registry.store.key.open(f"stream/{subject}", msg.data) == raw
+    for context, key in ((f"stream/{subject}", RegistryKey(Identity.generate().public_key)),
+                         ("stream/zos.registry.audit.other", registry.store.key)):  # fmt: skip
+        with pytest.raises(BusError) as e:
+            key.open(context, msg.data)
+        assert e.value.code == "bad_signature"
+    with pytest.raises(BusError) as e:
+        await grid.user.conn.request("$JS.API.STREAM.MSG.GET.ZOS_REGISTRY", b"{}", 5)
+    assert e.value.code == "not_permitted"

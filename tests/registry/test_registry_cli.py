@@ -12,15 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from zos.grid.natsserver import NatsServer
-from zos.identity import new_mnemonic
+from zos.grid.natsserver import NatsServer, authorization_config
+from zos.identity import Identity, new_mnemonic, write_key_file
 
-pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.nats, pytest.mark.timeout(300)]
+
+READER = new_mnemonic()  # a key for commands that only read
 
 
-def zos(*args: str, mnemonic: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("ZOS_MNEMONIC", "ZOS_NATS")}
+def zos(
+    *args: str, mnemonic: str | None = READER, check: bool = True, registry_key: str = ""
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOS_")}
     env["ZOS_KEY_FILE"] = "/nonexistent/key.json"
+    env["ZOS_GRID_DIR"] = "/nonexistent/grid"
+    env["ZOS_REGISTRY_KEY"] = registry_key or REGISTRY_KEY[0]
     if mnemonic:
         env["ZOS_MNEMONIC"] = mnemonic
     proc = subprocess.run(
@@ -36,28 +42,43 @@ def zos(*args: str, mnemonic: str | None = None, check: bool = True) -> subproce
     return proc
 
 
-def test_registry_and_farm_commands(nats_server: NatsServer, tmp_path: Path) -> None:
+REGISTRY_KEY = [Identity.generate().public_hex]  # set by the test that runs the registry
+
+
+def test_registry_and_farm_commands(
+    nats_server: NatsServer, registry_identity: Identity, tmp_path: Path
+) -> None:
     url = nats_server.url
+    key_file = tmp_path / "registry-key.json"
+    write_key_file(key_file, registry_identity)
+    REGISTRY_KEY[0] = registry_identity.public_hex
+    config = zos("registry", "nats-config", "--key-file", str(key_file), mnemonic=None).stdout
+    assert config == authorization_config(registry_identity.public_key) + "\n"
     serve = subprocess.Popen(
         [sys.executable, "-m", "zos.cli", "registry", "serve", "--nats", url],
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "serve.log", "w"),  # noqa: SIM115
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "ZOS_REGISTRY_KEY_FILE": str(key_file)},
     )
     try:
+        farmer, other = new_mnemonic(), new_mnemonic()
         deadline = time.monotonic() + 30
-        while zos("farm", "list", "--nats", url, check=False).returncode != 0:
+        while (
+            first := zos("twin", "register", "--nats", url, mnemonic=farmer, check=False)
+        ).returncode:
             assert serve.poll() is None, (tmp_path / "serve.log").read_text()
             assert time.monotonic() < deadline, "registry did not start"
             time.sleep(0.2)
-
-        farmer, other = new_mnemonic(), new_mnemonic()
-        twin = zos("twin", "register", "--nats", url, mnemonic=farmer).stdout.strip()
-        assert twin == "1"
+        assert first.stdout.strip() == "1"
         assert zos("twin", "register", "--nats", url, mnemonic=farmer).stdout.strip() == "1"
         shown = json.loads(zos("twin", "show", "1", "--nats", url, "--json").stdout)
         assert shown["id"] == 1 and len(shown["public_key"]) == 64
-        zos("twin", "register", "--nats", url, mnemonic=other)
+        other_twin = int(zos("twin", "register", "--nats", url, mnemonic=other).stdout)
+        # Answers signed by another key than the one given are refused.
+        impostor = Identity.generate().public_hex
+        wrong = zos("twin", "show", "1", "--nats", url, registry_key=impostor, check=False)
+        assert wrong.returncode == 1 and "bad_signature" in wrong.stderr
 
         farm_id = zos("farm", "create", "my-farm", "--nats", url, mnemonic=farmer).stdout.strip()
         assert farm_id == "1"
@@ -69,18 +90,27 @@ def test_registry_and_farm_commands(nats_server: NatsServer, tmp_path: Path) -> 
         assert stolen.returncode == 1 and "forbidden" in stolen.stderr
         bad = zos("farm", "token", "1", "--expires", "soon", "--nats", url, check=False)
         assert bad.returncode == 1 and "duration" in bad.stderr
-        unregistered = zos(
-            "farm", "create", "x-farm", "--nats", url, mnemonic=new_mnemonic(), check=False
-        )
-        assert unregistered.returncode == 1 and "unknown_twin" in unregistered.stderr
+        # A new key's twin is registered on first use.
+        newcomer = zos("farm", "create", "x-farm", "--nats", url, mnemonic=new_mnemonic())
+        assert newcomer.stdout.strip() == "2"
 
         listed = zos("farm", "list", "--nats", url).stdout
         assert "my-farm" in listed and "owner twin 1" in listed
         farms = json.loads(zos("farm", "list", "--json", "--nats", url).stdout)
-        assert [f["name"] for f in farms] == ["my-farm"]
+        assert [f["name"] for f in farms] == ["my-farm", "x-farm"]
         assert json.loads(zos("farm", "nodes", "1", "--json", "--nats", url).stdout) == []
         missing = zos("farm", "show", "9", "--nats", url, check=False)
         assert missing.returncode == 1 and "not_found" in missing.stderr
+        # A twin moves to another key; the new key is that twin from then on.
+        new_key = tmp_path / "new-key.json"
+        write_key_file(new_key, Identity.generate())
+        args = ("--nats", url, "--json")
+        rotated = zos("twin", "rotate-key", "--new-key-file", str(new_key), *args, mnemonic=other)
+        assert json.loads(rotated.stdout)["id"] == other_twin
+        shown = zos("twin", "show", "--key-file", str(new_key), *args, mnemonic=None)
+        assert json.loads(shown.stdout)["id"] == other_twin
+        keyless = zos("farm", "list", "--nats", url, mnemonic=None, check=False)
+        assert keyless.returncode == 1 and "no key" in keyless.stderr
     finally:
         serve.send_signal(signal.SIGTERM)
         try:
