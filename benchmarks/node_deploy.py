@@ -40,16 +40,17 @@ SIZE = 16 * MiB
 
 
 class Twin:
-    def __init__(self, nats: str) -> None:
+    def __init__(self, nats: str, registry_key: bytes) -> None:
         self.nats = nats
+        self.registry_key = registry_key
         self.identity = Identity.generate()
 
     async def connect(self) -> Twin:
-        self.registry = await RegistryClient(self.nats, self.identity).connect()
+        self.registry = RegistryClient(self.nats, self.identity, registry_key=self.registry_key)
+        await self.registry.connect()
         self.id = (await self.registry.register_twin()).id
-        self.bus = await BusClient(
-            self.nats, self.identity, self.id, self.registry.key_resolver()
-        ).connect()
+        resolver = await self.registry.key_resolver()
+        self.bus = await BusClient(self.registry.conn, self.identity, self.id, resolver).connect()
         return self
 
     async def close(self) -> None:
@@ -123,9 +124,10 @@ async def wait_node(twin: Twin, data_dir: Path, proc: subprocess.Popen[bytes]) -
 
 
 async def main(count: int, twins: int, per_twin: int, work: Path) -> None:
-    nats = NatsServer(store_dir=work / "nats").start()
-    registry = await RegistryService(nats.url).start()
-    farmer = await Twin(nats.url).connect()
+    key = Identity.generate()
+    nats = NatsServer(store_dir=work / "nats", registry_key=key.public_key).start()
+    registry = await RegistryService(nats.url, key).start()
+    farmer = await Twin(nats.url, key.public_key).connect()
     farm = await farmer.registry.create_farm("bench")
     token = await farmer.registry.farm_join_token(farm.id)
     data_dir = work / "node"
@@ -143,14 +145,14 @@ async def main(count: int, twins: int, per_twin: int, work: Path) -> None:
         node_id, node_twin = await wait_node(farmer, data_dir, proc)
         rss_idle = rss_bytes(proc.pid)
 
-        one = await Twin(nats.url).connect()
+        one = await Twin(nats.url, key.public_key).connect()
         users.append(one)
         latencies = []
         for _ in range(count):
             dep = await one.contract(node_id)
             latencies.append(await one.deploy_until_ok(node_twin, dep))
 
-        users += [await Twin(nats.url).connect() for _ in range(twins)]
+        users += [await Twin(nats.url, key.public_key).connect() for _ in range(twins)]
 
         async def run(twin: Twin) -> None:
             for _ in range(per_twin):
