@@ -99,3 +99,38 @@ async def test_forged_key_change_events_are_refused(
         assert user.twin_id in resolver._cache  # not forgotten on a forged word
     finally:
         await insider.close()
+
+
+async def test_values_written_around_the_registry_are_refused(
+    nats_server, registry: RegistryService, bus_insider: Identity, make_client
+) -> None:
+    """Whoever writes the registry's buckets without its key (here a party that controls
+    the bus) writes nothing the registry believes: every value is checked when read."""
+    user, other, attacker = await make_client(), await make_client(), Identity.generate()
+    insider = await connect(nats_server.url, bus_insider, name="insider")
+    swapped = {"id": user.twin_id, "public_key": attacker.public_hex, "created": 1.0}
+    contract = {
+        "type": "node", "id": 99, "node_id": 1, "owner_twin": user.twin_id,
+        "deployment_hash": "a" * 32, "created": 1.0, "updated": 1.0,
+    }  # fmt: skip
+    try:
+        await insider.publish(f"$KV.zos-twins.{user.twin_id}", json.dumps(swapped).encode())
+        await insider.publish(f"$KV.zos-contracts.{contract['id']}", json.dumps(contract).encode())
+        await insider.settle()
+        with pytest.raises(BusError) as e:
+            await user.get_twin(user.twin_id)
+        assert e.value.code == "bad_signature" and f"twins/{user.twin_id}" in e.value.message
+        # Nor does a transaction signed by the attacker pass as that twin.
+        forger = await make_client(register=False, identity=attacker)
+        await forger.register_twin()
+        forger.twin_id = user.twin_id
+        with pytest.raises(BusError) as e:
+            await forger.create_name_contract("stolen")
+        assert e.value.code == "bad_signature"
+        # The tampered twin is unusable, not stolen (a denial, never a forgery). The
+        # mirrors skip such values too: a contract written after it shows, the forged one not.
+        real = await other.create_name_contract("mine")
+        assert [c.id for c in await other.list_contracts()] == [real.id]
+        assert str(contract["id"]) not in registry.contracts.items
+    finally:
+        await insider.close()

@@ -472,3 +472,14 @@ async def test_audit_stream_records_accepted_transactions(
     with pytest.raises(BusError) as e:
         await grid.user.conn.request("$JS.API.STREAM.MSG.GET.ZOS_REGISTRY", b"{}", 5)
     assert e.value.code == "not_permitted"
+
+
+async def test_registrations_are_limited_per_key(make_client: MakeClient) -> None:
+    from zos.registry.service import REGISTER_BURST
+
+    eager = await make_client(register=False)
+    for _ in range(REGISTER_BURST):  # the first registers, the others find the twin
+        await eager.ensure_twin() if eager.twin_id is None else await eager._register()
+    await refused("busy", eager._register(), "too many registrations from this key")
+    other = await make_client(register=False)
+    assert (await other.register_twin()).id == eager.twin_id + 1  # another key is not held up
