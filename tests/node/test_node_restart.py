@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import subprocess
-import time
 
 import pytest
 from nodehelpers import MiB, NodeProcess, User, leftovers, remove_leftovers
 
 from zos.primitives import capacity, filesystem
-from zos.registry import JoinToken
 
 pytestmark = [pytest.mark.nats, pytest.mark.root, pytest.mark.slow]
 
