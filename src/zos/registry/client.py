@@ -380,9 +380,17 @@ class RegistryClient(NatsHolder):
         node: int | None = None,
         state: str | None = None,
         type: str | None = None,
+        offset: int = 0,
+        limit: int = 1000,
     ) -> list[NodeContract | NameContract]:
         found = await self.query(
-            "list_contracts", twin_id=twin, node_id=node, state=state, type=type
+            "list_contracts",
+            twin_id=twin,
+            node_id=node,
+            state=state,
+            type=type,
+            offset=offset,
+            limit=limit,
         )
         return [CONTRACT.validate_python(c) for c in found]
 
