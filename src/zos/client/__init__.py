@@ -18,6 +18,7 @@ _WHERE = {
     "load_manifest": "manifest",
     "parse_manifest": "manifest",
     "DeploymentInfo": "sdk",
+    "GatewayInfo": "sdk",
     "GridClient": "sdk",
     "GridClientError": "sdk",
     "MachineInfo": "sdk",

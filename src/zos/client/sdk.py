@@ -37,6 +37,8 @@ from zos.grid.natsserver import free_port
 from zos.grid.state import Forward, GridState, edit_forwards, load_forwards
 from zos.gridtypes import (
     Deployment,
+    GatewayFQDNProxy,
+    GatewayNameProxy,
     GridTypeError,
     SignatureRequest,
     SignatureRequirement,
@@ -73,6 +75,14 @@ class WorkloadInfo(BaseModel):
     message: str = ""
 
 
+class GatewayInfo(BaseModel):
+    name: str
+    fqdn: str = ""  # a name proxy's comes from the node's result, once it is built
+    url: str = ""
+    state: str = ""
+    backends: list[str] = Field(default_factory=list)
+
+
 class DeploymentInfo(BaseModel):
     name: str
     contract_id: int
@@ -80,6 +90,7 @@ class DeploymentInfo(BaseModel):
     state: str  # ok, deploying, error, deleted, unknown
     workloads: list[WorkloadInfo] = Field(default_factory=list)
     machines: list[MachineInfo] = Field(default_factory=list)
+    gateways: list[GatewayInfo] = Field(default_factory=list)
     message: str = ""
     published: list[str] = Field(default_factory=list)  # flist URLs its deploy pushed
 
@@ -101,6 +112,21 @@ def _overall(states: list[str]) -> str:
     return "deploying"
 
 
+def _gateway(wl: Workload, state: str) -> GatewayInfo:
+    data = wl.data
+    fqdn = data.fqdn if isinstance(data, GatewayFQDNProxy) else ""
+    result = wl.result.data
+    if isinstance(data, GatewayNameProxy) and isinstance(result, dict):
+        fqdn = str(result.get("fqdn") or "")
+    return GatewayInfo(
+        name=wl.name,
+        fqdn=fqdn,
+        url=f"https://{fqdn}" if fqdn else "",
+        state=state,
+        backends=list(data.backends),  # type: ignore[union-attr]
+    )
+
+
 def _info(raw: Any, node_id: int, forwards: list[Forward]) -> DeploymentInfo:
     """What a node answered about a deployment, read as zos JSON (GridClientError if not)."""
     try:
@@ -117,12 +143,14 @@ def _info(raw: Any, node_id: int, forwards: list[Forward]) -> DeploymentInfo:
     name = meta.get("name")
     published = meta.get("published")
     published = [u for u in published if isinstance(u, str)] if isinstance(published, list) else []
-    workloads, machines = [], []
+    workloads, machines, gateways = [], [], []
     for wl in dep.workloads:
         state = wl.result.state or "init"
         workloads.append(
             WorkloadInfo(name=wl.name, type=wl.type, state=state, message=wl.result.message)
         )
+        if isinstance(wl.data, GatewayNameProxy | GatewayFQDNProxy):
+            gateways.append(_gateway(wl, state))
         if isinstance(wl.data, ZMachine):
             ifs = wl.data.network.interfaces
             urls = [
@@ -146,6 +174,7 @@ def _info(raw: Any, node_id: int, forwards: list[Forward]) -> DeploymentInfo:
         state=_overall([w.state for w in workloads]),
         workloads=workloads,
         machines=machines,
+        gateways=gateways,
         published=published,
     )
 
