@@ -1,0 +1,146 @@
+"""`zos explorer serve`: the web explorer of the grid.
+
+Shared (default): it reads the registry as a twin of its own (`--key-file`, made on
+first start) and shows farms, nodes, capacity and contracts. `--mine`: run by a user on
+their own machine with their key (as `zos ps`), on loopback only, it also shows that
+twin's deployments, read from their nodes; the key never leaves this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from zos.cli import CliError
+from zos.cli._io import add_key_options, identity_from_args, parse_listen
+
+if TYPE_CHECKING:
+    from zos.identity import Identity
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    explorer = sub.add_parser("explorer", help="the web explorer of the grid")
+    es = explorer.add_subparsers(dest="explorer_command", metavar="ACTION")
+    es.required = True
+    s = es.add_parser(
+        "serve",
+        help="serve the explorer's pages (read-only)",
+        description="Shared: the grid's farms, nodes, capacity and contracts. With --mine, "
+        "on your own machine with your key: your deployments too.",
+    )
+    s.add_argument("--listen", default="127.0.0.1:8090", metavar="HOST:PORT", help="port 0: any")
+    s.add_argument("--nats", help="NATS URL of the grid (or env ZOS_NATS; default: local grid)")
+    s.add_argument("--hub", help="hub URL (or env ZOS_HUB; default: the local grid's)")
+    s.add_argument("--state-dir", type=Path, help="the local grid's state dir (zos grid up)")
+    add_key_options(s)
+    s.add_argument(
+        "--mine",
+        action="store_true",
+        help="your own explorer: with your key, on loopback only, showing your deployments",
+    )
+    s.add_argument(
+        "--every", type=float, default=5.0, help="seconds between reads of the registry (5)"
+    )
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(handler=cmd_serve)
+
+
+def _own_key(args: argparse.Namespace) -> Identity:
+    """The shared explorer's own key: --mnemonic, ZOS_MNEMONIC, or --key-file (made the
+    first time, as a node makes its key), never the operator's default key."""
+    from zos.identity import Identity, write_key_file
+
+    if (
+        args.mnemonic
+        or os.environ.get("ZOS_MNEMONIC")
+        or (args.key_file and args.key_file.exists())
+    ):
+        identity = identity_from_args(args)
+        assert identity is not None
+        return identity
+    if args.key_file is None:
+        raise CliError(
+            "the explorer needs a key of its own: --key-file F (made on first start) or "
+            "--mnemonic; to see your deployments with your key, use --mine"
+        )
+    identity = Identity.generate()
+    args.key_file.parent.mkdir(parents=True, exist_ok=True)
+    write_key_file(args.key_file, identity)
+    return identity
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    host, port = parse_listen(args.listen)
+    host = host or "127.0.0.1"
+    if args.mine and not _loopback(host):
+        raise CliError(
+            f"--listen {args.listen}: --mine serves your key's view on loopback only "
+            "(127.0.0.1, ::1 or localhost)"
+        )
+    if not 0.5 <= args.every <= 3600:
+        raise CliError("--every: from 0.5 to 3600 seconds")
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    identity = identity_from_args(args) if args.mine else _own_key(args)
+    asyncio.run(_serve(args, identity, host, port))
+    return 0
+
+
+async def _serve(args: argparse.Namespace, identity: Identity, host: str, port: int) -> None:
+    from zos.bus import BusError
+    from zos.client import GridClient, GridClientError
+    from zos.client.config import ConfigError, find_grid
+    from zos.explorer import Explorer
+    from zos.explorer.live import Live
+    from zos.explorer.mine import MyDeployments
+    from zos.explorer.snapshot import read_snapshot
+    from zos.primitives.signals import stop_on_signals
+    from zos.registry import RegistryClient
+
+    mine = None
+    try:
+        if args.mine:
+            grid = await GridClient.connect(
+                identity=identity, nats=args.nats, hub=args.hub, state_dir=args.state_dir
+            )
+            mine = MyDeployments(grid, max_age=args.every / 2)
+            registry = grid.registry
+            assert registry is not None
+        else:
+            where = find_grid(args.nats, args.hub, args.state_dir)
+            registry = await RegistryClient(where.nats_url, identity).connect()
+            await registry.ensure_twin()  # a twin like any user
+    except (ConfigError, GridClientError) as e:
+        raise CliError(str(e)) from None
+    except BusError as e:
+        raise CliError(f"cannot reach the grid's registry: {e}") from None
+    live = await Live(lambda: read_snapshot(registry), every=args.every).start()
+    explorer = await Explorer(live, mine).start(host, port)
+    who = f"yours, twin {mine.twin_id}" if mine else f"twin {registry.twin_id}"
+    print(f"explorer ({who}) at {explorer.session_url}", flush=True)
+    stop = stop_on_signals()
+    try:
+        await stop.wait()
+    finally:
+        await explorer.stop()
+        await live.stop()
+        if mine is not None:
+            await mine.close()
+        else:
+            await registry.close()
