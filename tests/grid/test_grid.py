@@ -33,7 +33,14 @@ def test_up_twice_restart_and_down(tmp_path: Path) -> None:
     try:
         state, started = up(state_dir, nodes=1, say=quiet)
         assert started and state.ready
-        assert {p.name for p in state.procs} == {"nats", "registry", "hub", "forward", "node1"}
+        assert {p.name for p in state.procs} == {
+            "nats",
+            "registry",
+            "hub",
+            "explorer",
+            "forward",
+            "node1",
+        }
         assert all(procs.alive(p) for p in state.procs)
         [node] = state.nodes
         assert netns.exists(node.netns)

@@ -56,6 +56,7 @@ def describe(state) -> dict:  # GridState -> JSON-able summary (no secrets)
         "nats": state.nats_url,
         "hub": state.hub_url,
         "registry_key": state.registry_key,
+        "explorer": state.explorer_url,
         "farm_id": state.farm_id,
         "bridge": f"{state.bridge} {state.host_address}",
         "nodes": [
@@ -84,6 +85,7 @@ def _print(state, as_json: bool, started: bool | None = None) -> None:
     print(f"NATS:   {info['nats']}")
     print(f"hub:    {info['hub']}")
     print(f"registry key: {info['registry_key']}")
+    print(f"explorer: {info['explorer']} (read-only; your deployments: zos explorer serve --mine)")
     print(f"farm:   {info['farm_id']}")
     for n in info["nodes"]:
         print(f"node {n['node_id']}: {n['address']} (namespace {n['netns']}, twin {n['twin_id']})")

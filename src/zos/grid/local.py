@@ -4,10 +4,10 @@ up: a host bridge; a fresh registry key (`<state>/registry-key.json`, mode 0600)
 nats-server with JetStream on the bridge's host address, its authorization naming that
 key (unless `nats` names one to join: then its operator configured it for the registry
 key given as `registry_key_file`); the registry; a farm with a fresh owner key; the hub;
-the port forwarder; N node agents, each in its own network namespace with its own
-address on the bridge, the farm's join token naming the registry key they pin. Every
-process is detached (own session) and logs to `<state>/logs/`; `<state>/grid.json`
-records them after every step.
+the web explorer (on the host's loopback); the port forwarder; N node agents, each in
+its own network namespace with its own address on the bridge, the farm's join token
+naming the registry key they pin. Every process is detached (own session) and logs to
+`<state>/logs/`; `<state>/grid.json` records them after every step.
 
 down: stops the nodes, lets each node remove what it made (containers, mounts,
 namespaces), stops the rest, sweeps namespaces and links by the grid's prefix and
@@ -238,6 +238,9 @@ def _up(
     say(f"hub    {state.hub_url}")
     _guard_host(state)
 
+    _start_explorer(state)
+    say(f"explorer {state.explorer_url}")
+
     state.procs.append(
         procs.spawn(
             "forward", _py("zos.grid.forward", "--state-dir", str(state_dir)), logs / "forward.log"
@@ -309,6 +312,29 @@ def _up(
     return state
 
 
+def _start_explorer(state: GridState) -> None:
+    """The web explorer on the host's loopback, reading the registry as a twin of its own
+    (its key made on first start in the state dir)."""
+    state_dir = Path(state.state_dir)
+    port = free_port("127.0.0.1")
+    argv = _py(
+        "zos.cli",
+        "explorer",
+        "serve",
+        "--nats",
+        state.nats_url,
+        "--key-file",
+        str(state_dir / "explorer-key.json"),
+        "--listen",
+        f"127.0.0.1:{port}",
+    )
+    proc = procs.spawn("explorer", argv, state_dir / "logs" / "explorer.log")
+    state.procs.append(proc)
+    state.explorer_url = f"http://127.0.0.1:{port}"
+    save(state)
+    _wait_port("127.0.0.1", port, proc)
+
+
 def _resume(state: GridState, say: Say, timeout: float) -> GridState:
     """Start again what stopped (a crash, a reboot), with the same state: the registry's
     JetStream data, the nodes' data dirs (they bring their deployments back), the ports."""
@@ -330,7 +356,11 @@ def _resume(state: GridState, say: Say, timeout: float) -> GridState:
             new = procs.spawn(p.name, p.argv, Path(p.log))
             p.pid, p.start_time = new.pid, new.start_time
             save(state)
-            url = {"nats": state.nats_url, "hub": state.hub_url}.get(p.name)
+            url = {
+                "nats": state.nats_url,
+                "hub": state.hub_url,
+                "explorer": state.explorer_url,
+            }.get(p.name)
             if url:
                 parts = urllib.parse.urlsplit(url)
                 _wait_port(parts.hostname or "", parts.port or 0, p)

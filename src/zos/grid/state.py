@@ -82,6 +82,7 @@ class GridState(BaseModel):
     nats_url: str
     external_nats: bool = False
     hub_url: str = ""
+    explorer_url: str = ""  # the web explorer, on the host's loopback
     bridge: str = ""
     host_address: str = ""  # host side of the bridge, with prefix
     farm_id: int = 0
