@@ -178,6 +178,10 @@ def _farm_link(snap: Snapshot, farm_id: int) -> Markup:
     return link(f"/farms/{farm_id}", farm.name if farm else f"farm {farm_id}")
 
 
+def _amount(free: int, total: int) -> Markup:
+    return tag("span", f"{size(free)} / {size(total)}", class_="amount")
+
+
 def _node_row(snap: Snapshot, n: Node) -> Markup:
     free, cap = n.free, n.capacity
     loc = ", ".join(x for x in (n.location.city, n.location.country) if x)
@@ -186,8 +190,8 @@ def _node_row(snap: Snapshot, n: Node) -> Markup:
         _farm_link(snap, n.farm_id),
         status_badge(n.status),
         f"{free.cru} / {cap.cru}",
-        join([size(free.mru), " / ", size(cap.mru), " ", charts.meter(n.used.mru, cap.mru)]),
-        join([size(free.sru), " / ", size(cap.sru), " ", charts.meter(n.used.sru, cap.sru)]),
+        join([_amount(free.mru, cap.mru), " ", charts.meter(n.used.mru, cap.mru)]),
+        join([_amount(free.sru, cap.sru), " ", charts.meter(n.used.sru, cap.sru)]),
         n.public_config.domain,
         loc,
         when(n.last_heartbeat),
