@@ -21,6 +21,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -31,6 +32,7 @@ from zos.explorer.live import Event, Live
 from zos.explorer.markup import Markup, esc
 from zos.explorer.mine import MyDeployments
 from zos.explorer.query import NodeQuery, QueryError, parse_query
+from zos.registry import Farm, Node
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +224,22 @@ class Explorer:
             )
         return self._render(request, "Nodes", lambda v: pages.nodes_live(v, query), before=form)
 
-    async def _node(self, request: web.Request) -> web.StreamResponse:
-        node_id = self._id(request)
-        view = self._view()
-        node = view.snapshot.nodes.get(node_id) if view and node_id is not None else None
-        if node is None:
+    def _named(self, request: web.Request, kind: str) -> Node | Farm | web.Response:
+        """The node or farm the path names, or a 404 page saying it is not on the grid."""
+        view, key = self._view(), self._id(request)
+        entities: dict[int, Any] = {}
+        if view is not None:
+            entities = view.snapshot.nodes if kind == "node" else view.snapshot.farms
+        found = entities.get(key) if key is not None else None
+        if found is None:
             shown = request.match_info["id"][:20]
-            return self._error(404, "No such node", f"node {shown!r} is not on the grid")
+            return self._error(404, f"No such {kind}", f"{kind} {shown!r} is not on the grid")
+        return found
+
+    async def _node(self, request: web.Request) -> web.StreamResponse:
+        node = self._named(request, "node")
+        if not isinstance(node, Node):
+            return node  # type: ignore[return-value]
         return self._render(
             request,
             f"Node {node.id}",
@@ -239,12 +250,9 @@ class Explorer:
         return self._render(request, "Farms", pages.farms_live)
 
     async def _farm(self, request: web.Request) -> web.StreamResponse:
-        farm_id = self._id(request)
-        view = self._view()
-        farm = view.snapshot.farms.get(farm_id) if view and farm_id is not None else None
-        if farm is None:
-            shown = request.match_info["id"][:20]
-            return self._error(404, "No such farm", f"farm {shown!r} is not on the grid")
+        farm = self._named(request, "farm")
+        if not isinstance(farm, Farm):
+            return farm  # type: ignore[return-value]
         query = NodeQuery(farm=farm.id)
         return self._render(request, f"Farm {farm.name}", lambda v: pages.farm_live(v, farm, query))
 
