@@ -49,7 +49,7 @@ def node(
 class ExplorerProcess:
     """`zos explorer serve ...` in a subprocess; `url` is the address it printed."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, wait: float = 60) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -69,7 +69,7 @@ class ExplorerProcess:
         )
         assert self.proc.stdout is not None
         seen = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + wait  # it prints its address after a first read
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
