@@ -103,7 +103,8 @@ const nav = performance.getEntriesByType("navigation")[0];
 const paint = {};
 for (const e of performance.getEntriesByType("paint")) paint[e.name] = e.startTime;
 return {
-  first_contentful_paint: paint["first-contentful-paint"] ?? null,
+  // Chromium leaves out the contentful entry now and then: the first paint stands in.
+  first_contentful_paint: paint["first-contentful-paint"] ?? paint["first-paint"] ?? null,
   first_paint: paint["first-paint"] ?? null,
   response_end: nav.responseEnd,
   dom_content_loaded: nav.domContentLoadedEventEnd,

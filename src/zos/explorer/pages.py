@@ -30,8 +30,6 @@ class View:
     version: int
     every: float
     error: str = ""
-    mine: bool = False  # the owner's own explorer: "My deployments" reads their nodes
-    twin_id: int = 0
 
     @property
     def now(self) -> float:

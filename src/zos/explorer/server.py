@@ -163,8 +163,6 @@ class Explorer:
             version=self.live.version,
             every=self.live.every,
             error=self.live.error,
-            mine=self.mine is not None,
-            twin_id=self.mine.twin_id if self.mine else 0,
         )
 
     def _error(self, status: int, title: str, text: str) -> web.Response:
