@@ -275,8 +275,9 @@ class Store:
 
         return await self._retry(f"delete {bucket}/{key}", delete)
 
-    async def next_id(self, counter: str) -> int:
-        """The next id of `counter`: a compare-and-set increment, never a duplicate.
+    async def next_id(self, counter: str, count: int = 1) -> int:
+        """The next id of `counter` (the first of `count` ids taken at once): a
+        compare-and-set increment, never a duplicate.
 
         The stored value is "<id> <random>", unique to its writer, so a retried write
         recognises itself (see `_write`). Takes are serialised within this process, so
@@ -286,7 +287,7 @@ class Store:
             for attempt in range(CAS_ATTEMPTS):
                 raw = await self.get_raw("counters", counter)
                 value = 1 if raw is None else int(raw[0].split()[0]) + 1
-                data = f"{value} {os.urandom(8).hex()}".encode()
+                data = f"{value + count - 1} {os.urandom(8).hex()}".encode()
                 if await self._write("counters", counter, data, raw[1] if raw else 0):
                     return value
                 await _backoff(attempt)
