@@ -1,6 +1,7 @@
 """The explorer's parts without a server: the node search (the filters of `zos nodes`),
 the history it samples, the pages' escaping of hostile registry values, the charts, the
-gateways of a deployment, and the read-only bus of `--mine`."""
+gateways of a deployment, the read-only bus of `--mine`, and a poll whose answer is
+refused as not signed by the registry (the last snapshot stays, the page says why)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from zos.bus import BusError
 from zos.client.sdk import _info
 from zos.explorer import charts, pages
 from zos.explorer.history import History
+from zos.explorer.live import Live
 from zos.explorer.mine import ReadOnlyBus
 from zos.explorer.query import NodeQuery, QueryError, matches, parse_query, search
 from zos.explorer.snapshot import Snapshot
@@ -129,10 +131,10 @@ def test_history_samples_and_uptime() -> None:
     assert [(s.start, s.status) for s in h.timeline(2, 1200.0)] == [(1100.0, "up")]
 
 
-def view_of(s: Snapshot) -> pages.View:
+def view_of(s: Snapshot, error: str = "") -> pages.View:
     h = History()
     h.record(s)
-    return pages.View(snapshot=s, history=h, version=3, every=5.0)
+    return pages.View(snapshot=s, history=h, version=3, every=5.0, error=error)
 
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -262,3 +264,27 @@ async def test_read_only_bus_sends_reads_and_refuses_the_rest() -> None:
             await bus.request(5, command, {"contract_id": 1})
         assert e.value.code == "forbidden" and command in e.value.message
     assert inner.sent == ["zos.deployment.list", "zos.zmachine.logs"]
+
+
+async def test_an_answer_not_signed_by_the_registry_keeps_the_last_snapshot() -> None:
+    first = snap(GRID)
+    answers: list[Snapshot | BusError] = [
+        first,
+        BusError("bad_signature", "registry answer is signed by another key (1f2e...)"),
+    ]
+
+    async def read() -> Snapshot:
+        answer = answers.pop(0)
+        if isinstance(answer, BusError):
+            raise answer
+        return answer
+
+    live = Live(read, every=60)
+    await live.poll()
+    await live.poll()
+    assert live.snapshot is first and live.version == 1
+    assert live.error.startswith("an answer not signed by the registry's key was refused")
+    view = view_of(first, error=live.error)
+    html = pages.page(view, "The grid", pages.overview(view), path="/")
+    assert '<p class="banner" role="alert">an answer not signed by the registry' in html
+    assert '<dd id="stat-nodes">4</dd>' in html  # what was read before

@@ -1,9 +1,12 @@
 """`zos explorer serve`: the web explorer of the grid.
 
-Shared (default): it reads the registry as a twin of its own (`--key-file`, made on
-first start) and shows farms, nodes, capacity and contracts. `--mine`: run by a user on
-their own machine with their key (as `zos ps`), on loopback only, it also shows that
-twin's deployments, read from their nodes; the key never leaves this process.
+Shared (default): it connects to the bus and reads the registry as a twin of its own
+(`--key-file`, made on first start) and shows farms, nodes, capacity and contracts.
+`--mine`: run by a user on their own machine with their key and connection (as `zos
+ps`), on loopback only, it also shows that twin's deployments, read from their nodes; the
+key never leaves this process. Either way every registry answer must be signed by the
+registry key pinned here (`--registry-key`, ZOS_REGISTRY_KEY or the local grid's), never
+one learnt from the bus.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from zos.cli._io import add_key_options, identity_from_args, parse_listen
 
 if TYPE_CHECKING:
     from zos.identity import Identity
+    from zos.registry import RegistryClient
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--listen", default="127.0.0.1:8090", metavar="HOST:PORT", help="port 0: any")
     s.add_argument("--nats", help="NATS URL of the grid (or env ZOS_NATS; default: local grid)")
     s.add_argument("--hub", help="hub URL (or env ZOS_HUB; default: the local grid's)")
+    s.add_argument(
+        "--registry-key",
+        help="the grid registry's public key, hex: every answer must be signed by it (or "
+        "env ZOS_REGISTRY_KEY; default: the local grid's)",
+    )
     s.add_argument("--state-dir", type=Path, help="the local grid's state dir (zos grid up)")
     add_key_options(s)
     s.add_argument(
@@ -102,33 +111,56 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _shared_registry(args: argparse.Namespace, identity: Identity) -> RegistryClient:
+    """The shared explorer's own registry client: its key on the bus, its own twin, the
+    registry key pinned from the options or the local grid."""
+    from zos.client.config import find_grid
+    from zos.registry import RegistryClient
+
+    where = find_grid(args.nats, args.hub, args.state_dir, args.registry_key)
+    registry = RegistryClient(where.nats_url, identity, registry_key=where.registry_key)
+    try:
+        await registry.connect()
+        await registry.ensure_twin()  # a twin like any user
+    except BaseException:
+        await registry.close()
+        raise
+    return registry
+
+
 async def _serve(args: argparse.Namespace, identity: Identity, host: str, port: int) -> None:
     from zos.bus import BusError
     from zos.client import GridClient, GridClientError
-    from zos.client.config import ConfigError, find_grid
+    from zos.client.config import ConfigError
     from zos.explorer import Explorer
     from zos.explorer.live import Live
     from zos.explorer.mine import MyDeployments
     from zos.explorer.snapshot import read_snapshot
     from zos.primitives.signals import stop_on_signals
-    from zos.registry import RegistryClient
 
     mine = None
     try:
         if args.mine:
             grid = await GridClient.connect(
-                identity=identity, nats=args.nats, hub=args.hub, state_dir=args.state_dir
+                identity=identity,
+                nats=args.nats,
+                hub=args.hub,
+                state_dir=args.state_dir,
+                registry_key=args.registry_key,
             )
             mine = MyDeployments(grid, max_age=args.every / 2)
+            assert grid.registry is not None
             registry = grid.registry
-            assert registry is not None
         else:
-            where = find_grid(args.nats, args.hub, args.state_dir)
-            registry = await RegistryClient(where.nats_url, identity).connect()
-            await registry.ensure_twin()  # a twin like any user
+            registry = await _shared_registry(args, identity)
     except (ConfigError, GridClientError) as e:
         raise CliError(str(e)) from None
     except BusError as e:
+        if e.code == "bad_signature":
+            raise CliError(
+                f"the grid's answers are not signed by its registry key ({e.message}): "
+                "refusing to show them"
+            ) from None
         raise CliError(f"cannot reach the grid's registry: {e}") from None
     live = await Live(lambda: read_snapshot(registry), every=args.every).start()
     explorer = await Explorer(live, mine).start(host, port)

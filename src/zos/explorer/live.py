@@ -1,11 +1,15 @@
 """Keeping the explorer's picture of the grid fresh, and telling open pages.
 
-`Live` reads a snapshot of the registry every `every` seconds (there is no signed event
-feed of node status to follow: the registry derives up/down from heartbeat age when it
-answers, so asking again is how a node going down is seen). After each poll, listeners
-get a `tick`; when anything the pages show changed, an `update` first, with a new
-version and the ids of the nodes that changed. A poll that fails keeps the last snapshot
-and records the error, which the pages show.
+`Live` reads a snapshot of the registry every `every` seconds: signed answers, each
+checked against the pinned registry key by `RegistryClient`. That is what the pages are
+fed by, because no signed event says what they show: the registry derives up/down from
+a heartbeat's age when it answers (a node going down is the absence of a message, seen
+only by asking again), contract events are pushed to their own node alone (a twin may
+not subscribe to them), and the key-change events twins may hear change nothing a page
+shows. After each poll, listeners get a `tick`; when anything the pages show changed, an
+`update` first, with a new version and the ids of the nodes that changed. A poll that
+fails, or whose answer is refused as not the registry's, keeps the last snapshot and
+records why, which the pages show.
 """
 
 from __future__ import annotations
@@ -60,7 +64,9 @@ class Live:
         try:
             snap = await self._read()
         except (BusError, TimeoutError, OSError) as e:
-            self.error = f"the registry did not answer: {e}"
+            forged = isinstance(e, BusError) and e.code == "bad_signature"
+            why = "an answer not signed by the registry's key was refused" if forged else ""
+            self.error = f"{why or 'the registry did not answer'}: {e}"
             self.error_since = self.error_since or time.time()
             log.warning("%s", self.error)
             self._publish(Event("tick", self.version, time.time()))

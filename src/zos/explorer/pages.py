@@ -56,7 +56,7 @@ def page(
     footer = join(
         [
             "Read-only: nothing here can change the grid. ",
-            f"From the registry's answers, read every {view.every:g} s; last at ",
+            f"From the registry's signed answers, read every {view.every:g} s; last at ",
             when(taken),
             ".",
         ]

@@ -314,7 +314,7 @@ def _up(
 
 def _start_explorer(state: GridState) -> None:
     """The web explorer on the host's loopback, reading the registry as a twin of its own
-    (its key made on first start in the state dir)."""
+    (its key made on first start in the state dir), the registry key pinned as the hub's."""
     state_dir = Path(state.state_dir)
     port = free_port("127.0.0.1")
     argv = _py(
@@ -323,6 +323,8 @@ def _start_explorer(state: GridState) -> None:
         "serve",
         "--nats",
         state.nats_url,
+        "--registry-key",
+        state.registry_key,
         "--key-file",
         str(state_dir / "explorer-key.json"),
         "--listen",
