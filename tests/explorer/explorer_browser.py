@@ -98,21 +98,35 @@ new MutationObserver((_, obs) => {
 }).observe(conn, { attributes: true });
 """
 
+# The page's paint timing, once Chromium has recorded its first contentful paint: a small
+# page's load event can come before its first frame is presented, so the entry is waited
+# for (an observer of buffered paint entries), not read at once. A page that never paints
+# contentfully (none should) answers after 10 s with what there is.
 PAINT = """
-const nav = performance.getEntriesByType("navigation")[0];
-const paint = {};
-for (const e of performance.getEntriesByType("paint")) paint[e.name] = e.startTime;
-return {
-  // Chromium leaves out the contentful entry now and then: the first paint stands in.
-  first_contentful_paint: paint["first-contentful-paint"] ?? paint["first-paint"] ?? null,
-  first_paint: paint["first-paint"] ?? null,
-  response_end: nav.responseEnd,
-  dom_content_loaded: nav.domContentLoadedEventEnd,
-  load: nav.loadEventEnd,
-  bytes: nav.transferSize,
-};
+const done = arguments[arguments.length - 1];
+function report() {
+  const nav = performance.getEntriesByType("navigation")[0];
+  const paint = {};
+  for (const e of performance.getEntriesByType("paint")) paint[e.name] = e.startTime;
+  done({
+    first_contentful_paint: paint["first-contentful-paint"] ?? null,
+    first_paint: paint["first-paint"] ?? null,
+    response_end: nav.responseEnd,
+    dom_content_loaded: nav.domContentLoadedEventEnd,
+    load: nav.loadEventEnd,
+    bytes: nav.transferSize,
+  });
+}
+const timer = setTimeout(report, 10000);
+new PerformanceObserver((list, obs) => {
+  if (list.getEntries().some((e) => e.name === "first-contentful-paint")) {
+    obs.disconnect();
+    clearTimeout(timer);
+    report();
+  }
+}).observe({ type: "paint", buffered: true });
 """
 
 
 def paint_timing(driver: webdriver.Chrome) -> dict[str, Any]:
-    return driver.execute_script(PAINT)
+    return driver.execute_async_script(PAINT)

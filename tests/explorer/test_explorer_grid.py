@@ -1,9 +1,9 @@
 """The explorer on a local grid (`zos grid up`, one node agent), in headless Chromium:
-`grid up` starts it; the overview, a node search with a filter, a node's page and a farm
-show what the registry holds; a twin's own explorer (`zos explorer serve --mine`, with
-the twin's key, on loopback) shows its deployment: each workload's state, the machine's
-address and URL, and its output, hostile text shown as text. A screenshot of each page
-goes to `.test-artifacts/explorer/`.
+`grid up` starts it (its own key, the grid's registry key pinned); the overview, a node
+search with a filter, a node's page and a farm show what the registry holds; a twin's
+own explorer (`zos explorer serve --mine`, with the twin's key, on loopback) shows its
+deployment: each workload's state, the machine's address and URL, and its output,
+hostile text shown as text. A screenshot of each page goes to `.test-artifacts/explorer/`.
 
 Beside the node agent, the test registers two nodes of a second farm through the
 registry client and keeps them beating, so that filters have something to leave out.
@@ -61,8 +61,8 @@ machines:
 class Beating:
     """Registry-only nodes of a second farm, heartbeating from a thread of their own."""
 
-    def __init__(self, nats_url: str) -> None:
-        self.url = nats_url
+    def __init__(self, state: GridState) -> None:
+        self.state = state
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -74,7 +74,7 @@ class Beating:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(120)
 
     async def _add(self) -> None:
-        farmer = await RegistryClient(self.url, Identity.generate()).connect()
+        farmer = await client_of(self.state).connect()
         self.clients.append(farmer)
         await farmer.register_twin()
         farm = await farmer.create_farm("farm-extra")
@@ -83,7 +83,7 @@ class Beating:
             (Capacity(cru=16, mru=32 * GiB, sru=1024 * GiB), Capacity(), "Ghent", "gw.ex.org"),
             (Capacity(cru=2, mru=512 * MiB, sru=50 * GiB), Capacity(mru=256 * MiB), "Cairo", ""),
         ):
-            client = await RegistryClient(self.url, Identity.generate()).connect()
+            client = await client_of(self.state).connect()
             self.clients.append(client)
             await client.register_twin()
             node = await client.register_node(
@@ -147,7 +147,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path) -> Ite
     try:
         state, started = up(state_dir, nodes=1, say=quiet)
         assert started
-        extra = Beating(state.nats_url).start()
+        extra = Beating(state).start()
         web_rootfs(busybox_rootfs, tmp / "rootfs", "<h1>shop</h1>\n")
         # On the node agent (the extra nodes have more memory but no agent).
         (tmp / "app.yaml").write_text(MANIFEST.replace("NODE", str(state.nodes[0].node_id)))
@@ -170,9 +170,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path) -> Ite
             emergency_sweep(state_dir)
 
 
-def registry(url: str, read: Callable[[RegistryClient], Coroutine[Any, Any, T]]) -> T:
+def client_of(state: GridState) -> RegistryClient:
+    """A registry client of a fresh key, trusting the grid's registry key."""
+    key = bytes.fromhex(state.registry_key)
+    return RegistryClient(state.nats_url, Identity.generate(), registry_key=key)
+
+
+def registry(state: GridState, read: Callable[[RegistryClient], Coroutine[Any, Any, T]]) -> T:
+    """What the registry answers `read`, asked by a twin of its own."""
+
     async def go() -> T:
-        async with RegistryClient(url, Identity.generate()) as reg:
+        async with client_of(state) as reg:
+            await reg.ensure_twin()
             return await read(reg)
 
     return asyncio.run(go())
@@ -216,9 +225,11 @@ def test_grid_up_starts_the_explorer(setup: Setup) -> None:
     assert procs.alive(proc) and state.explorer_url.startswith("http://127.0.0.1:")
     out = zos_cli(env_for(Path(state.state_dir), setup.user_key), "grid", "status")
     assert f"explorer: {state.explorer_url}" in out.stdout
+    # It trusts the registry key grid up made, given as the hub is given it.
+    assert proc.argv[proc.argv.index("--registry-key") + 1] == state.registry_key
     # Its own twin, registered like any user's, with its own key (made at first start).
     own = load_key_file(Path(state.state_dir) / "explorer-key.json")
-    twin = registry(state.nats_url, lambda r: r.twin_by_key(own.public_key))
+    twin = registry(state, lambda r: r.twin_by_key(own.public_key))
     assert twin is not None and own.public_key != load_key_file(setup.user_key).public_key
 
 
@@ -246,7 +257,7 @@ def test_overview_shows_the_registry_numbers(setup: Setup, chrome: webdriver.Chr
 
     shown = until_shown(
         chrome,
-        lambda: registry(setup.state.nats_url, numbers),
+        lambda: registry(setup.state, numbers),
         lambda: {k: text_of(chrome, f"#stat-{k}") for k in STATS},
     )
     assert shown["farms"] == "2" and shown["nodes"] == "3" and shown["contracts"] == "1"
@@ -264,9 +275,7 @@ def test_node_search_with_a_filter(setup: Setup, chrome: webdriver.Chrome) -> No
     chrome.execute_async_script(browser.WAIT_LIVE)
 
     def expected() -> list[tuple[str, str, str]]:
-        nodes = registry(
-            setup.state.nats_url, lambda r: r.list_nodes(status="up", free_mru=GiB, limit=1000)
-        )
+        nodes = registry(setup.state, lambda r: r.list_nodes(status="up", free_mru=GiB, limit=1000))
         return [(str(n.id), "up", f"{size(n.free.mru)} / {size(n.capacity.mru)}") for n in nodes]
 
     def shown() -> list[tuple[str, str, str]]:
@@ -285,7 +294,7 @@ def test_node_page(setup: Setup, chrome: webdriver.Chrome) -> None:
     chrome.execute_async_script(browser.WAIT_LIVE)
 
     def expected() -> list[list[str]]:
-        n = registry(setup.state.nats_url, lambda r: r.get_node(node_id))
+        n = registry(setup.state, lambda r: r.get_node(node_id))
         free = n.free
         return [
             ["Cores", str(n.capacity.cru), str(n.used.cru), str(free.cru)],
