@@ -17,11 +17,11 @@ import contextlib
 import ipaddress
 import logging
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zos.cli import CliError
-from zos.cli._io import add_key_options, identity_from_args, parse_listen
+from zos.cli._io import identity_from_args, parse_listen
+from zos.cli.apps import _grid_options
 
 if TYPE_CHECKING:
     from zos.identity import Identity
@@ -39,15 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on your own machine with your key: your deployments too.",
     )
     s.add_argument("--listen", default="127.0.0.1:8090", metavar="HOST:PORT", help="port 0: any")
-    s.add_argument("--nats", help="NATS URL of the grid (or env ZOS_NATS; default: local grid)")
-    s.add_argument("--hub", help="hub URL (or env ZOS_HUB; default: the local grid's)")
-    s.add_argument(
-        "--registry-key",
-        help="the grid registry's public key, hex: every answer must be signed by it (or "
-        "env ZOS_REGISTRY_KEY; default: the local grid's)",
-    )
-    s.add_argument("--state-dir", type=Path, help="the local grid's state dir (zos grid up)")
-    add_key_options(s)
+    _grid_options(s, json_flag=False)  # the grid, its registry key and the key, as `zos ps`
     s.add_argument(
         "--mine",
         action="store_true",
