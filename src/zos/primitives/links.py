@@ -1,4 +1,4 @@
-"""Links over netlink (pyroute2): bridges, veth pairs, addresses, routes.
+"""Links over netlink (pyroute2): bridges, veth pairs, taps, addresses, routes.
 
 Every function takes `ns`, the name of the network namespace to work in (None: the
 agent's own), is idempotent, and blocks: call it through `asyncio.to_thread`.
@@ -129,6 +129,30 @@ def ensure_veth(name: str, peer: str, ns: str | None = None, peer_ns: str | None
             sock.link("add", ifname=name, kind="veth", peer=spec)
         except NetlinkError as exc:
             raise LinkError(f"cannot create veth {name}/{peer}: {exc}") from exc
+
+
+@_off_loop
+def ensure_tap(name: str, bridge: str, ns: str | None = None) -> None:
+    """A persistent tap `name` enslaved to `bridge` (in `ns`), up, without IPv6 on the
+    host side (as zos makes it); QEMU, started in `ns`, opens it by name."""
+    check_ifname(name)
+    with ipr(ns) as sock:
+        idx = _index(sock, name)
+        if idx is None:
+            try:
+                sock.link("add", ifname=name, kind="tuntap", mode="tap")
+            except NetlinkError as exc:
+                raise LinkError(f"cannot create tap {name}: {exc}") from exc
+            idx = _index(sock, name)
+        else:
+            info = sock.get_links(idx)[0].get("IFLA_LINKINFO")
+            if not info or info.get("IFLA_INFO_KIND") != "tun":
+                raise LinkError(f"{name} exists and is not a tap")
+        midx = _index(sock, bridge)
+        if idx is None or midx is None:
+            raise LinkError(f"cannot attach tap {name} to {bridge}: link missing")
+        sock.link("set", index=idx, master=midx, state="up")
+    netns.set_sysctl(ns, f"net/ipv6/conf/{name}/disable_ipv6", "1")
 
 
 @_off_loop
