@@ -129,6 +129,7 @@ async def test_the_entrypoint_runs_with_its_env_args_and_hostname(booted: Booted
     args = [line[5:-1] for line in out.splitlines() if line.startswith("arg=[")]
     assert args == list(LightMachine.ARGS)
     assert "hostname=vm-test" in out
+    assert f"nameserver {booted.machine.gateway}\n" in out  # from the ip= DNS field
     assert not (booted.upper / "pwned").exists()
 
 

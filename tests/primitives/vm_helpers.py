@@ -71,6 +71,7 @@ echo "hostname=$(hostname)"
 echo "nproc=$(nproc)"
 grep MemTotal /proc/meminfo
 cat /data/hello
+cat /etc/resolv.conf
 echo from-the-vm > /data/written
 echo layer > /written-in-vm
 echo READY
@@ -94,8 +95,9 @@ exec sleep 1000000
         directory.mkdir(parents=True, exist_ok=True)
         settings = directory / "settings"
         settings.write_text(self.config().render())
+        gateway = IPv4Address(self.gateway)
         nic = vminit.Interface(
-            "eth0", self.mac, IPv4Interface(self.address), IPv4Address(self.gateway)
+            "eth0", self.mac, IPv4Interface(self.address), gateway, dns=[gateway]
         )
         spec = qemu.VmSpec(
             name="light",

@@ -238,7 +238,7 @@ EOF
         ip link set "$dev" up && ip addr add "$addr/$prefix" dev "$dev" \
             || log "cannot configure $dev"
         [ -n "$gw" ] && { ip route add default via "$gw" dev "$dev" || log "no route via $gw"; }
-        dns="$dns $dns0 $dns1"
+        for d in $dns0 $dns1; do dns="$dns $d"; done
         ;;
     esac
 done
@@ -276,7 +276,7 @@ mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
 mount -t tmpfs -o nosuid,nodev shm /newroot/dev/shm
-if [ -n "${dns# }" ]; then
+if [ -n "$dns" ]; then
     : > /run/resolv.conf
     for d in $dns; do echo "nameserver $d" >> /run/resolv.conf; done
 fi
@@ -303,8 +303,9 @@ zos_mount() {
 }
 nfiles=0
 bind_file() {
-    [ -d "/newroot${1%/*}" ] || mkdir -p "/newroot${1%/*}"
-    [ -e "/newroot$1" ] || : > "/newroot$1"
+    # A read-only root without the file keeps its own (nothing to mount over).
+    [ -e "/newroot$1" ] || { mkdir -p "/newroot${1%/*}" && touch "/newroot$1"; } 2>/dev/null \
+        || { log "cannot place $1 (read-only root?)"; return 0; }
     mount --bind "$2" "/newroot$1" && mount -o remount,bind,ro "/newroot$1" \
         || fail "cannot place $1"
 }
