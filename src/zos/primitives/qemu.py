@@ -156,10 +156,18 @@ def memory_limit(spec: VmSpec, accel: Accel) -> int:
     return spec.memory + OVERHEAD + (TCG_TB_MIB * MiB if accel.name == "tcg" else 0)
 
 
-def _accel_args(accel: Accel) -> list[str]:
+def accel_args(accel: Accel) -> list[str]:
+    """The -accel (and -cpu) arguments every machine on `accel` gets."""
     if accel.name == "kvm":
         return ["-accel", "kvm", "-cpu", "host"]
     return ["-accel", f"tcg,tb-size={TCG_TB_MIB}"]
+
+
+def direct_cmdline(cmdline: str, accel: Accel) -> str:
+    """The kernel command line a microvm on `accel` is given for `cmdline`."""
+    if accel.name == "tcg" and accel.tsc_khz:
+        return f"{cmdline} tsc_early_khz={accel.tsc_khz}".strip()
+    return cmdline
 
 
 def _opt(value: object) -> str:
@@ -175,16 +183,13 @@ def qemu_argv(spec: VmSpec, accel: Accel, qmp_socket: Path, console: Path) -> li
     argv = [shutil.which(QEMU) or QEMU, "-name", f"guest={_opt(spec.name)}"]
     argv += ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
     argv += ["-sandbox", SANDBOX]
-    argv += _accel_args(accel)
+    argv += accel_args(accel)
     argv += ["-smp", str(spec.vcpus), "-m", f"{spec.memory // MiB}M"]
     if isinstance(spec.boot, KernelBoot):
         argv += ["-M", "microvm", "-kernel", str(spec.boot.kernel)]
         if spec.boot.initrd:
             argv += ["-initrd", str(spec.boot.initrd)]
-        cmdline = [spec.boot.cmdline]
-        if accel.name == "tcg" and accel.tsc_khz:
-            cmdline.append(f"tsc_early_khz={accel.tsc_khz}")
-        argv += ["-append", " ".join(c for c in cmdline if c)]
+        argv += ["-append", direct_cmdline(spec.boot.cmdline, accel)]
     else:
         argv += ["-M", "q35"]
     argv += ["-chardev", f"file,id=console,path={_opt(console)}", "-serial", "chardev:console"]
@@ -236,7 +241,7 @@ async def probe_kvm(boot: KernelBoot, marker: bytes, timeout: float = 10.0) -> b
     if not kvm_device_usable():
         return False
     # The accelerator arguments a machine would get: a nested KVM may refuse `-cpu host`.
-    argv = [shutil.which(QEMU) or QEMU, "-M", "microvm", *_accel_args(Accel("kvm"))]
+    argv = [shutil.which(QEMU) or QEMU, "-M", "microvm", *accel_args(Accel("kvm"))]
     argv += ["-m", "128M", "-nodefaults", "-no-user-config", "-display", "none"]
     argv += ["-no-reboot", "-serial", "stdio", "-kernel", str(boot.kernel)]
     if boot.initrd:
