@@ -15,7 +15,6 @@ into place; it is attached read-only, after the machine's other disks.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,12 +25,11 @@ from typing import Any
 import yaml
 
 from zos.primitives.command import run
+from zos.primitives.vmnames import HOSTNAME, MAC
 
 LABEL = "cidata"
 SIZE_KIB = 2048
 HEADER = "#cloud-config\n"
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,62})$")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 class CloudInitError(ValueError):
@@ -48,7 +46,7 @@ class Ethernet:
     routes: Sequence[tuple[str, IPv4Address | IPv6Address]] = ()  # (destination, via)
 
     def as_yaml(self) -> dict[str, Any]:
-        if not _MAC.match(self.mac):
+        if not MAC.match(self.mac):
             raise CloudInitError(f"network {self.name}: invalid MAC {self.mac!r}")
         out: dict[str, Any] = {
             "match": {"macaddress": self.mac},
@@ -96,7 +94,7 @@ class NoCloud:
     mounts: Sequence[Mount] = ()
 
     def check(self) -> None:
-        if not _HOSTNAME.match(self.hostname):
+        if not HOSTNAME.match(self.hostname):
             raise CloudInitError(f"hostname: invalid {self.hostname!r}")
         if not self.instance_id or any(c in self.instance_id for c in "\0\n"):
             raise CloudInitError(f"instance-id: invalid {self.instance_id!r}")

@@ -43,6 +43,7 @@ from zos.primitives.hostproc import HostProcess, HostProcessError, start_time
 from zos.primitives.links import check_ifname
 from zos.primitives.netns import path as netns_path
 from zos.primitives.supervisor import Backoff
+from zos.primitives.vmnames import DISK_SERIAL, MAC, SHARE_TAG
 
 QEMU = "qemu-system-x86_64"
 MiB = 1 << 20
@@ -55,9 +56,6 @@ SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=de
 # machine's cgroup with nothing charged elsewhere first, and keeps this pid.
 _JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-_SERIAL = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
-_TAG = re.compile(r"^[A-Za-z0-9_-]{1,31}$")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _FW_CFG = re.compile(r"^opt/[A-Za-z0-9_./-]{1,50}$")
 
 
@@ -135,16 +133,16 @@ class VmSpec:
         if isinstance(self.boot, FirmwareBoot) and not self.disks:
             raise VmError("a firmware boot needs a disk to boot from")
         for d in self.disks:
-            if not _SERIAL.match(d.serial):
+            if not DISK_SERIAL.match(d.serial):
                 raise VmError(f"disk {d.path}: invalid serial {d.serial!r}")
         if len({d.serial for d in self.disks}) != len(self.disks):
             raise VmError("disks: serials must differ")
         for s in self.shares:
-            if not _TAG.match(s.tag):
+            if not SHARE_TAG.match(s.tag):
                 raise VmError(f"share {s.path}: invalid tag {s.tag!r}")
         for n in self.nics:
             check_ifname(n.tap)
-            if not _MAC.match(n.mac):
+            if not MAC.match(n.mac):
                 raise VmError(f"nic {n.tap}: invalid MAC {n.mac!r}")
         for f in self.fw_cfg:
             if not _FW_CFG.match(f.name):

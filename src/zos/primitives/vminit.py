@@ -29,6 +29,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path, PurePosixPath
 
 from zos.primitives import initramfs
+from zos.primitives.vmnames import DISK_SERIAL, HOSTNAME, SHARE_TAG
 
 CONFIG_NAME = "opt/zos/config"
 ROOT_TAG = "root"
@@ -57,9 +58,6 @@ MODULES = (
 )
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,62})$")
-_SERIAL = re.compile(r"^[A-Za-z0-9_-]{1,20}$")  # virtio-blk keeps 20 bytes
-_TAG = re.compile(r"^[A-Za-z0-9_-]{1,31}$")  # 9p mount tags
 _FSTYPE = re.compile(r"^[a-z0-9]{1,16}$")
 
 
@@ -92,12 +90,12 @@ class Mount:
 
     def check(self) -> None:
         if self.kind == "blk":
-            if not _SERIAL.match(self.source):
+            if not DISK_SERIAL.match(self.source):
                 raise GuestConfigError(f"mount {self.target}: invalid disk serial {self.source!r}")
             if not _FSTYPE.match(self.fstype):
                 raise GuestConfigError(f"mount {self.target}: invalid fstype {self.fstype!r}")
         elif self.kind == "9p":
-            if not _TAG.match(self.source):
+            if not SHARE_TAG.match(self.source):
                 raise GuestConfigError(f"mount {self.target}: invalid share tag {self.source!r}")
         else:
             raise GuestConfigError(f"mount {self.target}: kind must be blk or 9p")
@@ -116,7 +114,7 @@ class GuestConfig:
     files: Mapping[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
-        if not _HOSTNAME.match(self.hostname):
+        if not HOSTNAME.match(self.hostname):
             raise GuestConfigError(f"hostname: invalid {self.hostname!r}")
         if not self.entrypoint or not self.entrypoint[0]:
             raise GuestConfigError("entrypoint: empty")
