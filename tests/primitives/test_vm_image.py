@@ -98,6 +98,9 @@ async def test_a_vm_image_boots_by_firmware_and_takes_its_cloud_init(tmp_path: P
         assert f"image: hostname=from-cloud-init eth0={address} keys=2" in out
         result = ping(ns, address.ip)
         assert result.returncode == 0, result.stdout + result.stderr
+        pid = vm.pid
+        await vm.remove(grace=0)
+        assert not Path(f"/proc/{pid}").exists()  # gone, and reaped: this test started it
     finally:
         if vm is not None:
             await vm.remove(grace=0)

@@ -194,6 +194,7 @@ class HostProcess:
     def _terminate(self, pid: int, started: int, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; returns when the process is gone."""
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            _reap(pid)  # our own child that exited unwatched (after close) is a zombie
             if start_time(pid) != started:
                 return
             with contextlib.suppress(ProcessLookupError):
