@@ -1,16 +1,18 @@
-"""QEMU through the primitives without a boot: the command line a spec gives, bad specs
-refused, the accelerator probed once per host boot (the booted VMs: test_light_vm.py,
-test_vm_image.py)."""
+"""QEMU through the primitives: the command line a spec gives, bad specs refused, the
+accelerator probed once per host boot, and a VM that powers off started again (the other
+booted VMs: test_light_vm.py, test_vm_image.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
-from vm_helpers import kernel_and_initrd
+from vm_helpers import accelerator, kernel_and_initrd
 
-from zos.primitives import qemu, vminit
+from zos.primitives import logd, qemu, vminit
+from zos.primitives.supervisor import Backoff
 
 MiB = 1 << 20
 
@@ -111,3 +113,27 @@ async def test_the_accelerator_is_probed_once_per_boot(
     cache.write_text(json.dumps({**record, "boot_id": "another boot"}))
     with pytest.raises(AssertionError, match="probed again"):
         await qemu.choose_accel(cache, probe, vminit.PROBE_MARKER)
+
+
+@pytest.mark.slow
+async def test_a_vm_that_powers_off_is_started_again(tmp_path: Path) -> None:
+    # The probe boot: the init prints its marker and powers off; QEMU exits; the host
+    # starts it again (two boots, no devices).
+    kernel, initrd = kernel_and_initrd(tmp_path / "cache")
+    accel = await accelerator(tmp_path / "cache")
+    spec = _spec(tmp_path, boot=qemu.KernelBoot(kernel.image, initrd, vminit.probe_cmdline()))
+    fast = Backoff(base=0.1, cap=0.5, stable=60.0)
+    vm = qemu.Vm(spec, tmp_path / "vm", accel, tmp_path / "logs" / "m1", backoff=fast)
+    try:
+        first = await vm.ensure()
+        seen = b""
+        async with asyncio.timeout(900):
+            async for chunk in logd.follow(vm.console):
+                seen += chunk
+                if seen.count(vminit.PROBE_MARKER) >= 2:
+                    break
+        assert vm.restarts >= 1 and vm.pid != first  # a new QEMU booted the second time
+    finally:
+        await vm.remove(grace=0)
+        logd.stop_daemon(tmp_path / "logs")
+    assert not vm.alive() and not (tmp_path / "vm").exists()
