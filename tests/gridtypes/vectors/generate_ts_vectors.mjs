@@ -13,6 +13,14 @@
 // challenge()/challenge_hash() and signed with its own Deployment.sign().
 // The JSON recorded is JSON.stringify of the client's object: what it sends to a node.
 //
+// `network_plans` records a multi-node network planned offline by the client's own
+// planner (its primitives `Network` class: addNode, addAccess), with the node answers it
+// asks over RMB (public config, interfaces, taken WireGuard ports) and the grid proxy's
+// access nodes injected; tests/client/test_netplan.py compares zos's planner with it. The
+// client's randomness (tweetnacl keys, Math.random ports) is seeded so the output is the
+// same on every run; the "network-mesh" vector is that plan's access node workload as the
+// client sends it (data and the metadata its deploy handler writes).
+//
 // The deprecated `ipv4` type is missing: this client version refuses to build it (its
 // Workload validator rejects PublicIPv4 data), so its vectors are derived by hand in
 // test_ts_vectors.py from the same format.
@@ -27,6 +35,8 @@ const { QSFSPrimitive } = require(path.join(gridDir, "primitives/qsfs.js"));
 const { Keyring } = require("@polkadot/keyring");
 const { waitReady } = require("@polkadot/wasm-crypto");
 const gridPackage = require(path.join(gridDir, "../../package.json"));
+const gridRequire = createRequire(path.join(gridDir, "index.js"));
+const nacl = gridRequire("tweetnacl");
 
 const {
   DeploymentFactory,
@@ -34,6 +44,7 @@ const {
   GWPrimitive,
   KeypairType,
   Mycelium,
+  Network,
   NetworkLight,
   Peer,
   PublicIPPrimitive,
@@ -186,8 +197,131 @@ function qsfs() {
   );
 }
 
+// ---- a network planned by the client's own planner ------------------------------------
+
+// mulberry32: a small seeded PRNG, so the client's random keys and ports repeat.
+function seeded(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+// What each node answers over RMB: 11 has a public config (public IPv4 and IPv6),
+// 12 has none but a public IPv6 on its zos interface, 13 is hidden (private addresses only).
+const MESH = {
+  name: "mesh",
+  ip_range: "10.40.0.0/16",
+  nodes: [
+    {
+      node_id: 11,
+      public_config: {
+        type: "macvlan",
+        ipv4: "185.206.122.31/24",
+        ipv6: "2a02:1802:5e:0:1::31/64",
+        gw4: "185.206.122.1",
+        gw6: "2a02:1802:5e:0:1::1",
+        domain: "node11.example.com",
+      },
+      interfaces: { zos: ["10.10.0.11"], ygg: ["300:1234::11"] },
+      taken_ports: [6882, 20000],
+    },
+    {
+      node_id: 12,
+      public_config: null,
+      interfaces: { zos: ["192.168.1.12", "2a02:1802:5e:0:2::12"], ygg: [] },
+      taken_ports: [],
+    },
+    {
+      node_id: 13,
+      public_config: null,
+      interfaces: { zos: ["192.168.1.13"], ygg: [] },
+      taken_ports: [3000],
+    },
+  ],
+  // the steps, as the client's machine deployer calls them
+  steps: [
+    { add_node: 11 },
+    { add_node: 12 },
+    { add_node: 13 },
+    { add_access: 11 },
+  ],
+};
+
+function offlineNetwork(spec) {
+  const byId = Object.fromEntries(spec.nodes.map((n) => [n.node_id, n]));
+  const twinOf = (nodeId) => 1000 + nodeId;
+  const nodeOfTwin = (twin) => byId[twin - 1000];
+  const config = { twinId: OWNER_TWIN, backendStorage: { load: async () => ({}), list: async () => [] } };
+  const network = new Network(spec.name, spec.ip_range, config);
+  network.rmb = {
+    request: async ([twin], cmd) => {
+      const node = nodeOfTwin(twin);
+      if (cmd === "zos.network.public_config_get") {
+        if (!node.public_config) throw new Error("no public config");
+        return node.public_config;
+      }
+      if (cmd === "zos.network.interfaces") return node.interfaces;
+      if (cmd === "zos.network.list_wg_ports") return node.taken_ports;
+      throw new Error(`unexpected ${cmd}`);
+    },
+  };
+  network.capacity = {
+    getNodeTwinId: async (nodeId) => twinOf(nodeId),
+    getNode: async () => ({ features: ["zmachine", "network", "wireguard", "mycelium"] }),
+    // the grid proxy's access nodes: those with a public IPv4 in their public config
+    getAccessNodes: async () =>
+      Object.fromEntries(
+        spec.nodes
+          .filter((n) => n.public_config && n.public_config.ipv4)
+          .map((n) => [n.node_id, { ipv4: n.public_config.ipv4, ipv6: n.public_config.ipv6, domain: "" }]),
+      ),
+  };
+  network.exists = async () => false;
+  return network;
+}
+
+async function planNetwork(spec) {
+  const random = seeded(14);
+  const realRandom = Math.random;
+  const realLog = console.log;
+  Math.random = random;
+  nacl.setPRNG((x, n) => {
+    for (let i = 0; i < n; i++) x[i] = Math.floor(random() * 256);
+  });
+  console.log = (...args) => console.error(...args); // the planner logs to stdout
+  try {
+    const network = offlineNetwork(spec);
+    const workloads = {};
+    let wgConfig = "";
+    for (const step of spec.steps) {
+      if (step.add_node !== undefined) {
+        workloads[step.add_node] = await network.addNode(step.add_node, false, "a mesh node");
+      } else {
+        wgConfig = await network.addAccess(step.add_access, true);
+      }
+    }
+    // what the client's deploy handler does to every network workload before sending it
+    for (const [nodeId, wl] of Object.entries(workloads)) network.updateWorkload(+nodeId, wl);
+    return {
+      ...spec,
+      workloads: Object.fromEntries(Object.entries(workloads).map(([id, wl]) => [id, JSON.parse(JSON.stringify(wl))])),
+      user_accesses: network.userAccesses,
+      wg_config: wgConfig,
+      _objects: workloads,
+    };
+  } finally {
+    Math.random = realRandom;
+    console.log = realLog;
+  }
+}
+
 // One deployment per workload type, then deployments mixing types.
-function cases() {
+function cases(mesh) {
   const disk = () => new DiskPrimitive().create(10, "data1", "", "a disk");
   return [
     { name: "zmount", workloads: () => [disk()] },
@@ -199,6 +333,8 @@ function cases() {
     { name: "ip", workloads: () => [new PublicIPPrimitive().create("pip1", "", "", 0, true, true)] },
     { name: "network", workloads: () => [network()] },
     { name: "network-light", workloads: () => [networkLight()] },
+    // the mesh's access node workload (peers with and without endpoint, user access metadata)
+    { name: "network-mesh", workloads: () => [mesh._objects[11]] },
     {
       name: "zmachine",
       workloads: () => [disk(), new PublicIPPrimitive().create("pip1", "", "", 0, true, false), zmachine()],
@@ -291,14 +427,16 @@ async function build(spec, keyType, multisig) {
 
 async function main() {
   await waitReady();
+  const mesh = await planNetwork(MESH);
   const vectors = [];
-  for (const spec of cases()) {
+  for (const spec of cases(mesh)) {
     vectors.push(await build(spec, "ed25519", false));
   }
-  const all = cases().find((c) => c.name === "all-types");
+  const all = cases(mesh).find((c) => c.name === "all-types");
   vectors.push(await build(all, "sr25519", false));
   vectors.push(await build(all, "ed25519", true));
-  vectors.push(await build(cases()[0], "sr25519", true));
+  vectors.push(await build(cases(mesh)[0], "sr25519", true));
+  delete mesh._objects;
   const out = {
     generator: "tests/gridtypes/vectors/generate_ts_vectors.mjs",
     package: `${gridPackage.name}@${gridPackage.version}`,
@@ -307,6 +445,7 @@ async function main() {
       [COSIGNER_TWIN]: { mnemonic: COSIGNER_MNEMONIC, ...(await publicKeys(COSIGNER_MNEMONIC)) },
     },
     vectors,
+    network_plans: [mesh],
   };
   process.stdout.write(JSON.stringify(out, null, 1) + "\n");
   process.exit(0);
