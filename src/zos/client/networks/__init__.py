@@ -3,6 +3,7 @@
 `plan_network(NetworkRequest, current, owner_public_key=...)` → `NetworkPlan` (each node's
 `network` workload, what changed); `plan_from_workloads` reads the current plan back from
 the deployed workloads; `wg_quick` writes a laptop's config. See planner.py for the rules.
+`NetworkService` (service.py) runs them against the grid through a `NetworkNodes`.
 """
 
 from zos.client.networks.addressing import tunnel_ip
@@ -20,17 +21,22 @@ from zos.client.networks.model import (
     SystemRandomness,
 )
 from zos.client.networks.planner import plan_network
+from zos.client.networks.service import Applied, NetworkNodes, NetworkService, NodeResult
 from zos.client.networks.stored import open_private_key, plan_from_workloads
 from zos.client.networks.wgquick import wg_quick
 
 __all__ = [
     "Access",
     "AccessRequest",
+    "Applied",
+    "NetworkNodes",
     "NetworkPlan",
     "NetworkPlanError",
     "NetworkRequest",
+    "NetworkService",
     "NodeInfo",
     "NodeNetwork",
+    "NodeResult",
     "Randomness",
     "SeededRandomness",
     "SystemRandomness",
