@@ -16,6 +16,7 @@ from ipaddress import IPv4Network, ip_address, ip_network
 from pathlib import Path
 
 import pytest
+from netplan_helpers import deployment_of
 
 from zos.client.networks import (
     AccessRequest,
@@ -34,7 +35,6 @@ from zos.client.networks import (
 from zos.client.networks.planner import PORT_RANGE
 from zos.client.networks.wgkeys import public_key
 from zos.gridtypes import Deployment, validate
-from zos.gridtypes.deployment import SignatureRequest, SignatureRequirement
 from zos.gridtypes.workload import Workload
 from zos.identity import Identity
 
@@ -96,20 +96,6 @@ def all_peer_keys(p: NetworkPlan) -> set[str]:
     return {peer.wireguard_public_key for n in p.nodes for peer in n.data.peers}
 
 
-def deployable(p: NetworkPlan, nid: int) -> Deployment:
-    wl = p.node(nid).workload(p.name)
-    d = Deployment(
-        version=wl.version,
-        twin_id=41,
-        workloads=[wl],
-        signature_requirement=SignatureRequirement(
-            requests=[SignatureRequest(twin_id=41, required=True, weight=1)], weight_required=1
-        ),
-    )
-    validate(d)
-    return d
-
-
 def three_nodes(accesses: tuple[AccessRequest, ...] | None = None) -> NetworkPlan:
     """11 public IPv4, 12 public IPv6, 13 hidden; a laptop (by default)."""
     wanted = (laptop(),) if accesses is None else accesses
@@ -142,7 +128,7 @@ def test_three_nodes_one_hidden_and_a_laptop():
         assert n.data.ip_range == RANGE and n.data.subnet == n.subnet
         assert public_key(n.data.wireguard_private_key) == n.public_key
         assert (n.change, n.version) == ("create", 0)
-        deployable(p, n.node_id)  # a node would accept it as it is
+        deployment_of(n.workload(p.name))  # a node would accept it as it is
     # the access node: the other reachable node, then the hidden node and the laptop
     # without endpoint
     assert peers_by_subnet(p, 11) == {

@@ -13,12 +13,17 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
+from ipaddress import IPv4Network, ip_network
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "primitives"))
+
+from netlab import Lan, ping, plug_machine
 
 from zos.client.networks import (
     AccessRequest,
@@ -31,21 +36,17 @@ from zos.client.networks import (
 )
 from zos.gridtypes.names import network_id
 from zos.identity import Identity
-from zos.primitives import links, netns, wireguard
-from zos.primitives.command import CommandError
+from zos.primitives import netns, wireguard
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 TAG = f"ztn{os.getpid() % 100000}"
-LAN = ip_network("10.251.0.0/24")  # the bridge between the test's nodes and laptops
+LAN_HOST = "10.251.0.{}"  # the bridge between the test's nodes and laptops
+LAN = ip_network(LAN_HOST.format("0/24"))
 NAME = "mesh"
 NETID = network_id(41, NAME)
 OWNER = Identity.generate()
 USERSPACE_ENV = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
-
-
-def on_lan(last: int) -> str:
-    return str(LAN[last])
 
 
 def node_config(plan: NetworkPlan, node: NodeNetwork) -> wireguard.Config:
@@ -96,42 +97,15 @@ class Node:
     def info(self) -> NodeInfo:
         return NodeInfo(ord(self.name), None, {"zos": [self.reported]}, taken_ports=[51820])
 
-    def plug_machine(self, subnet: IPv4Network) -> str:
-        """The network's bridge with the subnet's .1 and a machine at .2; its address."""
-        netns.create(self.ns)
-        netns.create(self.machine)
-        links.set_up("lo", self.ns)
-        links.ensure_bridge("b0", self.ns)
-        links.set_addresses("b0", [IPv4Interface(f"{subnet[1]}/24")], self.ns)
-        netns.set_sysctl(self.ns, "net/ipv4/ip_forward", "1")
-        links.ensure_veth("m0", "eth0", self.ns, self.machine)
-        links.set_master("m0", "b0", self.ns)
-        links.set_up("m0", self.ns)
-        links.set_up("lo", self.machine)
-        links.set_addresses("eth0", [IPv4Interface(f"{subnet[2]}/24")], self.machine)
-        links.set_up("eth0", self.machine)
-        links.set_default_route(IPv4Address(str(subnet[1])), self.machine)
-        return str(subnet[2])
-
 
 @dataclass
 class Lab:
-    lan: str
+    lan: Lan
     a: Node
     b: Node
-    made: list[str]
 
     def host(self, name: str, last: int) -> Host:
-        ns = f"{TAG}-{name}"
-        netns.create(ns)
-        self.made.append(ns)
-        links.ensure_veth("lan0", f"p-{name}", ns, self.lan)
-        links.set_master(f"p-{name}", "br0", self.lan)
-        links.set_up(f"p-{name}", self.lan)
-        links.set_addresses("lan0", [IPv4Interface(f"{on_lan(last)}/{LAN.prefixlen}")], ns)
-        links.set_up("lan0", ns)
-        links.set_up("lo", ns)
-        return Host(ns, on_lan(last))
+        return Host(*self.lan.host(name, last))
 
     def plan(self, accesses: list[AccessRequest], current: NetworkPlan | None) -> NetworkPlan:
         request = NetworkRequest(NAME, "10.40.0.0/16", [self.a.info(), self.b.info()], accesses)
@@ -148,33 +122,20 @@ class Lab:
 
 @pytest.fixture
 async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    lan = f"{TAG}-lan"
-    netns.create(lan)
-    lab = Lab(lan, None, None, [])  # type: ignore[arg-type]
+    lan = Lan(TAG, LAN_HOST)
     nodes: list[Node] = []
     try:
-        links.ensure_bridge("br0", lan)
-        for name, last, reported in (("a", 2, on_lan(2)), ("b", 3, "192.168.77.3")):
-            host = lab.host(name, last)
+        for name, last, reported in (("a", 2, LAN_HOST.format(2)), ("b", 3, "192.168.77.3")):
+            host = Host(*lan.host(name, last))
             wg = wireguard.WireGuard(tmp_path / name, host.ns, f"{TAG}{name}-", wireguard.USERSPACE)
             nodes.append(Node(name, host, reported, wg))
-        lab.a, lab.b = nodes
-        yield lab
+        yield Lab(lan, *nodes)
     finally:
         for node in nodes:
             await node.wg.remove(NETID)
             netns.delete(node.machine)
             netns.delete(node.ns)
-        for ns in [*lab.made, lan]:
-            netns.delete(ns)
-
-
-async def ping(ns: str, dst: str, wait: int = 5) -> bool:
-    try:
-        await netns.exec_in(ns, "busybox", "ping", "-c", "1", "-W", str(wait), dst)
-        return True
-    except CommandError:
-        return False
+        lan.close()
 
 
 class Laptop:
@@ -210,8 +171,8 @@ async def test_a_planned_mesh_with_a_hidden_node_and_laptops_carries_packets(
     plan = lab.plan([AccessRequest("laptop")], None)
     a, b = plan.node(ord("a")), plan.node(ord("b"))
     assert (a.endpoint_host, b.hidden, plan.access_node) == (lab.a.host.ip, True, a.node_id)
-    a_machine = lab.a.plug_machine(IPv4Network(a.subnet))
-    b_machine = lab.b.plug_machine(IPv4Network(b.subnet))
+    a_machine = plug_machine(lab.a.ns, lab.a.machine, IPv4Network(a.subnet))
+    b_machine = plug_machine(lab.b.ns, lab.b.machine, IPv4Network(b.subnet))
     await lab.apply(plan)
 
     # the hidden node dials its access node; both machines reach each other

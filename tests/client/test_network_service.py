@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netplan_helpers import deployment_of
 
 from zos.cli import build_parser
 from zos.cli.network import add_commands
 from zos.client.networks import NetworkPlanError, NodeInfo, SeededRandomness
 from zos.client.networks.service import NetworkService
 from zos.client.networks.wgkeys import public_key
-from zos.gridtypes import Deployment, validate
-from zos.gridtypes.deployment import SignatureRequest, SignatureRequirement
 from zos.gridtypes.workload import Workload
 from zos.identity import Identity, write_key_file
 
@@ -97,15 +96,7 @@ class Nodes:
         self._node(node_id)
         if wl.version != version:
             raise ValueError(f"version {wl.version}, expected {version}")
-        d = Deployment(
-            version=wl.version,
-            twin_id=41,
-            workloads=[wl],
-            signature_requirement=SignatureRequirement(
-                requests=[SignatureRequest(twin_id=41, required=True, weight=1)], weight_required=1
-            ),
-        )
-        validate(d)
+        deployment_of(wl)  # refused as a node refuses it
         if wl.data.wireguard_listen_port in self._held(node_id, wl.name):
             raise ValueError(f"listen_port: {wl.data.wireguard_listen_port} is already in use")
         self.stored.setdefault(node_id, {})[wl.name] = wl.to_json()

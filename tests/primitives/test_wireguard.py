@@ -18,17 +18,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
+from netlab import Lan, ping, plug_machine
 from netzm_helpers import listen_in
 
 from zos.primitives import links, netns
-from zos.primitives.command import CommandError
 from zos.primitives.hostproc import start_time
 from zos.primitives.wireguard import (
     KERNEL,
@@ -187,32 +187,6 @@ def has_kernel_wireguard() -> bool:
         return False
 
 
-class Lan:
-    """A namespace holding a bridge: the public network between the test's nodes."""
-
-    def __init__(self) -> None:
-        self.ns = f"{TAG}-lan"
-        self.made: list[str] = []
-        netns.create(self.ns)
-        links.ensure_bridge("br0", self.ns)
-
-    def host(self, name: str, last: int) -> tuple[str, str]:
-        ns = f"{TAG}-{name}"
-        netns.create(ns)
-        self.made.append(ns)
-        links.ensure_veth("lan0", f"p-{name}", ns, self.ns)
-        links.set_master(f"p-{name}", "br0", self.ns)
-        links.set_up(f"p-{name}", self.ns)
-        links.set_addresses("lan0", [IPv4Interface(f"{LAN.format(last)}/24")], ns)
-        links.set_up("lan0", ns)
-        links.set_up("lo", ns)
-        return ns, LAN.format(last)
-
-    def close(self) -> None:
-        for ns in [*self.made, self.ns]:
-            netns.delete(ns)
-
-
 @dataclass
 class Node:
     name: str
@@ -268,21 +242,7 @@ class Node:
         return int(raw["pid"])
 
     def plug_machine(self) -> None:
-        """The network's bridge with the subnet's .1 and a machine at .2 (as the network
-        and zmachine managers make them)."""
-        netns.create(self.ns)
-        netns.create(self.machine)
-        links.set_up("lo", self.ns)
-        links.ensure_bridge("b0", self.ns)
-        links.set_addresses("b0", [IPv4Interface(f"{self.subnet[1]}/24")], self.ns)
-        netns.set_sysctl(self.ns, "net/ipv4/ip_forward", "1")
-        links.ensure_veth("m0", "eth0", self.ns, self.machine)
-        links.set_master("m0", "b0", self.ns)
-        links.set_up("m0", self.ns)
-        links.set_up("lo", self.machine)
-        links.set_addresses("eth0", [IPv4Interface(f"{self.machine_ip}/24")], self.machine)
-        links.set_up("eth0", self.machine)
-        links.set_default_route(IPv4Address(str(self.subnet[1])), self.machine)
+        plug_machine(self.ns, self.machine, self.subnet)
 
 
 @dataclass
@@ -308,7 +268,7 @@ def mesh(
     if backend == KERNEL and not has_kernel_wireguard():  # probed here, not at collection
         pytest.skip("the kernel has no WireGuard")
     state = tmp_path_factory.mktemp("wg")
-    lan = Lan()
+    lan = Lan(TAG, LAN)
     nodes = []
     try:
         for i, name in enumerate("ab"):
@@ -331,14 +291,6 @@ def mesh(
             netns.delete(node.machine)
             netns.delete(node.ns)
         lan.close()
-
-
-async def ping(ns: str, dst: str, wait: int = 5) -> bool:
-    try:
-        await netns.exec_in(ns, "busybox", "ping", "-c", "1", "-W", str(wait), dst)
-        return True
-    except CommandError:
-        return False
 
 
 def tcp_pair(server_ns: str, client_ns: str, host: str, port: int) -> tuple[socket.socket, ...]:
