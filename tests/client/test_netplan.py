@@ -791,6 +791,37 @@ def test_bad_workloads_are_refused_when_read_back():
             "WireGuard key",
         ),
     ]
+    _, k1 = teammate_key(1)
+    _, k2 = teammate_key(2)
+
+    def accesses(*entries: tuple[str, str, str]) -> str:
+        listed = [{"subnet": s, "public_key": k, "name": n} for s, k, n in entries]
+        return json.dumps({"version": 3, "user_accesses": listed})
+
+    key_of_11 = good[11].data.wireguard_private_key
+    cases += [
+        (broken(12, data=data_with(12, wireguard_private_key=key_of_11)), "workloads", "a key"),
+        (
+            broken(11, metadata=accesses(("10.40.3.0/24", k1, "x"))),
+            "workloads",
+            "access 'x' has a node's subnet 10.40.3.0/24",
+        ),
+        (
+            broken(11, metadata=accesses(("10.40.9.0/24", public_key(key_of_11), "x"))),
+            "workloads",
+            "access 'x' has the key of a node",
+        ),
+        (
+            broken(11, metadata=accesses(("10.40.9.0/24", k1, "x"), ("10.40.9.0/24", k2, "y"))),
+            "workloads[11].metadata",
+            "two user accesses with subnet 10.40.9.0/24",
+        ),
+        (
+            broken(11, metadata=accesses(("10.40.9.0/24", k1, "x"), ("10.40.8.0/24", k2, "x"))),
+            "workloads",
+            "same name",
+        ),
+    ]
     for workloads, field, rule in cases:
         with pytest.raises(NetworkPlanError) as e:
             plan_from_workloads("mesh", workloads)

@@ -144,6 +144,14 @@ def read_metadata(
     ]
 
 
+def _add_access(accesses: dict[str, Access], access: Access, field: str) -> None:
+    """One access per subnet: the same one may be listed by several nodes (ThreeFold's
+    clients list it in every node's metadata), two different ones may not."""
+    seen = accesses.setdefault(access.subnet, access)
+    if seen.public_key != access.public_key:
+        raise NetworkPlanError(field, f"lists two user accesses with subnet {access.subnet}")
+
+
 def plan_from_workloads(name: str, workloads: Mapping[int, Workload]) -> NetworkPlan:
     """The current plan of network `name` from its `network` workload on each node
     (node id → the workload as `zos.deployment.get` returns it): what `plan_network`
@@ -178,6 +186,8 @@ def plan_from_workloads(name: str, workloads: Mapping[int, Workload]) -> Network
     assert ip_range is not None
     keys = {nid: wgkeys.public_key(d.wireguard_private_key) for nid, d in datas.items()}
     node_of_key = {k: nid for nid, k in keys.items()}
+    if len(node_of_key) != len(keys):
+        raise NetworkPlanError("workloads", f"two nodes of network '{name}' share a key")
     subnets = [d.subnet for d in datas.values()]
     if len(set(subnets)) != len(subnets):
         raise NetworkPlanError("workloads", f"two nodes of network '{name}' share a subnet")
@@ -197,7 +207,7 @@ def plan_from_workloads(name: str, workloads: Mapping[int, Workload]) -> Network
     accesses: dict[str, Access] = {}
     for nid, wl in sorted(workloads.items()):
         for a in read_metadata(wl.metadata, ip_range, nid, f"workloads[{nid}].metadata"):
-            accesses.setdefault(a.subnet, a)
+            _add_access(accesses, a, f"workloads[{nid}].metadata")
     # Peers without endpoint that are no node and in no metadata: accesses other clients
     # granted by public key.
     for nid, data in sorted(datas.items()):
@@ -211,6 +221,15 @@ def plan_from_workloads(name: str, workloads: Mapping[int, Workload]) -> Network
                     public_key=wgkeys.check_key(peer.wireguard_public_key, "peers"),
                     node_id=nid,
                 )
+    node_subnets = {IPv4Network(d.subnet) for d in datas.values()}
+    for a in accesses.values():
+        if IPv4Network(a.subnet) in node_subnets:
+            raise NetworkPlanError("workloads", f"access '{a.name}' has a node's subnet {a.subnet}")
+        if a.public_key in node_of_key:
+            raise NetworkPlanError("workloads", f"access '{a.name}' has the key of a node")
+    names = [a.name for a in accesses.values()]
+    if len(set(names)) != len(names):
+        raise NetworkPlanError("workloads", "two user accesses have the same name")
     if not access_node and accesses:
         access_node = min(accesses.values(), key=lambda a: IPv4Network(a.subnet)).node_id
     nodes = [
