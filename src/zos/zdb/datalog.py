@@ -32,6 +32,7 @@ from pathlib import Path
 
 import crc32c
 
+from zos.primitives.durable import sync_dir
 from zos.zdb.protocol import MAX_KEY, MAX_VALUE
 
 log = logging.getLogger(__name__)
@@ -62,15 +63,6 @@ def location(file_id: int, offset: int) -> int:
 
 def split(loc: int) -> tuple[int, int]:
     return loc >> 32, loc & 0xFFFFFFFF
-
-
-def sync_dir(path: Path) -> None:
-    """Make the names in a directory (a new, removed or renamed file) survive a crash."""
-    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class StorageError(Exception):

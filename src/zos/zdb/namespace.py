@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
+from zos.primitives.durable import sync_dir
 from zos.zdb.datalog import (
     HEADER,
     KIND_DELETE,
@@ -27,7 +28,6 @@ from zos.zdb.datalog import (
     StorageError,
     location,
     split,
-    sync_dir,
 )
 from zos.zdb.protocol import MAX_KEY
 

@@ -10,16 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from zos.node.workloads.base import Manager, WorkloadContext, WorkloadError
+from zos.primitives.durable import sync_dir
 
 _ID = re.compile(r"^(\d+-\d+-[A-Za-z0-9_]+)(\.img|\.img\.tmp|\.grow)?$")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ImageFiles:
@@ -34,11 +27,11 @@ class ImageFiles:
 
     def commit_tmp(self) -> None:
         os.replace(self.tmp, self.image)
-        _fsync_dir(self.directory)
+        sync_dir(self.directory)
 
     def mark_growing(self) -> None:
         self.marker.touch()
-        _fsync_dir(self.directory)
+        sync_dir(self.directory)
 
     def growing(self) -> bool:
         return self.marker.exists()
@@ -50,7 +43,7 @@ class ImageFiles:
         for path in (self.image, self.tmp, self.marker):
             path.unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
-            _fsync_dir(self.directory)
+            sync_dir(self.directory)
 
     @staticmethod
     def ids_in(directory: Path) -> set[str]:
