@@ -12,7 +12,6 @@ import contextlib
 import re
 import socket
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -22,9 +21,8 @@ from zos.flist.blocks import ID_LEN, MAX_CIPHERTEXT, check_id
 from zos.flist.errors import BlockError, StoreError
 from zos.flist.files import write_atomic
 from zos.flist.format import Route
+from zos.flist.hubsign import HubSigner
 from zos.flist.policy import FetchPolicy, endpoint
-from zos.hub.auth import sign_headers
-from zos.identity import Identity
 from zos.zdb.client import RespClient, RespError, RespUnavailable
 
 
@@ -74,14 +72,6 @@ class DirStore:
 
     async def close(self) -> None:
         return None
-
-
-@dataclass(frozen=True)
-class HubSigner:
-    """Who signs writes to a hub: a registered twin and its key."""
-
-    identity: Identity
-    twin_id: int
 
 
 def fetch_error(e: BaseException) -> str:
@@ -173,7 +163,7 @@ class HttpStore:
         except aiohttp.ClientError as e:
             raise StoreError(f"{self.url}: {e}") from None
         path = urllib.parse.urlsplit(url).path
-        headers = sign_headers(self.signer.identity, self.signer.twin_id, "PUT", path, data)
+        headers = self.signer.headers("PUT", path, data)
         try:
             async with self.session.put(url, data=data, headers=headers) as resp:
                 if resp.status not in (200, 201):

@@ -1,29 +1,29 @@
-"""Signed hub write requests: a twin signs method, path, time, a nonce and the body's hash.
+"""Checking signed hub write requests (the signing half, and the headers, are in
+`zos.flist.hubsign`, what the http store and the hub client use).
 
-Headers: X-Zos-Twin (twin id), X-Zos-Timestamp (unix seconds), X-Zos-Nonce (random hex),
-X-Zos-Content-Hash (hex BLAKE2b-256 of the body), X-Zos-Signature (hex ed25519 signature
-over `signing_message`). The hub looks the twin's key up, refuses stale times and
-replayed nonces, so a captured request cannot be reused. The body's hash travels in a
+The hub looks the twin's key up, refuses stale times and replayed nonces, so a
+captured request cannot be reused. The body's hash travels in a
 header so the whole signature is checked before a byte of the body is read; the body
 must then hash to it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from zos.identity import Identity, verify_ed25519
+from zos.flist.hubsign import (
+    HEADER_HASH,
+    HEADER_NONCE,
+    HEADER_SIG,
+    HEADER_TIME,
+    HEADER_TWIN,
+    HEADERS,
+    signing_message,
+)
+from zos.identity import verify_ed25519
 
-HEADER_TWIN = "X-Zos-Twin"
-HEADER_TIME = "X-Zos-Timestamp"
-HEADER_NONCE = "X-Zos-Nonce"
-HEADER_HASH = "X-Zos-Content-Hash"
-HEADER_SIG = "X-Zos-Signature"
-HEADERS = (HEADER_TWIN, HEADER_TIME, HEADER_NONCE, HEADER_HASH, HEADER_SIG)
 MAX_SKEW = 300  # seconds a signed request stays valid either side of the hub's clock
 
 KeyLookup = Callable[[int], Awaitable[bytes | None]]
@@ -36,31 +36,6 @@ class AuthError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def body_digest(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=32).hexdigest()
-
-
-def signing_message(method: str, path: str, timestamp: int, nonce: str, digest: str) -> bytes:
-    """What is signed; `digest` is the hex BLAKE2b-256 of the request body."""
-    return f"zos-hub-v1\n{method.upper()}\n{path}\n{timestamp}\n{nonce}\n{digest}".encode()
-
-
-def sign_headers(
-    identity: Identity, twin_id: int, method: str, path: str, body: bytes, now: float | None = None
-) -> dict[str, str]:
-    timestamp = int(time.time() if now is None else now)
-    nonce = os.urandom(16).hex()
-    digest = body_digest(body)
-    signature = identity.sign(signing_message(method, path, timestamp, nonce, digest))
-    return {
-        HEADER_TWIN: str(twin_id),
-        HEADER_TIME: str(timestamp),
-        HEADER_NONCE: nonce,
-        HEADER_HASH: digest,
-        HEADER_SIG: signature.hex(),
-    }
 
 
 class RequestVerifier:

@@ -9,9 +9,8 @@ from typing import Any
 import aiohttp
 
 from zos.flist.errors import StoreError
+from zos.flist.hubsign import HubSigner
 from zos.flist.ops import download_flist
-from zos.flist.stores import HubSigner
-from zos.hub.auth import sign_headers
 
 
 def _url(hub: str, path: str) -> str:
@@ -33,7 +32,7 @@ async def publish_flist(hub: str, signer: HubSigner, flist: Path, name: str | No
     url = _url(hub, f"/flists/{signer.twin_id}/{urllib.parse.quote(name, safe='')}")
     body = Path(flist).read_bytes()
     path = urllib.parse.urlsplit(url).path
-    headers = sign_headers(signer.identity, signer.twin_id, "PUT", path, body)
+    headers = signer.headers("PUT", path, body)
     try:
         async with aiohttp.ClientSession() as s, s.put(url, data=body, headers=headers) as resp:
             return await _answer(resp, f"publish {name}")
@@ -45,7 +44,7 @@ async def unpublish_flist(hub: str, signer: HubSigner, name: str) -> bool:
     """Remove one of the signer's flists from the hub; False if it was not there."""
     url = _url(hub, f"/flists/{signer.twin_id}/{urllib.parse.quote(name, safe='')}")
     path = urllib.parse.urlsplit(url).path
-    headers = sign_headers(signer.identity, signer.twin_id, "DELETE", path, b"")
+    headers = signer.headers("DELETE", path, b"")
     try:
         async with aiohttp.ClientSession() as s, s.delete(url, headers=headers) as resp:
             if resp.status == 404:

@@ -26,7 +26,8 @@ from zos.flist.blocks import MAX_CIPHERTEXT
 from zos.flist.errors import FlistError
 from zos.flist.files import hash_file, write_atomic
 from zos.flist.format import read_flist
-from zos.hub.auth import HEADER_HASH, AuthError, KeyLookup, RequestVerifier
+from zos.flist.hubsign import HEADER_HASH
+from zos.hub.auth import AuthError, KeyLookup, RequestVerifier
 
 MAX_FLIST_BYTES = 256 * 1024 * 1024
 FLIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.fl$")
