@@ -46,6 +46,7 @@ from zos.gridtypes import (
     ZMachine,
     validate,
 )
+from zos.gridtypes.names import workload_id
 from zos.identity import Identity
 from zos.registry import Node, NodeContract, RegistryClient
 
@@ -619,7 +620,7 @@ class GridClient:
         new = []
         for mach in m.machines:
             mi = next(x for x in info.machines if x.name == mach.name)
-            wid = f"{self.twin_id}-{info.contract_id}-{mach.name}"
+            wid = workload_id(self.twin_id, info.contract_id, mach.name)
             for port in mach.ports:
                 new.append(
                     Forward(

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zos.bus import BusError, Request, Router
+from zos.gridtypes.names import workload_id
 from zos.node.engine import Engine, EngineError
 from zos.node.workloads.base import WorkloadError
 
@@ -54,7 +55,7 @@ def zmachine_router(engine: Engine) -> Router:
         manager = engine.managers.get("zmachine")
         if manager is None:
             raise BusError("not_found", "zmachines are not supported on this node")
-        wid = f"{req.source_twin}-{args.contract_id}-{args.name}"
+        wid = workload_id(req.source_twin, args.contract_id, args.name)
         try:
             data, offset = await manager.logs_since(
                 wid, args.offset, FOLLOW_WAIT if args.follow else 0.0

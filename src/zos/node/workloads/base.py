@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from zos.gridtypes.names import workload_id
+
 if TYPE_CHECKING:
     from zos.gridtypes import Deployment, Workload
 
@@ -49,7 +51,11 @@ class WorkloadContext:
     @property
     def workload_id(self) -> str:
         """`<twin>-<contract>-<name>`, as zos names workloads."""
-        return f"{self.twin_id}-{self.contract_id}-{self.workload.name}"
+        return workload_id(self.twin_id, self.contract_id, self.workload.name)
+
+    def workload_id_of(self, name: str) -> str:
+        """The id of another workload of the same deployment."""
+        return workload_id(self.twin_id, self.contract_id, name)
 
 
 class Manager(ABC):

@@ -190,7 +190,7 @@ class ZMachineManager(Manager):
             target = next((w for w in ctx.deployment.workloads if w.name == m.name), None)
             if target is None or target.type not in ("volume", "zmount"):
                 raise WorkloadError(f"{where}.name: no volume named '{m.name}' in the deployment")
-            target_id = f"{ctx.twin_id}-{ctx.contract_id}-{m.name}"
+            target_id = ctx.workload_id_of(m.name)
             if target.type == "zmount":
                 result.append(self._disk_mount(ctx.workload_id, target_id, m.name, point, where))
                 continue
