@@ -138,7 +138,7 @@ async def main() -> None:
         raise SystemExit("run as root (namespaces, mounts, runc)")
     work = Path(tempfile.mkdtemp(prefix="zos-bench-zm-"))
     rootfs = busybox_rootfs(work / "rootfs")
-    node = NodeServices(data_dir=work / "node", extra={"local_flists": [str(work)]})
+    node = NodeServices(data_dir=work / "node", local_flists=(work,))
     store = Router.parse([f"dir://{work / 'store'}"])
     fl = work / "busybox.fl"
     await pack(rootfs, fl, store)
@@ -186,7 +186,7 @@ async def main() -> None:
             for fresh, samples in ((False, cached), (True, uncached)):
                 cache_dir = work / (f"cache-{i}" if fresh else "cache")
                 cache = FlistCache(cache_dir, 1 << 30, store)
-                node.extra["flist_cache"] = cache
+                node.flist_cache = cache
                 if not fresh and i == 0:
                     await cache.prepare(str(fl))  # the node has run this image before
                 d = machine(500 + 2 * i + fresh, fl, ip_for(60 + 2 * i + fresh))

@@ -87,10 +87,21 @@ def ns_inode(path: Path | str) -> int:
     return os.stat(path).st_ino
 
 
+_machines: dict[int, ZMachineManager] = {}
+
+
+def machines(svc: NodeServices, fresh: bool = False) -> ZMachineManager:
+    """The test's zmachine manager on `svc`, one per node as an agent has; `fresh`: a new
+    one (as after an agent restart)."""
+    if fresh or id(svc) not in _machines:
+        _machines[id(svc)] = ZMachineManager(svc)
+    return _machines[id(svc)]
+
+
 async def remove_everything(svc: NodeServices) -> None:
     """What a test left on a node: containers, mounts, namespaces, uplinks, log daemon."""
-    if "zm" in svc.extra:
-        svc.extra["zm"].close()  # the test's manager stops supervising first
+    if id(svc) in _machines:
+        _machines.pop(id(svc)).close()  # the test's manager stops supervising first
     zm = ZMachineManager(svc)
     await zm.cleanup(set())
     await NetworkManager(svc).cleanup(set())

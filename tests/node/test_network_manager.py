@@ -7,7 +7,7 @@ import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import pytest
@@ -248,7 +248,7 @@ async def test_neither_the_host_nor_the_control_plane_whatever_their_address(
     # off; the internet next to them is not.
     base = 8 * random.randrange(1, 31)  # a /29 of 203.0.113.0/24 (documentation range)
     ctl_ip, internet_ip = f"203.0.113.{base + 2}", f"203.0.113.{base + 3}"
-    node.extra["control_plane"] = [ctl_ip]
+    node.control_plane = (IPv4Address(ctl_ip),)
     twin = unique_twin()
     dep = deployment(
         twin, 1, [{"name": "net", "type": "network", "data": network_data("10.64.1.0/24")}]

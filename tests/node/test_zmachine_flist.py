@@ -9,13 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from netzm_helpers import ctx, deployment, network_data, remove_everything, unique_twin
+from netzm_helpers import ctx, deployment, machines, network_data, remove_everything, unique_twin
 
 from zos.flist import Router, pack
 from zos.flist.cache import FlistCache
 from zos.node.workloads.base import NodeServices, WorkloadError
 from zos.node.workloads.network import NetworkManager
-from zos.node.workloads.zmachine import ZMachineManager
 from zos.primitives.supervisor import Backoff
 
 pytestmark = [pytest.mark.runc, pytest.mark.netns, pytest.mark.root]
@@ -35,11 +34,9 @@ async def node(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[NodeServic
     cache = FlistCache(tmp_path / "cache", 1 << 30, router)
     svc = NodeServices(
         data_dir=tmp_path / "node",
-        extra={
-            "flist_cache": cache,
-            "local_flists": [str(tmp_path)],
-            "zmachine_backoff": Backoff(base=0.2),
-        },
+        flist_cache=cache,
+        local_flists=(tmp_path,),
+        backoff=Backoff(base=0.2),
     )
     try:
         yield svc
@@ -68,10 +65,11 @@ async def test_zmachine_from_flist_with_image_entrypoint(
         twin, 500, [{"name": "net", "type": "network", "data": network_data("10.74.1.0/24")}, m]
     )
     await NetworkManager(node).provision(ctx(node, dep, "net"))
-    zm = node.extra["zm"] = ZMachineManager(node)
+    zm = machines(node, fresh=True)
     await zm.provision(ctx(node, dep, "m"))
     await zm.provision(ctx(node, dep, "m"))  # again: still one hold on the tree
-    cache: FlistCache = node.extra["flist_cache"]
+    cache = node.flist_cache
+    assert cache is not None
     tree = next((cache.trees_dir).iterdir())
     assert cache.in_use(tree) == 1
     wid = f"{twin}-500-m"

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netzm_helpers import ctx, deployment, listen_in, network_data, remove_everything, unique_twin
+from netzm_helpers import (
+    ctx,
+    deployment,
+    listen_in,
+    machines,
+    network_data,
+    remove_everything,
+    unique_twin,
+)
 
 from zos.gridtypes import Deployment
 from zos.gridtypes.names import network_id
@@ -36,10 +44,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 def services(data_dir: Path, rootfs: Path) -> NodeServices:
     return NodeServices(
         data_dir=data_dir,
-        extra={
-            "local_flists": [str(rootfs)],
-            "zmachine_backoff": Backoff(base=0.2, cap=1.0, stable=30),
-        },
+        local_flists=(rootfs,),
+        backoff=Backoff(base=0.2, cap=1.0, stable=30),
     )
 
 
@@ -80,7 +86,7 @@ async def deploy(node: NodeServices, dep: Deployment) -> dict[str, Any]:
         "zmount": ZMountManager(node),
         "volume": VolumeManager(node),
         "network": NetworkManager(node),
-        "zmachine": node.extra.setdefault("zm", ZMachineManager(node)),
+        "zmachine": machines(node),
     }
     results = {}
     for wtype in ("zmount", "volume", "network", "zmachine"):
@@ -143,7 +149,7 @@ async def test_machines_on_networks_end_to_end(node: NodeServices, busybox_rootf
         "mycelium_ip": "",
         "console_url": "",
     }
-    zm: ZMachineManager = node.extra["zm"]
+    zm = machines(node)
     out = await logs_until(zm, wid, b"inet 10.70.1.2/24")
     # its own processes only (sh, a subshell, ls, grep), not the host's hundreds
     assert int(re.search(rb"PROCS (\d+)", out).group(1)) <= 5
@@ -227,7 +233,7 @@ async def test_refusals_leave_nothing(node: NodeServices, busybox_rootfs: Path) 
     ]
     dep = with_rootfs(deployment(twin, 300, base), busybox_rootfs)
     await deploy(node, dep)
-    zm: ZMachineManager = node.extra["zm"]
+    zm = machines(node)
     cases = [
         (machine("m", "net", "10.99.0.2", "sleep 1"), "outside the subnet 10.72.1.0/24"),
         (machine("m", "net", "10.72.1.1", "sleep 1"), "reserved"),
@@ -288,7 +294,7 @@ CRASH_SCRIPT = textwrap.dedent(
 
     data_dir, rootfs, raw = sys.argv[1], sys.argv[2], sys.argv[3]
     dep = Deployment.from_dict(json.loads(raw))
-    node = NodeServices(data_dir=Path(data_dir), extra={"local_flists": [rootfs]})
+    node = NodeServices(data_dir=Path(data_dir), local_flists=(Path(rootfs),))
 
     async def main():
         for mgr, name in ((NetworkManager(node), "net"), (ZMachineManager(node), "m")):
@@ -423,7 +429,7 @@ async def test_zmount_disk_in_a_container(node: NodeServices, busybox_rootfs: Pa
     for wtype, name in (("zmount", "disk"), ("network", "net")):
         mgr = ZMountManager(node) if wtype == "zmount" else NetworkManager(node)
         await mgr.provision(ctx(node, dep, name))
-    zm = node.extra["zm"] = ZMachineManager(node)
+    zm = machines(node, fresh=True)
     await zm.provision(ctx(node, dep, "a"))  # a blank disk gets ext4 on first use
     await logs_until(zm, f"{twin}-600-a", b"WROTE")
     image = zmount_path(node, f"{twin}-600-disk")
@@ -460,7 +466,7 @@ async def test_reboot_rebuilds_from_the_data_dir(node: NodeServices, busybox_roo
     )
     wid = f"{twin}-700-m"
     await deploy(node, dep)
-    zm: ZMachineManager = node.extra["zm"]
+    zm = machines(node)
     await logs_until(zm, wid, b"BOOTS 1")
     # the reboot: processes, mounts, namespaces and links are gone; the data dir is not
     zm.close()
@@ -471,6 +477,6 @@ async def test_reboot_rebuilds_from_the_data_dir(node: NodeServices, busybox_roo
     netns.delete(f"c-{wid}")
     links.delete(f"u-{netid}")
     netns.delete(namespace_name(node, netid))
-    node.extra.pop("zm")
+    machines(node, fresh=True)  # the next agent
     await deploy(node, dep)
-    await logs_until(node.extra["zm"], wid, b"BOOTS 2")
+    await logs_until(machines(node), wid, b"BOOTS 2")

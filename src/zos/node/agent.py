@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zos.bus import BusClient, BusError, Connection, connect
-from zos.bus.resolver import KeyResolver
 from zos.bus.subjects import node_events_subject, twin_subject
 from zos.gridtypes import Capacity as GridCapacity
 from zos.identity import Identity, load_key_file, write_key_file
 from zos.node.api import node_router
 from zos.node.capacity import Offer
-from zos.node.engine import ContractInfo, Engine, install_rank
+from zos.node.engine import Engine, install_rank
+from zos.node.registryview import SignedRegistry
+from zos.node.services import RegistryView
 from zos.node.store import Store
 from zos.node.workloads import NodeServices, close_managers, default_managers
 from zos.primitives.signals import stop_on_signals
@@ -38,7 +39,6 @@ from zos.registry import (
     ContractEvent,
     JoinToken,
     Node,
-    NodeContract,
     RegistryClient,
 )
 
@@ -130,55 +130,30 @@ def _registry_capacity(c: GridCapacity) -> Capacity:
     return Capacity(cru=c.cru, mru=c.mru, sru=c.sru, hru=c.hru)
 
 
-class RegistryGrid:
-    """The engine's view of the registry: twin keys (cached) and node contracts (fresh)."""
-
-    def __init__(self, registry: RegistryClient, resolver: KeyResolver) -> None:
-        self.registry = registry
-        self.resolver = resolver
-
-    async def twin_key(self, twin_id: int) -> bytes | None:
-        return await self.resolver(twin_id)
-
-    async def node_contract(self, contract_id: int) -> ContractInfo | None:
-        try:
-            contract = await self.registry.get_contract(contract_id)
-        except BusError as e:
-            if e.code in ("not_found", "invalid"):
-                return None
-            raise
-        if not isinstance(contract, NodeContract):
-            return None
-        return ContractInfo(
-            id=contract.id,
-            node_id=contract.node_id,
-            owner_twin=contract.owner_twin,
-            deployment_hash=contract.deployment_hash,
-            active=contract.state == "created",
-        )
-
-
-def node_services(settings: Settings) -> NodeServices:
-    """What the managers share: the namespace prefix and the node-wide flist cache."""
+def node_services(settings: Settings, registry: RegistryView | None = None) -> NodeServices:
+    """What the managers share, built once: the node-wide flist cache and its fetch
+    policy, the control plane, the registry, the namespace prefix, where zdb listens."""
     from zos.flist.cache import FlistCache
     from zos.flist.policy import FetchPolicy
     from zos.node.controlplane import control_plane
     from zos.primitives import links
 
     s = settings
-    extra: dict[str, object] = {"netns_prefix": s.netns_prefix} if s.netns_prefix else {}
-    if s.zdb_listen:
-        extra["zdb_listen"] = s.zdb_listen
     size = s.cache_size if s.cache_size is not None else default_cache_size(s.data_dir)
     # Walled off from tenants, whatever their address (the uplink rules), and never where
     # a tenant's flist is fetched from unless it is a configured store.
-    control = control_plane(s.nats, s.stores)
-    extra["control_plane"] = control
+    control = tuple(control_plane(s.nats, s.stores))
     policy = FetchPolicy(s.stores, control, local=lambda: [a.ip for a in links.all_addresses()])
-    extra["flist_cache"] = FlistCache(
-        s.data_dir / FLIST_CACHE, size, list(s.stores) or None, policy
+    cache = FlistCache(s.data_dir / FLIST_CACHE, size, list(s.stores) or None, policy)
+    return NodeServices(
+        data_dir=s.data_dir,
+        netns_prefix=s.netns_prefix,
+        flist_cache=cache,
+        fetch_policy=policy,
+        control_plane=control,
+        registry=registry,
+        zdb_listen=s.zdb_listen,
     )
-    return NodeServices(data_dir=s.data_dir, extra=extra)
 
 
 async def wipe(settings: Settings) -> None:
@@ -192,7 +167,7 @@ async def wipe(settings: Settings) -> None:
             await managers[wtype].cleanup(set())
     finally:
         await close_managers(managers)
-        services.extra["flist_cache"].close()
+        services.close()
 
 
 class Agent:
@@ -220,13 +195,19 @@ class Agent:
         await self._register()
         pin_registry_key(self.data_dir, registry_key)
         self.store = Store(self.data_dir / STATE_DB)
-        services = self._services()
-        grid = RegistryGrid(self.registry, await self.registry.key_resolver())
+        resolver = await self.registry.key_resolver()
+        grid = SignedRegistry(self.registry, resolver, self.node_id)
+        self.services = node_services(self.settings, grid)
         self.engine = Engine(
-            self.store, default_managers(services), services, self.offer, grid, self.node_id
+            self.store,
+            default_managers(self.services),
+            self.services,
+            self.offer,
+            grid,
+            self.node_id,
         )
         await self.engine.start()
-        self.bus = BusClient(self.conn, self.identity, self.twin_id, grid.resolver)
+        self.bus = BusClient(self.conn, self.identity, self.twin_id, resolver)
         await self.bus.serve(node_router(self.engine))
         self._events: asyncio.Queue[ContractEvent | None] = asyncio.Queue()
         await self.registry.subscribe_contract_events(self.node_id, self._events.put)
@@ -237,10 +218,6 @@ class Agent:
             asyncio.create_task(self._follow_contracts()),
         ]
         log.info("node %s (twin %s) serving on the bus", self.node_id, self.twin_id)
-
-    def _services(self) -> NodeServices:
-        self.services = node_services(self.settings)
-        return self.services
 
     async def _register(self) -> None:
         """Register twin and node, retrying while the registry is not there yet."""
@@ -383,9 +360,7 @@ class Agent:
             await asyncio.wait_for(self.engine.wait_idle(), timeout=10)
         await self.engine.close()
         await close_managers(self.engine.managers)
-        cache = self.services.extra.get("flist_cache")
-        if cache is not None:
-            cache.close()
+        self.services.close()
         self.store.close()
         await self.conn.close()
 

@@ -21,11 +21,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from zos.gridtypes import Capacity, Deployment, GridTypeError, Result, Workload, validate
 from zos.node.capacity import Offer
+from zos.node.services import ContractInfo
 from zos.node.store import ACTIVE, DELETED, DELETING, DiskFull, Store
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
 
@@ -55,19 +55,8 @@ class EngineError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class ContractInfo:
-    """What the engine needs to know about a node contract in the registry."""
-
-    id: int
-    node_id: int
-    owner_twin: int
-    deployment_hash: str
-    active: bool
-
-
 class Grid(Protocol):
-    """The registry as the engine sees it."""
+    """The registry as the engine sees it (a part of `zos.node.services.RegistryView`)."""
 
     async def twin_key(self, twin_id: int) -> bytes | None: ...
 

@@ -9,11 +9,11 @@ workload that should exist, and `deprovision` for every one that should not.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zos.gridtypes.names import workload_id
+from zos.node.services import NodeServices
 
 if TYPE_CHECKING:
     from zos.gridtypes import Deployment, Workload
@@ -21,23 +21,6 @@ if TYPE_CHECKING:
 
 class WorkloadError(Exception):
     """A workload could not be built; the message goes to the user in Result.message."""
-
-
-@dataclass
-class NodeServices:
-    """What managers share on one node: its data directory and node-wide services.
-
-    Services that later issues add (the flist cache, networks) are looked up in
-    `extra` by name so this interface does not change when they arrive.
-    """
-
-    data_dir: Path
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def storage_dir(self, kind: str) -> Path:
-        path = self.data_dir / "storage" / kind
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
 
 @dataclass

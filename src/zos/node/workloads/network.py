@@ -39,7 +39,7 @@ def network_lock(netid: str) -> asyncio.Lock:
 
 def namespace_name(node: NodeServices, netid: str) -> str:
     # A prefix lets several nodes share one machine's /var/run/netns (zos grid up).
-    return f"{node.extra.get('netns_prefix', '')}n-{netid}"
+    return f"{node.netns_prefix}n-{netid}"
 
 
 def bridge_name(netid: str) -> str:
@@ -207,11 +207,6 @@ def attached(info: NetworkInfo) -> list[str]:
     return links.ports(info.bridge, info.namespace)
 
 
-def control_plane(node: NodeServices) -> list[IPv4Address]:
-    """The grid's control plane (NATS servers, configured stores): never for tenants."""
-    return [IPv4Address(a) for a in node.extra.get("control_plane", ())]
-
-
 async def build(info: NetworkInfo, control: list[IPv4Address]) -> None:
     ns, bridge = info.namespace, info.bridge
     await asyncio.to_thread(netns.create, ns)
@@ -267,7 +262,7 @@ class NetworkManager(Manager):
             # Recorded before building, so a crash half way is found and finished (or removed).
             save(self.node, wanted)
             try:
-                await build(wanted, control_plane(self.node))
+                await build(wanted, list(self.node.control_plane))
             except (CommandError, OSError, links.LinkError, nat.NatError) as exc:
                 if not existed:
                     await teardown(self.node, wanted.netid, wanted.namespace)

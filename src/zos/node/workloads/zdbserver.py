@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9900
 DEFAULT_NS = "default"
-# NodeServices.extra key: "HOST:PORT" or ":PORT" (HOST: the node's address).
-LISTEN_KEY = "zdb_listen"
 
 
 class ZdbUnavailable(WorkloadError):
@@ -50,7 +48,7 @@ class NodeZdb:
     def __init__(self, services: NodeServices) -> None:
         self.data = services.data_dir / "storage" / "zdb"
         self.run_dir = services.data_dir / "zdb-server"
-        self._listen = parse_listen(str(services.extra.get(LISTEN_KEY) or f":{DEFAULT_PORT}"))
+        self._listen = parse_listen(services.zdb_listen or f":{DEFAULT_PORT}")
         self._host: str | None = None
         self._proc: HostProcess | None = None
         self._client: RespClient | None = None

@@ -39,7 +39,7 @@ from zos.node.workloads.zmount import zmount_path
 from zos.primitives import blockdev, filesystem, links, logd, loop, netns, overlay
 from zos.primitives.command import CommandError
 from zos.primitives.runc import BindMount, ContainerSpec, Runc, RuncError, write_bundle
-from zos.primitives.supervisor import Backoff, Supervisor
+from zos.primitives.supervisor import Supervisor
 from zos.primitives.trees import remove_tree
 
 MiB = 1 << 20
@@ -75,11 +75,8 @@ class ZMachineManager(Manager):
         super().__init__(node)
         key = hashlib.sha256(str(node.data_dir.resolve()).encode()).hexdigest()[:12]
         # runc state on /run (gone on reboot, as the containers are), one directory per node.
-        root = Path(node.extra.get("runc_root") or f"/run/zos/runc-{key}")
-        self.runc = Runc(root)
-        self.supervisor: Supervisor = node.extra.get("zmachine_supervisor") or Supervisor(
-            self.runc, self.logs_root, node.extra.get("zmachine_backoff") or Backoff()
-        )
+        self.runc = Runc(Path(f"/run/zos/runc-{key}"))
+        self.supervisor = Supervisor(self.runc, self.logs_root, node.backoff)
         self._held: set[str] = set()  # workloads whose flist tree this manager holds
 
     # ---- places ------------------------------------------------------------------
@@ -96,7 +93,7 @@ class ZMachineManager(Manager):
         return base / f"{wid}.img", base / wid
 
     def _netns(self, wid: str) -> str:
-        return f"{self.node.extra.get('netns_prefix', '')}c-{wid}"
+        return f"{self.node.netns_prefix}c-{wid}"
 
     def _load(self, wid: str) -> MachineState | None:
         try:
@@ -232,7 +229,7 @@ class ZMachineManager(Manager):
 
     def _local_allowed(self, flist: str) -> bool:
         path = Path(flist).resolve()
-        for allowed in self.node.extra.get("local_flists", ()):
+        for allowed in self.node.local_flists:
             root = Path(allowed).resolve()
             if path == root or root in path.parents:
                 return True
@@ -247,7 +244,7 @@ class ZMachineManager(Manager):
         declaring more than `root_size` bytes of files is refused before it is fetched."""
         from zos.flist.errors import FlistError, StoreError  # the flist package when used
 
-        cache = self.node.extra.get("flist_cache")
+        cache = self.node.flist_cache
         if not flist.startswith(("http://", "https://")):
             # A path on the node only where the operator allows it (tests, benchmarks, base
             # images): a user must not name the node's own files as a root file system.
@@ -306,8 +303,8 @@ class ZMachineManager(Manager):
         tree, cached, tags = await self._rootfs_tree(str(data.flist), int(data.root_size()))
         if cached and wid not in self._held:
             self._held.add(wid)
-        elif cached:
-            self.node.extra["flist_cache"].release(tree)  # held once per workload
+        elif cached and self.node.flist_cache is not None:
+            self.node.flist_cache.release(tree)  # held once per workload
         state = MachineState(
             wid=wid,
             cid=cid,
@@ -443,9 +440,8 @@ class ZMachineManager(Manager):
         await asyncio.to_thread(remove_tree, self.supervisor.log_dir(cid), ignore_errors=True)
         if state is not None and state.cached and wid in self._held:
             self._held.discard(wid)
-            cache = self.node.extra.get("flist_cache")
-            if cache is not None:
-                cache.release(state.tree)
+            if self.node.flist_cache is not None:
+                self.node.flist_cache.release(state.tree)
         await asyncio.to_thread(remove_tree, self._dir(wid), ignore_errors=True)
         if release_network and state is not None:
             await networks.release_if_unused(self.node, state.netid)

@@ -1,0 +1,115 @@
+"""What the managers of one node share: typed fields, built once by the agent.
+
+`zos.node.agent.node_services` fills them from the node's settings; a test builds one
+with just a data directory and the fields it needs. Nothing here does any work: each
+field is a service or a setting a manager reads.
+
+The registry is seen through `RegistryView` (every answer signed by the registry key
+the node pinned). A reverse proxy (gateways) and a key store (encryption at rest) have
+their place as small protocols; this node has neither yet, so they are None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from zos.primitives.supervisor import Backoff
+
+if TYPE_CHECKING:
+    from zos.flist.cache import FlistCache
+    from zos.flist.policy import FetchPolicy
+    from zos.registry.models import PublicConfig
+
+
+@dataclass(frozen=True)
+class ContractInfo:
+    """What the node needs to know about a node contract in the registry."""
+
+    id: int
+    node_id: int
+    owner_twin: int
+    deployment_hash: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class NameContractInfo:
+    """A name contract: who owns the name (a gateway name proxy must be its owner's)."""
+
+    id: int
+    name: str
+    owner_twin: int
+    active: bool
+
+
+class RegistryView(Protocol):
+    """The registry as the node sees it; every answer is signed by the pinned key.
+
+    None from a lookup: no such twin, contract or name (or not the kind asked for).
+    """
+
+    async def twin_key(self, twin_id: int) -> bytes | None: ...
+
+    async def node_contract(self, contract_id: int) -> ContractInfo | None: ...
+
+    async def name_contract(self, name: str) -> NameContractInfo | None: ...
+
+    async def public_config(self) -> PublicConfig | None:
+        """This node's public config as the registry has it (None: it has none)."""
+        ...
+
+
+class ReverseProxy(Protocol):
+    """The node's one reverse proxy, for gateway workloads (`zos.primitives.proxy.Proxy`
+    has this shape)."""
+
+    async def set_route(self, route: Any, timeout: float = ...) -> None: ...
+
+    async def remove_route(self, name: str, timeout: float = ...) -> bool: ...
+
+
+class KeyStore(Protocol):
+    """Data keys of deployments, for encryption at rest: given by their owners, held by
+    the kernel, never kept by the node."""
+
+    async def data_key(self, contract_id: int) -> bytes | None:
+        """The deployment's data key if its owner sent it since the node started."""
+        ...
+
+
+@dataclass
+class NodeServices:
+    """The node's data directory and everything its managers share."""
+
+    data_dir: Path
+    # Put before every network namespace name the node makes (several nodes, one machine).
+    netns_prefix: str = ""
+    # The node-wide cache of verified flist blocks and prepared trees (None: no flists).
+    flist_cache: FlistCache | None = None
+    # Where a tenant's flist may make the node connect (the cache enforces it).
+    fetch_policy: FetchPolicy | None = None
+    # The grid's NATS servers and configured stores: walled off from every tenant.
+    control_plane: tuple[IPv4Address, ...] = ()
+    # The registry (None when the node runs without the bus: `zos node wipe`).
+    registry: RegistryView | None = None
+    # "[HOST]:PORT" the node's zdb server listens on ("": the node's address, port 9900).
+    zdb_listen: str = ""
+    # Directories a zmachine's flist may be a local path under (tests, benchmarks).
+    local_flists: tuple[Path, ...] = ()
+    # How supervised processes (containers, later VMs) are restarted when they exit.
+    backoff: Backoff = field(default_factory=Backoff)
+    proxy: ReverseProxy | None = None
+    keys: KeyStore | None = None
+
+    def storage_dir(self, kind: str) -> Path:
+        path = self.data_dir / "storage" / kind
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def close(self) -> None:
+        """The agent is stopping: the flist cache lets go of its database."""
+        if self.flist_cache is not None:
+            self.flist_cache.close()
