@@ -3,7 +3,8 @@
 `RegistryService` (run by `zos registry serve --nats URL --key-file F`) checks signed
 transactions, answers queries and nats-server's auth callout; `RegistryClient` talks to
 it and checks that every answer is signed by the registry key it pinned. See `tx` for
-the wire format, `store` for the buckets, `service` for the rules, `models` for the
+the wire format, `store` for the buckets, `service` for the checks every transaction
+passes, `objects` for the rules of each object (one module each), `models` for the
 entities, `signing` for what the registry signs, `callout` and `roles` for who may do
 what on the bus.
 """

@@ -39,20 +39,6 @@ TX_ID_TTL = 300.0
 MAX_TX_BYTES = 64 * 1024
 NONCE = r"^[0-9a-f]{32}$"
 
-TX_KINDS = (
-    "register_twin",
-    "create_farm",
-    "register_node",
-    "heartbeat",
-    "remove_node",
-    "create_node_contract",
-    "update_node_contract",
-    "cancel_contract",
-    "create_name_contract",
-    "cancel_name_contract",
-    "rotate_key",
-)
-
 
 def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()

@@ -1,0 +1,206 @@
+"""Nodes: a machine of a farm, with its own twin, and its heartbeats.
+
+- register_node: the signer twin becomes (or updates) a node of the farm, only with a
+  join token signed by the farm's owner, for that farm, not expired, naming the signer
+  or any twin (0). A twin already a node of another farm is refused.
+- heartbeat: only the node's own twin, on the node's own heartbeat subject; sets
+  last_heartbeat and used capacity. Not on the audit stream (it would drown it).
+- remove_node: only the owner of the node's farm.
+
+Buckets: `nodes` (id -> Node) and `node-twins` (twin id -> node id); listed from the
+`nodes` mirror. A node's status is derived when read (`Node.with_status`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import Field
+
+from zos.bus.errors import BusError
+from zos.registry.models import Capacity, Id, JoinToken, Location, Node, PublicConfig
+from zos.registry.objects import farms, twins
+from zos.registry.objects.base import MAX_LIST, NODE, Args, Context, IdArgs, ObjectRules, dumped
+from zos.registry.tx import Transaction
+
+RULES = ObjectRules("nodes")
+
+
+class RegisterNodeArgs(Args):
+    farm_id: Id
+    token: JoinToken
+    capacity: Capacity
+    location: Location = Field(default_factory=Location)
+    public_config: PublicConfig = Field(default_factory=PublicConfig)
+
+
+class HeartbeatArgs(Args):
+    node_id: Id
+    used: Capacity = Field(default_factory=Capacity)
+
+
+class NodeIdArgs(Args):
+    node_id: Id
+
+
+class TwinIdArgs(Args):
+    twin_id: Id
+
+
+class ListNodesArgs(Args):
+    farm_id: int | None = None
+    status: Literal["up", "down"] | None = None
+    free_cru: int = Field(default=0, ge=0)
+    free_mru: int = Field(default=0, ge=0)
+    free_sru: int = Field(default=0, ge=0)
+    free_hru: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=100, ge=1, le=MAX_LIST)
+
+
+async def get(ctx: Context, node_id: int) -> Node:
+    """The node with its status now; not_found if there is none."""
+    got = await ctx.store.get("nodes", node_id, NODE)
+    if got is None:
+        raise BusError("not_found", f"node {node_id} does not exist")
+    return got[0].with_status(time.time(), ctx.down_after)
+
+
+async def of_twin(ctx: Context, twin_id: int) -> Node | None:
+    """The node that is this twin (an index to a removed node is not)."""
+    node_id = await ctx.store.get_int("node-twins", str(twin_id))
+    got = await ctx.store.get("nodes", node_id, NODE) if node_id is not None else None
+    return got[0] if got is not None and got[0].twin_id == twin_id else None
+
+
+@RULES.tx("register_node", RegisterNodeArgs)
+async def register_node(ctx: Context, tx: Transaction, args: RegisterNodeArgs) -> Any:
+    farm = await farms.get(ctx, args.farm_id)
+    token = args.token
+    if token.farm_id != farm.id:
+        raise BusError("forbidden", f"join token is for farm {token.farm_id}, not {farm.id}")
+    registry_key = ctx.signer.public_key.hex()
+    if token.registry_key != registry_key:
+        raise BusError(
+            "forbidden",
+            f"join token names registry key {token.registry_key[:16]}..., "
+            f"this registry's is {registry_key[:16]}...",
+        )
+    if token.node_twin not in (0, tx.twin):
+        raise BusError("forbidden", f"join token is for twin {token.node_twin}, not {tx.twin}")
+    now = time.time()
+    if token.expires < now:
+        raise BusError("forbidden", "join token has expired")
+    owner = await twins.get(ctx, farm.owner_twin)
+    if owner is None or not token.verify(owner.public_key_bytes):
+        raise BusError("forbidden", f"join token is not signed by farm {farm.id}'s owner")
+
+    def refresh(node: Node) -> Node:
+        if node.farm_id != farm.id:
+            raise BusError(
+                "conflict", f"twin {tx.twin} is already node {node.id} of farm {node.farm_id}"
+            )
+        return node.model_copy(
+            update={
+                "capacity": args.capacity,
+                "location": args.location,
+                "public_config": args.public_config,
+                "last_heartbeat": now,
+            }
+        )
+
+    node_id = await ctx.store.get_int("node-twins", str(tx.twin))
+    if node_id is None:
+        node_id = await ctx.store.next_id("node")
+        if await ctx.store.create("node-twins", tx.twin, node_id) is None:
+            raise BusError("conflict", f"twin {tx.twin} registered as a node at the same time")
+        node = Node(
+            id=node_id,
+            farm_id=farm.id,
+            twin_id=tx.twin,
+            capacity=args.capacity,
+            location=args.location,
+            public_config=args.public_config,
+            created=now,
+            last_heartbeat=now,
+        )
+        rev = await ctx.store.create_new("nodes", node_id, node)
+    else:
+        node, rev = await ctx.store.update("nodes", node_id, NODE, refresh)
+    ctx.nodes.apply(str(node_id), rev, node)
+    return dumped(node.with_status(time.time(), ctx.down_after))
+
+
+@RULES.tx("heartbeat", HeartbeatArgs, route="heartbeat", audited=False)
+async def heartbeat(ctx: Context, tx: Transaction, args: HeartbeatArgs) -> Any:
+    now = time.time()
+
+    def beat(node: Node) -> Node:
+        if node.twin_id != tx.twin:
+            raise BusError("forbidden", f"node {node.id} is twin {node.twin_id}'s, not {tx.twin}'s")
+        return node.model_copy(update={"last_heartbeat": now, "used": args.used})
+
+    node, rev = await ctx.store.update("nodes", args.node_id, NODE, beat)
+    ctx.nodes.apply(str(node.id), rev, node)
+    return {"node_id": node.id, "last_heartbeat": now}
+
+
+@RULES.tx("remove_node", NodeIdArgs)
+async def remove_node(ctx: Context, tx: Transaction, args: NodeIdArgs) -> Any:
+    node = await get(ctx, args.node_id)
+    farm = await farms.get(ctx, node.farm_id)
+    if farm.owner_twin != tx.twin:
+        raise BusError(
+            "forbidden", f"only farm {farm.id}'s owner (twin {farm.owner_twin}) removes nodes"
+        )
+    rev = await ctx.store.delete("nodes", node.id)
+    ctx.nodes.apply(str(node.id), rev, None)
+    await ctx.store.delete("node-twins", node.twin_id)
+    return {"node_id": node.id, "removed": True}
+
+
+@RULES.query("get_node", IdArgs)
+async def get_node(ctx: Context, args: IdArgs) -> Any:
+    return dumped(await get(ctx, args.id))
+
+
+@RULES.query("node_by_twin", TwinIdArgs)
+async def node_by_twin(ctx: Context, args: TwinIdArgs) -> Any:
+    node_id = await ctx.store.get_int("node-twins", str(args.twin_id))
+    if node_id is None:
+        return None
+    try:
+        return dumped(await get(ctx, node_id))
+    except BusError:
+        return None
+
+
+@RULES.query("list_nodes", ListNodesArgs)
+async def list_nodes(ctx: Context, args: ListNodesArgs) -> Any:
+    # Plain arithmetic over the mirror: no model is built for a node filtered out.
+    now = time.time()
+    skip, found = args.offset, []
+    for node in ctx.nodes.values():
+        if args.farm_id is not None and node.farm_id != args.farm_id:
+            continue
+        status = "up" if now - node.last_heartbeat <= ctx.down_after else "down"
+        if args.status is not None and status != args.status:
+            continue
+        # Free is never below 0 (cores may be overbooked; what a node reports as used
+        # must not hide it from a listing that asks for nothing).
+        c, u = node.capacity, node.used
+        if (
+            max(0, c.cru - u.cru) < args.free_cru
+            or max(0, c.mru - u.mru) < args.free_mru
+            or max(0, c.sru - u.sru) < args.free_sru
+            or max(0, c.hru - u.hru) < args.free_hru
+        ):
+            continue
+        if skip:
+            skip -= 1
+            continue
+        found.append({**ctx.nodes.dumped(str(node.id)), "status": status})
+        if len(found) == args.limit:
+            break
+    return found
