@@ -96,35 +96,27 @@ async def register_node(ctx: Context, tx: Transaction, args: RegisterNodeArgs) -
     if owner is None or not token.verify(owner.public_key_bytes):
         raise BusError("forbidden", f"join token is not signed by farm {farm.id}'s owner")
 
+    # What a registration sets, on a new node or one registered before.
+    told: dict[str, Any] = {
+        "capacity": args.capacity,
+        "location": args.location,
+        "public_config": args.public_config,
+        "last_heartbeat": now,
+    }
+
     def refresh(node: Node) -> Node:
         if node.farm_id != farm.id:
             raise BusError(
                 "conflict", f"twin {tx.twin} is already node {node.id} of farm {node.farm_id}"
             )
-        return node.model_copy(
-            update={
-                "capacity": args.capacity,
-                "location": args.location,
-                "public_config": args.public_config,
-                "last_heartbeat": now,
-            }
-        )
+        return node.model_copy(update=told)
 
     node_id = await ctx.store.get_int("node-twins", str(tx.twin))
     if node_id is None:
         node_id = await ctx.store.next_id("node")
         if await ctx.store.create("node-twins", tx.twin, node_id) is None:
             raise BusError("conflict", f"twin {tx.twin} registered as a node at the same time")
-        node = Node(
-            id=node_id,
-            farm_id=farm.id,
-            twin_id=tx.twin,
-            capacity=args.capacity,
-            location=args.location,
-            public_config=args.public_config,
-            created=now,
-            last_heartbeat=now,
-        )
+        node = Node(id=node_id, farm_id=farm.id, twin_id=tx.twin, created=now, **told)
         rev = await ctx.store.create_new("nodes", node_id, node)
     else:
         node, rev = await ctx.store.update("nodes", node_id, NODE, refresh)
