@@ -261,7 +261,9 @@ async def test_name_contracts(grid: Grid) -> None:
     contract = await user.create_name_contract("mysite")
     assert isinstance(contract, NameContract) and contract.owner_twin == user.twin_id
     assert await other.get_name_contract("mysite") == contract
-    await refused("conflict", other.create_name_contract("mysite"), "taken")
+    # Names are global: taken for every twin, the refusal naming the owner.
+    await refused("conflict", other.create_name_contract("mysite"), f"taken by twin {user.twin_id}")
+    await refused("conflict", user.create_name_contract("mysite"), f"taken by twin {user.twin_id}")
     await refused("invalid", other.create_name_contract("Bad Name"), "name")
     await refused("forbidden", other.cancel_name_contract("mysite"), "belongs")
     await refused("forbidden", other.cancel_contract(contract.id), "belongs")
@@ -271,7 +273,10 @@ async def test_name_contracts(grid: Grid) -> None:
     await refused("not_found", user.cancel_name_contract("mysite"))
     taken_again = await other.create_name_contract("mysite")  # the name is free again
     assert taken_again.owner_twin == other.twin_id
-    assert [c.type for c in await user.list_contracts(user.twin_id)] == ["name"]
+    # Cancelled by its id (cancel_contract), a name is released too.
+    await other.cancel_contract(taken_again.id)
+    assert (await user.create_name_contract("mysite")).owner_twin == user.twin_id
+    assert [c.type for c in await user.list_contracts(user.twin_id)] == ["name", "name"]
 
 
 async def test_replayed_and_bad_transactions(grid: Grid) -> None:

@@ -18,7 +18,7 @@ from pydantic import Field
 from zos.bus.errors import BusError
 from zos.registry.models import CONTRACT_NAME, NameContract
 from zos.registry.objects import contracts
-from zos.registry.objects.base import Args, Context, ObjectRules, dumped
+from zos.registry.objects.base import CONTRACT, Args, Context, ObjectRules, dumped
 from zos.registry.tx import Transaction
 
 RULES = ObjectRules("name contracts")
@@ -35,6 +35,16 @@ async def _contract_id(ctx: Context, name: str) -> int:
     return contract_id
 
 
+async def _taken(ctx: Context, name: str, contract_id: int | None) -> BusError:
+    """The refusal of a name already taken, naming its owner twin where known."""
+    got = await ctx.store.get("contracts", contract_id, CONTRACT) if contract_id else None
+    if got is None:  # its contract is not written yet (or was lost in a crash)
+        return BusError("conflict", f"name {name!r} is taken")
+    return BusError(
+        "conflict", f"name {name!r} is taken by twin {got[0].owner_twin} (contract {contract_id})"
+    )
+
+
 @RULES.cancelled("name")
 async def _release(ctx: Context, tx: Transaction, contract: NameContract) -> None:
     await ctx.store.delete("names", contract.name)
@@ -44,10 +54,12 @@ async def _release(ctx: Context, tx: Transaction, contract: NameContract) -> Non
 async def create_name_contract(ctx: Context, tx: Transaction, args: NameArgs) -> Any:
     existing = await ctx.store.get_int("names", args.name)
     if existing is not None:
-        raise BusError("conflict", f"name {args.name!r} is taken (contract {existing})")
+        raise await _taken(ctx, args.name, existing)
     contract_id = await ctx.store.next_id("contract")
     if await ctx.store.create("names", args.name, contract_id) is None:
-        raise BusError("conflict", f"name {args.name!r} is taken")
+        # Taken at the same moment: by whom, once its contract is written.
+        raced = await ctx.store.get_int("names", args.name)
+        raise await _taken(ctx, args.name, raced)
     now = time.time()
     contract = NameContract(
         id=contract_id, name=args.name, owner_twin=tx.twin, created=now, updated=now
