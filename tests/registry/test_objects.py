@@ -30,6 +30,7 @@ WIRE_KINDS = {
     "register_node",
     "heartbeat",
     "remove_node",
+    "set_node_public_config",
     "create_node_contract",
     "update_node_contract",
     "cancel_contract",

@@ -322,6 +322,13 @@ class RegistryClient(NatsHolder):
     async def remove_node(self, node_id: int) -> dict[str, Any]:
         return await self.transact("remove_node", {"node_id": node_id})
 
+    async def set_node_public_config(
+        self, node_id: int, public_config: PublicConfig | dict[str, Any] | None
+    ) -> Node:
+        """Set a node's public config (only its farm's owner may); None clears it."""
+        body = {"node_id": node_id, "public_config": _plain(public_config or PublicConfig())}
+        return Node.model_validate(await self.transact("set_node_public_config", body))
+
     async def get_node(self, node_id: int) -> Node:
         return Node.model_validate(await self.query("get_node", id=node_id))
 
@@ -338,9 +345,14 @@ class RegistryClient(NatsHolder):
         free_sru: int = 0,
         free_hru: int = 0,
         *,
+        gateway: bool | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> list[Node]:
+        """Nodes by farm, status, free capacity and whether they serve gateways (a
+        public IPv4 and a domain)."""
+        # `gateway` only when asked, so a registry that does not know it still answers.
+        wanted = {} if gateway is None else {"gateway": gateway}
         found = await self.query(
             "list_nodes",
             farm_id=farm,
@@ -351,6 +363,7 @@ class RegistryClient(NatsHolder):
             free_hru=free_hru,
             offset=offset,
             limit=limit,
+            **wanted,
         )
         return [Node.model_validate(n) for n in found]
 

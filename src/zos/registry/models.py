@@ -31,6 +31,9 @@ FARM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_\-]{2,39}$"
 CONTRACT_NAME = r"^[a-z0-9][a-z0-9_\-]{0,62}$"
 DEPLOYMENT_HASH = r"^[0-9a-f]{32,128}$"
 MAX_PUBLIC_IPS = 64
+# A domain a farmer sets: two or more lowercase labels, none starting or ending in '-'.
+_LABEL = r"[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?"
+DOMAIN = rf"(?=.{{1,253}}$)({_LABEL}\.)+{_LABEL}"
 
 
 class Model(BaseModel):
@@ -95,6 +98,36 @@ class PublicConfig(Model):
             if addr.version != want:
                 raise ValueError(f"not an IPv{want} address")
         return v
+
+    @property
+    def gateway(self) -> bool:
+        """Whether the node can serve gateways to the web: a public IPv4 and a domain."""
+        return bool(self.ipv4 and self.domain)
+
+    def check_complete(self) -> None:
+        """For a config a farmer sets: none at all (every field empty), or an IPv4 with
+        its gateway, optionally an IPv6 with its own, and optionally a domain (a DNS
+        name). ValueError naming the field otherwise."""
+        if self == PublicConfig():
+            return
+        for addr, gw in (("ipv4", "gw4"), ("ipv6", "gw6")):
+            iface, gateway = getattr(self, addr), getattr(self, gw)
+            if addr == "ipv4" and not iface:
+                raise ValueError("ipv4: a public config needs an IPv4 address (with prefix)")
+            if bool(iface) != bool(gateway):
+                raise ValueError(f"{gw}: {addr} and {gw} go together")
+            if not iface:
+                continue
+            network = ipaddress.ip_interface(iface).network
+            if ipaddress.ip_address(gateway) not in network:
+                raise ValueError(f"{gw}: {gateway} is not in {addr}'s network {network}")
+            if ipaddress.ip_address(gateway) == ipaddress.ip_interface(iface).ip:
+                raise ValueError(f"{gw}: is {addr}'s own address")
+        if self.domain and not re.fullmatch(DOMAIN, self.domain):
+            raise ValueError(
+                f"domain: {self.domain!r} is not a DNS name (lowercase labels of a-z, 0-9 "
+                "and '-', at least two)"
+            )
 
 
 class Twin(Model):

@@ -6,6 +6,11 @@
 - heartbeat: only the node's own twin, on the node's own heartbeat subject; sets
   last_heartbeat and used capacity. Not on the audit stream (it would drown it).
 - remove_node: only the owner of the node's farm.
+- set_node_public_config: only the owner of the node's farm sets (or, with an empty
+  config, clears) the node's public config: an IPv4 with its gateway, optionally an
+  IPv6 with its own, optionally a domain (`PublicConfig.check_complete`). A node with
+  an IPv4 and a domain serves gateways (`list_nodes` with `gateway`). A registration
+  that names no public config keeps the one the node has.
 
 Buckets: `nodes` (id -> Node) and `node-twins` (twin id -> node id); listed from the
 `nodes` mirror. A node's status is derived when read (`Node.with_status`).
@@ -16,10 +21,10 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from zos.bus.errors import BusError
-from zos.registry.models import Capacity, Id, JoinToken, Location, Node, PublicConfig
+from zos.registry.models import Capacity, Farm, Id, JoinToken, Location, Node, PublicConfig
 from zos.registry.objects import farms, twins
 from zos.registry.objects.base import MAX_LIST, NODE, Args, Context, IdArgs, ObjectRules, dumped
 from zos.registry.tx import Transaction
@@ -44,6 +49,17 @@ class NodeIdArgs(Args):
     node_id: Id
 
 
+class SetPublicConfigArgs(Args):
+    node_id: Id
+    public_config: PublicConfig  # every field empty: the node has none
+
+    @field_validator("public_config")
+    @classmethod
+    def _complete(cls, config: PublicConfig) -> PublicConfig:
+        config.check_complete()
+        return config
+
+
 class TwinIdArgs(Args):
     twin_id: Id
 
@@ -55,6 +71,7 @@ class ListNodesArgs(Args):
     free_mru: int = Field(default=0, ge=0)
     free_sru: int = Field(default=0, ge=0)
     free_hru: int = Field(default=0, ge=0)
+    gateway: bool | None = None  # only nodes that serve gateways (True) or do not (False)
     offset: int = Field(default=0, ge=0)
     limit: int = Field(default=100, ge=1, le=MAX_LIST)
 
@@ -96,13 +113,15 @@ async def register_node(ctx: Context, tx: Transaction, args: RegisterNodeArgs) -
     if owner is None or not token.verify(owner.public_key_bytes):
         raise BusError("forbidden", f"join token is not signed by farm {farm.id}'s owner")
 
-    # What a registration sets, on a new node or one registered before.
+    # What a registration sets, on a new node or one registered before (which keeps its
+    # public config unless the registration names one).
     told: dict[str, Any] = {
         "capacity": args.capacity,
         "location": args.location,
-        "public_config": args.public_config,
         "last_heartbeat": now,
     }
+    if "public_config" in args.model_fields_set:
+        told["public_config"] = args.public_config
 
     def refresh(node: Node) -> Node:
         if node.farm_id != farm.id:
@@ -142,14 +161,30 @@ async def heartbeat(ctx: Context, tx: Transaction, args: HeartbeatArgs) -> Any:
 async def remove_node(ctx: Context, tx: Transaction, args: NodeIdArgs) -> Any:
     node = await get(ctx, args.node_id)
     farm = await farms.get(ctx, node.farm_id)
-    if farm.owner_twin != tx.twin:
-        raise BusError(
-            "forbidden", f"only farm {farm.id}'s owner (twin {farm.owner_twin}) removes nodes"
-        )
+    _farm_owner_only(farm, tx, "removes nodes")
     rev = await ctx.store.delete("nodes", node.id)
     ctx.nodes.apply(str(node.id), rev, None)
     await ctx.store.delete("node-twins", node.twin_id)
     return {"node_id": node.id, "removed": True}
+
+
+@RULES.tx("set_node_public_config", SetPublicConfigArgs)
+async def set_node_public_config(ctx: Context, tx: Transaction, args: SetPublicConfigArgs) -> Any:
+    node = await get(ctx, args.node_id)
+    farm = await farms.get(ctx, node.farm_id)
+    _farm_owner_only(farm, tx, "sets a node's public config")
+
+    def configure(current: Node) -> Node:
+        return current.model_copy(update={"public_config": args.public_config})
+
+    changed, rev = await ctx.store.update("nodes", node.id, NODE, configure)
+    ctx.nodes.apply(str(node.id), rev, changed)
+    return dumped(changed.with_status(time.time(), ctx.down_after))
+
+
+def _farm_owner_only(farm: Farm, tx: Transaction, what: str) -> None:
+    if farm.owner_twin != tx.twin:
+        raise BusError("forbidden", f"only farm {farm.id}'s owner (twin {farm.owner_twin}) {what}")
 
 
 @RULES.query("get_node", IdArgs)
@@ -188,6 +223,8 @@ async def list_nodes(ctx: Context, args: ListNodesArgs) -> Any:
             or max(0, c.sru - u.sru) < args.free_sru
             or max(0, c.hru - u.hru) < args.free_hru
         ):
+            continue
+        if args.gateway is not None and node.public_config.gateway != args.gateway:
             continue
         if skip:
             skip -= 1
