@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 
 from zos.grid.natsserver import NatsServer, authorization_config
 from zos.identity import Identity, new_mnemonic, write_key_file
+from zos.registry import Capacity, RegistryClient
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(300)]
 
@@ -101,6 +103,22 @@ def test_registry_and_farm_commands(
         assert json.loads(zos("farm", "nodes", "1", "--json", "--nats", url).stdout) == []
         missing = zos("farm", "show", "9", "--nats", url, check=False)
         assert missing.returncode == 1 and "not_found" in missing.stderr
+        # The farmer gives a node a public config; `zos nodes` shows its domain.
+        node_id = asyncio.run(_join(url, registry_identity, token.stdout.strip()))
+        public = ("farm", "public-config", str(node_id), "--nats", url)
+        gateway = ("--ipv4", "185.1.2.3/24", "--gw4", "185.1.2.1", "--domain", "gw.example.com")
+        stranger = zos(*public, *gateway, mnemonic=other, check=False)
+        assert stranger.returncode == 1 and "forbidden" in stranger.stderr
+        half = zos(*public, "--ipv4", "185.1.2.3/24", mnemonic=farmer, check=False)
+        assert half.returncode == 1 and "gw4" in half.stderr
+        assert "domain gw.example.com" in zos(*public, *gateway, mnemonic=farmer).stdout
+        assert "domain gw.example.com" in zos("farm", "nodes", "1", "--nats", url).stdout
+        listed = zos("nodes", "--nats", url).stdout.splitlines()
+        assert listed[0].split()[-1] == "GATEWAY" and listed[1].split()[-1] == "gw.example.com"
+        assert len(zos("nodes", "--gateway", "--nats", url).stdout.splitlines()) == 2
+        assert "domain" not in zos(*public, "--clear", mnemonic=farmer).stdout
+        assert "no nodes match" in zos("nodes", "--gateway", "--nats", url).stdout
+        assert zos("nodes", "--nats", url).stdout.splitlines()[1].split()[-1] == "-"
         # A twin moves to another key; the new key is that twin from then on.
         new_key = tmp_path / "new-key.json"
         write_key_file(new_key, Identity.generate())
@@ -119,6 +137,14 @@ def test_registry_and_farm_commands(
             if serve.poll() is None:
                 serve.kill()
                 serve.wait()
+
+
+async def _join(url: str, registry: Identity, token: str) -> int:
+    """A node joins farm 1 with `token`; its id."""
+    async with RegistryClient(url, Identity.generate(), registry_key=registry.public_key) as node:
+        await node.register_twin()
+        capacity = Capacity(cru=4, mru=8 << 30, sru=100 << 30)
+        return (await node.register_node(1, token, capacity)).id
 
 
 def test_unreachable_nats_is_one_line() -> None:

@@ -37,13 +37,18 @@ def _grid_options(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    n = sub.add_parser("nodes", help="list the grid's nodes (by farm, status, free capacity)")
+    n = sub.add_parser(
+        "nodes", help="list the grid's nodes (by farm, status, free capacity) and their gateways"
+    )
     _grid_options(n)
     n.add_argument("--farm", type=int, help="only nodes of this farm")
     n.add_argument("--status", choices=["up", "down"], help="only nodes up or down")
     n.add_argument("--free-memory", default="0", help="at least this much memory free, e.g. 1G")
     n.add_argument("--free-disk", default="0", help="at least this much disk free, e.g. 10G")
     n.add_argument("--free-cores", type=int, default=0)
+    n.add_argument(
+        "--gateway", action="store_true", help="only nodes that serve gateways (with a domain)"
+    )
     n.set_defaults(handler=cmd_nodes)
 
     d = sub.add_parser("deploy", help="deploy a manifest (replaces a deployment of that name)")
@@ -129,29 +134,44 @@ def _bytes(text: str, flag: str) -> int:
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     mem, disk = _bytes(args.free_memory, "--free-memory"), _bytes(args.free_disk, "--free-disk")
-    nodes = _run(
-        args,
-        lambda c: c.nodes(
-            farm=args.farm,
-            status=args.status,
-            free_memory=mem,
-            free_disk=disk,
-            free_cores=args.free_cores,
-        ),
-    )
+    if args.gateway:  # the SDK's `nodes` has no gateway filter: ask its registry client
+        nodes = _run(
+            args,
+            lambda c: c.registry.list_nodes(
+                farm=args.farm,
+                status=args.status,
+                free_cru=args.free_cores,
+                free_mru=mem,
+                free_sru=disk,
+                gateway=True,
+            ),
+        )
+    else:
+        nodes = _run(
+            args,
+            lambda c: c.nodes(
+                farm=args.farm,
+                status=args.status,
+                free_memory=mem,
+                free_disk=disk,
+                free_cores=args.free_cores,
+            ),
+        )
     if args.json:
         print(json.dumps([n.model_dump(mode="json") for n in nodes], indent=2))
         return 0
     print(
         f"{'NODE':>5} {'FARM':>5} {'TWIN':>5} {'STATUS':7} {'CORES':>5} {'MEMORY FREE':>15} "
-        f"{'DISK FREE':>15}"
+        f"{'DISK FREE':>15}  GATEWAY"
     )
     for n in nodes:
         free = n.free
+        # A gateway node's domain: names are served as <name>.<domain>.
+        gateway = n.public_config.domain if n.public_config.gateway else "-"
         print(
             f"{n.id:>5} {n.farm_id:>5} {n.twin_id:>5} {n.status:7} {n.capacity.cru:>5} "
             f"{_size(free.mru) + ' / ' + _size(n.capacity.mru):>15} "
-            f"{_size(free.sru) + ' / ' + _size(n.capacity.sru):>15}"
+            f"{_size(free.sru) + ' / ' + _size(n.capacity.sru):>15}  {gateway}"
         )
     if not nodes:
         print("no nodes match")

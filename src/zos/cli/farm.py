@@ -1,4 +1,4 @@
-"""`zos farm create | token | list | show | nodes | remove-node`."""
+"""`zos farm create | token | list | show | nodes | remove-node | public-config`."""
 
 from __future__ import annotations
 
@@ -39,8 +39,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     nodes.add_argument("--status", choices=["up", "down"])
     remove = fs.add_parser("remove-node", help="remove a node from a farm you own")
     remove.add_argument("node_id", type=int)
+    public = fs.add_parser(
+        "public-config",
+        help="set the public config of a node of a farm you own (a domain: it serves gateways)",
+    )
+    public.add_argument("node_id", type=int)
+    public.add_argument("--ipv4", default="", help="public IPv4 address with prefix, a.b.c.d/N")
+    public.add_argument("--gw4", default="", help="its gateway")
+    public.add_argument("--ipv6", default="", help="public IPv6 address with prefix (optional)")
+    public.add_argument("--gw6", default="", help="its gateway")
+    public.add_argument("--domain", default="", help="the domain gateways serve names under")
+    public.add_argument("--clear", action="store_true", help="remove the node's public config")
 
-    for p in (create, token, lst, show, nodes, remove):
+    for p in (create, token, lst, show, nodes, remove, public):
         add_key_options(p)
         add_nats_option(p)
         add_registry_key_option(p)
@@ -51,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.set_defaults(handler=cmd_show)
     nodes.set_defaults(handler=cmd_nodes)
     remove.set_defaults(handler=cmd_remove_node)
+    public.set_defaults(handler=cmd_public_config)
 
 
 def _farm_line(f: Farm) -> str:
@@ -58,10 +70,11 @@ def _farm_line(f: Farm) -> str:
 
 
 def _node_line(n: Node) -> str:
-    c = n.capacity
+    c, pc = n.capacity, n.public_config
+    public = f"\t{pc.ipv4} gw {pc.gw4}" + (f" domain {pc.domain}" if pc.domain else "")
     return (
         f"{n.id}\t{n.status}\ttwin {n.twin_id}\tcru {c.cru}\tmru {c.mru >> 30}G"
-        f"\tsru {c.sru >> 30}G\thru {c.hru >> 30}G"
+        f"\tsru {c.sru >> 30}G\thru {c.hru >> 30}G" + (public if pc.ipv4 else "")
     )
 
 
@@ -114,4 +127,14 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 def cmd_remove_node(args: argparse.Namespace) -> int:
     result = with_registry(args, lambda c: c.remove_node(args.node_id))
     print_result(args, result, f"node {args.node_id} removed")
+    return 0
+
+
+def cmd_public_config(args: argparse.Namespace) -> int:
+    fields = {k: getattr(args, k) for k in ("ipv4", "gw4", "ipv6", "gw6", "domain")}
+    if args.clear == any(fields.values()):
+        raise CliError("give --ipv4 and --gw4 (and optionally --ipv6/--gw6, --domain), or --clear")
+    config = None if args.clear else fields
+    node = with_registry(args, lambda c: c.set_node_public_config(args.node_id, config))
+    print_result(args, node, _node_line(node))
     return 0
