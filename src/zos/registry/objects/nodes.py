@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from zos.bus.errors import BusError
-from zos.registry.models import Capacity, Farm, Id, JoinToken, Location, Node, PublicConfig
+from zos.registry.models import Capacity, Id, JoinToken, Location, Node, PublicConfig
 from zos.registry.objects import farms, twins
 from zos.registry.objects.base import MAX_LIST, NODE, Args, Context, IdArgs, ObjectRules, dumped
 from zos.registry.tx import Transaction
@@ -159,9 +159,7 @@ async def heartbeat(ctx: Context, tx: Transaction, args: HeartbeatArgs) -> Any:
 
 @RULES.tx("remove_node", NodeIdArgs)
 async def remove_node(ctx: Context, tx: Transaction, args: NodeIdArgs) -> Any:
-    node = await get(ctx, args.node_id)
-    farm = await farms.get(ctx, node.farm_id)
-    _farm_owner_only(farm, tx, "removes nodes")
+    node = await _farmers_node(ctx, tx, args.node_id, "removes nodes")
     rev = await ctx.store.delete("nodes", node.id)
     ctx.nodes.apply(str(node.id), rev, None)
     await ctx.store.delete("node-twins", node.twin_id)
@@ -170,9 +168,7 @@ async def remove_node(ctx: Context, tx: Transaction, args: NodeIdArgs) -> Any:
 
 @RULES.tx("set_node_public_config", SetPublicConfigArgs)
 async def set_node_public_config(ctx: Context, tx: Transaction, args: SetPublicConfigArgs) -> Any:
-    node = await get(ctx, args.node_id)
-    farm = await farms.get(ctx, node.farm_id)
-    _farm_owner_only(farm, tx, "sets a node's public config")
+    node = await _farmers_node(ctx, tx, args.node_id, "sets a node's public config")
 
     def configure(current: Node) -> Node:
         return current.model_copy(update={"public_config": args.public_config})
@@ -182,9 +178,13 @@ async def set_node_public_config(ctx: Context, tx: Transaction, args: SetPublicC
     return dumped(changed.with_status(time.time(), ctx.down_after))
 
 
-def _farm_owner_only(farm: Farm, tx: Transaction, what: str) -> None:
+async def _farmers_node(ctx: Context, tx: Transaction, node_id: int, what: str) -> Node:
+    """The node, when the transaction's twin owns its farm (only its owner `what`)."""
+    node = await get(ctx, node_id)
+    farm = await farms.get(ctx, node.farm_id)
     if farm.owner_twin != tx.twin:
         raise BusError("forbidden", f"only farm {farm.id}'s owner (twin {farm.owner_twin}) {what}")
+    return node
 
 
 @RULES.query("get_node", IdArgs)
