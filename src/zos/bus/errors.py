@@ -47,8 +47,9 @@ class BusError(Exception):
         return (type(self), (self.code, self.message))
 
 
-def describe_error(e: ValidationError) -> str:
-    """The first problem of a pydantic error, naming its field: "body.name: ..."."""
+def describe_error(e: ValidationError, root: str = "value") -> str:
+    """The first problem of a pydantic error, naming its field: "body.name: ..." (`root`
+    when the whole value is wrong)."""
     err = e.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "value"
+    where = ".".join(str(p) for p in err["loc"]) or root
     return f"{where}: {err['msg']}"

@@ -1,37 +1,23 @@
-"""The node's bus API: `zos.deployment.*`, `zos.statistics.get`, `zos.system.version`,
-and `zos.zmachine.logs` (from `zos.node.api_zmachine`).
+"""The node's bus handlers, one for each command of the contract in `zos.nodeapi.commands`.
 
-Each handler checks its payload, calls the engine with the sender twin the bus has
-already authenticated, and turns a refusal into a BusError with the engine's code.
-Payloads and results follow reference/gridtypes.md: a deployment is zos JSON; `get`,
-`changes` and `delete` take `{"contract_id": N}`.
+Each handler reads its payload with the contract's model (`parse`: a BusError `invalid`
+naming the field), calls the engine with the sender twin the bus has already
+authenticated, and turns the engine's refusal into a BusError with its code. Deployments
+are zos JSON; the engine checks them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any, TypeVar
 
 from zos.bus import BusError, Request, Router
-from zos.node.api_zmachine import zmachine_router
 from zos.node.engine import Engine, EngineError
+from zos.nodeapi import commands as api
+from zos.nodeapi.commands import ContractArgs, LogsArgs, parse
 
-
-class ContractArgs(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    contract_id: int = Field(ge=1, lt=1 << 64)
-
-
-def _contract_id(payload: Any) -> int:
-    try:
-        return ContractArgs.model_validate(payload).contract_id
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "payload"
-        raise BusError("invalid", f"{where}: {err['msg']}") from None
+T = TypeVar("T")
 
 
 def zos_version() -> str:
@@ -41,46 +27,65 @@ def zos_version() -> str:
         return "unknown"
 
 
+async def _answer(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except EngineError as e:
+        raise BusError(e.code, e.message) from None
+
+
 def node_router(engine: Engine) -> Router:
     router = Router()
 
-    async def call(fn: Any, *args: Any) -> Any:
-        try:
-            return await fn(*args)
-        except EngineError as e:
-            raise BusError(e.code, e.message) from None
+    def contract_id(req: Request) -> int:
+        return parse(ContractArgs, req.payload).contract_id
 
-    @router.command("zos.deployment.deploy")
+    @router.command(api.DEPLOY)
     async def deploy(req: Request) -> None:
-        await call(engine.deploy, req.source_twin, req.payload)
+        await _answer(engine.deploy(req.source_twin, req.payload))
 
-    @router.command("zos.deployment.update")
+    @router.command(api.UPDATE)
     async def update(req: Request) -> None:
-        await call(engine.update, req.source_twin, req.payload)
+        await _answer(engine.update(req.source_twin, req.payload))
 
-    @router.command("zos.deployment.get")
+    @router.command(api.GET)
     async def get(req: Request) -> Any:
-        return await call(engine.get, req.source_twin, _contract_id(req.payload))
+        return await _answer(engine.get(req.source_twin, contract_id(req)))
 
-    @router.command("zos.deployment.list")
+    @router.command(api.LIST)
     async def list_(req: Request) -> Any:
-        return await call(engine.list, req.source_twin)
+        return await _answer(engine.list(req.source_twin))
 
-    @router.command("zos.deployment.changes")
+    @router.command(api.CHANGES)
     async def changes(req: Request) -> Any:
-        return await call(engine.changes, req.source_twin, _contract_id(req.payload))
+        return await _answer(engine.changes(req.source_twin, contract_id(req)))
 
-    @router.command("zos.deployment.delete")
+    @router.command(api.DELETE)
     async def delete(req: Request) -> None:
-        await call(engine.delete, req.source_twin, _contract_id(req.payload))
+        await _answer(engine.delete(req.source_twin, contract_id(req)))
 
-    @router.command("zos.statistics.get")
+    @router.command(api.STATISTICS)
     async def statistics(req: Request) -> Any:
-        return engine.statistics()
+        return api.Statistics.model_validate(engine.statistics()).model_dump()
 
-    @router.command("zos.system.version")
+    @router.command(api.VERSION)
     async def system_version(req: Request) -> Any:
-        return {"zos": zos_version(), "zinit": ""}
+        return api.Version(zos=zos_version()).model_dump()
 
-    router.include(zmachine_router(engine))
+    @router.command(api.ZMACHINE_LOGS)
+    async def zmachine_logs(req: Request) -> Any:
+        """The owner's machine only: another twin learns nothing of it. Follow = a long
+        poll; offsets count every byte ever written, so a rotation never repeats output."""
+        args = parse(LogsArgs, req.payload)
+        wait = api.FOLLOW_WAIT if args.follow else 0.0
+        data, offset = await _answer(
+            engine.logs(req.source_twin, args.contract_id, "zmachine", args.name, args.offset, wait)
+        )
+        if len(data) > api.MAX_LOG_CHUNK:
+            offset -= len(data) - api.MAX_LOG_CHUNK
+            data = data[: api.MAX_LOG_CHUNK]
+        return api.LogsChunk(data=data.decode(errors="replace"), offset=offset).model_dump()
+
+    if missing := set(api.COMMANDS) - set(router.commands):
+        raise RuntimeError(f"commands of the contract without a handler: {sorted(missing)}")
     return router

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from zos.gridtypes import Capacity, Deployment, GridTypeError, Result, Workload, validate
 from zos.node.capacity import Offer
@@ -61,6 +61,13 @@ class Grid(Protocol):
     async def twin_key(self, twin_id: int) -> bytes | None: ...
 
     async def node_contract(self, contract_id: int) -> ContractInfo | None: ...
+
+
+@runtime_checkable
+class HasLogs(Protocol):
+    """A manager whose workloads have output (a zmachine's)."""
+
+    async def logs_since(self, wid: str, offset: int, wait: float) -> tuple[bytes, int]: ...
 
 
 @contextlib.contextmanager
@@ -375,6 +382,23 @@ class Engine:
     async def changes(self, sender: int, contract_id: int) -> list[dict[str, Any]]:
         self._owned(sender, contract_id, (ACTIVE, DELETING, DELETED))
         return self.store.changes(contract_id)
+
+    async def logs(
+        self, sender: int, contract_id: int, wtype: str, name: str, offset: int, wait: float
+    ) -> tuple[bytes, int]:
+        """Output of the sender's workload `name` of type `wtype` from `offset` (HasLogs)."""
+        dep = Deployment.from_dict(
+            self._owned(sender, contract_id, (ACTIVE, DELETING, DELETED)).body["deployment"]
+        )
+        manager = self.managers.get(wtype)
+        if not any(w.name == name and w.type == wtype for w in dep.workloads) or not isinstance(
+            manager, HasLogs
+        ):
+            raise EngineError("not_found", f"name: no {wtype} '{name}' in the deployment")
+        try:
+            return await manager.logs_since(dep.workload_id(name), offset, wait)
+        except WorkloadError as e:
+            raise EngineError("not_found", str(e)) from None
 
     def active_contracts(self) -> list[int]:
         return [rec.contract_id for rec in self.store.list(states=(ACTIVE,))]

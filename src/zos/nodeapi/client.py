@@ -1,0 +1,79 @@
+"""`NodeClient`: one node's bus API, typed, over a twin's `BusClient`.
+
+A user talks to many nodes over one bus connection, so a NodeClient is light: the bus
+client and the node's twin id. Every refusal is the node's `BusError` (its code says
+why: invalid, forbidden, not_found, conflict, capacity, ...; `unreachable` or `timeout`
+when the node does not answer). An answer that does not read as the contract says is
+`malformed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from zos.bus.client import BusClient
+from zos.gridtypes import Deployment
+from zos.nodeapi import commands as api
+
+DEFAULT_TIMEOUT = 30.0
+A = TypeVar("A", bound=BaseModel)
+
+
+class NodeClient:
+    def __init__(self, bus: BusClient, twin_id: int, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.bus = bus
+        self.twin_id = twin_id  # the node's twin
+        self.timeout = timeout
+
+    async def call(self, command: str, payload: Any = None, *, timeout: float | None = None) -> Any:
+        """`command` with `payload` as given, its raw answer (for callers that test the
+        node's refusals of bad payloads; the typed methods below are for the rest)."""
+        return await self.bus.request(
+            self.twin_id, command, payload, timeout=self.timeout if timeout is None else timeout
+        )
+
+    async def _typed(self, model: type[A], command: str, payload: Any = None, **kw: Any) -> A:
+        return api.parse(model, await self.call(command, payload, **kw), code="malformed")
+
+    async def deploy(self, deployment: Deployment) -> None:
+        await self.call(api.DEPLOY, deployment.to_dict())
+
+    async def update(self, deployment: Deployment) -> None:
+        await self.call(api.UPDATE, deployment.to_dict())
+
+    async def get(self, contract_id: int, *, timeout: float | None = None) -> dict[str, Any]:
+        """The deployment in zos JSON, each workload with its result."""
+        return await self.call(api.GET, _contract(contract_id), timeout=timeout)
+
+    async def list(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """This twin's deployments on the node, in zos JSON."""
+        return await self.call(api.LIST, timeout=timeout) or []
+
+    async def changes(self, contract_id: int) -> list[dict[str, Any]]:
+        return await self.call(api.CHANGES, _contract(contract_id))
+
+    async def delete(self, contract_id: int) -> None:
+        await self.call(api.DELETE, _contract(contract_id))
+
+    async def statistics(self) -> api.Statistics:
+        return await self._typed(api.Statistics, api.STATISTICS)
+
+    async def version(self, *, timeout: float | None = None) -> api.Version:
+        return await self._typed(api.Version, api.VERSION, timeout=timeout)
+
+    async def zmachine_logs(
+        self, contract_id: int, name: str, offset: int = 0, follow: bool = False
+    ) -> api.LogsChunk:
+        """A zmachine's output from `offset`; with `follow`, the node waits for some
+        (up to FOLLOW_WAIT) when there is none yet."""
+        args = api.LogsArgs(contract_id=contract_id, name=name, offset=offset, follow=follow)
+        timeout = api.FOLLOW_WAIT + 20.0 if follow else 15.0  # a followed one waits there
+        return await self._typed(
+            api.LogsChunk, api.ZMACHINE_LOGS, args.model_dump(), timeout=timeout
+        )
+
+
+def _contract(contract_id: int) -> dict[str, Any]:
+    return api.ContractArgs(contract_id=contract_id).model_dump()

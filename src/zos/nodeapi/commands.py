@@ -1,0 +1,96 @@
+"""The node's bus API: every command a node serves, its request and its answer.
+
+Both sides read this module: the node registers its handlers under these names
+(`zos.node.api`) and checks payloads with these models; clients (`NodeClient`, the SDK,
+the tests' helpers, the benchmarks, the local grid) send them. It imports nothing of the
+node. Deployments travel as zos JSON (reference/gridtypes.md): the node's engine checks
+them (`zos.gridtypes.Deployment.from_dict` reads them back).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from zos.bus.errors import BusError, describe_error
+
+DEPLOY = "zos.deployment.deploy"  # a signed deployment, version 0 -> None
+UPDATE = "zos.deployment.update"  # the deployment with version + 1 -> None
+GET = "zos.deployment.get"  # ContractArgs -> a deployment with each workload's result
+LIST = "zos.deployment.list"  # None -> the sender's deployments
+CHANGES = "zos.deployment.changes"  # ContractArgs -> every workload state change, oldest first
+DELETE = "zos.deployment.delete"  # ContractArgs -> None
+STATISTICS = "zos.statistics.get"  # None -> Statistics
+VERSION = "zos.system.version"  # None -> Version
+ZMACHINE_LOGS = "zos.zmachine.logs"  # LogsArgs -> LogsChunk
+
+COMMANDS = (DEPLOY, UPDATE, GET, LIST, CHANGES, DELETE, STATISTICS, VERSION, ZMACHINE_LOGS)
+
+# A followed log request with nothing new waits this long on the node (a long poll);
+# one answer carries at most MAX_LOG_CHUNK bytes of output.
+FOLLOW_WAIT = 20.0
+MAX_LOG_CHUNK = 256 * 1024
+
+U64 = 1 << 64
+Args = TypeVar("Args", bound=BaseModel)
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ContractArgs(Request):
+    contract_id: int = Field(ge=1, lt=U64)
+
+
+class LogsArgs(Request):
+    contract_id: int = Field(ge=1, lt=U64)
+    name: str = Field(min_length=1, max_length=36, pattern=r"^[a-zA-Z0-9_]+$")
+    offset: int = Field(default=0, ge=0)
+    follow: bool = False
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class LogsChunk(Answer):
+    """Output from the offset asked for; ask again from `offset` for what comes next."""
+
+    data: str = ""
+    offset: int = 0
+
+
+class Resources(Answer):
+    cru: int = 0
+    mru: int = 0
+    sru: int = 0
+    hru: int = 0
+    ipv4u: int = 0
+
+
+class Users(Answer):
+    deployments: int = 0
+    workloads: int = 0
+    last_deployment_timestamp: int = 0
+
+
+class Statistics(Answer):
+    total: Resources
+    used: Resources  # what deployments hold plus `system`
+    system: Resources  # what the node keeps back for itself
+    users: Users
+
+
+class Version(Answer):
+    zos: str
+    zinit: str = ""
+
+
+def parse(model: type[Args], payload: Any, *, code: str = "invalid") -> Args:
+    """`payload` read as `model`, or a BusError naming the first field that is wrong."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as e:
+        raise BusError(code, describe_error(e, root="payload")) from None
