@@ -31,6 +31,7 @@ from zos.bus import BusClient
 from zos.grid.natsserver import NatsServer
 from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
 from zos.identity import Identity, load_key_file
+from zos.nodeapi import NodeClient
 from zos.primitives import filesystem, loop
 from zos.primitives.capacity import rss_bytes
 from zos.registry import RegistryClient, RegistryService
@@ -71,12 +72,11 @@ class Twin:
         return dep
 
     async def deploy_until_ok(self, node_twin: int, dep: Deployment) -> float:
+        node = NodeClient(self.bus, node_twin)
         start = time.perf_counter()
-        await self.bus.request(node_twin, "zos.deployment.deploy", dep.to_dict())
+        await node.deploy(dep)
         while True:
-            got = await self.bus.request(
-                node_twin, "zos.deployment.get", {"contract_id": dep.contract_id}
-            )
+            got = await node.get(dep.contract_id)
             state = got["workloads"][0]["result"]["state"]
             if state == "ok":
                 return time.perf_counter() - start
@@ -115,7 +115,7 @@ async def wait_node(twin: Twin, data_dir: Path, proc: subprocess.Popen[bytes]) -
             node = await twin.registry.node_by_twin(node_twin.id) if node_twin else None
             if node is not None:
                 try:
-                    await twin.bus.request(node_twin.id, "zos.system.version", timeout=1)
+                    await NodeClient(twin.bus, node_twin.id).version(timeout=1)
                     return node.id, node_twin.id
                 except Exception:
                     pass

@@ -17,6 +17,7 @@ from typing import Any
 from zos.bus import BusClient, BusError
 from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
 from zos.identity import Identity, load_key_file
+from zos.nodeapi import NodeClient
 from zos.primitives import filesystem, hostproc, loop
 from zos.registry import RegistryClient
 
@@ -81,7 +82,7 @@ class NodeProcess:
                     self.twin_id, self.node_id = twin.id, node.id
             if self.twin_id:
                 with contextlib.suppress(BusError):
-                    await user.bus.request(self.twin_id, "zos.system.version", timeout=1)
+                    await user.node(self).version(timeout=1)
                     return
             await asyncio.sleep(0.1)
         raise AssertionError(f"node not ready in {timeout}s:\n{self.log()}")
@@ -127,19 +128,23 @@ class User:
         contract = await self.registry.create_node_contract(node.node_id, dep.hash_hex())
         dep.contract_id = contract.id
         dep.sign(self.twin_id, self.identity)
-        await self.call(node, "zos.deployment.deploy", dep.to_dict())
+        await self.node(node).deploy(dep)
         return dep
 
     async def update(self, node: NodeProcess, dep: Deployment) -> None:
         await self.registry.update_node_contract(dep.contract_id, dep.hash_hex())
         dep.sign(self.twin_id, self.identity)
-        await self.call(node, "zos.deployment.update", dep.to_dict())
+        await self.node(node).update(dep)
+
+    def node(self, node: NodeProcess) -> NodeClient:
+        return NodeClient(self.bus, node.twin_id, timeout=20)
 
     async def call(self, node: NodeProcess, command: str, payload: Any = None) -> Any:
-        return await self.bus.request(node.twin_id, command, payload, timeout=20)
+        """A command with a payload as given (the node's refusals of bad ones)."""
+        return await self.node(node).call(command, payload)
 
     async def get(self, node: NodeProcess, contract_id: int) -> dict[str, Any]:
-        return await self.call(node, "zos.deployment.get", {"contract_id": contract_id})
+        return await self.node(node).get(contract_id)
 
     async def wait_states(
         self, node: NodeProcess, contract_id: int, want: dict[str, str], timeout: float = 30

@@ -61,7 +61,7 @@ async def test_volume_and_zmount_lifecycle(make_user, make_node) -> None:
     assert _fs_bytes(mountpoint) > small + 150 * MiB
     assert (mountpoint / "hello").read_text() == "kept across growth"
 
-    history = await user.call(node, "zos.deployment.changes", {"contract_id": dep.contract_id})
+    history = await user.node(node).changes(dep.contract_id)
     seen = [(c["name"], c["version"], c["result"]["state"]) for c in history]
     assert seen == [
         ("data", 0, "init"),
@@ -71,31 +71,31 @@ async def test_volume_and_zmount_lifecycle(make_user, make_node) -> None:
         ("data", 1, "init"),
         ("data", 1, "ok"),
     ]
-    listed = await user.call(node, "zos.deployment.list")
+    listed = await user.node(node).list()
     assert [d["contract_id"] for d in listed] == [dep.contract_id]
-    stats = await user.call(node, "zos.statistics.get")
-    assert stats["used"]["sru"] - stats["system"]["sru"] == 256 * MiB + 128 * MiB
-    assert stats["users"]["deployments"] == 1 and stats["users"]["workloads"] == 2
-    assert (await user.call(node, "zos.system.version"))["zos"]
+    stats = await user.node(node).statistics()
+    assert stats.used.sru - stats.system.sru == 256 * MiB + 128 * MiB
+    assert stats.users.deployments == 1 and stats.users.workloads == 2
+    assert (await user.node(node).version()).zos
     # Registered with what it offers; the heartbeat (every second here) reports what is used.
     registered = await user.registry.get_node(node.node_id)
     assert registered.capacity.sru == 4 * GiB and registered.capacity.mru > 0
     for _ in range(50):
         registered = await user.registry.get_node(node.node_id)
-        if registered.used.sru == stats["used"]["sru"]:
+        if registered.used.sru == stats.used.sru:
             break
         await asyncio.sleep(0.1)
-    assert registered.used.sru == stats["used"]["sru"] and registered.status == "up"
+    assert registered.used.sru == stats.used.sru and registered.status == "up"
 
     assert capacity.listening_sockets(node.pid) == []
 
-    await user.call(node, "zos.deployment.delete", {"contract_id": dep.contract_id})
+    await user.node(node).delete(dep.contract_id)
     await user.wait_states(node, dep.contract_id, {"data": "deleted", "disk": "deleted"})
     assert leftovers(node.data_dir) == {"mounts": [], "loops": [], "files": []}
     assert not mountpoint.exists()
-    assert await user.call(node, "zos.deployment.list") == []
-    stats = await user.call(node, "zos.statistics.get")
-    assert stats["used"] == {**stats["system"]}
+    assert await user.node(node).list() == []
+    stats = await user.node(node).statistics()
+    assert stats.used == stats.system
     assert loop.devices_under(node.data_dir) == {}
 
 

@@ -298,7 +298,7 @@ async def test_zero_capacity_workloads_are_bounded(make_user, make_node) -> None
             "invalid",
             "workloads: 100 in one deployment, at most 64",
         )
-        assert await user.call(node, "zos.deployment.list") == []
+        assert await user.node(node).list() == []
         assert netns.names(prefix) == []
         first = await user.deploy(node, user.deployment(nets[:16]))
         await user.wait_states(node, first.contract_id, {f"n{i}": "ok" for i in range(16)})
@@ -309,7 +309,7 @@ async def test_zero_capacity_workloads_are_bounded(make_user, make_node) -> None
         )
         shared = await user.deploy(node, user.deployment(nets[3:4]))  # the same network
         await user.wait_states(node, shared.contract_id, {"n3": "ok"})
-        assert len(await user.call(node, "zos.deployment.list")) == 2
+        assert len(await user.node(node).list()) == 2
     finally:
         _wipe(node, prefix)
 
@@ -333,7 +333,7 @@ async def test_capacity_a_node_does_not_have_is_refused(make_user, make_node) ->
         "capacity",
         "hru: this node offers no HDD capacity (what zdb takes)",
     )
-    assert await user.call(node, "zos.deployment.list") == []
+    assert await user.node(node).list() == []
     [listed] = await user.registry.list_nodes()
     assert listed.id == node.node_id and listed.capacity.hru == 0
 
@@ -363,10 +363,10 @@ async def test_a_full_data_disk_is_a_refusal_that_changes_nothing(
             "the node's data disk is full",
             "nothing was changed",
         )
-        assert await user.call(node, "zos.deployment.list") == []
+        assert await user.node(node).list() == []
         filler.unlink()
         # The same deployment again: nothing of the refused one was kept.
-        await user.call(node, "zos.deployment.deploy", dep.to_dict())
+        await user.node(node).deploy(dep)
         await user.wait_states(node, dep.contract_id, {"v": "ok"})
     finally:
         _wipe(node, "")

@@ -33,13 +33,13 @@ async def test_a_node_follows_a_key_rotation(farm, make_user, make_node) -> None
         second = new.deployment([{"name": "b", "type": "volume", "data": {"size": 16 * MiB}}])
         await new.deploy(node, second)  # signed by the new key: the node knows it already
         await new.wait_states(node, second.contract_id, {"b": "ok"})
-        assert [d["contract_id"] for d in await new.call(node, "zos.deployment.list")] == [
+        assert [d["contract_id"] for d in await new.node(node).list()] == [
             first.contract_id,
             second.contract_id,
         ]
         # The old key, still connected, is refused by the node.
         with pytest.raises(BusError) as e:
-            await old.call(node, "zos.deployment.list")
+            await old.node(node).list()
         assert e.value.code == "bad_signature"
     finally:
         await bus.close()

@@ -8,6 +8,7 @@ from nodehelpers import GiB, MiB, leftovers
 from zos.bus import BusError
 from zos.gridtypes import Capacity
 from zos.node.capacity import Offer
+from zos.nodeapi import commands as api
 
 pytestmark = [pytest.mark.nats, pytest.mark.root, pytest.mark.slow]
 
@@ -32,9 +33,9 @@ async def test_other_twins_cannot_read_change_or_delete(make_user, make_node) ->
     files = leftovers(node.data_dir)
     arg = {"contract_id": dep.contract_id}
 
-    for command in ("zos.deployment.get", "zos.deployment.changes", "zos.deployment.delete"):
+    for command in (api.GET, api.CHANGES, api.DELETE):
         await _refused(other.call(node, command, arg), "not_found", f"twin {other.twin_id}")
-    assert await other.call(node, "zos.deployment.list") == []
+    assert await other.node(node).list() == []
 
     # The owner's signed update, replayed by another twin: the sender is not the owner.
     dep.version = 1
@@ -42,11 +43,11 @@ async def test_other_twins_cannot_read_change_or_delete(make_user, make_node) ->
     dep.workloads[0].data.size = 64 * MiB
     await owner.registry.update_node_contract(dep.contract_id, dep.hash_hex())
     dep.sign(owner.twin_id, owner.identity)
-    await _refused(other.call(node, "zos.deployment.update", dep.to_dict()), "not_found")
+    await _refused(other.node(node).update(dep), "not_found")
     # ... and as a new deployment under another twin's name.
-    await _refused(other.call(node, "zos.deployment.deploy", dep.to_dict()), "invalid", "version")
+    await _refused(other.node(node).deploy(dep), "invalid", "version")
     dep.version, dep.workloads[0].version = 0, 0
-    await _refused(other.call(node, "zos.deployment.deploy", dep.to_dict()), "forbidden", "twin_id")
+    await _refused(other.node(node).deploy(dep), "forbidden", "twin_id")
 
     assert await owner.get(node, dep.contract_id) == before
     assert leftovers(node.data_dir) == files
@@ -62,21 +63,19 @@ async def test_bad_signature_and_hash_mismatch_change_nothing(make_user, make_no
     # Signed by another key than the owner's.
     dep.sign(user.twin_id, other.identity)
     await _refused(
-        user.call(node, "zos.deployment.deploy", dep.to_dict()),
+        user.node(node).deploy(dep),
         "bad_signature",
         f"twin {user.twin_id}",
         "does not verify",
     )
     # No signature at all.
     dep.signature_requirement.signatures = []
-    await _refused(
-        user.call(node, "zos.deployment.deploy", dep.to_dict()), "bad_signature", "missing"
-    )
+    await _refused(user.node(node).deploy(dep), "bad_signature", "missing")
     # Properly signed, but not what the contract was made for.
     dep.workloads[0].data.size = 48 * MiB
     dep.sign(user.twin_id, user.identity)
     await _refused(
-        user.call(node, "zos.deployment.deploy", dep.to_dict()),
+        user.node(node).deploy(dep),
         "invalid",
         "does not match the hash of contract",
     )
@@ -85,20 +84,18 @@ async def test_bad_signature_and_hash_mismatch_change_nothing(make_user, make_no
     dep.contract_id = theirs.id
     dep.sign(user.twin_id, user.identity)
     await _refused(
-        user.call(node, "zos.deployment.deploy", dep.to_dict()),
+        user.node(node).deploy(dep),
         "forbidden",
         f"owned by twin {other.twin_id}",
     )
     # Malformed requests name the field.
-    await _refused(user.call(node, "zos.deployment.deploy", [1, 2]), "invalid", "JSON object")
+    await _refused(user.call(node, api.DEPLOY, [1, 2]), "invalid", "JSON object")
     bad = dep.to_dict()
     bad["workloads"][0]["name"] = "no spaces allowed"
-    await _refused(user.call(node, "zos.deployment.deploy", bad), "invalid", "name")
-    await _refused(
-        user.call(node, "zos.deployment.get", {"contract_id": "x"}), "invalid", "contract_id"
-    )
+    await _refused(user.call(node, api.DEPLOY, bad), "invalid", "name")
+    await _refused(user.call(node, api.GET, {"contract_id": "x"}), "invalid", "contract_id")
 
-    assert await user.call(node, "zos.deployment.list") == []
+    assert await user.node(node).list() == []
     assert leftovers(node.data_dir) == NOTHING
 
 
@@ -113,7 +110,7 @@ async def test_deployment_larger_than_free_capacity_is_refused_whole(make_user, 
     )
     err = await _refused(user.deploy(node, too_big), "capacity", "disk", str(1280 * MiB))
     assert "1073741824 free" in err.message
-    assert await user.call(node, "zos.deployment.list") == []
+    assert await user.node(node).list() == []
     assert leftovers(node.data_dir) == NOTHING
 
     first = user.deployment([{"name": "a", "type": "zmount", "data": {"size": 700 * MiB}}])
@@ -129,9 +126,7 @@ async def test_deployment_larger_than_free_capacity_is_refused_whole(make_user, 
     await _refused(user.update(node, first), "capacity", "disk")
     got = await user.get(node, first.contract_id)
     assert got["version"] == 0 and got["workloads"][0]["data"]["size"] == 700 * MiB
-    assert [d["contract_id"] for d in await user.call(node, "zos.deployment.list")] == [
-        first.contract_id
-    ]
+    assert [d["contract_id"] for d in await user.node(node).list()] == [first.contract_id]
 
 
 async def test_shrink_unsupported_type_and_bad_versions(make_user, make_node) -> None:

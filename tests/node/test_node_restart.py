@@ -51,7 +51,7 @@ async def test_restart_keeps_deployments_and_history(make_user, make_node) -> No
     before = await user.wait_states(node, dep.contract_id, {"v0": "ok", "z0": "ok"})
     mount = node.data_dir / "storage" / "volumes" / f"{user.twin_id}-{dep.contract_id}-v0"
     (mount / "file").write_text("survives")
-    history = await user.call(node, "zos.deployment.changes", {"contract_id": dep.contract_id})
+    history = await user.node(node).changes(dep.contract_id)
 
     assert node.stop() == 0
     node.start()
@@ -61,7 +61,7 @@ async def test_restart_keeps_deployments_and_history(make_user, make_node) -> No
     assert (mount / "file").read_text() == "survives"
     assert _held(node) == _expected(user, dep.contract_id, ["v0"], ["z0"])
     # Re-provisioning an unchanged workload is not a change.
-    again = await user.call(node, "zos.deployment.changes", {"contract_id": dep.contract_id})
+    again = await user.node(node).changes(dep.contract_id)
     assert again == history
     assert capacity.listening_sockets(node.pid) == []
 
@@ -81,7 +81,7 @@ async def test_kill_during_deploy_converges(make_user, make_node, delay: float) 
     zmounts = [n for n in names if n.startswith("z")]
     assert _held(node) == _expected(user, dep.contract_id, volumes, zmounts)
 
-    await user.call(node, "zos.deployment.delete", {"contract_id": dep.contract_id})
+    await user.node(node).delete(dep.contract_id)
     await user.wait_states(node, dep.contract_id, dict.fromkeys(names, "deleted"))
     assert _held(node) == {"mounts": [], "files": [], "loops": 0}
 
@@ -124,7 +124,7 @@ async def test_kill_during_update_and_delete_and_after_a_reboot(make_user, make_
         await asyncio.sleep(0.05)
     assert _held(node) == _expected(user, dep.contract_id, ["v0", "v1", "v2"], [])
 
-    await user.call(node, "zos.deployment.delete", {"contract_id": dep.contract_id})
+    await user.node(node).delete(dep.contract_id)
     node.kill()
     node.start()
     await node.wait_ready(user)
@@ -150,7 +150,7 @@ async def test_cancelled_contract_is_deleted_running_or_not(make_user, make_node
     await node.wait_ready(user)
     await user.wait_states(node, second.contract_id, {"v0": "deleted"})
     assert _held(node) == {"mounts": [], "files": [], "loops": 0}
-    assert await user.call(node, "zos.deployment.list") == []
+    assert await user.node(node).list() == []
 
 
 async def test_restart_after_the_join_token_expired(farm, make_user, tmp_path) -> None:

@@ -143,8 +143,8 @@ async def test_zdb_namespaces_per_twin_restart_and_last_one_stops(make_user, zdb
             await stranger.command(b"NSNEW", b"mine")
     finally:
         await stranger.close()
-    stats = await alice.call(node, "zos.statistics.get")
-    assert stats["used"]["hru"] == MiB  # a zdb's size is hru, from the node's one disk
+    stats = await alice.node(node).statistics()
+    assert stats.used.hru == MiB  # a zdb's size is hru, from the node's one disk
 
     b = await bob.deploy(
         node, bob.deployment([_zdb("db", 2 * MiB, mode="seq", password="bob-pw", public=True)])
@@ -198,7 +198,7 @@ async def test_zdb_namespaces_per_twin_restart_and_last_one_stops(make_user, zdb
         assert await c.command(b"GET", b"k") == b"v"
 
     # Delete: the namespace and its data go; the server stays for bob's.
-    await alice.call(node, "zos.deployment.delete", {"contract_id": a.contract_id})
+    await alice.node(node).delete(a.contract_id)
     await alice.wait_states(node, a.contract_id, {"db": "deleted"})
     assert "Namespace not found" in await _select_error(port, ns_a, "alice-new")
     assert not (node.data_dir / "storage" / "zdb" / ns_a).exists()
@@ -227,7 +227,7 @@ async def test_zdb_namespaces_per_twin_restart_and_last_one_stops(make_user, zdb
     # The last zdb workload goes: the server stops listening and its data is gone.
     last = _server(node)
     assert last is not None
-    await bob.call(node, "zos.deployment.delete", {"contract_id": b.contract_id})
+    await bob.node(node).delete(b.contract_id)
     await bob.wait_states(node, b.contract_id, {"db": "deleted"})
     assert start_time(last[0]) != last[1]
     assert not await _listening(new_port)
@@ -250,7 +250,7 @@ async def test_zdb_refusals_create_nothing(make_user, zdb_node) -> None:
     ]
     for workload, code, words in bad:
         await _refused(user.deploy(node, user.deployment([workload])), code, *words)
-    assert await user.call(node, "zos.deployment.list") == []
+    assert await user.node(node).list() == []
     assert not await _listening(port) and _server(node) is None
     assert not (node.data_dir / "storage" / "zdb").exists()
 
@@ -318,8 +318,8 @@ async def test_failed_restore_keeps_the_data(make_user, zdb_node) -> None:
         message = got["workloads"][0]["result"]["message"]
         assert "could not be brought back after a restart" in message, message
         assert (node.data_dir / "storage" / "zdb" / ns).is_dir()
-        stats = await user.call(node, "zos.statistics.get")
-        assert stats["used"]["hru"] == MiB  # the kept data still holds its disk
+        stats = await user.node(node).statistics()
+        assert stats.used.hru == MiB  # the kept data still holds its disk
         assert node.stop() == 0
     finally:
         squatter.close()

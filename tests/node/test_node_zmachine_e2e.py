@@ -27,6 +27,7 @@ from zos.bus import BusError
 from zos.flist import Router, pack
 from zos.node.workloads import NodeServices
 from zos.node.workloads.zmachine import ZMachineManager, container_id
+from zos.nodeapi import commands as api
 from zos.primitives import filesystem, netns
 
 pytestmark = [
@@ -109,14 +110,14 @@ def runc_ids(data_dir: Path) -> list[str]:
 
 
 async def read_logs_until(user: Any, node: NodeProcess, args: dict, want: str) -> int:
-    """Ask `zos.zmachine.logs` again and again until `want` shows; the next offset."""
+    """Ask for the logs again and again until `want` shows; the next offset."""
     deadline = time.monotonic() + 15
     data, offset = "", 0
     while want not in data:
         assert time.monotonic() < deadline, f"{data!r}\n{node.log()[-3000:]}"
-        answer = await user.call(node, "zos.zmachine.logs", {**args, "offset": offset})
-        data += answer["data"]
-        offset = answer["offset"]
+        answer = await user.node(node).zmachine_logs(**args, offset=offset)
+        data += answer.data
+        offset = answer.offset
         await asyncio.sleep(0.1)
     return offset
 
@@ -172,15 +173,15 @@ async def test_zmachine_through_the_agent(
     # logs: the owner reads them (long poll with follow), anyone else learns nothing
     args = {"contract_id": dep.contract_id, "name": "vm"}
     offset = await read_logs_until(owner, node, args, "alive here")
-    more = await owner.call(node, "zos.zmachine.logs", {**args, "offset": offset, "follow": True})
-    assert more["data"].startswith("alive") and more["offset"] > offset
+    more = await owner.node(node).zmachine_logs(**args, offset=offset, follow=True)
+    assert more.data.startswith("alive") and more.offset > offset
     with pytest.raises(BusError) as refused:
-        await stranger.call(node, "zos.zmachine.logs", args)
+        await stranger.node(node).zmachine_logs(**args)
     assert refused.value.code == "not_found"
     with pytest.raises(BusError, match="no zmachine 'vol'"):
-        await owner.call(node, "zos.zmachine.logs", {**args, "name": "vol"})
+        await owner.node(node).zmachine_logs(dep.contract_id, "vol")
     with pytest.raises(BusError, match="name"):
-        await owner.call(node, "zos.zmachine.logs", {**args, "name": "../x"})
+        await owner.call(node, api.ZMACHINE_LOGS, {**args, "name": "../x"})  # hostile: raw
 
     # the agent stops (its managers let go) and starts again: the machine kept running
     pid = _runc_pid(node.data_dir, cid)
@@ -193,7 +194,7 @@ async def test_zmachine_through_the_agent(
     await read_logs_until(owner, node, args, "alive here")
 
     # deletion takes down all of it
-    await owner.call(node, "zos.deployment.delete", {"contract_id": dep.contract_id})
+    await owner.node(node).delete(dep.contract_id)
     await owner.wait_states(
         node, dep.contract_id, {"net": "deleted", "vol": "deleted", "vm": "deleted"}
     )
@@ -201,8 +202,8 @@ async def test_zmachine_through_the_agent(
     assert netns.names(prefix) == []
     assert filesystem.mounts_under(node.data_dir) == []
     assert leftovers(node.data_dir) == {"mounts": [], "loops": [], "files": []}
-    stats = await owner.call(node, "zos.statistics.get")
-    assert stats["used"] == stats["system"]
+    stats = await owner.node(node).statistics()
+    assert stats.used == stats.system
 
 
 def _runc_pid(data_dir: Path, cid: str) -> int:

@@ -474,6 +474,7 @@ async def _registered(reg: Any, key: Path) -> tuple[int, int] | None:
 async def _wait_nodes(state: GridState, timeout: float) -> None:
     """Until every node is registered, up, and answers on the bus."""
     from zos.bus import BusClient, BusError
+    from zos.nodeapi import NodeClient
     from zos.registry import RegistryClient
 
     by_name = {p.name: p for p in state.procs}
@@ -496,7 +497,7 @@ async def _wait_nodes(state: GridState, timeout: float) -> None:
                             resolver = await reg.key_resolver()
                             bus = BusClient(reg.conn, farmer, twin.id, resolver)
                         with contextlib.suppress(BusError):
-                            await bus.request(found[0], "zos.system.version", timeout=2)
+                            await NodeClient(bus, found[0]).version(timeout=2)
                             n.twin_id, n.node_id = found
                             break
                     if time.monotonic() > deadline:
