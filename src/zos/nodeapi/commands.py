@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zos.bus.errors import BusError, describe_error
+from zos.gridtypes.capacity import Capacity
 
 DEPLOY = "zos.deployment.deploy"  # a signed deployment, version 0 -> None
 UPDATE = "zos.deployment.update"  # the deployment with version + 1 -> None
@@ -62,14 +63,6 @@ class LogsChunk(Answer):
     offset: int = 0
 
 
-class Resources(Answer):
-    cru: int = 0
-    mru: int = 0
-    sru: int = 0
-    hru: int = 0
-    ipv4u: int = 0
-
-
 class Users(Answer):
     deployments: int = 0
     workloads: int = 0
@@ -77,9 +70,9 @@ class Users(Answer):
 
 
 class Statistics(Answer):
-    total: Resources
-    used: Resources  # what deployments hold plus `system`
-    system: Resources  # what the node keeps back for itself
+    total: Capacity
+    used: Capacity  # what deployments hold plus `system`
+    system: Capacity  # what the node keeps back for itself
     users: Users
 
 
