@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def _size(n: int) -> str:
-    from zos.client.sdk import _size as size
+    from zos.client.placement import size
 
     return size(n)
 

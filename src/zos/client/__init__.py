@@ -1,5 +1,9 @@
 """The Python SDK: `GridClient` (nodes, deploy, ps, logs, rm, push_image) and manifests.
 
+`sdk` is the facade; beside it one module per job: `config` (where the grid and your key
+are), `manifest` (the YAML, checked), `placement` (which node), `building` (manifest ->
+deployment), `deploying` (send, wait, take down), `views` (what `ps` shows), `errors`.
+
 Names are imported on first use, so that `zos.client.config` (what the registry
 commands of the CLI need) loads without the SDK and its manifest models.
 """
@@ -17,12 +21,12 @@ _WHERE = {
     "ManifestError": "manifest",
     "load_manifest": "manifest",
     "parse_manifest": "manifest",
-    "DeploymentInfo": "sdk",
-    "GatewayInfo": "sdk",
+    "DeploymentInfo": "views",
+    "GatewayInfo": "views",
     "GridClient": "sdk",
-    "GridClientError": "sdk",
-    "MachineInfo": "sdk",
-    "WorkloadInfo": "sdk",
+    "GridClientError": "errors",
+    "MachineInfo": "views",
+    "WorkloadInfo": "views",
 }
 
 __all__ = sorted(_WHERE)
