@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grid"))
 from gridhelpers import GRID_MARKS, emergency_sweep, env_for, quiet, web_rootfs, zos_cli
 
 from zos.client import DeploymentInfo, GridClient
-from zos.client.sdk import _size as size
+from zos.client.placement import size
 from zos.grid import procs
 from zos.grid.local import down, up
 from zos.grid.state import GridState

@@ -12,7 +12,7 @@ import pytest
 from explorer_helpers import GiB, farm, node
 
 from zos.bus import BusError
-from zos.client.sdk import _info
+from zos.client.views import read_deployment
 from zos.explorer import charts, pages
 from zos.explorer.history import History
 from zos.explorer.live import Live
@@ -234,7 +234,7 @@ def test_gateways_of_a_deployment() -> None:
             },
         ],
     }
-    info = _info(raw, 3, [])
+    info = read_deployment(raw, 3, [])
     assert [(g.name, g.url, g.state) for g in info.gateways] == [
         ("named", "https://shop.gw.example.org", "ok"),
         ("own", "https://www.example.com", "error"),

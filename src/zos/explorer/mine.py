@@ -15,17 +15,9 @@ from typing import Any, cast
 
 from zos.bus import BusClient, BusError
 from zos.client import DeploymentInfo, GridClient
+from zos.nodeapi.commands import CHANGES, GET, LIST, STATISTICS, VERSION, ZMACHINE_LOGS
 
-READ_COMMANDS = frozenset(
-    {
-        "zos.deployment.list",
-        "zos.deployment.get",
-        "zos.deployment.changes",
-        "zos.zmachine.logs",
-        "zos.statistics.get",
-        "zos.system.version",
-    }
-)
+READ_COMMANDS = frozenset({LIST, GET, CHANGES, ZMACHINE_LOGS, STATISTICS, VERSION})
 MAX_LOG_BYTES = 2 << 20  # a node keeps two 1 MiB ring files per machine
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from zos.client import DeploymentInfo
-from zos.client.sdk import _size as size
+from zos.client.placement import size
 from zos.explorer import charts
 from zos.explorer.history import History
 from zos.explorer.markup import Markup, duration, esc, join, link, table, tag, url, when
