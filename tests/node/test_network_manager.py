@@ -21,14 +21,9 @@ from netzm_helpers import (
 )
 
 from zos.gridtypes.names import network_id
+from zos.node.networks import bridge_name, uplink_name
 from zos.node.workloads.base import NodeServices, WorkloadError
-from zos.node.workloads.network import (
-    NetworkManager,
-    bridge_name,
-    load,
-    namespace_name,
-    uplink_name,
-)
+from zos.node.workloads.network import NetworkManager
 from zos.primitives import links, nat, netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.root]
@@ -43,7 +38,7 @@ def node(tmp_path: Path) -> Iterator[NodeServices]:
         # whatever a failed test left: namespaces and uplinks of networks it recorded
         for path in (services.data_dir / "networks").glob("*.json"):
             netid = path.stem
-            netns.delete(namespace_name(services, netid))
+            netns.delete(services.networks.namespace(netid))
             links.delete(uplink_name(netid))
 
 
@@ -80,7 +75,7 @@ async def test_network_lifecycle_shared_by_name(
         twin, 2, [{"name": "net", "type": "network", "data": network_data("10.77.1.0/24")}]
     )
     netid = network_id(twin, "net")
-    ns, bridge = namespace_name(node, netid), bridge_name(netid)
+    ns, bridge = node.networks.namespace(netid), bridge_name(netid)
     assert await manager.provision(ctx(node, dep1, "net")) == {}
     assert await manager.provision(ctx(node, dep1, "net")) == {}  # idempotent
     assert netns.exists(ns)
@@ -92,7 +87,7 @@ async def test_network_lifecycle_shared_by_name(
     assert "masquerade" in rules and "10.0.0.0/8" in rules
     # a second deployment of the same twin names the same network: shared, not duplicated
     await manager.provision(ctx(node, dep2, "net"))
-    info = load(node, netid)
+    info = node.networks.state.load(netid)
     assert info is not None and info.users == sorted([f"{twin}-1-net", f"{twin}-2-net"])
     assert netns.names(ns) == [ns]
     await manager.deprovision(ctx(node, dep1, "net"))
@@ -100,7 +95,7 @@ async def test_network_lifecycle_shared_by_name(
     await manager.deprovision(ctx(node, dep2, "net"))
     assert not netns.exists(ns)
     assert not links.exists(uplink_name(netid))
-    assert load(node, netid) is None
+    assert node.networks.state.load(netid) is None
     await manager.deprovision(ctx(node, dep2, "net"))  # a no-op when gone
 
 
@@ -117,7 +112,7 @@ async def test_refuses_bad_data_and_leaves_nothing(
         dep = deployment(twin, 10 + i, [{"name": "net", "type": "network", "data": data}])
         with pytest.raises(WorkloadError, match=field):
             await manager.provision(ctx(node, dep, "net"))
-    assert not netns.exists(namespace_name(node, network_id(twin, "net")))
+    assert not netns.exists(node.networks.namespace(network_id(twin, "net")))
     # in use with one subnet: another deployment cannot change it
     dep = deployment(
         twin, 20, [{"name": "n2", "type": "network", "data": network_data("10.2.0.0/24")}]
@@ -130,7 +125,7 @@ async def test_refuses_bad_data_and_leaves_nothing(
         with pytest.raises(WorkloadError, match="subnet: network 'n2' exists"):
             await manager.provision(ctx(node, other, "n2"))
         assert links.addresses(
-            bridge_name(network_id(twin, "n2")), namespace_name(node, network_id(twin, "n2"))
+            bridge_name(network_id(twin, "n2")), node.networks.namespace(network_id(twin, "n2"))
         ) == [IPv4Interface("10.2.0.1/24")]
     finally:
         await manager.deprovision(ctx(node, dep, "n2"))
@@ -160,8 +155,8 @@ async def test_subnets_of_the_node_itself_are_refused(
             dep = deployment(twin, 30 + i, [{"name": "net", "type": "network", "data": data}])
             with pytest.raises(WorkloadError, match=rf"^subnet: {subnet} .*{why}"):
                 await manager.provision(ctx(node, dep, "net"))
-        assert not netns.exists(namespace_name(node, network_id(twin, "net")))
-        assert load(node, network_id(twin, "net")) is None
+        assert not netns.exists(node.networks.namespace(network_id(twin, "net")))
+        assert node.networks.state.load(network_id(twin, "net")) is None
     finally:
         links.delete(bridge)
 
@@ -177,7 +172,7 @@ async def test_isolation_and_nat(node: NodeServices, manager: NetworkManager) ->
     await manager.provision(ctx(node, dep_a, "net"))
     await manager.provision(ctx(node, dep_b, "net"))
     id_a, id_b = network_id(twin_a, "net"), network_id(twin_b, "net")
-    ns_a, ns_b = namespace_name(node, id_a), namespace_name(node, id_b)
+    ns_a, ns_b = node.networks.namespace(id_a), node.networks.namespace(id_b)
     machines: list[str] = []
     ext = f"zt-x-{uuid.uuid4().hex[:8]}"
     ext_host = f"zx{uuid.uuid4().hex[:8]}"
@@ -260,7 +255,7 @@ async def test_neither_the_host_nor_the_control_plane_whatever_their_address(
     machine = None
     try:
         machine = attach_machine(
-            namespace_name(node, netid), bridge_name(netid), "10.64.1.2/24", "10.64.1.1"
+            node.networks.namespace(netid), bridge_name(netid), "10.64.1.2/24", "10.64.1.1"
         )
         netns.create(ext)
         links.ensure_veth(ext_host, "eth0", None, ext)
@@ -310,11 +305,11 @@ async def test_cleanup_and_crash_convergence(node: NodeServices) -> None:
     del first
     second = NetworkManager(node)
     await second.provision(ctx(node, dep, "net"))
-    assert netns.names(namespace_name(node, netid)) == [namespace_name(node, netid)]
+    assert netns.names(node.networks.namespace(netid)) == [node.networks.namespace(netid)]
     assert len(links.addresses(uplink_name(netid))) == 1
-    assert [p for p in links.ports(bridge_name(netid), namespace_name(node, netid))] == []
+    assert [p for p in links.ports(bridge_name(netid), node.networks.namespace(netid))] == []
     # the engine's start-up: nothing of it is wanted any more
     await second.cleanup(set())
-    assert not netns.exists(namespace_name(node, netid))
+    assert not netns.exists(node.networks.namespace(netid))
     with contextlib.suppress(FileNotFoundError):
         assert not list((node.data_dir / "networks").glob("*.json"))

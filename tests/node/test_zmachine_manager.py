@@ -25,8 +25,9 @@ from netzm_helpers import (
 
 from zos.gridtypes import Deployment
 from zos.gridtypes.names import network_id
+from zos.node.networks import bridge_name
 from zos.node.workloads.base import NodeServices, WorkloadError
-from zos.node.workloads.network import NetworkManager, bridge_name, namespace_name
+from zos.node.workloads.network import NetworkManager
 from zos.node.workloads.volume import VolumeManager, volume_path
 from zos.node.workloads.zmachine import ZMachineManager, container_id
 from zos.node.workloads.zmount import ZMountManager, zmount_path
@@ -219,7 +220,7 @@ async def test_machines_on_networks_end_to_end(node: NodeServices, busybox_rootf
     assert not (node.data_dir / "zmachines" / wid).exists()
     assert not any(wid in str(m.target) for m in filesystem.mounts_under(node.data_dir))
     netid_a = network_id(twin_a, "net")
-    ns_a = namespace_name(node, netid_a)
+    ns_a = node.networks.namespace(netid_a)
     assert len(links.ports(bridge_name(netid_a), ns_a)) == 1  # only the client is left
     assert (vol / "greeting").exists(), "the volume outlives the machine"
 
@@ -347,7 +348,7 @@ async def test_agent_restart_and_crash_converge(node: NodeServices, busybox_root
     assert (await zm.provision(ctx(node, dep, "m")))["ip"] == "10.73.1.2"
     assert (await zm.runc.state(cid))["pid"] == pid
     assert [c["id"] for c in await zm.runc.list()] == [cid]
-    ns = namespace_name(node, zm._load(wid).netid)
+    ns = node.networks.namespace(zm._load(wid).netid)
     assert len(links.ports(bridge_name(zm._load(wid).netid), ns)) == 1
     image = node.storage_dir("zmachines") / f"{wid}.img"
     assert len(loop.devices_for(image)) == 1
@@ -476,7 +477,7 @@ async def test_reboot_rebuilds_from_the_data_dir(node: NodeServices, busybox_roo
     netid = network_id(twin, "net")
     netns.delete(f"c-{wid}")
     links.delete(f"u-{netid}")
-    netns.delete(namespace_name(node, netid))
+    netns.delete(node.networks.namespace(netid))
     machines(node, fresh=True)  # the next agent
     await deploy(node, dep)
     await logs_until(machines(node), wid, b"BOOTS 2")

@@ -16,6 +16,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from zos.node.networks import Networks
 from zos.primitives.supervisor import Backoff
 
 if TYPE_CHECKING:
@@ -103,11 +104,19 @@ class NodeServices:
     backoff: Backoff = field(default_factory=Backoff)
     proxy: ReverseProxy | None = None
     keys: KeyStore | None = None
+    _networks: Networks | None = field(default=None, init=False, repr=False, compare=False)
 
     def storage_dir(self, kind: str) -> Path:
         path = self.data_dir / "storage" / kind
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def networks(self) -> Networks:
+        """The node's networks: what they are made of and what is attached to them."""
+        if self._networks is None:
+            self._networks = Networks(self.data_dir, self.netns_prefix, self.control_plane)
+        return self._networks
 
     def close(self) -> None:
         """The agent is stopping: the flist cache lets go of its database."""

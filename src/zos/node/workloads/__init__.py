@@ -12,9 +12,6 @@ from __future__ import annotations
 import inspect
 
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
-
-# network before zmachine (sorted order keeps it so): zmachine imports `network` from
-# this package while the package is still loading.
 from zos.node.workloads.network import NetworkManager
 from zos.node.workloads.volume import VolumeManager, volume_path
 from zos.node.workloads.zdb import ZdbManager

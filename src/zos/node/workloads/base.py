@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zos.gridtypes.names import workload_id
+from zos.node.errors import WorkloadError
 from zos.node.services import NodeServices
+
+__all__ = ["Manager", "NodeServices", "WorkloadContext", "WorkloadError"]
 
 if TYPE_CHECKING:
     from zos.gridtypes import Deployment, Workload
-
-
-class WorkloadError(Exception):
-    """A workload could not be built; the message goes to the user in Result.message."""
 
 
 @dataclass

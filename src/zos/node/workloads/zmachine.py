@@ -5,9 +5,9 @@ For workload `<wid>` the node makes:
   machine's root size, loop-mounted at `<data>/storage/zmachines/<wid>/` (upper + work);
 - its rootfs: the flist's prepared tree (node flist cache, read-only, shared) with that
   layer on top (overlayfs) at `<data>/zmachines/<wid>/rootfs`;
-- a network namespace `c-<wid>` with `eth0` (a veth whose other end, named by
-  `short_name(wid, 0)`, sits on the network's bridge), its ip and a default route via
-  the subnet's `.1`;
+- its interface on the network, from the node's networks service (`attach`, kind
+  "veth": namespace `c-<wid>` with `eth0`, its other end on the network's bridge, its
+  ip and a default route via the subnet's `.1`; `zos.node.networks`);
 - an OCI bundle (`<data>/zmachines/<wid>/bundle`) and container `zm-<wid>`, run
   detached and supervised (`zos.primitives.supervisor`), with its output in bounded
   log files (`zos.primitives.logd`).
@@ -25,14 +25,14 @@ import os
 import posixpath
 import re
 import shlex
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, ip_address
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from zos.gridtypes.names import network_id, short_name
-from zos.node.workloads import network as networks
+from zos.gridtypes.names import network_id
+from zos.node.networks import AddressError, Attachment, NetworkInfo
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
 from zos.node.workloads.volume import volume_path
 from zos.node.workloads.zmount import zmount_path
@@ -57,11 +57,21 @@ class MachineState:
     cid: str
     netid: str
     ip: str
-    netns: str
-    port: str  # the veth end on the network's bridge
     tree: str  # the prepared flist tree (the overlay's lower)
     cached: bool  # whether `tree` is held in the node's flist cache
     mounts: list[dict[str, str]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _interface_field() -> Iterator[None]:
+    """An address refused by the networks service, named as the machine's field."""
+    try:
+        yield
+    except AddressError as exc:
+        raise WorkloadError(f"network.interfaces[0].{exc}") from None
+
+
+_STATE_FIELDS = {f.name for f in fields(MachineState)}
 
 
 def container_id(wid: str) -> str:
@@ -92,14 +102,13 @@ class ZMachineManager(Manager):
         base = self.node.storage_dir("zmachines")
         return base / f"{wid}.img", base / wid
 
-    def _netns(self, wid: str) -> str:
-        return f"{self.node.netns_prefix}c-{wid}"
-
     def _load(self, wid: str) -> MachineState | None:
         try:
-            return MachineState(**json.loads((self._dir(wid) / "state.json").read_text()))
+            raw = json.loads((self._dir(wid) / "state.json").read_text())
         except FileNotFoundError:
             return None
+        # An older agent's state also names the namespace and port (now the attachment's).
+        return MachineState(**{k: v for k, v in raw.items() if k in _STATE_FIELDS})
 
     def _save(self, state: MachineState) -> None:
         path = self._dir(state.wid) / "state.json"
@@ -120,7 +129,7 @@ class ZMachineManager(Manager):
 
     # ---- checks ------------------------------------------------------------------
 
-    def _check(self, ctx: WorkloadContext) -> tuple[Any, networks.NetworkInfo, IPv4Address]:
+    def _check(self, ctx: WorkloadContext) -> tuple[Any, NetworkInfo, IPv4Address]:
         data = ctx.workload.data
         wid = ctx.workload_id
         interfaces = list(data.network.interfaces)
@@ -131,32 +140,11 @@ class ZMachineManager(Manager):
             )
         inf = interfaces[0]
         try:
-            info = networks.lookup(self.node, ctx.twin_id, inf.network)
+            info = self.node.networks.lookup(ctx.twin_id, inf.network)
         except WorkloadError as exc:
             raise WorkloadError(f"network.interfaces[0].network: {exc}") from None
-        try:
-            ip = ip_address(str(inf.ip))
-        except ValueError:
-            raise WorkloadError(f"network.interfaces[0].ip: {inf.ip!r} is not an IP") from None
-        subnet = info.network
-        if ip not in subnet:
-            raise WorkloadError(
-                f"network.interfaces[0].ip: {ip} is outside the subnet {subnet} "
-                f"of network '{inf.network}'"
-            )
-        if ip in (subnet.network_address, subnet.broadcast_address, info.gateway):
-            raise WorkloadError(
-                f"network.interfaces[0].ip: {ip} is reserved in {subnet} "
-                "(network, broadcast or the gateway .1)"
-            )
-        if not isinstance(ip, IPv4Address):
-            raise WorkloadError("network.interfaces[0].ip: only IPv4 is supported")
-        for other in self.states():
-            if other.wid != wid and other.netid == info.netid and other.ip == str(ip):
-                raise WorkloadError(
-                    f"network.interfaces[0].ip: {ip} is already used by another machine "
-                    f"on network '{inf.network}'"
-                )
+        with _interface_field():
+            ip = self.node.networks.check_address(info, str(inf.ip), wid)
         cpu = int(data.compute_capacity.cpu)
         if cpu < 1:
             raise WorkloadError("compute_capacity.cpu: must be at least 1")
@@ -273,28 +261,24 @@ class ZMachineManager(Manager):
 
     async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
         wid = ctx.workload_id
-        interfaces = list(ctx.workload.data.network.interfaces)
-        netid = network_id(ctx.twin_id, interfaces[0].network) if interfaces else ""
-        # Checked under the network's lock: two machines cannot both take one free ip.
-        async with networks.network_lock(netid):
-            data, info, ip = self._check(ctx)
-            mounts = self._mounts(ctx)
-            before = self._load(wid)
-            try:
-                await self._build(ctx, data, info, ip, mounts)
-            except (WorkloadError, CommandError, RuncError, OSError, links.LinkError) as exc:
-                if before is None:
-                    await self._remove(wid, release_network=False)
-                if isinstance(exc, WorkloadError):
-                    raise
-                raise WorkloadError(f"zmachine {ctx.workload.name}: {exc}") from None
+        data, info, ip = self._check(ctx)
+        mounts = self._mounts(ctx)
+        before = self._load(wid)
+        try:
+            await self._build(ctx, data, info, ip, mounts)
+        except (WorkloadError, CommandError, RuncError, OSError, links.LinkError) as exc:
+            if before is None:
+                await self._remove(wid, info.netid)
+            if isinstance(exc, WorkloadError):
+                raise
+            raise WorkloadError(f"zmachine {ctx.workload.name}: {exc}") from None
         return {"id": wid, "ip": str(ip), "planetary_ip": "", "mycelium_ip": "", "console_url": ""}
 
     async def _build(
         self,
         ctx: WorkloadContext,
         data: Any,
-        info: networks.NetworkInfo,
+        info: NetworkInfo,
         ip: IPv4Address,
         mounts: list[BindMount],
     ) -> None:
@@ -310,8 +294,6 @@ class ZMachineManager(Manager):
             cid=cid,
             netid=info.netid,
             ip=str(ip),
-            netns=self._netns(wid),
-            port=short_name(wid, 0),
             tree=str(tree),
             cached=cached,
             mounts=[{"source": str(m.source), "destination": m.destination} for m in mounts],
@@ -320,7 +302,7 @@ class ZMachineManager(Manager):
         args, env, cwd = self._process(data, tags)
         rootfs = await self._mount_rootfs(wid, tree, int(data.root_size()))
         await self._mount_disks(mounts)
-        await asyncio.to_thread(self._plumb, state, info)
+        attachment = await self._attach(ctx, info, ip)
         bundle = self._dir(wid) / "bundle"
         etc = await asyncio.to_thread(self._etc_files, wid, ctx.workload.name, ip)
         spec = ContainerSpec(
@@ -330,13 +312,21 @@ class ZMachineManager(Manager):
             env=env,
             cwd=cwd,
             hostname=ctx.workload.name,
-            netns=netns.path(state.netns),
+            netns=netns.path(attachment.namespace),
             cpu=int(data.compute_capacity.cpu),
             memory=int(data.compute_capacity.memory),
             mounts=[*etc, *mounts],
         )
         await asyncio.to_thread(write_bundle, bundle, spec)
         await self.supervisor.ensure(cid, bundle)
+
+    async def _attach(self, ctx: WorkloadContext, info: NetworkInfo, ip: IPv4Address) -> Attachment:
+        """The machine's interface on its network (checked again under the network's lock:
+        two machines cannot both take one free ip)."""
+        with _interface_field():
+            return await self.node.networks.attach(
+                ctx.twin_id, info.name, ctx.workload_id, str(ip), kind="veth"
+            )
 
     def _process(self, data: Any, tags: dict[str, str]) -> tuple[list[str], dict[str, str], str]:
         try:
@@ -370,19 +360,6 @@ class ZMachineManager(Manager):
             await overlay.mount_overlay(tree, layer / "upper", layer / "work", rootfs)
         return rootfs
 
-    def _plumb(self, state: MachineState, info: networks.NetworkInfo) -> None:
-        ns = state.netns
-        netns.create(ns)
-        links.ensure_veth(state.port, "eth0", info.namespace, ns)
-        links.set_master(state.port, info.bridge, info.namespace)
-        links.set_up(state.port, info.namespace)
-        links.set_up("lo", ns)
-        links.set_addresses("eth0", [IPv4Interface(f"{state.ip}/{info.network.prefixlen}")], ns)
-        links.set_up("eth0", ns)
-        links.set_default_route(info.gateway, ns)
-        # ping without CAP_NET_RAW (ICMP datagram sockets)
-        netns.set_sysctl(ns, "net/ipv4/ping_group_range", "0 2147483647")
-
     def _etc_files(self, wid: str, name: str, ip: IPv4Address) -> list[BindMount]:
         etc = self._dir(wid) / "etc"
         etc.mkdir(parents=True, exist_ok=True)
@@ -405,14 +382,12 @@ class ZMachineManager(Manager):
             with contextlib.suppress(Exception):
                 inf = ctx.workload.data.network.interfaces[0]
                 netid = network_id(ctx.twin_id, inf.network)
-        if netid is None:
-            await self._remove(wid, release_network=False)
-            return
-        async with networks.network_lock(netid):
-            await self._remove(wid, release_network=True)
+        await self._remove(wid, netid)
 
-    async def _remove(self, wid: str, release_network: bool) -> None:
-        """Remove every piece of `wid`; each step is a no-op when its piece is gone."""
+    async def _remove(self, wid: str, netid: str | None) -> None:
+        """Remove every piece of `wid` (its interface on network `netid` last, and the
+        network with it if nothing else uses it); each step is a no-op when its piece is
+        gone."""
         state = self._load(wid)
         cid = container_id(wid)
         try:
@@ -427,13 +402,6 @@ class ZMachineManager(Manager):
                 await loop.detach(dev)
         except (CommandError, RuncError) as exc:
             raise WorkloadError(f"zmachine {wid}: cannot remove: {exc}") from None
-        if state is not None:
-            # The bridge's end first: a namespace's links go asynchronously after it is
-            # deleted, and the network counts its bridge ports to know whether it is used.
-            net_ns = networks.namespace_name(self.node, state.netid)
-            if netns.exists(net_ns):
-                await asyncio.to_thread(links.delete, state.port, net_ns)
-        await asyncio.to_thread(netns.delete, self._netns(wid))
         for path in (image, image.with_suffix(".img.tmp")):
             path.unlink(missing_ok=True)
         await asyncio.to_thread(remove_tree, layer, ignore_errors=True)
@@ -442,9 +410,9 @@ class ZMachineManager(Manager):
             self._held.discard(wid)
             if self.node.flist_cache is not None:
                 self.node.flist_cache.release(state.tree)
+        if netid is not None:  # None: the machine was refused before it had an interface
+            await self.node.networks.detach(netid, wid, kind="veth")
         await asyncio.to_thread(remove_tree, self._dir(wid), ignore_errors=True)
-        if release_network and state is not None:
-            await networks.release_if_unused(self.node, state.netid)
         if not self.states() and not self.supervisor.watched():
             # The node's last machine: no log daemon or empty runc state directory stays.
             await asyncio.to_thread(logd.stop_daemon, self.logs_root)
@@ -459,8 +427,7 @@ class ZMachineManager(Manager):
                 await self.runc.delete(cid)
         for state in self.states():
             if state.wid not in keep:
-                async with networks.network_lock(state.netid):
-                    await self._remove(state.wid, release_network=True)
+                await self._remove(state.wid, state.netid)
 
     def close(self) -> None:
         """The agent is stopping: let go of the containers, leave them running."""

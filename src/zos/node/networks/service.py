@@ -1,0 +1,272 @@
+"""The node's networks service: a twin's networks, and workloads attached to them.
+
+The network manager makes and removes networks (`ensure`, `release_if_unused`); every
+workload that needs an interface on one (a zmachine now; gateways and VMs later) asks
+`attach` and gives it back with `detach`, never touching namespaces or bridges itself.
+
+A network, per `ensure`: namespace `n-<netid>` holding bridge `b-<netid>` with the
+subnet's `.1`, an uplink veth to the host (`u-<netid>` ↔ `pub`) with NAT out, and the
+nftables walls around it (`zos.primitives.nat`). The network's WireGuard interface
+(`w-<netid>`, `zos.primitives.wireguard`) is the next step of `ensure` and goes away
+in `teardown` (issue 14); `NetworkInfo.wireguard` already holds its key and peers.
+
+An attachment, per kind ("veth" now; a VM's "tap" is one more entry in `_KINDS`): its
+address is checked (inside the subnet, not reserved, not another attachment's) and
+recorded under the network's lock before its links are made, so two workloads never
+get one address. A network is in use while a network workload names it or anything
+is attached to it; the last one to go removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, ip_address
+from pathlib import Path
+
+from zos.gridtypes.names import network_id
+from zos.node.errors import WorkloadError
+from zos.node.networks.names import (
+    bridge_name,
+    machine_namespace,
+    network_namespace,
+    uplink_name,
+    veth_port,
+)
+from zos.node.networks.state import Attachment, NetworkInfo, NetworkState
+from zos.primitives import links, nat, netns
+from zos.primitives.command import CommandError
+
+_locks: dict[str, asyncio.Lock] = {}
+# What plumbing one kind of attachment may fail with (reported as a WorkloadError).
+PLUMBING_ERRORS = (CommandError, OSError, links.LinkError, nat.NatError)
+
+
+def network_lock(netid: str) -> asyncio.Lock:
+    """Serialises everything done to one network (provision, attach, removal)."""
+    return _locks.setdefault(netid, asyncio.Lock())
+
+
+class AddressError(WorkloadError):
+    """An attachment's address is refused; `field` is "ip", `rule` says why."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(f"ip: {rule}")
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How one kind of attachment is named, made and removed (in a thread: netlink)."""
+
+    port: Callable[[str, int], str]  # (workload id, index) -> the link on the bridge
+    namespace: Callable[[str, str, str], str]  # (prefix, workload id, network's ns) -> ns
+    plumb: Callable[[Attachment, NetworkInfo], None]
+    unplumb: Callable[[str, str, str], None]  # (port, namespace, network's namespace)
+
+
+def _plumb_veth(a: Attachment, info: NetworkInfo) -> None:
+    ns = a.namespace
+    netns.create(ns)
+    links.ensure_veth(a.port, a.ifname, info.namespace, ns)
+    links.set_master(a.port, info.bridge, info.namespace)
+    links.set_up(a.port, info.namespace)
+    links.set_up("lo", ns)
+    links.set_addresses(a.ifname, [a.address], ns)
+    links.set_up(a.ifname, ns)
+    links.set_default_route(a.gateway, ns)
+    # ping without CAP_NET_RAW (ICMP datagram sockets)
+    netns.set_sysctl(ns, "net/ipv4/ping_group_range", "0 2147483647")
+
+
+def _unplumb_veth(port: str, ns: str, net_ns: str) -> None:
+    # The bridge's end first: a namespace's links go asynchronously after it is deleted,
+    # and a network counts its bridge ports to know whether it is used.
+    if netns.exists(net_ns):
+        links.delete(port, net_ns)
+    netns.delete(ns)
+
+
+_KINDS: dict[str, _Kind] = {
+    "veth": _Kind(
+        port=veth_port,
+        namespace=lambda prefix, wid, _net_ns: machine_namespace(prefix, wid),
+        plumb=_plumb_veth,
+        unplumb=_unplumb_veth,
+    ),
+}
+
+
+def _kind(kind: str) -> _Kind:
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise WorkloadError(f"network: attachments of kind {kind!r} are not supported") from None
+
+
+class Networks:
+    def __init__(
+        self, data_dir: Path, prefix: str = "", control_plane: tuple[IPv4Address, ...] = ()
+    ) -> None:
+        self.state = NetworkState(data_dir)
+        self.prefix = prefix
+        self.control_plane = control_plane
+
+    # ---- names and state -------------------------------------------------------------
+
+    def namespace(self, netid: str) -> str:
+        return network_namespace(self.prefix, netid)
+
+    def info(self, twin_id: int, name: str, **fields: object) -> NetworkInfo:
+        """A network of `twin_id` named `name` as this node names its parts."""
+        netid = network_id(twin_id, name)
+        return NetworkInfo(
+            netid=netid,
+            twin_id=twin_id,
+            name=name,
+            namespace=self.namespace(netid),
+            bridge=bridge_name(netid),
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def lookup(self, twin_id: int, name: str) -> NetworkInfo:
+        """The network `name` of `twin_id` on this node; a WorkloadError if it is not here."""
+        info = self.state.load(network_id(twin_id, name))
+        if info is None or not netns.exists(info.namespace):
+            raise WorkloadError(f"network '{name}' does not exist on this node (deploy it first)")
+        return info
+
+    def attachments(self, netid: str) -> list[Attachment]:
+        return self.state.attachments(netid)
+
+    def bridge_ports(self, info: NetworkInfo) -> list[str]:
+        """Interfaces on the network's bridge (what is plugged into it)."""
+        if not netns.exists(info.namespace):
+            return []
+        return links.ports(info.bridge, info.namespace)
+
+    def in_use(self, info: NetworkInfo, ignore_user: str = "") -> bool:
+        return (
+            any(u != ignore_user for u in info.users)
+            or bool(self.attachments(info.netid))
+            or bool(self.bridge_ports(info))
+        )
+
+    # ---- networks (the network manager) ---------------------------------------------
+
+    async def ensure(self, info: NetworkInfo) -> None:
+        """Make the network's kernel objects (or confirm they are there)."""
+        ns, bridge = info.namespace, info.bridge
+        await asyncio.to_thread(netns.create, ns)
+
+        def inside() -> None:
+            links.set_up("lo", ns)
+            links.ensure_bridge(bridge, ns)
+            gateway = IPv4Interface(f"{info.gateway}/{info.network.prefixlen}")
+            links.set_addresses(bridge, [gateway], ns)
+
+        await asyncio.to_thread(inside)
+        await nat.setup_host(list(self.control_plane))
+        await nat.ensure_uplink(ns, uplink_name(info.netid))
+        await nat.apply_namespace_rules(ns, bridge, info.network, info.wireguard_listen_port)
+
+    async def teardown(self, netid: str, namespace: str | None = None) -> None:
+        """Remove the network's namespace (and with it its bridge and veths), uplink and
+        state."""
+        ns = namespace or self.namespace(netid)
+        # The uplink first: a deleted namespace's links disappear asynchronously.
+        await nat.remove_uplink(uplink_name(netid))
+        await asyncio.to_thread(netns.delete, ns)
+        self.state.forget(netid)
+
+    async def release_if_unused(self, netid: str) -> bool:
+        """Remove the network if nothing uses it any more (called with its lock held)."""
+        info = self.state.load(netid)
+        if info is None or await asyncio.to_thread(self.in_use, info):
+            return False
+        await self.teardown(netid, info.namespace)
+        return True
+
+    # ---- attachments (zmachines; later gateways and VMs) ----------------------------
+
+    def check_address(self, info: NetworkInfo, ip: str, workload_id: str) -> IPv4Address:
+        """`ip` as an address `workload_id` may take on the network (AddressError if not).
+        Checked again under the network's lock by `attach`."""
+        try:
+            addr = ip_address(str(ip))
+        except ValueError:
+            raise AddressError(f"{ip!r} is not an IP") from None
+        subnet = info.network
+        if addr not in subnet:
+            raise AddressError(f"{addr} is outside the subnet {subnet} of network '{info.name}'")
+        if addr in (subnet.network_address, subnet.broadcast_address, info.gateway):
+            raise AddressError(
+                f"{addr} is reserved in {subnet} (network, broadcast or the gateway .1)"
+            )
+        if not isinstance(addr, IPv4Address):
+            raise AddressError("only IPv4 is supported")
+        for other in self.attachments(info.netid):
+            if other.workload_id != workload_id and other.address.ip == addr:
+                raise AddressError(
+                    f"{addr} is already used by another machine on network '{info.name}'"
+                )
+        return addr
+
+    def _attachment(
+        self, info: NetworkInfo, workload_id: str, addr: IPv4Address, kind: str, index: int
+    ) -> Attachment:
+        how = _kind(kind)
+        return Attachment(
+            workload_id=workload_id,
+            kind=kind,
+            netid=info.netid,
+            network=info.name,
+            port=how.port(workload_id, index),
+            namespace=how.namespace(self.prefix, workload_id, info.namespace),
+            address=IPv4Interface(f"{addr}/{info.network.prefixlen}"),
+            gateway=info.gateway,
+        )
+
+    async def attach(
+        self,
+        twin_id: int,
+        network: str,
+        workload_id: str,
+        ip: str,
+        kind: str = "veth",
+        index: int = 0,
+    ) -> Attachment:
+        """Give `workload_id` interface `index` on `twin_id`'s network `network` at `ip`.
+        Idempotent: attaching again (after a restart) makes what is missing."""
+        netid = network_id(twin_id, network)
+        async with network_lock(netid):
+            info = self.lookup(twin_id, network)
+            addr = self.check_address(info, ip, workload_id)
+            attachment = self._attachment(info, workload_id, addr, kind, index)
+            self.state.record(attachment)  # before the links: a crash leaves a record to undo
+            try:
+                await asyncio.to_thread(_KINDS[kind].plumb, attachment, info)
+            except PLUMBING_ERRORS as exc:
+                await self._unplumb(netid, workload_id, kind, index)
+                raise WorkloadError(f"network '{network}': {exc}") from None
+        return attachment
+
+    async def detach(
+        self, netid: str, workload_id: str, *, kind: str = "veth", index: int = 0
+    ) -> None:
+        """Remove what `attach` made (a no-op for what is gone) and the network itself if
+        nothing uses it any more."""
+        async with network_lock(netid):
+            await self._unplumb(netid, workload_id, kind, index)
+            await self.release_if_unused(netid)
+
+    async def _unplumb(self, netid: str, workload_id: str, kind: str, index: int) -> None:
+        # The names are derived from the workload id, so even an attachment made before
+        # its record (or by an older agent) is removed.
+        how = _kind(kind)
+        info = self.state.load(netid)
+        net_ns = info.namespace if info else self.namespace(netid)
+        ns = how.namespace(self.prefix, workload_id, net_ns)
+        await asyncio.to_thread(how.unplumb, how.port(workload_id, index), ns, net_ns)
+        self.state.drop(netid, workload_id)
