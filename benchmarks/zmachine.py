@@ -33,9 +33,10 @@ from typing import Any
 from zos.flist import Router, pack
 from zos.flist.cache import FlistCache
 from zos.gridtypes import Deployment
+from zos.node.runtimes.runc import RuncRuntime, container_id
 from zos.node.workloads.base import NodeServices, WorkloadContext
 from zos.node.workloads.network import NetworkManager
-from zos.node.workloads.zmachine import ZMachineManager, container_id
+from zos.node.workloads.zmachine import ZMachineManager
 from zos.primitives import cgroups, logd
 from zos.primitives.runc import ContainerSpec, Runc, write_bundle
 
@@ -143,6 +144,8 @@ async def main() -> None:
     fl = work / "busybox.fl"
     await pack(rootfs, fl, store)
     net, zm = NetworkManager(node), ZMachineManager(node)
+    containers = zm.runtime(RuncRuntime.name)
+    assert isinstance(containers, RuncRuntime)
     net_dep = dep(
         1,
         [
@@ -175,7 +178,7 @@ async def main() -> None:
             d = machine(10 + i, rootfs, ip_for(1 + i))
             start = time.perf_counter()
             await zm.provision(ctx(node, d, "m"))
-            state = await zm.runc.state(container_id(ctx(node, d, "m").workload_id))
+            state = await containers.runc.state(container_id(ctx(node, d, "m").workload_id))
             assert state and state["status"] == "running"
             up.append(time.perf_counter() - start)
             start = time.perf_counter()
@@ -220,10 +223,10 @@ async def main() -> None:
         await asyncio.sleep(1)
         cg_mem = 0
         for d in deployed[1:]:
-            st = await zm.runc.state(container_id(ctx(node, d, "m").workload_id))
+            st = await containers.runc.state(container_id(ctx(node, d, "m").workload_id))
             if st and st.get("pid"):
                 cg_mem += cgroups.usage(st["pid"]).memory
-        logd_pid = int((zm.logs_root / logd.PID).read_text())
+        logd_pid = int((containers.logs_root / logd.PID).read_text())
         n = len(deployed) - 1  # without the anchor
         print(f"idle containers: {n} running (stopped at {args.idle} or {args.budget_mib} MiB)")
         print(f"  deployed in {elapsed:.1f} s ({n / elapsed:.1f}/s)")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zos.gridtypes import Deployment
+from zos.node.runtimes.runc import RuncRuntime
 from zos.node.workloads.base import NodeServices, WorkloadContext
 from zos.node.workloads.network import NetworkManager
 from zos.node.workloads.volume import VolumeManager
@@ -90,6 +91,13 @@ def ns_inode(path: Path | str) -> int:
 _machines: dict[int, ZMachineManager] = {}
 
 
+def runc_runtime(zm: ZMachineManager) -> RuncRuntime:
+    """The manager's runc runtime (the runc state and supervisor a test looks into)."""
+    runtime = zm.runtime(RuncRuntime.name)
+    assert isinstance(runtime, RuncRuntime)
+    return runtime
+
+
 def machines(svc: NodeServices, fresh: bool = False) -> ZMachineManager:
     """The test's zmachine manager on `svc`, one per node as an agent has; `fresh`: a new
     one (as after an agent restart)."""
@@ -106,5 +114,5 @@ async def remove_everything(svc: NodeServices) -> None:
     await zm.cleanup(set())
     await NetworkManager(svc).cleanup(set())
     await VolumeManager(svc).cleanup(set())
-    await asyncio.to_thread(logd.stop_daemon, zm.logs_root)
+    await asyncio.to_thread(logd.stop_daemon, runc_runtime(zm).logs_root)
     assert filesystem.mounts_under(svc.data_dir) == []

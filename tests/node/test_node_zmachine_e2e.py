@@ -25,8 +25,8 @@ from nodehelpers import MiB, NodeProcess, leftovers
 
 from zos.bus import BusError
 from zos.flist import Router, pack
+from zos.node.runtimes.runc import RuncRuntime, container_id
 from zos.node.workloads import NodeServices
-from zos.node.workloads.zmachine import ZMachineManager, container_id
 from zos.nodeapi import commands as api
 from zos.primitives import filesystem, netns
 
@@ -100,7 +100,7 @@ def wipe(data_dir: Path, prefix: str) -> subprocess.CompletedProcess[str]:
 
 def runc_ids(data_dir: Path) -> list[str]:
     """Container ids `runc list` shows in the node's runc root (as its manager sets it)."""
-    root = ZMachineManager(NodeServices(data_dir=data_dir)).runc.root
+    root = RuncRuntime(NodeServices(data_dir=data_dir)).runc.root
     if not root.exists():
         return []
     out = subprocess.run(
@@ -207,7 +207,7 @@ async def test_zmachine_through_the_agent(
 
 
 def _runc_pid(data_dir: Path, cid: str) -> int:
-    root = ZMachineManager(NodeServices(data_dir=data_dir)).runc.root
+    root = RuncRuntime(NodeServices(data_dir=data_dir)).runc.root
     out = subprocess.run(
         ["runc", "--root", str(root), "state", cid], capture_output=True, text=True, check=True
     ).stdout

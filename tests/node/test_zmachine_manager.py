@@ -20,16 +20,18 @@ from netzm_helpers import (
     machines,
     network_data,
     remove_everything,
+    runc_runtime,
     unique_twin,
 )
 
 from zos.gridtypes import Deployment
 from zos.gridtypes.names import network_id
 from zos.node.networks import bridge_name
+from zos.node.runtimes.runc import container_id
 from zos.node.workloads.base import NodeServices, WorkloadError
 from zos.node.workloads.network import NetworkManager
 from zos.node.workloads.volume import VolumeManager, volume_path
-from zos.node.workloads.zmachine import ZMachineManager, container_id
+from zos.node.workloads.zmachine import ZMachineManager
 from zos.node.workloads.zmount import ZMountManager, zmount_path
 from zos.primitives import blockdev, cgroups, filesystem, links, loop, nat, netns, overlay
 from zos.primitives.supervisor import Backoff
@@ -162,7 +164,7 @@ async def test_machines_on_networks_end_to_end(node: NodeServices, busybox_rootf
         await asyncio.sleep(0.1)
     assert (vol / "greeting").read_text() == "hello from web\n"
     # limits from its cgroup
-    state = await zm.runc.state(container_id(wid))
+    state = await runc_runtime(zm).runc.state(container_id(wid))
     assert state and state["status"] == "running"
     limits = cgroups.limits(state["pid"])
     assert (
@@ -214,7 +216,7 @@ async def test_machines_on_networks_end_to_end(node: NodeServices, busybox_rootf
     cg = cgroups.controller_dir(pid, "memory")
     mgr = zm
     await mgr.deprovision(ctx(node, dep_a1, "web"))
-    assert await mgr.runc.state(container_id(wid)) is None
+    assert await runc_runtime(mgr).runc.state(container_id(wid)) is None
     assert not cg.exists()
     assert not netns.exists(f"c-{wid}")
     assert not (node.data_dir / "zmachines" / wid).exists()
@@ -261,7 +263,7 @@ async def test_refusals_leave_nothing(node: NodeServices, busybox_rootfs: Path) 
         wid = f"{twin}-{310 + i}-m"
         assert not (node.data_dir / "zmachines" / wid).exists()
         assert not netns.exists(f"c-{wid}")
-        assert await zm.runc.state(container_id(wid)) is None
+        assert await runc_runtime(zm).runc.state(container_id(wid)) is None
     # a flist the node cannot prepare (no cache here, not a trusted local tree)
     bad_flist = deployment(
         twin, 330, [*base[:2], machine("m", "net", "10.72.1.9", "sleep 1", flist="/")]
@@ -339,15 +341,18 @@ async def test_agent_restart_and_crash_converge(node: NodeServices, busybox_root
     _, err = await proc.communicate()
     assert proc.returncode == -9, err.decode()
     first = ZMachineManager(node)
-    state = await first.runc.state(cid)
+    state = await runc_runtime(first).runc.state(cid)
     assert state and state["status"] == "running", "the container outlived its agent"
     pid = state["pid"]
     # the next agent provisions again: it re-attaches, builds nothing twice
     net, zm = NetworkManager(node), ZMachineManager(node)
     await net.provision(ctx(node, dep, "net"))
     assert (await zm.provision(ctx(node, dep, "m")))["ip"] == "10.73.1.2"
-    assert (await zm.runc.state(cid))["pid"] == pid
-    assert [c["id"] for c in await zm.runc.list()] == [cid]
+    assert (await runc_runtime(zm).runc.state(cid))["pid"] == pid
+    assert [c["id"] for c in await runc_runtime(zm).runc.list()] == [cid]
+    stats = await zm.stats(wid)  # what its runtime reports: its init, from its cgroup
+    assert stats is not None and stats.running and stats.pid == pid
+    assert stats.memory and stats.memory > 0 and stats.cpu_ns is not None
     ns = node.networks.namespace(zm._load(wid).netid)
     assert len(links.ports(bridge_name(zm._load(wid).netid), ns)) == 1
     image = node.storage_dir("zmachines") / f"{wid}.img"
@@ -368,9 +373,9 @@ async def test_agent_restart_and_crash_converge(node: NodeServices, busybox_root
     with pytest.raises(WorkloadError, match="no zmachine"):
         await zm.logs_since(f"{twin}-400-other")
     # supervised by the new agent: a crash is restarted
-    await zm.runc.kill(cid)
+    await runc_runtime(zm).runc.kill(cid)
     for _ in range(100):
-        st = await zm.runc.state(cid)
+        st = await runc_runtime(zm).runc.state(cid)
         if st and st["status"] == "running" and st["pid"] != pid:
             break
         await asyncio.sleep(0.1)
@@ -380,28 +385,30 @@ async def test_agent_restart_and_crash_converge(node: NodeServices, busybox_root
     zm.close()
     again = ZMachineManager(node)
     await again.provision(ctx(node, dep, "m"))
-    assert (await again.runc.state(cid))["pid"] == st["pid"]
+    assert (await runc_runtime(again).runc.state(cid))["pid"] == st["pid"]
     # it crashes while no agent watches: the next agent's provision restarts it
     again.close()
-    await again.runc.kill(cid)
+    await runc_runtime(again).runc.kill(cid)
     for _ in range(50):
-        if (await again.runc.state(cid))["status"] == "stopped":
+        if (await runc_runtime(again).runc.state(cid))["status"] == "stopped":
             break
         await asyncio.sleep(0.1)
     again = ZMachineManager(node)
     await again.provision(ctx(node, dep, "m"))
-    st = await again.runc.state(cid)
-    assert st["status"] == "running" and [c["id"] for c in await again.runc.list()] == [cid]
+    st = await runc_runtime(again).runc.state(cid)
+    assert st["status"] == "running" and [
+        c["id"] for c in await runc_runtime(again).runc.list()
+    ] == [cid]
     # half built (a crash while building): the overlay is gone and the container too
-    await again.runc.delete(cid)
-    again.supervisor.forget(cid)
+    await runc_runtime(again).runc.delete(cid)
+    runc_runtime(again).supervisor.forget(cid)
     await overlay.unmount(node.data_dir / "zmachines" / wid / "rootfs")
     await again.provision(ctx(node, dep, "m"))
-    assert (await again.runc.state(cid))["status"] == "running"
+    assert (await runc_runtime(again).runc.state(cid))["status"] == "running"
     # the engine's start-up with nothing wanted removes it all
     await again.cleanup(set())
     await net.cleanup(set())
-    assert not again.runc.root.exists(), "no runc state left"
+    assert not runc_runtime(again).runc.root.exists(), "no runc state left"
     assert not netns.exists(ns)
     assert filesystem.mounts_under(node.data_dir) == []
 
@@ -471,7 +478,7 @@ async def test_reboot_rebuilds_from_the_data_dir(node: NodeServices, busybox_roo
     await logs_until(zm, wid, b"BOOTS 1")
     # the reboot: processes, mounts, namespaces and links are gone; the data dir is not
     zm.close()
-    await zm.runc.delete(container_id(wid))
+    await runc_runtime(zm).runc.delete(container_id(wid))
     for m in reversed(filesystem.mounts_under(node.data_dir)):
         await filesystem.umount(m.target)
     netid = network_id(twin, "net")

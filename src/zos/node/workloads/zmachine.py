@@ -1,4 +1,7 @@
-"""`zmachine`: a container under runc on a twin's private network.
+"""`zmachine`: a machine on a twin's private network, run by a runtime (runc now).
+
+The manager makes the machine's plan and asks its runtime (`zos.node.runtimes`) to run
+it; which runtime is recorded in the machine's state.
 
 For workload `<wid>` the node makes:
 - a writable layer: `<data>/storage/zmachines/<wid>.img`, an ext4 image of the
@@ -8,9 +11,9 @@ For workload `<wid>` the node makes:
 - its interface on the network, from the node's networks service (`attach`, kind
   "veth": namespace `c-<wid>` with `eth0`, its other end on the network's bridge, its
   ip and a default route via the subnet's `.1`; `zos.node.networks`);
-- an OCI bundle (`<data>/zmachines/<wid>/bundle`) and container `zm-<wid>`, run
-  detached and supervised (`zos.primitives.supervisor`), with its output in bounded
-  log files (`zos.primitives.logd`).
+- its process (entrypoint, env, working directory: the workload's or the flist's),
+  run by the runtime (runc: container `zm-<wid>`, supervised, output in bounded log
+  files; `zos.node.runtimes.runc`).
 `<data>/zmachines/<wid>/state.json` records what was made, before it is made, so a
 crash half way is finished or removed by the next provision or cleanup.
 """
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import posixpath
@@ -33,13 +35,20 @@ from typing import Any
 
 from zos.gridtypes.names import network_id
 from zos.node.networks import AddressError, Attachment, NetworkInfo
+from zos.node.runtimes import (
+    DEFAULT_RUNTIME,
+    RUNTIMES,
+    MachinePlan,
+    MachineRuntime,
+    MachineRuntimeError,
+    MachineStats,
+    Mount,
+)
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
 from zos.node.workloads.volume import volume_path
 from zos.node.workloads.zmount import zmount_path
-from zos.primitives import blockdev, filesystem, links, logd, loop, netns, overlay
+from zos.primitives import blockdev, filesystem, links, logd, loop, overlay
 from zos.primitives.command import CommandError
-from zos.primitives.runc import BindMount, ContainerSpec, Runc, RuncError, write_bundle
-from zos.primitives.supervisor import Supervisor
 from zos.primitives.trees import remove_tree
 
 MiB = 1 << 20
@@ -54,12 +63,12 @@ class MachineState:
     """What `provision` made for one zmachine (enough to find and remove all of it)."""
 
     wid: str
-    cid: str
     netid: str
     ip: str
     tree: str  # the prepared flist tree (the overlay's lower)
     cached: bool  # whether `tree` is held in the node's flist cache
     mounts: list[dict[str, str]] = field(default_factory=list)
+    runtime: str = DEFAULT_RUNTIME  # what runs it (an older agent's machines: runc)
 
 
 @contextlib.contextmanager
@@ -74,8 +83,12 @@ def _interface_field() -> Iterator[None]:
 _STATE_FIELDS = {f.name for f in fields(MachineState)}
 
 
-def container_id(wid: str) -> str:
-    return f"zm-{wid}"
+def _etc_files(name: str, ip: IPv4Address) -> dict[str, str]:
+    return {
+        "/etc/hostname": f"{name}\n",
+        "/etc/hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{ip}\t{name}\n",
+        "/etc/resolv.conf": "nameserver 1.1.1.1\nnameserver 8.8.8.8\n",
+    }
 
 
 class ZMachineManager(Manager):
@@ -83,17 +96,31 @@ class ZMachineManager(Manager):
 
     def __init__(self, node: NodeServices) -> None:
         super().__init__(node)
-        key = hashlib.sha256(str(node.data_dir.resolve()).encode()).hexdigest()[:12]
-        # runc state on /run (gone on reboot, as the containers are), one directory per node.
-        self.runc = Runc(Path(f"/run/zos/runc-{key}"))
-        self.supervisor = Supervisor(self.runc, self.logs_root, node.backoff)
+        self._runtimes: dict[str, MachineRuntime] = {}
         self._held: set[str] = set()  # workloads whose flist tree this manager holds
 
-    # ---- places ------------------------------------------------------------------
+    # ---- runtimes ----------------------------------------------------------------
 
-    @property
-    def logs_root(self) -> Path:
-        return self.node.data_dir / "logs" / "zmachines"
+    def runtime(self, name: str = DEFAULT_RUNTIME) -> MachineRuntime:
+        """The node's runtime `name` (built on first use)."""
+        if name not in self._runtimes:
+            factory = RUNTIMES.get(name)
+            if factory is None:
+                raise WorkloadError(f"zmachine: runtime {name!r} is not available on this node")
+            self._runtimes[name] = factory(self.node)
+        return self._runtimes[name]
+
+    def runtime_for(self, ctx: WorkloadContext, before: MachineState | None) -> MachineRuntime:
+        """What runs this machine: the runtime it ran under, else the node's default."""
+        return self.runtime(before.runtime if before else DEFAULT_RUNTIME)
+
+    def _runtime_of(self, wid: str) -> MachineRuntime:
+        state = self._load(wid)
+        if state is None:
+            raise WorkloadError(f"no zmachine {wid} on this node")
+        return self.runtime(state.runtime)
+
+    # ---- places ------------------------------------------------------------------
 
     def _dir(self, wid: str) -> Path:
         return self.node.data_dir / "zmachines" / wid
@@ -155,7 +182,7 @@ class ZMachineManager(Manager):
                 raise WorkloadError(f"env: invalid variable name {key!r}")
         return data, info, ip
 
-    def _mounts(self, ctx: WorkloadContext) -> list[BindMount]:
+    def _mounts(self, ctx: WorkloadContext) -> list[Mount]:
         result = []
         seen: set[str] = set()
         for i, m in enumerate(ctx.workload.data.mounts):
@@ -182,13 +209,13 @@ class ZMachineManager(Manager):
             source = volume_path(self.node, target_id)
             if filesystem.mount_of(source) is None:
                 raise WorkloadError(f"{where}.name: volume '{m.name}' is not ready on this node")
-            result.append(BindMount(source, point))
+            result.append(Mount(source, point))
         return result
 
     def _disks_dir(self, wid: str) -> Path:
         return self.node.storage_dir("zmachines") / f"{wid}.disks"
 
-    def _disk_mount(self, wid: str, zmount_id: str, name: str, point: str, where: str) -> BindMount:
+    def _disk_mount(self, wid: str, zmount_id: str, name: str, point: str, where: str) -> Mount:
         """A zmount (a raw disk) for a container: its file system, loop-mounted on the node
         (ext4 made on first use of a blank disk), bind-mounted into the container."""
         image = zmount_path(self.node, zmount_id)
@@ -199,9 +226,9 @@ class ZMachineManager(Manager):
         if not mine and loop.devices_for(image):
             # one file system mounted twice at once would be corrupted
             raise WorkloadError(f"{where}.name: zmount '{name}' is in use by another machine")
-        return BindMount(mount, point, image=image)
+        return Mount(mount, point, image=image)
 
-    async def _mount_disks(self, mounts: list[BindMount]) -> None:
+    async def _mount_disks(self, mounts: list[Mount]) -> None:
         for m in mounts:
             if m.image is None or filesystem.mount_of(m.source) is not None:
                 continue
@@ -264,9 +291,10 @@ class ZMachineManager(Manager):
         data, info, ip = self._check(ctx)
         mounts = self._mounts(ctx)
         before = self._load(wid)
+        runtime = self.runtime_for(ctx, before)
         try:
-            await self._build(ctx, data, info, ip, mounts)
-        except (WorkloadError, CommandError, RuncError, OSError, links.LinkError) as exc:
+            await self._build(ctx, runtime, data, info, ip, mounts)
+        except (WorkloadError, CommandError, MachineRuntimeError, OSError, links.LinkError) as exc:
             if before is None:
                 await self._remove(wid, info.netid)
             if isinstance(exc, WorkloadError):
@@ -277,13 +305,13 @@ class ZMachineManager(Manager):
     async def _build(
         self,
         ctx: WorkloadContext,
+        runtime: MachineRuntime,
         data: Any,
         info: NetworkInfo,
         ip: IPv4Address,
-        mounts: list[BindMount],
+        mounts: list[Mount],
     ) -> None:
         wid = ctx.workload_id
-        cid = container_id(wid)
         tree, cached, tags = await self._rootfs_tree(str(data.flist), int(data.root_size()))
         if cached and wid not in self._held:
             self._held.add(wid)
@@ -291,41 +319,42 @@ class ZMachineManager(Manager):
             self.node.flist_cache.release(tree)  # held once per workload
         state = MachineState(
             wid=wid,
-            cid=cid,
             netid=info.netid,
             ip=str(ip),
             tree=str(tree),
             cached=cached,
             mounts=[{"source": str(m.source), "destination": m.destination} for m in mounts],
+            runtime=runtime.name,
         )
         self._save(state)
         args, env, cwd = self._process(data, tags)
         rootfs = await self._mount_rootfs(wid, tree, int(data.root_size()))
         await self._mount_disks(mounts)
-        attachment = await self._attach(ctx, info, ip)
-        bundle = self._dir(wid) / "bundle"
-        etc = await asyncio.to_thread(self._etc_files, wid, ctx.workload.name, ip)
-        spec = ContainerSpec(
-            id=cid,
+        attachment = await self._attach(ctx, info, ip, runtime.interface_kind)
+        plan = MachinePlan(
+            workload_id=wid,
+            hostname=ctx.workload.name,
+            workdir=self._dir(wid),
             rootfs=rootfs,
-            args=args,
+            args=tuple(args),
             env=env,
             cwd=cwd,
-            hostname=ctx.workload.name,
-            netns=netns.path(attachment.namespace),
             cpu=int(data.compute_capacity.cpu),
             memory=int(data.compute_capacity.memory),
-            mounts=[*etc, *mounts],
+            mounts=tuple(mounts),
+            files=_etc_files(ctx.workload.name, ip),
+            interfaces=(attachment,),
         )
-        await asyncio.to_thread(write_bundle, bundle, spec)
-        await self.supervisor.ensure(cid, bundle)
+        await runtime.ensure(plan)
 
-    async def _attach(self, ctx: WorkloadContext, info: NetworkInfo, ip: IPv4Address) -> Attachment:
+    async def _attach(
+        self, ctx: WorkloadContext, info: NetworkInfo, ip: IPv4Address, kind: str
+    ) -> Attachment:
         """The machine's interface on its network (checked again under the network's lock:
         two machines cannot both take one free ip)."""
         with _interface_field():
             return await self.node.networks.attach(
-                ctx.twin_id, info.name, ctx.workload_id, str(ip), kind="veth"
+                ctx.twin_id, info.name, ctx.workload_id, str(ip), kind=kind
             )
 
     def _process(self, data: Any, tags: dict[str, str]) -> tuple[list[str], dict[str, str], str]:
@@ -360,20 +389,6 @@ class ZMachineManager(Manager):
             await overlay.mount_overlay(tree, layer / "upper", layer / "work", rootfs)
         return rootfs
 
-    def _etc_files(self, wid: str, name: str, ip: IPv4Address) -> list[BindMount]:
-        etc = self._dir(wid) / "etc"
-        etc.mkdir(parents=True, exist_ok=True)
-        files = {
-            "hostname": f"{name}\n",
-            "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{ip}\t{name}\n",
-            "resolv.conf": "nameserver 1.1.1.1\nnameserver 8.8.8.8\n",
-        }
-        mounts = []
-        for fname, text in files.items():
-            (etc / fname).write_text(text)
-            mounts.append(BindMount(etc / fname, f"/etc/{fname}", readonly=True))
-        return mounts
-
     async def deprovision(self, ctx: WorkloadContext) -> None:
         wid = ctx.workload_id
         state = self._load(wid)
@@ -389,9 +404,10 @@ class ZMachineManager(Manager):
         network with it if nothing else uses it); each step is a no-op when its piece is
         gone."""
         state = self._load(wid)
-        cid = container_id(wid)
+        # A machine with no state yet was started by no runtime; its logs may be left.
+        runtime = self.runtime(state.runtime if state else DEFAULT_RUNTIME)
         try:
-            await self.supervisor.stop(cid)
+            await runtime.stop(wid)
             rootfs = self._dir(wid) / "rootfs"
             await overlay.unmount(rootfs)
             await self._unmount_disks(wid)
@@ -400,38 +416,41 @@ class ZMachineManager(Manager):
                 await filesystem.umount(layer)
             for dev in loop.devices_for(image):
                 await loop.detach(dev)
-        except (CommandError, RuncError) as exc:
+        except (CommandError, MachineRuntimeError) as exc:
             raise WorkloadError(f"zmachine {wid}: cannot remove: {exc}") from None
         for path in (image, image.with_suffix(".img.tmp")):
             path.unlink(missing_ok=True)
         await asyncio.to_thread(remove_tree, layer, ignore_errors=True)
-        await asyncio.to_thread(remove_tree, self.supervisor.log_dir(cid), ignore_errors=True)
+        await asyncio.to_thread(remove_tree, runtime.logs(wid), ignore_errors=True)
         if state is not None and state.cached and wid in self._held:
             self._held.discard(wid)
             if self.node.flist_cache is not None:
                 self.node.flist_cache.release(state.tree)
         if netid is not None:  # None: the machine was refused before it had an interface
-            await self.node.networks.detach(netid, wid, kind="veth")
+            await self.node.networks.detach(netid, wid, kind=runtime.interface_kind)
         await asyncio.to_thread(remove_tree, self._dir(wid), ignore_errors=True)
-        if not self.states() and not self.supervisor.watched():
-            # The node's last machine: no log daemon or empty runc state directory stays.
-            await asyncio.to_thread(logd.stop_daemon, self.logs_root)
-            with contextlib.suppress(OSError):
-                self.runc.root.rmdir()
+        in_use = {s.runtime for s in self.states()}
+        for name, each in self._runtimes.items():
+            if name not in in_use:  # its last machine: no log daemon or state directory stays
+                await each.idle()
 
     async def cleanup(self, keep: set[str]) -> None:
-        # Containers of this node that nothing records any more.
-        for c in await self.runc.list():
-            cid = c.get("id", "")
-            if cid.startswith("zm-") and self._load(cid[3:]) is None:
-                await self.runc.delete(cid)
+        # Machines of this node that nothing records any more (or records under another
+        # runtime).
+        for name in RUNTIMES:
+            runtime = self.runtime(name)
+            for wid in await runtime.list():
+                state = self._load(wid)
+                if state is None or state.runtime != name:
+                    await runtime.stop(wid)
         for state in self.states():
             if state.wid not in keep:
                 await self._remove(state.wid, state.netid)
 
     def close(self) -> None:
-        """The agent is stopping: let go of the containers, leave them running."""
-        self.supervisor.close()
+        """The agent is stopping: let go of the machines, leave them running."""
+        for runtime in self._runtimes.values():
+            runtime.close()
 
     # ---- logs --------------------------------------------------------------------
 
@@ -440,9 +459,7 @@ class ZMachineManager(Manager):
     ) -> tuple[bytes, int]:
         """Output from `offset` on and the offset to ask from next; with `wait`, wait up
         to that many seconds for output when there is none yet (a long poll)."""
-        if self._load(workload_id) is None:
-            raise WorkloadError(f"no zmachine {workload_id} on this node")
-        directory = self.supervisor.log_dir(container_id(workload_id))
+        directory = self._runtime_of(workload_id).logs(workload_id)
         deadline = asyncio.get_running_loop().time() + wait
         while True:
             data, after = await asyncio.to_thread(logd.read_from, directory, offset)
@@ -450,12 +467,14 @@ class ZMachineManager(Manager):
                 return data, after
             await asyncio.sleep(0.2)
 
+    async def stats(self, workload_id: str) -> MachineStats | None:
+        """What the machine uses, from its runtime (None: the runtime has no such machine)."""
+        return await self._runtime_of(workload_id).stats(workload_id)
+
     async def read_logs(self, workload_id: str, follow: bool = False) -> AsyncIterator[bytes]:
         """The machine's output (stdout and stderr, at most 2 MiB kept); with `follow`, new
         output as it comes until the machine is removed. The caller checks the owner."""
-        if self._load(workload_id) is None:
-            raise WorkloadError(f"no zmachine {workload_id} on this node")
-        directory = self.supervisor.log_dir(container_id(workload_id))
+        directory = self._runtime_of(workload_id).logs(workload_id)
         if not follow:
             yield await asyncio.to_thread(logd.read, directory)
             return
