@@ -239,7 +239,7 @@ async def main() -> None:
     finally:
         for d in deployed:
             await zm.deprovision(ctx(node, d, "m"))
-        zm.close()
+        await zm.close()
         await ZMachineManager(node).cleanup(set())
         await net.cleanup(set())
         await store.close()

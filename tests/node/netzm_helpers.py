@@ -109,7 +109,7 @@ def machines(svc: NodeServices, fresh: bool = False) -> ZMachineManager:
 async def remove_everything(svc: NodeServices) -> None:
     """What a test left on a node: containers, mounts, namespaces, uplinks, log daemon."""
     if id(svc) in _machines:
-        _machines.pop(id(svc)).close()  # the test's manager stops supervising first
+        await _machines.pop(id(svc)).close()  # the test's manager stops supervising first
     zm = ZMachineManager(svc)
     await zm.cleanup(set())
     await NetworkManager(svc).cleanup(set())

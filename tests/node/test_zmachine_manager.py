@@ -382,12 +382,12 @@ async def test_agent_restart_and_crash_converge(node: NodeServices, busybox_root
     else:
         raise AssertionError("not restarted")
     # a graceful agent restart leaves it running and attached
-    zm.close()
+    await zm.close()
     again = ZMachineManager(node)
     await again.provision(ctx(node, dep, "m"))
     assert (await runc_runtime(again).runc.state(cid))["pid"] == st["pid"]
     # it crashes while no agent watches: the next agent's provision restarts it
-    again.close()
+    await again.close()
     await runc_runtime(again).runc.kill(cid)
     for _ in range(50):
         if (await runc_runtime(again).runc.state(cid))["status"] == "stopped":
@@ -477,7 +477,7 @@ async def test_reboot_rebuilds_from_the_data_dir(node: NodeServices, busybox_roo
     zm = machines(node)
     await logs_until(zm, wid, b"BOOTS 1")
     # the reboot: processes, mounts, namespaces and links are gone; the data dir is not
-    zm.close()
+    await zm.close()
     await runc_runtime(zm).runc.delete(container_id(wid))
     for m in reversed(filesystem.mounts_under(node.data_dir)):
         await filesystem.umount(m.target)

@@ -27,11 +27,11 @@ from zos.gridtypes import Capacity as GridCapacity
 from zos.identity import Identity, load_key_file, write_key_file
 from zos.node.api import node_router
 from zos.node.capacity import Offer
-from zos.node.engine import Engine, install_rank
+from zos.node.engine import Engine
 from zos.node.registryview import SignedRegistry
 from zos.node.services import RegistryView
 from zos.node.store import Store
-from zos.node.workloads import NodeServices, close_managers, default_managers
+from zos.node.workloads import NodeServices, close_managers, default_managers, install_order
 from zos.primitives.signals import stop_on_signals
 from zos.registry import (
     HEARTBEAT_PERIOD,
@@ -163,7 +163,7 @@ async def wipe(settings: Settings) -> None:
     services = node_services(settings)
     managers = default_managers(services)
     try:
-        for wtype in sorted(managers, key=lambda t: -install_rank(t)):
+        for wtype in reversed(install_order(managers)):
             await managers[wtype].cleanup(set())
     finally:
         await close_managers(managers)

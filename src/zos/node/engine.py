@@ -6,10 +6,11 @@ deployment, then carried out by a job that reads the store afresh before every
 step. So a crash (`kill -9`) at any point leaves a store that says exactly what is
 left to do, and `start()` simply runs every job again: managers are idempotent.
 
-Pending operations, by workload name: `add` (provision), `update` (update from
-`previous`), `ensure` (provision again after a restart, keeping the state),
-`remove` (deprovision `previous`, a workload an update dropped). Removals run
-first, in reverse install order, then the rest in install order. A failed `add` is
+Pending steps, by workload name (`zos.node.body`): `add` (provision), `update`
+(update from `previous`), `ensure` (provision again after a restart, keeping the
+state), `remove` (deprovision `previous`, a workload an update dropped). Removals run
+first, in reverse install order, then the rest in install order; the order is each
+manager's `rank` (a type without a manager comes last and fails). A failed `add` is
 removed again (nothing half-built stays); a failed `ensure` is not: it ran before,
 and its data (a volume, a zdb namespace) is kept until a later start restores it.
 """
@@ -24,14 +25,19 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from zos.gridtypes import Capacity, Deployment, GridTypeError, Result, Workload, validate
+from zos.node.body import DeploymentBody, Step
 from zos.node.capacity import Offer
 from zos.node.services import ContractInfo
-from zos.node.store import ACTIVE, DELETED, DELETING, DiskFull, Store
-from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
+from zos.node.store import ACTIVE, DELETED, DELETING, DiskFull, Record, Store
+from zos.node.workloads.base import (
+    LAST_RANK,
+    Manager,
+    NodeServices,
+    WorkloadContext,
+    WorkloadError,
+)
 
 log = logging.getLogger(__name__)
-
-INSTALL_ORDER = ("zmount", "volume", "network", "network-light", "ip", "ipv4", "zmachine")
 
 MAX_PARALLEL_JOBS = 16
 # Workloads that cost no capacity (a network) are still kernel objects: bounded, so one
@@ -41,9 +47,6 @@ MAX_NETWORKS = 16  # per twin on one node (a network shared by several deploymen
 NETWORK_TYPES = ("network", "network-light")
 
 OK, ERROR, INIT, DELETED_STATE, UNCHANGED = "ok", "error", "init", "deleted", "unchanged"
-# Names of workloads that ran before a restart and could not be brought back: their
-# data is kept and they are tried again at every start, never removed as failed.
-RESTORE = "restore"
 
 
 class EngineError(Exception):
@@ -83,20 +86,20 @@ def _recorded() -> Iterator[None]:
         ) from None
 
 
-def install_rank(wtype: str) -> int:
-    return INSTALL_ORDER.index(wtype) if wtype in INSTALL_ORDER else len(INSTALL_ORDER)
-
-
 def _result(state: str, message: str = "", data: Any = None) -> dict[str, Any]:
     return {"created": int(time.time()), "state": state, "message": message, "data": data}
 
 
-def _usage(body: dict[str, Any]) -> Capacity:
+def _body(rec: Record) -> DeploymentBody:
+    return DeploymentBody.from_json(rec.body)
+
+
+def _usage(body: DeploymentBody) -> Capacity:
     """Capacity a stored deployment holds: every workload not failed or deleted (one
     that failed to come back after a restart still holds its kept data)."""
     total = Capacity()
-    restore = set(body.get(RESTORE, ()))
-    for wl in Deployment.from_dict(body["deployment"]).workloads:
+    restore = set(body.restore)
+    for wl in Deployment.from_dict(body.deployment).workloads:
         if wl.result.state not in (ERROR, DELETED_STATE) or wl.name in restore:
             total = total + wl.capacity()
     return total
@@ -125,7 +128,7 @@ class Engine:
         self._used: dict[int, Capacity] = {}
         self._last_deployment = 0
         for rec in store.list(states=(ACTIVE, DELETING)):
-            self._used[rec.contract_id] = _usage(rec.body)
+            self._used[rec.contract_id] = _usage(_body(rec))
             self._last_deployment = max(self._last_deployment, int(rec.created))
 
     # --- start-up -------------------------------------------------------------------------
@@ -138,34 +141,32 @@ class Engine:
         """
         keep: dict[str, set[str]] = {t: set() for t in self.managers}
         for rec in self.store.list(states=(ACTIVE, DELETING)):
-            dep = Deployment.from_dict(rec.body["deployment"])
-            pending = rec.body.get("pending", {})
-            restore = set(rec.body.get(RESTORE, ()))
+            body = _body(rec)
+            dep = Deployment.from_dict(body.deployment)
             for wl in dep.workloads:
                 if wl.type in keep and (
-                    wl.result.state != ERROR or wl.name in pending or wl.name in restore
+                    wl.result.state != ERROR or wl.name in body.pending or wl.name in body.restore
                 ):
                     keep[wl.type].add(dep.workload_id(wl.name))
-            for op in pending.values():
-                prev = op.get("previous")
-                if op["op"] == "remove" and prev and prev["type"] in keep:
+            for step in body.pending.values():
+                prev = step.previous
+                if step.op == "remove" and prev and prev["type"] in keep:
                     keep[prev["type"]].add(dep.workload_id(prev["name"]))
-        for wtype, manager in self.managers.items():
+        # Reverse install order: a leftover machine lets go of its network and disks first.
+        for wtype in sorted(self.managers, key=lambda t: -self.install_rank(t)):
             try:
-                await manager.cleanup(keep[wtype])
+                await self.managers[wtype].cleanup(keep[wtype])
             except Exception:
                 log.exception("cleanup of %s leftovers failed", wtype)
         for rec in self.store.list(states=(ACTIVE,)):
-            body = rec.body
-            pending = body.setdefault("pending", {})
-            restore = set(body.get(RESTORE, ()))
-            for wl in body["deployment"]["workloads"]:
+            body = _body(rec)
+            for wl in body.workloads:
                 state = wl["result"]["state"]
-                if wl["name"] not in pending and (
-                    state in (OK, INIT, UNCHANGED) or wl["name"] in restore
+                if wl["name"] not in body.pending and (
+                    state in (OK, INIT, UNCHANGED) or wl["name"] in body.restore
                 ):
-                    pending[wl["name"]] = {"op": "ensure"}
-            self.store.put(rec.twin_id, rec.contract_id, body)
+                    body.pending[wl["name"]] = Step("ensure")
+            self.store.put(rec.twin_id, rec.contract_id, body.to_json())
             self._schedule(rec.contract_id)
         for rec in self.store.list(states=(DELETING,)):
             self._schedule(rec.contract_id)
@@ -203,7 +204,7 @@ class Engine:
         for rec in self.store.list(twin_id=dep.twin_id, states=(ACTIVE,)):
             if rec.contract_id == dep.contract_id:
                 continue
-            for wl in rec.body["deployment"]["workloads"]:
+            for wl in _body(rec).workloads:
                 if wl["type"] in NETWORK_TYPES and wl["result"]["state"] != DELETED_STATE:
                     names.add(wl["name"])
         if len(names) > MAX_NETWORKS:
@@ -292,14 +293,9 @@ class Engine:
         self._check_capacity(wanted, dep.contract_id, dep)
         for wl in dep.workloads:
             wl.result = Result.from_raw(_result(INIT))
-        body = {
-            "deployment": dep.to_dict(),
-            "pending": {wl.name: {"op": "add"} for wl in dep.workloads},
-        }
+        body = DeploymentBody(dep.to_dict(), {wl.name: Step("add") for wl in dep.workloads})
         with _recorded():
-            self.store.add(
-                dep.twin_id, dep.contract_id, body, changed=body["deployment"]["workloads"]
-            )
+            self.store.add(dep.twin_id, dep.contract_id, body.to_json(), changed=body.workloads)
         self._used[dep.contract_id] = wanted
         self._last_deployment = int(time.time())
         self._schedule(dep.contract_id)
@@ -307,7 +303,7 @@ class Engine:
     async def update(self, sender: int, raw: Any) -> None:
         new = self._parse(raw)
         rec = self._owned(sender, new.contract_id)
-        old = Deployment.from_dict(rec.body["deployment"])
+        old = Deployment.from_dict(_body(rec).deployment)
         if new.version != old.version + 1:
             raise EngineError(
                 "invalid",
@@ -316,16 +312,17 @@ class Engine:
             )
         await self._check_signed_and_contracted(sender, new)
         rec = self._owned(sender, new.contract_id)  # it may have gone while we checked
-        old = Deployment.from_dict(rec.body["deployment"])
+        current = _body(rec)
+        old = Deployment.from_dict(current.deployment)
         if new.version != old.version + 1:
             raise EngineError("conflict", "version: the deployment changed meanwhile; retry")
-        pending: dict[str, Any] = dict(rec.body.get("pending", {}))
+        pending = dict(current.pending)
         old_by_name = {wl.name: wl for wl in old.workloads}
         for wl in new.workloads:
             before = old_by_name.get(wl.name)
             if before is None:
                 wl.result = Result.from_raw(_result(INIT))
-                pending[wl.name] = {"op": "add"}
+                pending[wl.name] = Step("add")
                 continue
             if before.type != wl.type:
                 raise EngineError(
@@ -335,9 +332,7 @@ class Engine:
             if wl.version == new.version:
                 wl.result = Result.from_raw(_result(INIT))
                 failed = before.result.state in (ERROR, DELETED_STATE)
-                pending[wl.name] = (
-                    {"op": "add"} if failed else {"op": "update", "previous": before.to_dict()}
-                )
+                pending[wl.name] = Step("add") if failed else Step("update", before.to_dict())
             elif wl.raw_data() != before.raw_data() or wl.version != before.version:
                 raise EngineError(
                     "invalid",
@@ -348,14 +343,14 @@ class Engine:
         names = {wl.name for wl in new.workloads}
         for before in old.workloads:
             if before.name not in names and before.result.state != DELETED_STATE:
-                pending[before.name] = {"op": "remove", "previous": before.to_dict()}
-        body = {"deployment": new.to_dict(), "pending": pending}
+                pending[before.name] = Step("remove", before.to_dict())
+        body = DeploymentBody(new.to_dict(), pending)
         self._check_networks(new)
         wanted = _usage(body)
         self._check_capacity(wanted, new.contract_id, new)
-        changed = [wl.to_dict() for wl in new.workloads if pending.get(wl.name, {}).get("op")]
+        changed = [wl.to_dict() for wl in new.workloads if wl.name in pending]
         with _recorded():
-            self.store.put(rec.twin_id, rec.contract_id, body, changed=changed)
+            self.store.put(rec.twin_id, rec.contract_id, body.to_json(), changed=changed)
         self._used[new.contract_id] = wanted
         self._schedule(new.contract_id)
 
@@ -374,10 +369,10 @@ class Engine:
 
     async def get(self, sender: int, contract_id: int) -> dict[str, Any]:
         rec = self._owned(sender, contract_id, (ACTIVE, DELETING, DELETED))
-        return rec.body["deployment"]
+        return _body(rec).deployment
 
     async def list(self, sender: int) -> list[dict[str, Any]]:
-        return [rec.body["deployment"] for rec in self.store.list(twin_id=sender)]
+        return [_body(rec).deployment for rec in self.store.list(twin_id=sender)]
 
     async def changes(self, sender: int, contract_id: int) -> list[dict[str, Any]]:
         self._owned(sender, contract_id, (ACTIVE, DELETING, DELETED))
@@ -412,7 +407,7 @@ class Engine:
         workloads = sum(
             1
             for rec in records
-            for wl in rec.body["deployment"]["workloads"]
+            for wl in _body(rec).workloads
             if wl["result"]["state"] != DELETED_STATE
         )
         return {
@@ -449,26 +444,29 @@ class Engine:
             if rec.state == DELETING:
                 await self._teardown(contract_id)
                 return
-            step = self._next_step(rec.body)
-            if step is None:
+            found = self._next_step(_body(rec))
+            if found is None:
                 return
-            name, op = step
-            await self._run_op(rec.twin_id, contract_id, name, op)
+            name, step = found
+            await self._run_op(rec.twin_id, contract_id, name, step)
 
-    @staticmethod
-    def _next_step(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-        pending: dict[str, Any] = body.get("pending", {})
-        if not pending:
+    def install_rank(self, wtype: str) -> int:
+        """Where `wtype` comes in a deployment's install order (its manager's rank)."""
+        manager = self.managers.get(wtype)
+        return manager.rank if manager is not None else LAST_RANK
+
+    def _next_step(self, body: DeploymentBody) -> tuple[str, Step] | None:
+        if not body.pending:
             return None
-        types = {wl["name"]: wl["type"] for wl in body["deployment"]["workloads"]}
+        types = {wl["name"]: wl["type"] for wl in body.workloads}
 
-        def key(item: tuple[str, dict[str, Any]]) -> tuple[int, int]:
-            name, op = item
-            if op["op"] == "remove":
-                return (0, -install_rank(op["previous"]["type"]))
-            return (1, install_rank(types.get(name, "")))
+        def key(item: tuple[str, Step]) -> tuple[int, int]:
+            name, step = item
+            if step.op == "remove" and step.previous is not None:
+                return (0, -self.install_rank(step.previous["type"]))
+            return (1, self.install_rank(types.get(name, "")))
 
-        return min(pending.items(), key=key)
+        return min(body.pending.items(), key=key)
 
     def _ctx(self, dep: Deployment, wl: Workload) -> WorkloadContext:
         return WorkloadContext(
@@ -479,18 +477,18 @@ class Engine:
             node=self.services,
         )
 
-    async def _run_op(self, twin: int, contract_id: int, name: str, op: dict[str, Any]) -> None:
+    async def _run_op(self, twin: int, contract_id: int, name: str, step: Step) -> None:
         rec = self.store.get(contract_id)
         assert rec is not None
-        dep = Deployment.from_dict(rec.body["deployment"])
-        kind = op["op"]
+        dep = Deployment.from_dict(_body(rec).deployment)
+        kind = step.op
         if kind == "remove":
-            prev = Workload.from_raw(op["previous"])
+            prev = Workload.from_raw(step.previous)
             message = await self._deprovision(self._ctx(dep, prev))
             prev.result = Result.from_raw(
                 _result(ERROR if message else DELETED_STATE, message or "")
             )
-            self._finish(contract_id, name, op, None, prev.to_dict())
+            self._finish(contract_id, name, step, None, prev.to_dict())
             return
         wl = dep.get(name)
         manager = self.managers.get(wl.type)
@@ -500,7 +498,7 @@ class Engine:
             if manager is None:
                 raise WorkloadError(f"workload type {wl.type} is not supported on this node")
             if kind == "update":
-                data = await manager.update(ctx, Workload.from_raw(op["previous"]))
+                data = await manager.update(ctx, Workload.from_raw(step.previous))
             else:
                 data = await manager.provision(ctx)
             state = OK if kind != "ensure" or old_state != UNCHANGED else UNCHANGED
@@ -529,7 +527,7 @@ class Engine:
         )
         if same:
             result["created"] = wl.result.created
-        self._finish(contract_id, name, op, result, None if same else True)
+        self._finish(contract_id, name, step, result, None if same else True)
 
     async def _deprovision(self, ctx: WorkloadContext) -> str | None:
         """Remove a workload; the error text if that failed (the leftover is retried at start)."""
@@ -547,7 +545,7 @@ class Engine:
         self,
         contract_id: int,
         name: str,
-        op: dict[str, Any],
+        step: Step,
         result: dict[str, Any] | None,
         change: dict[str, Any] | bool | None,
     ) -> None:
@@ -555,40 +553,40 @@ class Engine:
         rec = self.store.get(contract_id)
         if rec is None or rec.state != ACTIVE:
             return
-        body = rec.body
-        pending = body.setdefault("pending", {})
-        if pending.get(name) != op:
+        body = _body(rec)
+        if body.pending.get(name) != step:
             return  # an update re-planned this workload; its own step will report
-        del pending[name]
-        if op["op"] == "ensure" and result is not None:
-            restore = set(body.get(RESTORE, ()))
+        del body.pending[name]
+        if step.op == "ensure" and result is not None:
+            restore = set(body.restore)
             if result["state"] == ERROR:
                 restore.add(name)
             else:
                 restore.discard(name)
-            body[RESTORE] = sorted(restore)
+            body.restore = sorted(restore)
         changed: list[dict[str, Any]] = []
         if result is not None:
-            for wl in body["deployment"]["workloads"]:
+            for wl in body.workloads:
                 if wl["name"] == name:
                     wl["result"] = result
                     if change:
                         changed.append(wl)
         elif isinstance(change, dict):
             changed.append(change)
-        self.store.put(rec.twin_id, contract_id, body, changed=changed)
+        self.store.put(rec.twin_id, contract_id, body.to_json(), changed=changed)
         self._used[contract_id] = _usage(body)
 
     async def _teardown(self, contract_id: int) -> None:
         rec = self.store.get(contract_id)
         assert rec is not None
-        dep = Deployment.from_dict(rec.body["deployment"])
+        body = _body(rec)
+        dep = Deployment.from_dict(body.deployment)
         extra = [
-            Workload.from_raw(op["previous"])
-            for op in rec.body.get("pending", {}).values()
-            if op["op"] == "remove"
+            Workload.from_raw(step.previous)
+            for step in body.pending.values()
+            if step.op == "remove"
         ]
-        order = sorted(dep.workloads + extra, key=lambda w: -install_rank(w.type))
+        order = sorted(dep.workloads + extra, key=lambda w: -self.install_rank(w.type))
         changed = []
         for wl in order:
             if wl.result.state == DELETED_STATE:
@@ -596,6 +594,6 @@ class Engine:
             message = await self._deprovision(self._ctx(dep, wl))
             wl.result = Result.from_raw(_result(DELETED_STATE, message or ""))
             changed.append(wl.to_dict())
-        body = {"deployment": dep.to_dict(), "pending": {}}
-        self.store.put(rec.twin_id, contract_id, body, changed=changed, state=DELETED)
+        done = DeploymentBody(dep.to_dict())
+        self.store.put(rec.twin_id, contract_id, done.to_json(), changed=changed, state=DELETED)
         self._used.pop(contract_id, None)

@@ -16,7 +16,10 @@ from zos.gridtypes.names import workload_id
 from zos.node.errors import WorkloadError
 from zos.node.services import NodeServices
 
-__all__ = ["Manager", "NodeServices", "WorkloadContext", "WorkloadError"]
+__all__ = ["LAST_RANK", "Manager", "NodeServices", "WorkloadContext", "WorkloadError"]
+
+# The rank of a type this node has no manager for (it comes last, and fails).
+LAST_RANK = 1000
 
 if TYPE_CHECKING:
     from zos.gridtypes import Deployment, Workload
@@ -41,9 +44,18 @@ class WorkloadContext:
 
 
 class Manager(ABC):
-    """Builds, updates and removes one workload type."""
+    """Builds, updates and removes one workload type.
+
+    A manager declares what the engine needs to know of its type: `type` (a workload
+    type of `zos.gridtypes`), `rank` (its place in a deployment's install order: lower
+    first, removal in reverse; what a type needs is installed before it) and `close`
+    (what it lets go of when the agent stops).
+    """
 
     type: ClassVar[str]
+    # zos's order: disks (10-30), networks (40-50), public ips (60), machines (70),
+    # gateways (80).
+    rank: ClassVar[int] = LAST_RANK
     # Whether an update with a new version may change this type's data in place.
     updatable: ClassVar[bool] = False
 
@@ -63,3 +75,7 @@ class Manager(ABC):
 
     async def cleanup(self, keep: set[str]) -> None:  # noqa: B027 - optional hook
         """Remove anything of this type whose workload id is not in `keep` (leftovers)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """The agent is stopping: let go of what the manager holds (a supervisor, a
+        server connection), leaving every workload as it is."""

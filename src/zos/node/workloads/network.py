@@ -117,6 +117,7 @@ def parse(ctx: WorkloadContext) -> NetworkInfo:
 
 class NetworkManager(Manager):
     type = "network"
+    rank = 40
     updatable = True
 
     @property

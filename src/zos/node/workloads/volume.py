@@ -25,6 +25,7 @@ def volume_path(node: NodeServices, workload_id: str) -> Path:
 
 class VolumeManager(ImageManager):
     type = "volume"
+    rank = 20
     directory = "volumes"
 
     async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:

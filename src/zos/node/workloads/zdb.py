@@ -32,6 +32,7 @@ def _mode(info: dict[str, str]) -> str | None:
 
 class ZdbManager(Manager):
     type = "zdb"
+    rank = 30
     updatable = True
 
     def __init__(self, node: NodeServices) -> None:

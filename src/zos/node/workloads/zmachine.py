@@ -93,6 +93,7 @@ def _etc_files(name: str, ip: IPv4Address) -> dict[str, str]:
 
 class ZMachineManager(Manager):
     type = "zmachine"
+    rank = 70
 
     def __init__(self, node: NodeServices) -> None:
         super().__init__(node)
@@ -447,7 +448,7 @@ class ZMachineManager(Manager):
             if state.wid not in keep:
                 await self._remove(state.wid, state.netid)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """The agent is stopping: let go of the machines, leave them running."""
         for runtime in self._runtimes.values():
             runtime.close()

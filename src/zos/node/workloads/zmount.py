@@ -20,6 +20,7 @@ def zmount_path(node: NodeServices, workload_id: str) -> Path:
 
 class ZMountManager(ImageManager):
     type = "zmount"
+    rank = 10
     directory = "zmounts"
 
     async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
