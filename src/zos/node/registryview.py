@@ -7,6 +7,9 @@ when the registry announces a key change); contracts and names are asked afresh.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from zos.bus import BusError
 from zos.bus.resolver import KeyResolver
 from zos.node.services import ContractInfo, NameContractInfo
@@ -14,6 +17,17 @@ from zos.registry import NameContract, NodeContract, PublicConfig, RegistryClien
 
 # A lookup of something that is not there (or not of the kind asked for).
 ABSENT = ("not_found", "invalid")
+T = TypeVar("T")
+
+
+async def _found(lookup: Awaitable[T]) -> T | None:
+    """The registry's answer, or None where it says there is no such thing."""
+    try:
+        return await lookup
+    except BusError as e:
+        if e.code in ABSENT:
+            return None
+        raise
 
 
 class SignedRegistry:
@@ -26,12 +40,7 @@ class SignedRegistry:
         return await self.resolver(twin_id)
 
     async def node_contract(self, contract_id: int) -> ContractInfo | None:
-        try:
-            contract = await self.registry.get_contract(contract_id)
-        except BusError as e:
-            if e.code in ABSENT:
-                return None
-            raise
+        contract = await _found(self.registry.get_contract(contract_id))
         if not isinstance(contract, NodeContract):
             return None
         return ContractInfo(
@@ -43,12 +52,7 @@ class SignedRegistry:
         )
 
     async def name_contract(self, name: str) -> NameContractInfo | None:
-        try:
-            contract = await self.registry.get_name_contract(name)
-        except BusError as e:
-            if e.code in ABSENT:
-                return None
-            raise
+        contract = await _found(self.registry.get_name_contract(name))
         if not isinstance(contract, NameContract):
             return None
         return NameContractInfo(
