@@ -313,3 +313,51 @@ async def test_cleanup_and_crash_convergence(node: NodeServices) -> None:
     assert not netns.exists(node.networks.namespace(netid))
     with contextlib.suppress(FileNotFoundError):
         assert not list((node.data_dir / "networks").glob("*.json"))
+
+
+async def test_workloads_attach_and_detach_through_the_service(
+    node: NodeServices, manager: NetworkManager
+) -> None:
+    """What zmachines (and later gateways and VMs) use: an interface on the network,
+    its address checked and recorded, the network kept while anything is attached."""
+    twin = unique_twin()
+    dep = deployment(
+        twin, 1, [{"name": "net", "type": "network", "data": network_data("10.67.1.0/24")}]
+    )
+    await manager.provision(ctx(node, dep, "net"))
+    nets, netid = node.networks, network_id(twin, "net")
+    net_ns, wid = nets.namespace(netid), f"{twin}-2-a"
+    a = await nets.attach(twin, "net", wid, "10.67.1.2")
+    assert (a.kind, a.netid, str(a.address), str(a.gateway)) == (
+        "veth",
+        netid,
+        "10.67.1.2/24",
+        "10.67.1.1",
+    )
+    assert links.ports(bridge_name(netid), net_ns) == [a.port]
+    assert links.addresses("eth0", a.namespace) == [IPv4Interface("10.67.1.2/24")]
+    assert links.default_gateway(a.namespace) == IPv4Address("10.67.1.1")
+    assert await nets.attach(twin, "net", wid, "10.67.1.2") == a  # again: nothing new
+    assert nets.attachments(netid) == [a]
+    # refused, changing nothing: a taken address, one outside, a kind not supported
+    other = f"{twin}-3-b"
+    for ip, kind, message in (
+        ("10.67.1.2", "veth", "ip: 10.67.1.2 is already used by another machine"),
+        ("10.68.1.2", "veth", "ip: 10.68.1.2 is outside the subnet 10.67.1.0/24"),
+        ("10.67.1.3", "tap", "network: attachments of kind 'tap' are not supported"),
+    ):
+        with pytest.raises(WorkloadError, match=message):
+            await nets.attach(twin, "net", other, ip, kind=kind)
+        assert nets.attachments(netid) == [a]
+        assert not netns.exists(f"c-{other}")
+    with pytest.raises(WorkloadError, match="network 'nope' does not exist"):
+        await nets.attach(twin, "nope", other, "10.67.1.3")
+    # the network workload goes; the attachment keeps the network up
+    await manager.deprovision(ctx(node, dep, "net"))
+    assert netns.exists(net_ns) and links.exists(uplink_name(netid))
+    # the last one to go removes it: its namespace, the bridge's end, uplink and state
+    await nets.detach(netid, wid)
+    assert not netns.exists(a.namespace) and not netns.exists(net_ns)
+    assert not links.exists(uplink_name(netid)) and nets.state.load(netid) is None
+    assert nets.attachments(netid) == []
+    await nets.detach(netid, wid)  # a no-op for what is gone
