@@ -102,6 +102,8 @@ class NodeServices:
     local_flists: tuple[Path, ...] = ()
     # How supervised processes (containers, later VMs) are restarted when they exit.
     backoff: Backoff = field(default_factory=Backoff)
+    # The runtime a new zmachine runs under (a name in `zos.node.runtimes.RUNTIMES`).
+    machine_runtime: str = "runc"
     proxy: ReverseProxy | None = None
     keys: KeyStore | None = None
     _networks: Networks | None = field(default=None, init=False, repr=False, compare=False)

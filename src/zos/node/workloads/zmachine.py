@@ -112,8 +112,9 @@ class ZMachineManager(Manager):
         return self._runtimes[name]
 
     def runtime_for(self, ctx: WorkloadContext, before: MachineState | None) -> MachineRuntime:
-        """What runs this machine: the runtime it ran under, else the node's default."""
-        return self.runtime(before.runtime if before else DEFAULT_RUNTIME)
+        """What runs this machine: the runtime it ran under, else the node's choice for
+        new machines (a choice by the workload itself goes here)."""
+        return self.runtime(before.runtime if before else self.node.machine_runtime)
 
     def _runtime_of(self, wid: str) -> MachineRuntime:
         state = self._load(wid)
@@ -406,7 +407,7 @@ class ZMachineManager(Manager):
         gone."""
         state = self._load(wid)
         # A machine with no state yet was started by no runtime; its logs may be left.
-        runtime = self.runtime(state.runtime if state else DEFAULT_RUNTIME)
+        runtime = self.runtime(state.runtime if state else self.node.machine_runtime)
         try:
             await runtime.stop(wid)
             rootfs = self._dir(wid) / "rootfs"
