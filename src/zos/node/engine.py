@@ -383,7 +383,7 @@ class Engine:
     ) -> tuple[bytes, int]:
         """Output of the sender's workload `name` of type `wtype` from `offset` (HasLogs)."""
         dep = Deployment.from_dict(
-            self._owned(sender, contract_id, (ACTIVE, DELETING, DELETED)).body["deployment"]
+            _body(self._owned(sender, contract_id, (ACTIVE, DELETING, DELETED))).deployment
         )
         manager = self.managers.get(wtype)
         if not any(w.name == name and w.type == wtype for w in dep.workloads) or not isinstance(
