@@ -16,48 +16,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import socket
 import sys
 from pathlib import Path
 
 from zos.grid.state import Forward, load_forwards
-from zos.primitives import netns
+from zos.primitives import nsforward
 from zos.primitives.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
-
-
-def _socket_in(ns: str) -> socket.socket:
-    def make() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setblocking(False)
-        return s
-
-    return netns.run_in(ns, make) if ns else make()
-
-
-def _listener_in(ns: str, host: str, port: int) -> socket.socket:
-    def make() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, port))
-        s.listen(128)
-        s.setblocking(False)
-        return s
-
-    return netns.run_in(ns, make) if ns else make()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
 
 
 class Forwarder:
@@ -69,17 +35,14 @@ class Forwarder:
         self, fwd: Forward, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            sock = await asyncio.to_thread(_socket_in, fwd.netns)
-            loop = asyncio.get_running_loop()
-            await asyncio.wait_for(loop.sock_connect(sock, (fwd.ip, fwd.port)), 10)
-            r2, w2 = await asyncio.open_connection(sock=sock)
+            r2, w2 = await nsforward.dial_in(fwd.netns, fwd.ip, fwd.port)
         except Exception as e:
             log.info(
                 "%s/%s: cannot reach %s:%s: %s", fwd.deployment, fwd.machine, fwd.ip, fwd.port, e
             )
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, w2), _pipe(r2, writer))
+        await asyncio.gather(nsforward.pipe(reader, w2), nsforward.pipe(r2, writer))
 
     async def sync(self) -> None:
         wanted = {
@@ -94,7 +57,7 @@ class Forwarder:
                 continue
             try:
                 sock = await asyncio.to_thread(
-                    _listener_in, fwd.listen_netns, fwd.listen_host, fwd.listen_port
+                    nsforward.listener_in, fwd.listen_netns, fwd.listen_host, fwd.listen_port
                 )
                 server = await asyncio.start_server(
                     lambda r, w, f=fwd: self._handle(f, r, w), sock=sock
