@@ -5,8 +5,8 @@ with just a data directory and the fields it needs. Nothing here does any work: 
 field is a service or a setting a manager reads.
 
 The registry is seen through `RegistryView` (every answer signed by the registry key
-the node pinned). A reverse proxy (gateways) and a key store (encryption at rest) have
-their place as small protocols; this node has neither yet, so they are None.
+the node pinned). The reverse proxy (gateways) and a key store (encryption at rest) have
+their place as small protocols; a node has no key store yet (None).
 """
 
 from __future__ import annotations
@@ -64,12 +64,21 @@ class RegistryView(Protocol):
 
 
 class ReverseProxy(Protocol):
-    """The node's one reverse proxy, for gateway workloads (`zos.primitives.proxy.Proxy`
-    has this shape)."""
+    """The node's one reverse proxy, for gateway workloads (`zos.node.gatewayproxy`)."""
+
+    netns: str | None  # the namespace it runs in (None: the agent's own)
+
+    async def ensure(self, config: PublicConfig | None) -> Any:
+        """Running with the settings the node's public config asks for."""
+        ...
 
     async def set_route(self, route: Any, timeout: float = ...) -> None: ...
 
     async def remove_route(self, name: str, timeout: float = ...) -> bool: ...
+
+    def routes(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 class KeyStore(Protocol):
@@ -121,6 +130,9 @@ class NodeServices:
         return self._networks
 
     def close(self) -> None:
-        """The agent is stopping: the flist cache lets go of its database."""
+        """The agent is stopping: the flist cache lets go of its database, the proxy's
+        watch ends."""
         if self.flist_cache is not None:
             self.flist_cache.close()
+        if self.proxy is not None:
+            self.proxy.close()  # it keeps serving

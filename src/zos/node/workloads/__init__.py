@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from zos.gridtypes import WORKLOAD_TYPES
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
+from zos.node.workloads.gateway import GatewayFqdnManager, GatewayNameManager
 from zos.node.workloads.network import NetworkManager
 from zos.node.workloads.volume import VolumeManager, volume_path
 from zos.node.workloads.zdb import ZdbManager
@@ -31,7 +32,15 @@ def register(manager: type[Manager]) -> None:
     MANAGERS[manager.type] = manager
 
 
-for _manager in (ZMountManager, VolumeManager, ZdbManager, NetworkManager, ZMachineManager):
+for _manager in (
+    ZMountManager,
+    VolumeManager,
+    ZdbManager,
+    NetworkManager,
+    ZMachineManager,
+    GatewayNameManager,
+    GatewayFqdnManager,
+):
     register(_manager)
 
 

@@ -1,0 +1,369 @@
+"""`gateway-name-proxy` and `gateway-fqdn-proxy`: a workload published to the web.
+
+Both become one route of the node's reverse proxy (`zos.node.gatewayproxy`), named
+`<kind>-<workload id>`: HTTPS for a host name, terminated by the proxy with an ACME
+certificate, to `http://IP:port` backends; or, with `tls_passthrough`, TLS connections
+routed by SNI, unopened, to `IP:port` backends that terminate TLS themselves.
+
+- name proxy: `<name>.<node domain>`, only for the twin owning the active name contract
+  of `name` (asked of the registry, signed); its certificate is the domain's wildcard,
+  by DNS-01. Result `{"fqdn": ...}`.
+- fqdn proxy: the workload's own `fqdn`, never under the node's domain; its certificate
+  by HTTP-01. Result `{}`, as zos has it.
+Both need the node's public config (set by its farmer, read from the registry).
+
+Backends are IP literals; never loopback, link-local, the node's own addresses (its
+public config's too), the grid's control plane, or the node's tenant uplinks. With
+`network`, backends are addresses of the owner's private network on this node: a
+forwarder (`zos.primitives.nsforward`, a process that outlives the agent) listens on
+the proxy namespace's loopback and connects from inside the network's namespace; the
+route's backends are those loopback ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+from ipaddress import IPv4Address, IPv6Address, ip_interface
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from zos.node.workloads import network as networks
+from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
+from zos.primitives import links, nat, nsclient, nsforward
+from zos.primitives.dnsrecords import within
+from zos.primitives.hostproc import HostProcess, HostProcessError
+from zos.primitives.proxy import ProxyError
+from zos.primitives.proxyroutes import (
+    Backend,
+    HttpRoute,
+    PassthroughRoute,
+    Route,
+    RouteError,
+    parse_http_backend,
+    parse_tcp_backend,
+)
+
+if TYPE_CHECKING:
+    from zos.node.services import ReverseProxy
+    from zos.registry.models import PublicConfig
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+NO_PUBLIC_CONFIG = (
+    "gateway is not supported on this node: it has no public configuration "
+    "(its farmer sets one; `zos nodes` shows which nodes serve gateways)"
+)
+
+
+def _fail(ctx: WorkloadContext, field: str, why: str) -> WorkloadError:
+    return WorkloadError(f"{ctx.workload.type} '{ctx.workload.name}': {field}: {why}")
+
+
+class GatewayManager(Manager):
+    """What both gateway types share: the public config, backends, forwarders, the route."""
+
+    kind: ClassVar[str]  # the route names' prefix: "name" or "fqdn"
+    rank = 80  # after the machines and networks its backends are on
+
+    def __init__(self, node: NodeServices) -> None:
+        super().__init__(node)
+        self._forwarders: dict[str, HostProcess] = {}
+
+    # --- where things are -----------------------------------------------------------------
+
+    @property
+    def proxy(self) -> ReverseProxy:
+        proxy = self.node.proxy
+        if proxy is None:
+            raise WorkloadError("gateways are not supported on this node (no reverse proxy)")
+        return proxy
+
+    def route_name(self, wid: str) -> str:
+        return f"{self.kind}-{wid}"
+
+    def _dir(self) -> Path:
+        path = self.node.data_dir / "gateways"
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
+
+    def _state_file(self, wid: str) -> Path:
+        return self._dir() / f"{self.route_name(wid)}.json"
+
+    # --- checks ---------------------------------------------------------------------------
+
+    async def _public_config(self, ctx: WorkloadContext) -> PublicConfig:
+        registry = self.node.registry
+        config = await registry.public_config() if registry is not None else None
+        if config is None:
+            raise WorkloadError(NO_PUBLIC_CONFIG)
+        return config
+
+    def _backends(self, ctx: WorkloadContext, data: Any, config: PublicConfig) -> list[Backend]:
+        """The backends, parsed, and none that leads to the node itself or its grid."""
+        parse = parse_tcp_backend if data.tls_passthrough else parse_http_backend
+        own: set[Any] = {a.ip for a in links.all_addresses(self.proxy.netns)}
+        for text in (config.ipv4, config.ipv6):
+            if text:
+                own.add(ip_interface(text).ip)
+        control = set(self.node.control_plane)
+        found = []
+        for i, text in enumerate(data.backends):
+            field = f"backends[{i}]"
+            try:
+                backend = parse(text, field)
+            except RouteError as e:
+                raise _fail(ctx, field, str(e).removeprefix(f"{field}: ")) from None
+            ip = backend.ip
+            if ip.is_loopback or ip.is_link_local:
+                why = "a loopback or link-local address is not allowed"
+            elif ip in own:
+                why = "is one of this node's own addresses"
+            elif ip in control:
+                why = "is an address of the grid's control plane"
+            elif isinstance(ip, IPv4Address) and ip in nat.UPLINK_RANGE:
+                why = f"lies in {nat.UPLINK_RANGE}, the node's tenant uplinks"
+            else:
+                why = ""
+            if why:
+                raise _fail(ctx, field, f"{ip} {why}" if why.startswith("is") else why)
+            found.append(backend)
+        return found
+
+    def _network(self, ctx: WorkloadContext, data: Any, backends: list[Backend]) -> str:
+        """The namespace of the owner's network that every backend lies in."""
+        try:
+            info = networks.lookup(self.node, ctx.twin_id, data.network)
+        except WorkloadError as e:
+            raise _fail(ctx, "network", str(e)) from None
+        for i, b in enumerate(backends):
+            if isinstance(b.ip, IPv6Address) or b.ip not in info.network:
+                raise _fail(
+                    ctx,
+                    f"backends[{i}]",
+                    f"{b.ip} is not in network '{data.network}' on this node ({info.subnet}); "
+                    "backends on the network's other nodes need its WireGuard mesh, "
+                    "which this node does not build yet",
+                )
+            if b.ip == info.gateway:
+                raise _fail(ctx, f"backends[{i}]", f"{b.ip} is the network's own gateway")
+        return info.namespace
+
+    # --- forwarders (backends on a private network) ---------------------------------------
+
+    def _free_port(self) -> int:
+        def bind() -> int:
+            with socket.socket() as s:
+                s.bind((LOOPBACK, 0))
+                return s.getsockname()[1]
+
+        from zos.primitives import netns
+
+        ns = self.proxy.netns
+        return netns.run_in(ns, bind) if ns else bind()
+
+    def _forwarder(self, wid: str, argv: list[str]) -> HostProcess:
+        proc = self._forwarders.get(wid)
+        if proc is None or proc.argv != argv:
+            if proc is not None:
+                proc.close()
+            name = self.route_name(wid)
+            proc = HostProcess(
+                f"forward {name}",
+                argv,
+                self._dir() / f"{name}.proc",
+                self._dir() / f"{name}.log",
+                self.node.backoff,
+            )
+            self._forwarders[wid] = proc
+        return proc
+
+    async def _forward(self, wid: str, dial_ns: str, backends: list[Backend]) -> list[Backend]:
+        """Loopback backends that reach `backends` from inside `dial_ns`, kept running."""
+        state = self._state_file(wid)
+        ports: list[int] = []
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            ports = list(json.loads(state.read_text())["ports"])
+        if len(ports) != len(backends):
+            ports = [self._free_port() for _ in backends]
+            tmp = state.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"ports": ports}))
+            os.replace(tmp, state)
+        mappings = [
+            nsforward.Mapping(LOOPBACK, port, str(b.ip), b.port)
+            for port, b in zip(ports, backends, strict=True)
+        ]
+        proc = self._forwarder(wid, nsforward.argv(self.proxy.netns, dial_ns, mappings))
+        ns = self.proxy.netns
+
+        async def ready() -> bool:
+            try:
+                await _connect(ns, ports[0])
+            except OSError:
+                return False
+            return True
+
+        try:
+            await proc.ensure(ready)
+        except HostProcessError as e:
+            raise WorkloadError(f"the forwarder to network backends would not start: {e}") from None
+        return [Backend(IPv4Address(LOOPBACK), port) for port in ports]
+
+    async def _stop_forwarder(self, wid: str) -> None:
+        name = self.route_name(wid)
+        proc = self._forwarders.pop(wid, None) or HostProcess(
+            f"forward {name}", [], self._dir() / f"{name}.proc", self._dir() / f"{name}.log"
+        )
+        await proc.stop()
+        for suffix in (".json", ".log", ".old"):
+            (self._dir() / f"{name}{suffix}").unlink(missing_ok=True)
+
+    # --- the workload ---------------------------------------------------------------------
+
+    def host(self, ctx: WorkloadContext, data: Any, config: PublicConfig) -> str:
+        raise NotImplementedError
+
+    async def _check_owner(self, ctx: WorkloadContext, data: Any) -> None:
+        """A name proxy checks its name contract; an fqdn proxy has nothing to check."""
+
+    def _route(
+        self,
+        ctx: WorkloadContext,
+        data: Any,
+        host: str,
+        backends: list[Backend],
+        wildcard: str | None,
+    ) -> Route:
+        name = self.route_name(ctx.workload_id)
+        try:
+            if data.tls_passthrough:
+                return PassthroughRoute(name, host, tuple(b.address for b in backends))
+            urls = tuple(f"http://{b.address}" for b in backends)
+            return HttpRoute(name, host, urls, wildcard)
+        except RouteError as e:
+            raise _fail(ctx, self.host_field, str(e)) from None
+
+    host_field: ClassVar[str]
+
+    def _wildcard(self, config: PublicConfig) -> str | None:
+        return None
+
+    def _result(self, host: str) -> dict[str, Any]:
+        return {}
+
+    async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
+        data = ctx.workload.data
+        config = await self._public_config(ctx)
+        host = self.host(ctx, data, config)
+        await self._check_owner(ctx, data)
+        backends = self._backends(ctx, data, config)
+        wid = ctx.workload_id
+        if data.network:
+            dial_ns = self._network(ctx, data, backends)
+            backends = await self._forward(wid, dial_ns, backends)
+        elif self._state_file(wid).exists():
+            await self._stop_forwarder(wid)  # an update dropped the network
+        route = self._route(ctx, data, host, backends, self._wildcard(config))
+        try:
+            await self.proxy.ensure(config)
+            await self.proxy.set_route(route)
+        except RouteError as e:
+            if data.network:
+                await self._stop_forwarder(wid)
+            why = str(e)
+            if "already routed" in why:
+                why = f"{host!r} is already served on this node by another workload"
+            raise _fail(ctx, self.host_field, why) from None
+        except ProxyError as e:
+            raise WorkloadError(str(e)) from None
+        return self._result(host)
+
+    async def update(self, ctx: WorkloadContext, previous: Any) -> dict[str, Any]:
+        return await self.provision(ctx)
+
+    async def deprovision(self, ctx: WorkloadContext) -> None:
+        await self._remove(ctx.workload_id)
+
+    async def _remove(self, wid: str) -> None:
+        try:
+            await self.proxy.remove_route(self.route_name(wid))
+        except ProxyError as e:
+            raise WorkloadError(f"the route could not be removed: {e}") from None
+        await self._stop_forwarder(wid)
+
+    async def cleanup(self, keep: set[str]) -> None:
+        if self.node.proxy is None:
+            return
+        prefix = f"{self.kind}-"
+        wids = {n.removeprefix(prefix) for n in self.proxy.routes() if n.startswith(prefix)}
+        for path in self._dir().glob(f"{prefix}*.json"):
+            wids.add(path.stem.removeprefix(prefix))
+        for wid in wids - keep:
+            log.info("removing gateway leftover %s%s", prefix, wid)
+            await self._remove(wid)
+
+    async def close(self) -> None:
+        for proc in self._forwarders.values():
+            proc.close()
+
+
+async def _connect(ns: str | None, port: int) -> None:
+    import asyncio
+
+    sock = await asyncio.to_thread(nsclient.connect, ns, LOOPBACK, port, 1.0)
+    sock.close()
+
+
+class GatewayNameManager(GatewayManager):
+    type = "gateway-name-proxy"
+    kind = "name"
+    host_field = "name"
+    updatable = True
+
+    def host(self, ctx: WorkloadContext, data: Any, config: PublicConfig) -> str:
+        if not config.domain:
+            raise _fail(ctx, "name", "this node's public configuration has no domain")
+        return f"{data.name}.{config.domain}".lower()
+
+    async def _check_owner(self, ctx: WorkloadContext, data: Any) -> None:
+        registry = self.node.registry
+        contract = await registry.name_contract(data.name) if registry is not None else None
+        if contract is None:
+            raise _fail(ctx, "name", f"there is no name contract for {data.name!r} (create one)")
+        if contract.owner_twin != ctx.twin_id:
+            raise _fail(
+                ctx,
+                "name",
+                f"{data.name!r} is owned by twin {contract.owner_twin}, not twin {ctx.twin_id}",
+            )
+        if not contract.active:
+            raise _fail(ctx, "name", f"the name contract of {data.name!r} is cancelled")
+
+    def _wildcard(self, config: PublicConfig) -> str | None:
+        return f"*.{config.domain}".lower()
+
+    def _result(self, host: str) -> dict[str, Any]:
+        return {"fqdn": host}
+
+
+class GatewayFqdnManager(GatewayManager):
+    type = "gateway-fqdn-proxy"
+    kind = "fqdn"
+    host_field = "fqdn"
+    updatable = True
+
+    def host(self, ctx: WorkloadContext, data: Any, config: PublicConfig) -> str:
+        fqdn = data.fqdn.lower()
+        domain = config.domain.lower()
+        if domain and within(fqdn, domain):
+            raise _fail(
+                ctx,
+                "fqdn",
+                f"{data.fqdn!r} is under this gateway's own domain {domain!r} "
+                "(use a gateway-name-proxy for that)",
+            )
+        return fqdn
