@@ -8,6 +8,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from zos.cli import CliError
 
@@ -117,6 +118,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where the zdb server listens while zdb workloads exist (default: the "
         "node's address, port 9900) [ZOS_ZDB_LISTEN]",
     )
+    run.add_argument(
+        "--acme-url",
+        default=_env("ZOS_ACME_URL") or None,
+        metavar="URL",
+        help="ACME directory gateway certificates come from (default: Let's Encrypt) "
+        "[ZOS_ACME_URL]",
+    )
+    run.add_argument(
+        "--acme-ca",
+        default=_env("ZOS_ACME_CA") or None,
+        metavar="FILE",
+        help="CA (PEM) the ACME server's own TLS is checked with (default: the system's) "
+        "[ZOS_ACME_CA]",
+    )
+    run.add_argument(
+        "--public-config",
+        default=_env("ZOS_PUBLIC_CONFIG") or None,
+        metavar="ipv4=CIDR,gw4=IP[,ipv6=CIDR,gw6=IP],domain=NAME",
+        help="the node's public config, sent with its registration (until its farmer "
+        "sets it with a transaction of their own) [ZOS_PUBLIC_CONFIG]",
+    )
     run.add_argument("--log-level", default=_env("ZOS_LOG_LEVEL") or "info")
     run.set_defaults(handler=cmd_run)
 
@@ -158,6 +180,28 @@ def join_token(args: argparse.Namespace) -> str | None:
     return token
 
 
+def public_config(text: str):  # -> PublicConfig (imported lazily)
+    """`ipv4=CIDR,gw4=IP,domain=NAME` (and ipv6, gw6) as a checked PublicConfig."""
+    from pydantic import ValidationError
+
+    from zos.registry import PublicConfig
+
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in PublicConfig.model_fields:
+            raise CliError(
+                f"--public-config: {part!r} is not one of "
+                f"{', '.join(PublicConfig.model_fields)}=VALUE"
+            )
+        fields[key.strip()] = value.strip()
+    try:
+        return PublicConfig(**fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise CliError(f"--public-config: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
 def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazily)
     from zos.node.agent import Settings
 
@@ -189,6 +233,16 @@ def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazil
             parse_listen(args.zdb_listen)
         except ValueError as e:
             raise CliError(f"--zdb-listen: {e}") from None
+    acme: dict[str, Any] = {}
+    if args.acme_url:
+        if not args.acme_url.startswith("https://"):
+            raise CliError(f"--acme-url {args.acme_url!r}: an https:// ACME directory URL")
+        acme["acme_url"] = args.acme_url
+    if args.acme_ca:
+        ca = Path(args.acme_ca).absolute()
+        if not ca.is_file():
+            raise CliError(f"--acme-ca {ca}: no such file")
+        acme["acme_ca"] = ca
     settings = Settings(
         farm_id=farm_id,
         nats=args.nats,
@@ -202,6 +256,8 @@ def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazil
         stores=_stores(args.stores),
         netns_prefix=prefix,
         zdb_listen=args.zdb_listen,
+        public_config=public_config(args.public_config) if args.public_config else None,
+        **acme,
     )
     if heartbeat is not None:
         settings.heartbeat = heartbeat

@@ -28,10 +28,12 @@ from zos.identity import Identity, load_key_file, write_key_file
 from zos.node.api import node_router
 from zos.node.capacity import Offer
 from zos.node.engine import Engine
+from zos.node.gatewayproxy import AcmeSettings, NodeProxy
 from zos.node.registryview import SignedRegistry
 from zos.node.services import RegistryView
 from zos.node.store import Store
 from zos.node.workloads import NodeServices, close_managers, default_managers, install_order
+from zos.primitives.proxy import LETS_ENCRYPT
 from zos.primitives.signals import stop_on_signals
 from zos.registry import (
     HEARTBEAT_PERIOD,
@@ -39,6 +41,7 @@ from zos.registry import (
     ContractEvent,
     JoinToken,
     Node,
+    PublicConfig,
     RegistryClient,
 )
 
@@ -49,6 +52,7 @@ REGISTRY_KEY_FILE = "registry-key"
 STATE_DB = "state.db"
 CONTRACT_SEQ = "contract_event_seq"
 FLIST_CACHE = "flist-cache"
+PROXY_DIR = "proxy"
 # The flist cache by default: a tenth of the data disk, at most this much.
 CACHE_CAP = 4 << 30
 # Registry errors worth waiting out (it is starting, or busy) rather than giving up on.
@@ -77,6 +81,12 @@ class Settings:
     netns_prefix: str = ""
     # Where the node's zdb server listens: "HOST:PORT" or ":PORT" (HOST: the node's address).
     zdb_listen: str = ""
+    # The ACME directory gateway certificates come from, and the CA its TLS is checked
+    # with (None: the system's; a local pebble's own certificate in the local grid).
+    acme_url: str = LETS_ENCRYPT
+    acme_ca: Path | None = None
+    # Sent with the node's registration until the farmer's own transaction for it exists.
+    public_config: PublicConfig | None = None
 
 
 def default_cache_size(data_dir: Path) -> int:
@@ -153,6 +163,7 @@ def node_services(settings: Settings, registry: RegistryView | None = None) -> N
         control_plane=control,
         registry=registry,
         zdb_listen=s.zdb_listen,
+        proxy=NodeProxy(s.data_dir / PROXY_DIR, AcmeSettings(s.acme_url, s.acme_ca)),
     )
 
 
@@ -165,6 +176,8 @@ async def wipe(settings: Settings) -> None:
     try:
         for wtype in reversed(install_order(managers)):
             await managers[wtype].cleanup(set())
+        if isinstance(services.proxy, NodeProxy):
+            await services.proxy.stop()
     finally:
         await close_managers(managers)
         services.close()
@@ -207,17 +220,28 @@ class Agent:
             self.node_id,
         )
         await self.engine.start()
+        self._tasks.append(asyncio.create_task(self._start_proxy(grid)))
         self.bus = BusClient(self.conn, self.identity, self.twin_id, resolver)
         await self.bus.serve(node_router(self.engine))
         self._events: asyncio.Queue[ContractEvent | None] = asyncio.Queue()
         await self.registry.subscribe_contract_events(self.node_id, self._events.put)
         await self._check_permitted()
         self.conn.on_reconnect(self._catch_up_soon)
-        self._tasks = [
+        self._tasks += [
             asyncio.create_task(self._heartbeats()),
             asyncio.create_task(self._follow_contracts()),
         ]
         log.info("node %s (twin %s) serving on the bus", self.node_id, self.twin_id)
+
+    async def _start_proxy(self, grid: SignedRegistry) -> None:
+        """A node with a public config serves gateways: its proxy runs from the start
+        (otherwise the first gateway workload starts it)."""
+        try:
+            config = await grid.public_config()
+            if config is not None and self.services.proxy is not None:
+                await self.services.proxy.ensure(config)
+        except Exception as e:  # a gateway workload tries again, and says why
+            log.warning("the reverse proxy did not start: %s", e)
 
     async def _register(self) -> None:
         """Register twin and node, retrying while the registry is not there yet."""
@@ -261,7 +285,10 @@ class Agent:
     async def _join(self) -> Node:
         assert self.settings.join_token
         return await self.registry.register_node(
-            self.settings.farm_id, self.settings.join_token, _registry_capacity(self.offer.total)
+            self.settings.farm_id,
+            self.settings.join_token,
+            _registry_capacity(self.offer.total),
+            public_config=self.settings.public_config,
         )
 
     async def _heartbeats(self) -> None:
