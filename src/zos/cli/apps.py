@@ -209,6 +209,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     for m in info.machines:
         reach = f"  reachable at {', '.join(m.urls)}" if m.urls else ""
         print(f"  machine {m.name}: {m.ip}{reach}")
+    for g in info.gateways:
+        print(f"  gateway {g.name}: {g.url or g.state}")
     return 0
 
 
@@ -226,6 +228,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
             f"{m.name} {m.ip}" + (f" {' '.join(m.urls)}" if m.urls else "") for m in d.machines
         )
         print(f"{d.name:<20} {d.node_id:>4} {d.contract_id:>8} {d.state:<10} {machines}")
+        for g in d.gateways:
+            print(f"  gateway {g.name}: {g.url or g.state}")
         for w in d.workloads:
             if w.state == "error":
                 print(f"  {w.type} {w.name}: {w.message}")

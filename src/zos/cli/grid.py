@@ -31,6 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="with --nats: the registry key the joined servers are configured for",
     )
+    up.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="how many of the nodes serve gateways: a public config with a domain, "
+        "certificates from the grid's pebble (default 1)",
+    )
     up.set_defaults(handler=cmd_up)
 
     down = gs.add_parser("down", help="stop the grid and remove everything it made")
@@ -57,6 +64,8 @@ def describe(state) -> dict:  # GridState -> JSON-able summary (no secrets)
         "hub": state.hub_url,
         "registry_key": state.registry_key,
         "explorer": state.explorer_url,
+        "acme": state.acme_url,
+        "acme_root": state.acme_root,
         "farm_id": state.farm_id,
         "bridge": f"{state.bridge} {state.host_address}",
         "nodes": [
@@ -66,6 +75,7 @@ def describe(state) -> dict:  # GridState -> JSON-able summary (no secrets)
                 "address": n.address.split("/")[0],
                 "netns": n.netns,
                 "data_dir": n.data_dir,
+                "domain": n.domain,
             }
             for n in state.nodes
         ],
@@ -88,7 +98,15 @@ def _print(state, as_json: bool, started: bool | None = None) -> None:
     print(f"explorer: {info['explorer']} (read-only; your deployments: zos explorer serve --mine)")
     print(f"farm:   {info['farm_id']}")
     for n in info["nodes"]:
-        print(f"node {n['node_id']}: {n['address']} (namespace {n['netns']}, twin {n['twin_id']})")
+        gateway = f", gateway *.{n['domain']}" if n["domain"] else ""
+        print(
+            f"node {n['node_id']}: {n['address']} (namespace {n['netns']}, twin {n['twin_id']}"
+            f"{gateway})"
+        )
+    if info["acme"]:
+        print(
+            f"ACME:   {info['acme']} (pebble; gateway certificates verify with {info['acme_root']})"
+        )
     print(f"state:  {info['state_dir']} (logs in {info['logs']})")
     if info["not_running"]:
         print(f"NOT RUNNING: {', '.join(info['not_running'])} (zos grid up restarts the grid)")
@@ -113,6 +131,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             nats=args.nats,
             say=say,
             registry_key_file=args.registry_key_file,
+            gateways=args.gateways,
         )
     except GridError as e:
         raise CliError(str(e)) from None

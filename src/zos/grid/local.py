@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from zos.grid import hostnet, procs
+from zos.grid.acme import LocalAcme
 from zos.grid.natsserver import NatsServer, free_port, nats_server_binary
 from zos.grid.state import (
     REGISTRY_KEY_FILE,
@@ -44,6 +45,7 @@ from zos.grid.state import (
     save,
 )
 from zos.identity import Identity, KeyError_, load_key_file, write_key_file
+from zos.primitives.nodedns import acme_zone
 from zos.primitives.trees import remove_tree
 
 GiB = 1 << 30
@@ -100,10 +102,13 @@ def up(
     say: Say = print,
     timeout: float = 120.0,
     registry_key_file: Path | None = None,
+    gateways: int = 1,
 ) -> tuple[GridState, bool]:
     """Start a grid (or find the running one); returns it and whether it was started now.
 
     Joining `nats` needs the key its servers name as the registry's (`registry_key_file`).
+    The first `gateways` nodes get a public config with a domain and serve gateways,
+    with certificates from the grid's own ACME CA (pebble).
     """
     state_dir = Path(state_dir).absolute()
     if not 1 <= nodes <= 16:
@@ -131,7 +136,7 @@ def up(
             state_dir.mkdir(parents=True, exist_ok=True)
             state_dir.chmod(0o700)
         try:
-            return _up(state_dir, nodes, nats, registry, say, timeout), True
+            return _up(state_dir, nodes, nats, registry, say, timeout, gateways), True
         except BaseException:
             say("grid up failed: removing what was started")
             _down(state_dir, say, keep_logs=True)
@@ -153,7 +158,13 @@ def _registry_identity(nats: str | None, key_file: Path | None) -> Identity:
 
 
 def _up(
-    state_dir: Path, count: int, nats: str | None, registry: Identity, say: Say, timeout: float
+    state_dir: Path,
+    count: int,
+    nats: str | None,
+    registry: Identity,
+    say: Say,
+    timeout: float,
+    gateways: int = 1,
 ) -> GridState:
     tag = grid_tag(state_dir)
     subnet = hostnet.pick_subnet(tag)
@@ -236,6 +247,9 @@ def _up(
     save(state)
     _wait_port(host_ip, hub_port, hub)
     say(f"hub    {state.hub_url}")
+    gateway_nodes = _gateway_nodes(tag, host, min(gateways, count))
+    acme = _start_acme(state, gateway_nodes)
+    say(f"acme   {state.acme_url} (pebble; its root: {state.acme_root})")
     _guard_host(state)
 
     _start_explorer(state)
@@ -266,6 +280,7 @@ def _up(
             host_veth=veth,
             data_dir=str(data_dir),
             netns_prefix=f"{tag}-{i}-",
+            **gateway_nodes.get(i, {}),
         )
         argv = [
             "nsenter",
@@ -296,6 +311,11 @@ def _up(
                 str(memory),
                 "--disk",
                 str(20 * GiB),
+                "--acme-url",
+                state.acme_url,
+                "--acme-ca",
+                str(acme.api_ca),
+                *_public_config_flag(entry, host),
             ),
         ]
         state.procs.append(procs.spawn(f"node{i}", argv, logs / f"node{i}.log"))
@@ -337,6 +357,46 @@ def _start_explorer(state: GridState) -> None:
     _wait_port("127.0.0.1", port, proc)
 
 
+def _gateway_nodes(tag: str, host: IPv4Interface, count: int) -> dict[int, dict[str, str]]:
+    """Domain and sites zone of each gateway node (index from 1)."""
+    return {i: {"domain": f"gw{i}.{tag}.test", "sites": f"site{i}.{tag}.test"}
+            for i in range(1, count + 1)}  # fmt: skip
+
+
+def _node_ip(host: IPv4Interface, index: int) -> str:
+    return str(host.network[hostnet.NODE_BASE + index])
+
+
+def _start_acme(state: GridState, gateways: dict[int, dict[str, str]]) -> LocalAcme:
+    """pebble and the world's DNS it asks, on the host's bridge address: every gateway
+    node's names resolve to its address, its `_acme-challenge` zone to its own DNS."""
+    host = IPv4Interface(state.host_address)
+    addresses: dict[str, tuple[str, ...]] = {}
+    delegations: dict[str, tuple[str, int]] = {}
+    for i, names in gateways.items():
+        ip = _node_ip(host, i)
+        addresses[f"*.{names['domain']}"] = (ip,)
+        addresses[f"*.{names['sites']}"] = (ip,)
+        delegations[acme_zone(names["domain"])] = (ip, 53)
+    acme = LocalAcme(Path(state.state_dir) / "acme", str(host.ip), None, addresses, delegations)
+    acme.start()
+    for proc in (acme.dns_proc, acme.pebble_proc):
+        assert proc is not None
+        state.procs.append(proc)
+    state.acme_url, state.acme_root = acme.directory_url, str(acme.root_file)
+    save(state)
+    return acme
+
+
+def _public_config_flag(entry: NodeEntry, host: IPv4Interface) -> list[str]:
+    if not entry.domain:
+        return []
+    return [
+        "--public-config",
+        f"ipv4={entry.address},gw4={host.ip},domain={entry.domain}",
+    ]
+
+
 def _resume(state: GridState, say: Say, timeout: float) -> GridState:
     """Start again what stopped (a crash, a reboot), with the same state: the registry's
     JetStream data, the nodes' data dirs (they bring their deployments back), the ports."""
@@ -376,6 +436,8 @@ def _guard_host(state: GridState) -> None:
     """Nodes reach the host only at its NATS port (unless NATS is relayed from elsewhere)
     and its hub port."""
     urls = [state.hub_url] if state.external_nats else [state.nats_url, state.hub_url]
+    if state.acme_url:  # the gateway nodes' ACME client
+        urls.append(state.acme_url)
     ports = [urllib.parse.urlsplit(u).port or 0 for u in urls]
     hostnet.guard_host(state.tag, IPv4Interface(state.host_address), ports)
 

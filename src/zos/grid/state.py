@@ -47,6 +47,10 @@ class NodeEntry(BaseModel):
     netns_prefix: str  # prefix of every namespace the node makes
     node_id: int = 0
     twin_id: int = 0
+    # A gateway node: its public config's domain (name proxies are <name>.<domain>) and
+    # a zone the grid's DNS also points at it (fqdn proxies: <anything>.<sites>).
+    domain: str = ""
+    sites: str = ""
 
 
 class Forward(BaseModel):
@@ -89,6 +93,8 @@ class GridState(BaseModel):
     farm_name: str = ""
     farmer_seed: str = ""  # hex; the farm owner's key (the state dir is 0700)
     registry_key: str = ""  # hex; the registry's public key, which clients pin
+    acme_url: str = ""  # the grid's pebble, where its gateway nodes get certificates
+    acme_root: str = ""  # the root pebble issues under (PEM file): what clients trust
     procs: list[Proc] = Field(default_factory=list)
     nodes: list[NodeEntry] = Field(default_factory=list)
     ready: bool = False

@@ -1,0 +1,333 @@
+"""Gateways on a local grid, end to end: `zos grid up` runs pebble and gives node 1 a
+public config with a domain; a twin deploys the example app's machine on node 1 and a
+name proxy to it over its private network, and the page comes over HTTPS from the host
+with a certificate that verifies against pebble's root (Python's TLS and curl). Another
+twin cannot use the name; fqdn proxies are checked; passthrough reaches a backend's own
+TLS; the routes survive Traefik and the agent being killed; removal stops the route."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from gridhelpers import GRID_MARKS, NOTHING, emergency_sweep, leftovers, pids_of, quiet, web_rootfs
+
+from zos.bus import BusError
+from zos.client import GridClient
+from zos.grid import procs
+from zos.grid.acme import self_signed
+from zos.grid.local import down, up
+from zos.grid.state import GridState, NodeEntry, load
+from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
+from zos.identity import Identity
+from zos.primitives import netns, nsclient
+
+pytestmark = [*GRID_MARKS, pytest.mark.timeout(600), pytest.mark.asyncio(loop_scope="module")]
+
+PAGE = "<h1>through the gateway</h1>\n"
+APP = """\
+name: gwapp
+node: {node}
+network: {{name: gwnet, subnet: 10.20.77.0/24}}
+machines:
+  - name: web
+    image: rootfs
+    memory: 256M
+    entrypoint: /bin/busybox httpd -f -v -p 8080 -h /www
+"""
+
+
+@dataclass
+class World:
+    state: GridState
+    owner: GridClient
+    other: GridClient
+    machine_ip: str
+    app_contract: int
+
+    @property
+    def gateway(self) -> NodeEntry:
+        return self.state.nodes[0]
+
+    @property
+    def plain(self) -> NodeEntry:
+        return self.state.nodes[1]
+
+    @property
+    def gateway_ip(self) -> str:
+        return self.gateway.address.split("/")[0]
+
+    @property
+    def machine_ns(self) -> str:
+        """The app's machine's network namespace on the gateway node."""
+        wid = f"{self.owner.twin_id}-{self.app_contract}-web"
+        return f"{self.gateway.netns_prefix}c-{wid}"
+
+    def trust(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.state.acme_root)
+
+    async def get(self, host: str, context: ssl.SSLContext | None = None) -> nsclient.Response:
+        """From the host, to the gateway node's address, by name (as `curl --resolve`)."""
+        return await asyncio.to_thread(
+            nsclient.http_get, None, self.gateway_ip, 443, "/", hostname=host,
+            tls=context or self.trust(), timeout=5,
+        )  # fmt: skip
+
+    async def verified(self, host: str, timeout: float = 120.0) -> nsclient.Response:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await self.get(host)
+            except (ssl.SSLError, ConnectionError, TimeoutError):  # not (yet) serving it
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.3)
+
+    async def deploy(
+        self, client: GridClient, node: NodeEntry, workloads: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Contract, sign, send, and wait until no workload is still init; the deployment."""
+        assert client.registry is not None and client.bus is not None
+        dep = Deployment(
+            version=0,
+            twin_id=client.twin_id,
+            signature_requirement=SignatureRequirement(
+                requests=[SignatureRequest(twin_id=client.twin_id, required=True, weight=1)],
+                weight_required=1,
+            ),
+            workloads=[Workload.from_raw({"version": 0, **w}) for w in workloads],
+        )
+        contract = await client.registry.create_node_contract(node.node_id, dep.hash_hex())
+        dep.contract_id = contract.id
+        dep.sign(client.twin_id, client.identity)
+        await client.bus.request(node.twin_id, "zos.deployment.deploy", dep.to_dict(), timeout=20)
+        return await self.wait(client, node, contract.id)
+
+    async def wait(
+        self, client: GridClient, node: NodeEntry, contract_id: int, timeout: float = 60
+    ) -> dict[str, Any]:
+        assert client.bus is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = await client.bus.request(
+                node.twin_id, "zos.deployment.get", {"contract_id": contract_id}, timeout=20
+            )
+            if all(w["result"]["state"] not in ("", "init") for w in raw["workloads"]):
+                return raw
+            assert time.monotonic() < deadline, raw
+            await asyncio.sleep(0.2)
+
+    async def remove(self, client: GridClient, node: NodeEntry, contract_id: int) -> None:
+        assert client.bus is not None and client.registry is not None
+        payload = {"contract_id": contract_id}
+        await client.bus.request(node.twin_id, "zos.deployment.delete", payload, timeout=20)
+        deadline = time.monotonic() + 60
+        while True:
+            raw = await client.bus.request(node.twin_id, "zos.deployment.get", payload)
+            if all(w["result"]["state"] == "deleted" for w in raw["workloads"]):
+                break
+            assert time.monotonic() < deadline, raw
+            await asyncio.sleep(0.2)
+        await client.registry.cancel_contract(contract_id)
+
+
+def result(dep: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(w["result"] for w in dep["workloads"] if w["name"] == name)
+
+
+def name_proxy(name: str, backends: list[str], **extra: Any) -> dict[str, Any]:
+    data = {"name": name, "tls_passthrough": False, "backends": backends, **extra}
+    return {"name": "gw", "type": "gateway-name-proxy", "data": data}
+
+
+def fqdn_proxy(
+    fqdn: str, backends: list[str], passthrough: bool = False, network: str | None = None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"fqdn": fqdn, "tls_passthrough": passthrough, "backends": backends}
+    if network:
+        data["network"] = network
+    return {"name": "gw", "type": "gateway-fqdn-proxy", "data": data}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(
+    tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path
+) -> AsyncIterator[World]:
+    run = tmp_path_factory.mktemp("gwgrid")
+    state_dir = run / "state"
+    owner = other = None
+    try:
+        state, _ = await asyncio.to_thread(up, state_dir, 2, None, quiet)
+        assert state.acme_url and Path(state.acme_root).is_file()
+        assert state.nodes[0].domain and not state.nodes[1].domain
+        web_rootfs(busybox_rootfs, run / "rootfs", PAGE)
+        (run / "app.yaml").write_text(APP.format(node=state.nodes[0].node_id))
+        owner = await GridClient.connect(state_dir=state_dir, identity=Identity.generate())
+        other = await GridClient.connect(state_dir=state_dir, identity=Identity.generate())
+        info = await owner.deploy(run / "app.yaml")
+        [machine] = info.machines
+        yield World(state, owner, other, machine.ip, info.contract_id)
+    finally:
+        for client in (owner, other):
+            if client is not None:
+                await client.close()
+        try:
+            pids = pids_of(load(state_dir)) if (state_dir / "grid.json").exists() else []
+            await asyncio.to_thread(down, state_dir, quiet)
+            assert leftovers(state_dir, pids) == NOTHING
+        finally:
+            emergency_sweep(state_dir)
+
+
+async def test_a_name_proxy_over_https_to_a_machine_on_the_owners_network(world: World) -> None:
+    assert world.owner.registry is not None
+    name = f"hello{os.getpid()}"
+    await world.owner.registry.create_name_contract(name)
+    backend = f"http://{world.machine_ip}:8080"
+    dep = await world.deploy(
+        world.owner, world.gateway, [name_proxy(name, [backend], network="gwnet")]
+    )
+    fqdn = f"{name}.{world.gateway.domain}"
+    assert result(dep, "gw")["state"] == "ok", dep
+    assert result(dep, "gw")["data"] == {"fqdn": fqdn}
+    resp = await world.verified(fqdn)
+    assert resp.status == 200 and resp.text == PAGE
+    # The same with curl, as the README shows it.
+    curl = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "--cacert", world.state.acme_root,
+         "--resolve", f"{fqdn}:443:{world.gateway_ip}", f"https://{fqdn}/"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert curl.returncode == 0 and curl.stdout == PAGE, curl.stderr
+    # `zos ps` shows where it is served.
+    listed = {d.contract_id: d for d in await world.owner.ps()}
+    assert [(g.url, g.state) for g in listed[dep["contract_id"]].gateways] == [
+        (f"https://{fqdn}", "ok")
+    ]
+
+    # Another twin can neither take the name nor serve it.
+    assert world.other.registry is not None
+    with pytest.raises(BusError, match="is taken"):
+        await world.other.registry.create_name_contract(name)
+    stolen = await world.deploy(world.other, world.gateway, [name_proxy(name, [backend])])
+    assert result(stolen, "gw")["state"] == "error"
+    assert f"owned by twin {world.owner.twin_id}" in result(stolen, "gw")["message"]
+    # Nor point a proxy at the owner's network with a name of its own.
+    own = f"other{os.getpid()}"
+    await world.other.registry.create_name_contract(own)
+    sneaky = await world.deploy(
+        world.other, world.gateway, [name_proxy(own, [backend], network="gwnet")]
+    )
+    assert "network 'gwnet' does not exist" in result(sneaky, "gw")["message"]
+    assert (await world.get(fqdn)).text == PAGE  # the owner's route is untouched
+
+    # Traefik killed: the agent starts it again, with every route.
+    traefik = Path(world.gateway.data_dir) / "proxy" / "traefik" / "state.json"
+    os.kill(json.loads(traefik.read_text())["pid"], signal.SIGKILL)
+    assert (await world.verified(fqdn, timeout=60)).text == PAGE
+    # The agent killed: Traefik (and the forwarder) serve on; a new agent rebuilds it all.
+    node1 = next(p for p in world.state.procs if p.name == "node1")
+    os.kill(node1.pid, signal.SIGKILL)
+    await asyncio.to_thread(procs.stop, node1)
+    assert (await world.get(fqdn)).text == PAGE
+    state, restarted = await asyncio.to_thread(up, Path(world.state.state_dir), 2, None, quiet)
+    assert restarted
+    world.state = state
+    again = await world.wait(world.owner, world.gateway, dep["contract_id"])
+    assert result(again, "gw")["state"] == "ok"
+    assert (await world.get(fqdn)).text == PAGE
+
+    # Removed: the route is gone.
+    await world.remove(world.owner, world.gateway, dep["contract_id"])
+    assert (await world.get(fqdn)).status == 404
+
+
+async def test_fqdn_proxies(world: World) -> None:
+    backend = f"http://{world.machine_ip}:8080"
+    fqdn = f"www.{world.gateway.sites}"
+    # Under the node's own domain, or on a node without a public config: refused.
+    under = await world.deploy(
+        world.owner, world.gateway,
+        [fqdn_proxy(f"x.{world.gateway.domain}", [backend])],
+    )  # fmt: skip
+    assert "is under this gateway's own domain" in result(under, "gw")["message"]
+    plain = await world.deploy(world.owner, world.plain, [fqdn_proxy(fqdn, [backend])])
+    assert "no public configuration" in result(plain, "gw")["message"]
+    # A backend that is the node itself, or the grid's control plane: refused.
+    host = world.state.host_address.split("/")[0]
+    for bad in (f"http://{world.gateway_ip}:8082", f"http://{host}:80"):
+        refused = await world.deploy(world.owner, world.gateway, [fqdn_proxy(fqdn, [bad])])
+        assert result(refused, "gw")["state"] == "error"
+        assert "backends[0]" in result(refused, "gw")["message"]
+    # Its own certificate by HTTP-01 (the backend on the owner's network, as above).
+    dep = await world.deploy(
+        world.owner, world.gateway, [fqdn_proxy(fqdn, [backend], network="gwnet")]
+    )
+    assert result(dep, "gw")["state"] == "ok", dep
+    assert (await world.verified(fqdn)).text == PAGE
+    await world.remove(world.owner, world.gateway, dep["contract_id"])
+
+
+async def test_passthrough_reaches_the_backends_own_tls(world: World, tmp_path: Path) -> None:
+    """A TLS server in the machine's network namespace (as the tenant's own server would
+    be), reached over the owner's network."""
+    fqdn = f"tls.{world.gateway.sites}"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    self_signed([fqdn], cert, key)
+    ip = world.machine_ip
+    server = subprocess.Popen(
+        netns.argv_in(world.machine_ns, ["openssl", "s_server", "-quiet", "-accept",
+                      f"{ip}:8443", "-cert", str(cert), "-key", str(key), "-www"]),
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        dep = await world.deploy(
+            world.owner, world.gateway, [fqdn_proxy(fqdn, [f"{ip}:8443"], True, "gwnet")]
+        )
+        assert result(dep, "gw")["state"] == "ok", dep
+        trust = ssl.create_default_context(cafile=str(cert))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                resp = await world.get(fqdn, trust)
+                break
+            except (ConnectionError, ssl.SSLError):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+        assert resp.status == 200
+        own = x509.load_pem_x509_certificate(cert.read_bytes())
+        assert resp.peer_cert == own.public_bytes(Encoding.DER)
+        await world.remove(world.owner, world.gateway, dep["contract_id"])
+    finally:
+        server.kill()
+        server.wait()
+
+
+async def test_the_admin_endpoint_is_the_agents_only(world: World) -> None:
+    """Not from the host, another node, or the tenant's own machine."""
+    machine_ns = world.machine_ns
+    assert netns.exists(machine_ns)
+    for ns, host in (
+        (None, world.gateway_ip),
+        (world.plain.netns, world.gateway_ip),
+        (machine_ns, "127.0.0.1"),
+        (machine_ns, world.gateway_ip),
+    ):
+        with pytest.raises(OSError):
+            await asyncio.to_thread(nsclient.connect, ns, host, 8082, 2)
+    # The agent's namespace has it, on its loopback.
+    sock = await asyncio.to_thread(nsclient.connect, world.gateway.netns, "127.0.0.1", 8082, 2)
+    sock.close()
