@@ -28,7 +28,7 @@ from gridhelpers import GRID_MARKS, NOTHING, emergency_sweep, leftovers, pids_of
 from zos.bus import BusError
 from zos.client import GridClient
 from zos.grid import procs
-from zos.grid.acme import self_signed
+from zos.grid.acme import self_signed, until_trusted
 from zos.grid.local import down, up
 from zos.grid.state import GridState, NodeEntry, load
 from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
@@ -87,14 +87,7 @@ class World:
         )  # fmt: skip
 
     async def verified(self, host: str, timeout: float = 120.0) -> nsclient.Response:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return await self.get(host)
-            except (ssl.SSLError, ConnectionError, TimeoutError):  # not (yet) serving it
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.3)
+        return await until_trusted(lambda: self.get(host), timeout)
 
     async def deploy(
         self, client: GridClient, node: NodeEntry, workloads: list[dict[str, Any]]
@@ -299,14 +292,7 @@ async def test_passthrough_reaches_the_backends_own_tls(world: World, tmp_path: 
         )
         assert result(dep, "gw")["state"] == "ok", dep
         trust = ssl.create_default_context(cafile=str(cert))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                resp = await world.get(fqdn, trust)
-                break
-            except (ConnectionError, ssl.SSLError):
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.2)
+        resp = await until_trusted(lambda: world.get(fqdn, trust), 30)
         assert resp.status == 200
         own = x509.load_pem_x509_certificate(cert.read_bytes())
         assert resp.peer_cert == own.public_bytes(Encoding.DER)

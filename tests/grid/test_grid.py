@@ -37,6 +37,8 @@ def test_up_twice_restart_and_down(tmp_path: Path) -> None:
             "nats",
             "registry",
             "hub",
+            "acme-dns",
+            "pebble",
             "explorer",
             "forward",
             "node1",

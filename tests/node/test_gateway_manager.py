@@ -9,7 +9,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from netzm_helpers import ctx, deployment, network_data, unique_twin
 from test_network_manager import attach_machine
 
-from zos.grid.acme import LocalAcme, self_signed
+from zos.grid.acme import LocalAcme, self_signed, until_trusted
 from zos.grid.gatewaylab import GatewayLab
 from zos.node.gatewayproxy import AcmeSettings, NodeProxy
 from zos.node.services import NameContractInfo, NodeServices
@@ -99,16 +98,9 @@ class Site:
             hostname=host, tls=context,
         )  # fmt: skip
 
-    async def verified(self, host: str, timeout: float = 120.0) -> nsclient.Response:
+    async def verified(self, host: str) -> nsclient.Response:
         """The page once the proxy shows a certificate pebble's root verifies."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return await self.get(host)
-            except ssl.SSLCertVerificationError:
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.2)
+        return await until_trusted(lambda: self.get(host))
 
 
 def name_proxy(name: str, backends: list[str], **extra: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 from cryptography import x509
 
-from zos.grid.acme import LocalAcme, self_signed
+from zos.grid.acme import LocalAcme, self_signed, until_trusted
 from zos.grid.gatewaylab import GatewayLab
 from zos.primitives import netns, nsclient
 from zos.primitives.dns import ChallengeRecords
@@ -73,14 +73,7 @@ class Gateway:
     async def verified(self, host: str, timeout: float = 120.0) -> nsclient.Response:
         """The page once the proxy shows a certificate for `host` that pebble's root
         verifies (until ACME is done it shows its own default one)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return await self.get(host)
-            except ssl.SSLCertVerificationError:
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.2)
+        return await until_trusted(lambda: self.get(host), timeout)
 
 
 async def _tls_backend(ns: str, ip: str, cert: Path, key: Path) -> asyncio.Server:

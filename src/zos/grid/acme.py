@@ -15,6 +15,7 @@ Nothing here asks any server but these two: no packet leaves the machine.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import ipaddress
@@ -22,9 +23,10 @@ import json
 import shutil
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,6 +41,23 @@ from zos.primitives import dns, netns, nsclient
 
 class AcmeError(Exception):
     pass
+
+
+T = TypeVar("T")
+
+
+async def until_trusted(fetch: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
+    """What `fetch` (an HTTPS request that checks the certificate) returns once it stops
+    failing on TLS or the connection: until ACME is done a proxy shows its own default
+    certificate, and while it (re)starts it is not there at all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await fetch()
+        except (ssl.SSLError, ConnectionError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
 
 
 def self_signed(names: list[str], cert: Path, key: Path, days: int = 30) -> None:

@@ -22,6 +22,7 @@ route's backends are those loopback ports.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from zos.node.workloads import network as networks
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
-from zos.primitives import links, nat, nsclient, nsforward
+from zos.primitives import links, nat, netns, nsclient, nsforward
 from zos.primitives.dnsrecords import within
 from zos.primitives.hostproc import HostProcess, HostProcessError
 from zos.primitives.proxy import ProxyError
@@ -69,6 +70,7 @@ class GatewayManager(Manager):
 
     kind: ClassVar[str]  # the route names' prefix: "name" or "fqdn"
     rank = 80  # after the machines and networks its backends are on
+    host_field: ClassVar[str]  # the field errors about the host name are named after
 
     def __init__(self, node: NodeServices) -> None:
         super().__init__(node)
@@ -119,6 +121,8 @@ class GatewayManager(Manager):
             except RouteError as e:
                 raise _fail(ctx, field, str(e).removeprefix(f"{field}: ")) from None
             ip = backend.ip
+            if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped  # what the proxy would connect to
             if ip.is_loopback or ip.is_link_local:
                 why = "a loopback or link-local address is not allowed"
             elif ip in own:
@@ -160,8 +164,6 @@ class GatewayManager(Manager):
             with socket.socket() as s:
                 s.bind((LOOPBACK, 0))
                 return s.getsockname()[1]
-
-        from zos.primitives import netns
 
         ns = self.proxy.netns
         return netns.run_in(ns, bind) if ns else bind()
@@ -247,8 +249,6 @@ class GatewayManager(Manager):
         except RouteError as e:
             raise _fail(ctx, self.host_field, str(e)) from None
 
-    host_field: ClassVar[str]
-
     def _wildcard(self, config: PublicConfig) -> str | None:
         return None
 
@@ -312,8 +312,6 @@ class GatewayManager(Manager):
 
 
 async def _connect(ns: str | None, port: int) -> None:
-    import asyncio
-
     sock = await asyncio.to_thread(nsclient.connect, ns, LOOPBACK, port, 1.0)
     sock.close()
 
