@@ -199,7 +199,8 @@ def public_config(text: str):  # -> PublicConfig (imported lazily)
         return PublicConfig(**fields)
     except ValidationError as e:
         err = e.errors()[0]
-        raise CliError(f"--public-config: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise CliError(f"--public-config: {'.'.join(map(str, err['loc']))}: {msg}") from None
 
 
 def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazily)
