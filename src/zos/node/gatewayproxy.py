@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zos.primitives.nodedns import NodeDns, NodeDnsError, acme_zone
-from zos.primitives.proxy import LETS_ENCRYPT, Dns01, Proxy, ProxyError, ProxySettings, Route
+from zos.primitives.proxy import (
+    LETS_ENCRYPT,
+    ROUTE_SUFFIX,
+    Dns01,
+    Proxy,
+    ProxyError,
+    ProxySettings,
+    Route,
+)
+from zos.primitives.proxyroutes import check_route_name
 from zos.primitives.supervisor import Backoff
 
 if TYPE_CHECKING:
@@ -126,9 +135,10 @@ class NodeProxy:
     async def remove_route(self, name: str, timeout: float = 20.0) -> bool:
         proxy = self._loaded()
         if not proxy.alive():
-            # Nothing serves it: removing the file is enough (a next start will not load it).
+            # Not (yet) watched by this agent: a running Traefik follows the directory
+            # itself, and a stopped one will not load what is gone.
             existed = name in proxy.routes()
-            (proxy.routes_dir / f"{name}.yaml").unlink(missing_ok=True)
+            (proxy.routes_dir / f"{check_route_name(name)}{ROUTE_SUFFIX}").unlink(missing_ok=True)
             return existed
         return await proxy.remove_route(name, timeout)
 
@@ -138,7 +148,7 @@ class NodeProxy:
     async def stop(self) -> None:
         """Stop Traefik and the DNS server (a wipe: the node leaves the grid)."""
         await self._loaded().stop()
-        if self._dns is None:
+        if self._dns is None:  # started by an earlier agent: stop finds it by its state file
             self._dns = NodeDns(self.run_dir / "dns", ("127.0.0.1", 53), ["stopped.invalid"],
                                 self.run_dir / "dns01", self.netns)  # fmt: skip
         await self._dns.stop()
