@@ -134,29 +134,17 @@ def _bytes(text: str, flag: str) -> int:
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     mem, disk = _bytes(args.free_memory, "--free-memory"), _bytes(args.free_disk, "--free-disk")
-    if args.gateway:  # the SDK's `nodes` has no gateway filter: ask its registry client
-        nodes = _run(
-            args,
-            lambda c: c.registry.list_nodes(
-                farm=args.farm,
-                status=args.status,
-                free_cru=args.free_cores,
-                free_mru=mem,
-                free_sru=disk,
-                gateway=True,
-            ),
-        )
-    else:
-        nodes = _run(
-            args,
-            lambda c: c.nodes(
-                farm=args.farm,
-                status=args.status,
-                free_memory=mem,
-                free_disk=disk,
-                free_cores=args.free_cores,
-            ),
-        )
+    nodes = _run(
+        args,
+        lambda c: c.nodes(
+            farm=args.farm,
+            status=args.status,
+            free_memory=mem,
+            free_disk=disk,
+            free_cores=args.free_cores,
+            gateway=True if args.gateway else None,
+        ),
+    )
     if args.json:
         print(json.dumps([n.model_dump(mode="json") for n in nodes], indent=2))
         return 0

@@ -146,10 +146,17 @@ class GridClient:
         free_memory: int = 0,
         free_disk: int = 0,
         free_cores: int = 0,
+        gateway: bool | None = None,
     ) -> list[Node]:
-        """Nodes of the grid (by farm, status `up`/`down`, and free capacity)."""
+        """Nodes of the grid (by farm, status `up`/`down`, free capacity, and whether they
+        serve gateways, an IPv4 and a domain: True only those, False only the others)."""
         found = await self._reg.list_nodes(
-            farm=farm, status=status, free_mru=free_memory, free_sru=free_disk, free_cru=free_cores
+            farm=farm,
+            status=status,
+            free_mru=free_memory,
+            free_sru=free_disk,
+            free_cru=free_cores,
+            gateway=gateway,
         )
         for n in found:
             self._nodes[n.id] = n
