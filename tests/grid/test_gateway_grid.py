@@ -1,5 +1,5 @@
-"""Gateways on a local grid, end to end: `zos grid up` runs pebble and gives node 1 a
-public config with a domain; a twin deploys the example app's machine on node 1 and a
+"""Gateways on a local grid, end to end: `zos grid up` runs pebble and, as the farmer, gives
+node 1 a public config with a domain; a twin deploys the example app's machine on node 1 and a
 name proxy to it over its private network, and the page comes over HTTPS from the host
 with a certificate that verifies against pebble's root (Python's TLS and curl). Another
 twin cannot use the name; fqdn proxies are checked; passthrough reaches a backend's own
@@ -183,6 +183,21 @@ async def world(
             assert leftovers(state_dir, pids) == NOTHING
         finally:
             emergency_sweep(state_dir)
+
+
+async def test_grid_up_gives_the_gateway_node_its_public_config(world: World) -> None:
+    """Set by the farmer's signed transaction (the node runs with no flag for it), read
+    back by anyone, and the one node `nodes(gateway=True)` lists."""
+    assert world.owner.registry is not None
+    node = await world.owner.registry.get_node(world.gateway.node_id)
+    host = world.state.host_address.split("/")[0]
+    assert (node.public_config.ipv4, node.public_config.gw4) == (world.gateway.address, host)
+    assert node.public_config.domain == world.gateway.domain
+    assert not (await world.owner.registry.get_node(world.plain.node_id)).public_config.gateway
+    assert [n.id for n in await world.owner.nodes(gateway=True)] == [world.gateway.node_id]
+    assert [n.id for n in await world.owner.nodes(gateway=False)] == [world.plain.node_id]
+    [gateway] = [p for p in world.state.procs if p.name == f"node{world.gateway.index}"]
+    assert not any("public-config" in arg for arg in gateway.argv)
 
 
 async def test_a_name_proxy_over_https_to_a_machine_on_the_owners_network(world: World) -> None:

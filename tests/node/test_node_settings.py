@@ -59,7 +59,7 @@ def test_flags(tmp_path: Path) -> None:
 def test_gateway_flags(tmp_path: Path) -> None:
     from zos.primitives.proxy import LETS_ENCRYPT
 
-    assert (settings(tmp_path).acme_url, settings(tmp_path).public_config) == (LETS_ENCRYPT, None)
+    assert settings(tmp_path).acme_url == LETS_ENCRYPT
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     s = settings(
@@ -68,12 +68,8 @@ def test_gateway_flags(tmp_path: Path) -> None:
         "https://10.0.0.1:14000/dir",
         "--acme-ca",
         str(ca),
-        "--public-config",
-        "ipv4=10.0.0.5/24,gw4=10.0.0.1,domain=gw.example.test",
     )
     assert (s.acme_url, s.acme_ca) == ("https://10.0.0.1:14000/dir", ca)
-    assert s.public_config is not None
-    assert (s.public_config.ipv4, s.public_config.domain) == ("10.0.0.5/24", "gw.example.test")
 
 
 def test_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,8 +93,6 @@ def test_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (["--cache-size", "big"], "--cache-size: not a size: 'big'"),
         (["--acme-url", "http://ca.example/dir"], "--acme-url 'http://ca.example/dir': an https"),
         (["--acme-ca", "/nonexistent/ca.pem"], "--acme-ca /nonexistent/ca.pem: no such file"),
-        (["--public-config", "ipv4=fe80::1/64"], "--public-config: ipv4: not an IPv4 address"),
-        (["--public-config", "addr=1.2.3.4"], "--public-config: 'addr=1.2.3.4' is not one of"),
     ],
 )
 def test_bad_values(tmp_path: Path, args: list[str], message: str) -> None:

@@ -132,13 +132,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="CA (PEM) the ACME server's own TLS is checked with (default: the system's) "
         "[ZOS_ACME_CA]",
     )
-    run.add_argument(
-        "--public-config",
-        default=_env("ZOS_PUBLIC_CONFIG") or None,
-        metavar="ipv4=CIDR,gw4=IP[,ipv6=CIDR,gw6=IP],domain=NAME",
-        help="the node's public config, sent with its registration (until its farmer "
-        "sets it with a transaction of their own) [ZOS_PUBLIC_CONFIG]",
-    )
     run.add_argument("--log-level", default=_env("ZOS_LOG_LEVEL") or "info")
     run.set_defaults(handler=cmd_run)
 
@@ -178,29 +171,6 @@ def join_token(args: argparse.Namespace) -> str | None:
     if not token:
         raise CliError(f"--join-token-file {path}: the file is empty")
     return token
-
-
-def public_config(text: str):  # -> PublicConfig (imported lazily)
-    """`ipv4=CIDR,gw4=IP,domain=NAME` (and ipv6, gw6) as a checked PublicConfig."""
-    from pydantic import ValidationError
-
-    from zos.registry import PublicConfig
-
-    fields: dict[str, str] = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or key.strip() not in PublicConfig.model_fields:
-            raise CliError(
-                f"--public-config: {part!r} is not one of "
-                f"{', '.join(PublicConfig.model_fields)}=VALUE"
-            )
-        fields[key.strip()] = value.strip()
-    try:
-        return PublicConfig(**fields)
-    except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        raise CliError(f"--public-config: {'.'.join(map(str, err['loc']))}: {msg}") from None
 
 
 def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazily)
@@ -257,7 +227,6 @@ def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazil
         stores=_stores(args.stores),
         netns_prefix=prefix,
         zdb_listen=args.zdb_listen,
-        public_config=public_config(args.public_config) if args.public_config else None,
         **acme,
     )
     if heartbeat is not None:

@@ -315,13 +315,13 @@ def _up(
                 state.acme_url,
                 "--acme-ca",
                 str(acme.api_ca),
-                *_public_config_flag(entry, host),
             ),
         ]
         state.procs.append(procs.spawn(f"node{i}", argv, logs / f"node{i}.log"))
         state.nodes.append(entry)
         save(state)
     asyncio.run(_wait_nodes(state, timeout))
+    asyncio.run(_set_public_configs(state))
     for n in state.nodes:
         say(
             f"node{n.index}  node {n.node_id} (twin {n.twin_id}) at {n.address.split('/')[0]}"
@@ -386,15 +386,6 @@ def _start_acme(state: GridState, gateways: dict[int, dict[str, str]]) -> LocalA
     state.acme_url, state.acme_root = acme.directory_url, str(acme.root_file)
     save(state)
     return acme
-
-
-def _public_config_flag(entry: NodeEntry, host: IPv4Interface) -> list[str]:
-    if not entry.domain:
-        return []
-    return [
-        "--public-config",
-        f"ipv4={entry.address},gw4={host.ip},domain={entry.domain}",
-    ]
 
 
 def _resume(state: GridState, say: Say, timeout: float) -> GridState:
@@ -571,6 +562,22 @@ async def _wait_nodes(state: GridState, timeout: float) -> None:
             if bus is not None:
                 await bus.close()
     save(state)
+
+
+async def _set_public_configs(state: GridState) -> None:
+    """The farmer gives each gateway node its public config (its bridge address, the host
+    as its gateway, its domain) with the registry's signed transaction, as a farmer of
+    the real grid does; the nodes read it from the registry (it outlives their restarts)."""
+    from zos.registry import PublicConfig, RegistryClient
+
+    farmer = Identity.from_seed_hex(state.farmer_seed)
+    gw4 = str(IPv4Interface(state.host_address).ip)
+    registry_key = bytes.fromhex(state.registry_key)
+    async with RegistryClient(state.nats_url, farmer, registry_key=registry_key) as reg:
+        for n in state.nodes:
+            if n.domain:
+                config = PublicConfig(ipv4=n.address, gw4=gw4, domain=n.domain)
+                await reg.set_node_public_config(n.node_id, config)
 
 
 def down(state_dir: Path, say: Say = print) -> bool:

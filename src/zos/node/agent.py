@@ -41,7 +41,6 @@ from zos.registry import (
     ContractEvent,
     JoinToken,
     Node,
-    PublicConfig,
     RegistryClient,
 )
 
@@ -85,8 +84,6 @@ class Settings:
     # with (None: the system's; a local pebble's own certificate in the local grid).
     acme_url: str = LETS_ENCRYPT
     acme_ca: Path | None = None
-    # Sent with the node's registration until the farmer's own transaction for it exists.
-    public_config: PublicConfig | None = None
 
 
 def default_cache_size(data_dir: Path) -> int:
@@ -288,7 +285,6 @@ class Agent:
             self.settings.farm_id,
             self.settings.join_token,
             _registry_capacity(self.offer.total),
-            public_config=self.settings.public_config,
         )
 
     async def _heartbeats(self) -> None:
