@@ -120,7 +120,15 @@ async def restart(
 
 
 def test_install_order_is_the_managers_ranks(tmp_path: Path) -> None:
-    assert INSTALL_ORDER == ("zmount", "volume", "zdb", "network", "zmachine")
+    assert INSTALL_ORDER == (
+        "zmount",
+        "volume",
+        "zdb",
+        "network",
+        "zmachine",
+        "gateway-name-proxy",
+        "gateway-fqdn-proxy",
+    )
     managers = default_managers(NodeServices(tmp_path))
     assert list(managers) == list(INSTALL_ORDER)
     assert install_order(fakes([], NodeServices(tmp_path))) == ["network", "zmount"]

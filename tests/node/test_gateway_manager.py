@@ -27,7 +27,7 @@ from zos.grid.gatewaylab import GatewayLab
 from zos.node.gatewayproxy import AcmeSettings, NodeProxy
 from zos.node.services import NameContractInfo, NodeServices
 from zos.node.workloads import GatewayFqdnManager, GatewayNameManager, WorkloadError
-from zos.node.workloads.network import NetworkManager, lookup
+from zos.node.workloads.network import NetworkManager
 from zos.primitives import netns, nsclient
 from zos.primitives.nodedns import acme_zone
 from zos.primitives.supervisor import Backoff
@@ -293,7 +293,7 @@ async def test_a_backend_on_the_owners_private_network(site: Site) -> None:
     net = {"name": "net", "type": "network", "data": network_data(str(subnet))}
     dep = deployment(TWIN, next(_contract), [net])
     await NetworkManager(site.node).provision(ctx(site.node, dep, "net"))
-    info = lookup(site.node, TWIN, "net")
+    info = site.node.networks.lookup(TWIN, "net")
     machine = attach_machine(info.namespace, info.bridge, f"{subnet[2]}/24", str(subnet[1]))
     www = site.node.data_dir / "private-www"
     www.mkdir(exist_ok=True)

@@ -32,7 +32,6 @@ from ipaddress import IPv4Address, IPv6Address, ip_interface
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from zos.node.workloads import network as networks
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
 from zos.primitives import links, nat, netns, nsclient, nsforward
 from zos.primitives.dnsrecords import within
@@ -141,7 +140,7 @@ class GatewayManager(Manager):
     def _network(self, ctx: WorkloadContext, data: Any, backends: list[Backend]) -> str:
         """The namespace of the owner's network that every backend lies in."""
         try:
-            info = networks.lookup(self.node, ctx.twin_id, data.network)
+            info = self.node.networks.lookup(ctx.twin_id, data.network)
         except WorkloadError as e:
             raise _fail(ctx, "network", str(e)) from None
         for i, b in enumerate(backends):
