@@ -159,7 +159,7 @@ class BusClient(NatsHolder):
             raise RuntimeError("this BusClient already serves a router")
         self._router = router
         self._sub = await self.conn.subscribe(twin_subject(self.twin_id), self._on_message)
-        await self.nc.flush()
+        await self.conn.settle()
 
     async def _on_message(self, msg: Msg) -> None:
         if len(self._tasks) >= self.max_concurrency:

@@ -166,7 +166,7 @@ class RegistryService(NatsHolder):
         for subject, handle, nonce_field in routes:
             on_message = self._dispatcher(handle, nonce_field)
             self._subs.append(await conn.subscribe(subject, on_message, REGISTRY_QUEUE))
-        await nc.flush()
+        await conn.settle()
         return self
 
     async def _setup_store(self) -> None:
