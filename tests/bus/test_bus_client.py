@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from zos.bus import (
     BusClient,
@@ -20,6 +21,7 @@ from zos.bus import (
     connect,
     twin_subject,
 )
+from zos.bus.connection import Connection
 from zos.grid.natsserver import NatsServer
 from zos.identity import Identity
 
@@ -183,6 +185,68 @@ async def test_forged_response_is_refused(
         assert e.value.code == "bad_signature"
     finally:
         await impostor.close()
+        await insider.close()
+
+
+async def test_envelope_for_another_twin_is_refused(pair: tuple[BusClient, BusClient]) -> None:
+    """An envelope Alice signed for twin 3, published on Bob's subject (a relay that
+    re-routes it, or a replay): Bob is not its destination and runs nothing. Sealed to
+    Bob's key, so that neither the seal nor the unsealed rule is what stops it."""
+    alice, _ = pair
+    for_carol = Envelope.create(ALICE, 1, 3, "echo", b'"for twin 3"', seal_to=BOB.public_key)
+    body = await raw_request(alice.nc, for_carol.to_bytes())
+    assert body["ok"] is False
+    assert body["error"] == {"code": "malformed", "message": "envelope is for twin 3"}
+
+
+async def serve_canned(conn: Connection, answers: list[bytes]) -> None:
+    """Answer every request on twin 2's subject with the next of `answers`: a party that
+    controls the bus (`conn` is an insider's) standing in for twin 2, with nothing but
+    what it recorded."""
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(answers.pop(0))
+
+    await conn.subscribe(twin_subject(2), answer)
+    await conn.settle()
+
+
+async def test_response_to_another_request_is_refused(
+    pair: tuple[BusClient, BusClient], nats_server: NatsServer, bus_insider: Identity
+) -> None:
+    """Bob's genuine, signed and sealed answer to one request, replayed as the answer to
+    a later one: the client takes only an answer bound to its own request's id."""
+    alice, bob = pair
+    first = Envelope.create(ALICE, 1, 2, "echo", b'"first"', seal_to=BOB.public_key)
+    recorded = (await alice.nc.request(twin_subject(2), first.to_bytes(), timeout=5)).data
+    assert Envelope.from_bytes(recorded).reply_to == first.id
+    await bob.close()  # Bob goes away; the recorder answers in his place
+    insider = await connect(nats_server.url, bus_insider)
+    try:
+        await serve_canned(insider, [recorded])
+        with pytest.raises(BusError) as e:
+            await alice.request(2, "echo", "second")
+        assert e.value.code == "malformed" and "another request" in e.value.message
+    finally:
+        await insider.close()
+
+
+async def test_request_is_not_taken_as_a_response(
+    nats_server: NatsServer, bus_insider: Identity, enroll
+) -> None:
+    """A request Bob signed and sealed to Alice (reply_to empty) is not an answer to
+    Alice's request to Bob, even when its payload looks like one."""
+    alice = BusClient((await enroll(ALICE)).conn, ALICE, 1, KEYS)
+    insider = await connect(nats_server.url, bus_insider)
+    try:
+        lookalike = Envelope.create(
+            BOB, 2, 1, "echo", b'{"ok":true,"result":"forged"}', seal_to=ALICE.public_key
+        )
+        await serve_canned(insider, [lookalike.to_bytes()])
+        with pytest.raises(BusError) as e:
+            await alice.request(2, "echo", "hi")
+        assert e.value.code == "malformed" and "another request" in e.value.message
+    finally:
         await insider.close()
 
 

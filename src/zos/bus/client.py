@@ -139,7 +139,9 @@ class BusClient(NatsHolder):
         resp = Envelope.from_bytes(data)
         if resp.source != request.destination or resp.destination != request.source:
             raise BusError("malformed", "response is not from the twin asked or not for us")
-        if resp.reply_to not in (request.id, ""):
+        # Exactly this request's id: an empty reply_to is what a *request* from that twin
+        # to us carries, and one must never be taken for the answer to ours.
+        if resp.reply_to != request.id:
             raise BusError("malformed", "response answers another request")
         if not resp.verify(key):
             raise BusError("bad_signature", f"response signature of twin {resp.source} is bad")
