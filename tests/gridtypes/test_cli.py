@@ -147,6 +147,24 @@ def test_sign_for_another_twin():
     assert twins == [1, 41]
 
 
+def test_verify_without_validation_wants_the_owners_consent():
+    """Twin 1's deployment that asks only twin 41 (who signs it) is not valid, whether
+    or not the structural rules (--validate) are checked too."""
+    doc = {**DEPLOYMENT}
+    doc["signature_requirement"] = {
+        "requests": [{"twin_id": 41, "required": True, "weight": 1}],
+        "weight_required": 1,
+    }
+    signed = ok(
+        zos(
+            "deployment", "sign", "-", "--twin", "41", "--mnemonic", MNEMONIC, stdin=json.dumps(doc)
+        )
+    )
+    verify = ("deployment", "verify", "-", "--twin-key", f"41={OWNER_HEX}")
+    failed(zos(*verify, stdin=signed), "owner twin 1 must be among the signature requests")
+    failed(zos(*verify, "--validate", stdin=signed), "must include the owner twin 1")
+
+
 HOSTILE = [
     (b'{"version": 1', "invalid JSON"),
     (b"", "invalid JSON"),
