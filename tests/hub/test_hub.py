@@ -21,16 +21,30 @@ from zos.flist import HubSigner, Router, StoreError, encrypt_block, pack, unpack
 from zos.flist.cache import FlistCache
 from zos.grid.natsserver import NatsServer, free_port
 from zos.hub import Hub, sign_headers
+from zos.hub.auth import (
+    HEADER_NONCE,
+    HEADER_SIG,
+    HEADER_TIME,
+    HEADER_TWIN,
+    MAX_SKEW,
+    AuthError,
+    RequestVerifier,
+    body_digest,
+    signing_message,
+)
 from zos.hub.client import list_flists, publish_flist
 from zos.identity import Identity, load_key_file
 
 TWIN = 7
 OWNER = Identity.generate()
+OTHER_TWIN = 8  # a second registered twin: a neighbour, not a stranger
+OTHER = Identity.generate()
 
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    keys = {TWIN: OWNER.public_key}
+    """A hub that knows two twins, 7 (OWNER) and 8 (OTHER)."""
+    keys = {TWIN: OWNER.public_key, OTHER_TWIN: OTHER.public_key}
 
     async def lookup(twin_id: int) -> bytes | None:
         return keys.get(twin_id)
@@ -161,16 +175,7 @@ async def test_publish_list_download_flists(hub: Hub, tmp_path: Path) -> None:
     assert (tree / "data").read_bytes() == (src / "data").read_bytes()
     cache.close()
 
-    # another twin cannot publish under twin 7, nor can anyone publish garbage
-    intruder = Identity.generate()
-    with pytest.raises(StoreError, match="403"):
-        body = (tmp_path / "app.fl").read_bytes()
-        headers = sign_headers(intruder, TWIN, "PUT", f"/flists/{TWIN}/evil.fl", body)
-        async with (
-            aiohttp.ClientSession() as s,
-            s.put(f"{hub.url}/flists/{TWIN}/evil.fl", data=body, headers=headers) as r,
-        ):
-            raise StoreError(f"{r.status}")
+    # nobody can publish garbage, nor outside the flists directory
     (tmp_path / "junk.fl").write_bytes(b"SQLite format 3\x00" + os.urandom(5000))
     with pytest.raises(StoreError, match="not a valid flist"):
         await publish_flist(hub.url, signer, tmp_path / "junk.fl")
@@ -178,6 +183,178 @@ async def test_publish_list_download_flists(hub: Hub, tmp_path: Path) -> None:
         await publish_flist(hub.url, signer, tmp_path / "app.fl", name="../../escape.fl")
     assert [i["name"] for i in await list_flists(hub.url, TWIN)] == ["app.fl"]
     assert sorted(p.name for p in (tmp_path / "hub").rglob("*.fl")) == ["app.fl"]
+
+
+# -- write access: whose path, which path, which time ---------------------------------
+
+
+async def send(
+    hub: Hub, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, dict]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, hub.url + path, data=body, headers=headers or {}) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def published(hub: Hub, twin: int, name: str, identity: Identity, body: bytes) -> None:
+    path = f"/flists/{twin}/{name}"
+    status, answer = await send(
+        hub, "PUT", path, body, sign_headers(identity, twin, "PUT", path, body)
+    )
+    assert status == 201, answer
+
+
+@pytest.fixture
+async def flist_bytes(tmp_path: Path) -> bytes:
+    """A small valid flist (its blocks go to a local store: publishing needs none)."""
+    (tmp_path / "small").mkdir()
+    (tmp_path / "small/motd").write_text("hello\n")
+    router = Router.parse([f"dir://{tmp_path / 'store'}"])
+    await pack(tmp_path / "small", tmp_path / "small.fl", router)
+    await router.close()
+    return (tmp_path / "small.fl").read_bytes()
+
+
+def flist_files(hub: Hub) -> dict[str, bytes]:
+    """Every file under the hub's flists directory (temporary ones included)."""
+    return {
+        str(p.relative_to(hub.flists)): p.read_bytes() for p in hub.flists.rglob("*") if p.is_file()
+    }
+
+
+async def test_a_twin_cannot_publish_under_another_twins_name(hub: Hub, flist_bytes: bytes) -> None:
+    """Twin 7 signs, properly and with its own key, a PUT under twin 8's directory."""
+    path = f"/flists/{OTHER_TWIN}/app.fl"
+    headers = sign_headers(OWNER, TWIN, "PUT", path, flist_bytes)
+    status, answer = await send(hub, "PUT", path, flist_bytes, headers)
+    assert (status, answer) == (403, {"error": "twin 7 cannot publish under another twin's name"})
+    assert flist_files(hub) == {}
+    assert await list_flists(hub.url, OTHER_TWIN) == []
+
+
+async def test_a_twin_cannot_delete_another_twins_flist(hub: Hub, flist_bytes: bytes) -> None:
+    await published(hub, OTHER_TWIN, "app.fl", OTHER, flist_bytes)
+    path = f"/flists/{OTHER_TWIN}/app.fl"
+    status, answer = await send(
+        hub, "DELETE", path, headers=sign_headers(OWNER, TWIN, "DELETE", path, b"")
+    )
+    assert (status, answer) == (403, {"error": "twin 7 cannot remove another twin's flist"})
+    assert flist_files(hub) == {"8/app.fl": flist_bytes}
+    # unsigned, or signed by a key the hub does not know for twin 8: refused too
+    assert (await send(hub, "DELETE", path))[0] == 401
+    forged = sign_headers(OWNER, OTHER_TWIN, "DELETE", path, b"")
+    assert await send(hub, "DELETE", path, headers=forged) == (
+        403,
+        {"error": "bad signature for twin 8"},
+    )
+    assert flist_files(hub) == {"8/app.fl": flist_bytes}
+    # its owner can
+    own = sign_headers(OTHER, OTHER_TWIN, "DELETE", path, b"")
+    assert await send(hub, "DELETE", path, headers=own) == (200, {"deleted": "app.fl"})
+    assert flist_files(hub) == {}
+    again = sign_headers(OTHER, OTHER_TWIN, "DELETE", path, b"")
+    assert await send(hub, "DELETE", path, headers=again) == (404, {"error": "no such flist"})
+    bad = f"/flists/{OTHER_TWIN}/..secret"
+    status, _ = await send(
+        hub, "DELETE", bad, headers=sign_headers(OTHER, OTHER_TWIN, "DELETE", bad, b"")
+    )
+    assert status == 400
+
+
+async def test_a_signed_request_only_works_on_its_own_path(hub: Hub, flist_bytes: bytes) -> None:
+    """Signed requests taken in flight (never delivered) and sent elsewhere: to another
+    name, as another method, under another twin. The nonce is fresh each time, so only
+    the signature over method and path can refuse them."""
+    await published(hub, TWIN, "prod.fl", OWNER, flist_bytes)
+    before = flist_files(hub)
+    bad = (403, {"error": "bad signature for twin 7"})
+
+    meant = sign_headers(OWNER, TWIN, "PUT", f"/flists/{TWIN}/test.fl", flist_bytes)
+    assert await send(hub, "PUT", f"/flists/{TWIN}/other.fl", flist_bytes, meant) == bad
+
+    old = sign_headers(OWNER, TWIN, "DELETE", f"/flists/{TWIN}/old.fl", b"")
+    assert await send(hub, "DELETE", f"/flists/{TWIN}/prod.fl", headers=old) == bad
+
+    as_delete = sign_headers(OWNER, TWIN, "DELETE", f"/flists/{TWIN}/prod.fl", b"")
+    assert await send(hub, "PUT", f"/flists/{TWIN}/prod.fl", b"", as_delete) == bad
+
+    block, cipher = encrypt_block(b"a block")
+    h = block.id.hex()
+    for_block = sign_headers(OWNER, TWIN, "PUT", f"/{h[:2]}/{h}", cipher)
+    assert await send(hub, "PUT", f"/flists/{TWIN}/block.fl", cipher, for_block) == bad
+    assert flist_files(hub) == before
+    # and each of them works where it was meant to
+    assert (await send(hub, "DELETE", f"/flists/{TWIN}/prod.fl", headers=as_delete))[0] == 200
+    assert (await send(hub, "PUT", f"/{h[:2]}/{h}", cipher, for_block))[0] == 201
+
+
+@pytest.mark.parametrize("header", [HEADER_TIME, HEADER_NONCE, HEADER_TWIN])
+async def test_every_signed_header_is_covered(hub: Hub, header: str) -> None:
+    _, cipher = encrypt_block(b"payload")
+    headers = signed(OWNER, TWIN, cipher)
+    headers[header] = {
+        HEADER_TIME: str(int(headers[HEADER_TIME]) - 1),
+        HEADER_NONCE: "0" * 32,
+        HEADER_TWIN: str(OTHER_TWIN),
+    }[header]
+    status, text = await put_block(hub, cipher, headers)
+    assert status == 403 and "bad signature" in text
+    assert not any(p.is_file() for p in hub.blocks.rglob("*"))
+
+
+@pytest.mark.parametrize("offset", [-MAX_SKEW - 30, MAX_SKEW + 30])
+async def test_times_too_far_either_side_are_refused(hub: Hub, offset: int) -> None:
+    """A request signed for a time far in the past, or far in the future (a signature
+    made now that would stay usable later), is stale; one within the skew is taken."""
+    _, cipher = encrypt_block(b"payload")
+    headers = signed(OWNER, TWIN, cipher, now=time.time() + offset)
+    status, text = await put_block(hub, cipher, headers)
+    assert status == 401 and f"timestamp is more than {MAX_SKEW}s off" in text
+    within = offset - 60 if offset > 0 else offset + 60
+    assert (await put_block(hub, cipher, signed(OWNER, TWIN, cipher, now=time.time() + within)))[
+        0
+    ] == 201
+
+
+@pytest.mark.parametrize(("length", "status"), [(15, 400), (16, 201), (64, 201), (65, 400)])
+async def test_nonce_length_is_bounded(hub: Hub, length: int, status: int) -> None:
+    _, cipher = encrypt_block(b"payload %d" % length)
+    block_id = hashlib.blake2b(cipher, digest_size=32).hexdigest()
+    path = f"/{block_id[:2]}/{block_id}"
+    timestamp, nonce = int(time.time()), "n" * length
+    message = signing_message("PUT", path, timestamp, nonce, body_digest(cipher))
+    headers = {
+        HEADER_TWIN: str(TWIN),
+        HEADER_TIME: str(timestamp),
+        HEADER_NONCE: nonce,
+        HEADER_SIG: OWNER.sign(message).hex(),
+    }
+    got, text = await put_block(hub, cipher, headers)
+    assert got == status, text
+    if status == 400:
+        assert "nonce must be 16 to 64 characters" in text
+
+
+async def test_replayed_nonces_are_remembered_as_long_as_valid() -> None:
+    """The verifier forgets a nonce only once its request would be stale anyway."""
+    keys = {TWIN: OWNER.public_key}
+
+    async def lookup(twin_id: int) -> bytes | None:
+        return keys.get(twin_id)
+
+    verifier = RequestVerifier(lookup, max_skew=60)
+    digest = body_digest(b"")
+    headers = sign_headers(OWNER, TWIN, "DELETE", "/flists/7/a.fl", b"")
+    assert await verifier.verify("DELETE", "/flists/7/a.fl", headers, digest) == TWIN
+    other = sign_headers(OWNER, TWIN, "DELETE", "/flists/7/b.fl", b"")
+    await verifier.verify("DELETE", "/flists/7/b.fl", other, digest)  # prunes, keeps both
+    with pytest.raises(AuthError, match="replayed"):
+        await verifier.verify("DELETE", "/flists/7/a.fl", headers, digest)
+    with pytest.raises(AuthError) as e:
+        await verifier.verify("DELETE", "/flists/7/a.fl", {}, digest)
+    assert e.value.status == 401
 
 
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
