@@ -7,8 +7,10 @@ from nodehelpers import GiB, MiB, leftovers
 
 from zos.bus import BusError
 from zos.gridtypes import Capacity
+from zos.identity import Identity
 from zos.node.capacity import Offer
 from zos.nodeapi import commands as api
+from zos.registry import RegistryClient
 
 pytestmark = [pytest.mark.nats, pytest.mark.root, pytest.mark.slow]
 
@@ -53,7 +55,7 @@ async def test_other_twins_cannot_read_change_or_delete(make_user, make_node) ->
     assert leftovers(node.data_dir) == files
 
 
-async def test_bad_signature_and_hash_mismatch_change_nothing(make_user, make_node) -> None:
+async def test_bad_signature_and_hash_mismatch_change_nothing(farm, make_user, make_node) -> None:
     user, other = await make_user(), await make_user()
     node = await make_node(user)
     dep = user.deployment([{"name": "v", "type": "volume", "data": {"size": 32 * MiB}}])
@@ -87,6 +89,33 @@ async def test_bad_signature_and_hash_mismatch_change_nothing(make_user, make_no
         user.node(node).deploy(dep),
         "forbidden",
         f"owned by twin {other.twin_id}",
+    )
+    # The user's own contract with the right hash, but cancelled in the registry...
+    cancelled = await user.registry.create_node_contract(node.node_id, dep.hash_hex())
+    await user.registry.cancel_contract(cancelled.id)
+    dep.contract_id = cancelled.id
+    dep.sign(user.twin_id, user.identity)
+    await _refused(
+        user.node(node).deploy(dep),
+        "invalid",
+        f"contract_id {cancelled.id}: the contract is cancelled",
+    )
+    # ... or made for another node of the grid (registered, its agent not needed here).
+    elsewhere = await RegistryClient(farm.nats, Identity.generate()).connect()
+    try:
+        await elsewhere.register_twin()
+        other_node = await elsewhere.register_node(
+            farm.farm_id, farm.token, {"cru": 1, "mru": GiB, "sru": GiB}
+        )
+    finally:
+        await elsewhere.close()
+    for_other = await user.registry.create_node_contract(other_node.id, dep.hash_hex())
+    dep.contract_id = for_other.id
+    dep.sign(user.twin_id, user.identity)
+    await _refused(
+        user.node(node).deploy(dep),
+        "invalid",
+        f"contract_id {for_other.id}: is for node {other_node.id}, not this node",
     )
     # Malformed requests name the field.
     await _refused(user.call(node, api.DEPLOY, [1, 2]), "invalid", "JSON object")

@@ -1,0 +1,436 @@
+"""The provision engine alone: its checks, one at a time, and its capacity race.
+
+The engine is the unit under test, with its real store (sqlite in tmp_path), real
+deployments, signatures and capacity offer. Its two collaborators are small fakes: a
+registry view (`Grid`: twin keys and node contracts, answering after a turn of the
+event loop as a bus round trip would) and a manager that records what it is asked to
+build. Each refusal test breaks exactly one rule with everything else valid, so no
+other check refuses first; the end-to-end refusals are in test_node_refusals.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zos.gridtypes import Capacity, Deployment, SignatureRequest, SignatureRequirement, Workload
+from zos.identity import Identity
+from zos.node.capacity import Offer
+from zos.node.engine import ContractInfo, Engine, EngineError
+from zos.node.store import Store
+from zos.node.workloads.base import Manager, NodeServices, WorkloadContext
+
+NODE = 1
+MiB = 1 << 20
+FREE = 100 * MiB  # disk the node offers
+
+
+@dataclass
+class FakeGrid:
+    """The registry as the engine sees it: what tests register, nothing more."""
+
+    keys: dict[int, bytes] = field(default_factory=dict)
+    contracts: dict[int, ContractInfo] = field(default_factory=dict)
+
+    async def twin_key(self, twin_id: int) -> bytes | None:
+        await asyncio.sleep(0)  # a bus round trip: other requests run meanwhile
+        return self.keys.get(twin_id)
+
+    async def node_contract(self, contract_id: int) -> ContractInfo | None:
+        await asyncio.sleep(0)
+        return self.contracts.get(contract_id)
+
+
+class Recorder(Manager):
+    """A zmount manager that builds nothing and records what it was asked."""
+
+    type = "zmount"
+    updatable = True
+
+    def __init__(self, node: NodeServices) -> None:
+        super().__init__(node)
+        self.built: list[str] = []
+        self.removed: list[str] = []
+
+    async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
+        self.built.append(ctx.workload_id)
+        return {"volume_id": ctx.workload_id}
+
+    async def update(self, ctx: WorkloadContext, previous: Workload) -> dict[str, Any]:
+        return await self.provision(ctx)
+
+    async def deprovision(self, ctx: WorkloadContext) -> None:
+        self.removed.append(ctx.workload_id)
+
+
+@dataclass
+class Twin:
+    id: int
+    identity: Identity
+
+
+@dataclass
+class Setup:
+    engine: Engine
+    grid: FakeGrid
+    manager: Recorder
+    owner: Twin
+    other: Twin
+    next_contract: int = 100
+
+    def deployment(self, size: int, twin: Twin | None = None, version: int = 0) -> Deployment:
+        twin = twin or self.owner
+        return Deployment(
+            version=version,
+            twin_id=twin.id,
+            signature_requirement=SignatureRequirement(
+                requests=[SignatureRequest(twin_id=twin.id, required=True, weight=1)],
+                weight_required=1,
+            ),
+            workloads=[
+                Workload.from_raw(
+                    {"version": version, "name": "disk", "type": "zmount", "data": {"size": size}}
+                )
+            ],
+        )
+
+    def contract(self, dep: Deployment, **changes: Any) -> ContractInfo:
+        """A node contract for `dep` (this node, its owner, its hash, active), then
+        `changes`; `dep` gets its id and is signed by its owner."""
+        self.next_contract += 1
+        info = ContractInfo(
+            id=self.next_contract,
+            node_id=NODE,
+            owner_twin=dep.twin_id,
+            deployment_hash=dep.hash_hex(),
+            active=True,
+        )
+        info = replace(info, **changes)
+        self.grid.contracts[info.id] = info
+        dep.contract_id = info.id
+        self.sign(dep)
+        return info
+
+    def sign(self, dep: Deployment, twin: Twin | None = None) -> None:
+        twin = twin or (self.owner if dep.twin_id == self.owner.id else self.other)
+        dep.sign(dep.twin_id, twin.identity)
+
+    def rehash(self, dep: Deployment) -> None:
+        """The owner updates its contract to the deployment's new hash, and signs."""
+        info = self.grid.contracts[dep.contract_id]
+        self.grid.contracts[dep.contract_id] = replace(info, deployment_hash=dep.hash_hex())
+        self.sign(dep)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    owner, other = Twin(7, Identity.generate()), Twin(8, Identity.generate())
+    grid = FakeGrid(keys={7: owner.identity.public_key, 8: other.identity.public_key})
+    services = NodeServices(tmp_path / "node")
+    manager = Recorder(services)
+    offer = Offer(total=Capacity(cru=4, mru=1 << 30, sru=FREE), system=Capacity())
+    store = Store(tmp_path / "state.db")
+    engine = Engine(store, {"zmount": manager}, services, offer, grid, NODE)
+    await engine.start()
+    try:
+        yield Setup(engine, grid, manager, owner, other)
+    finally:
+        await engine.close()
+        store.close()
+
+
+async def refused(call: Any, code: str, message: str) -> None:
+    with pytest.raises(EngineError) as e:
+        await call
+    assert (e.value.code, e.value.message) == (code, message)
+
+
+def nothing_held(s: Setup) -> None:
+    assert s.engine.active_contracts() == []
+    assert s.engine.used() == Capacity()
+    assert s.manager.built == []
+
+
+# --- deploy: each rule alone -------------------------------------------------------------
+
+
+async def test_a_valid_deployment_is_accepted_and_built(setup: Setup) -> None:
+    dep = setup.deployment(10 * MiB)
+    setup.contract(dep)
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    await setup.engine.wait_idle()
+    got = await setup.engine.get(setup.owner.id, dep.contract_id)
+    assert got["workloads"][0]["result"]["state"] == "ok"
+    assert setup.manager.built == [f"7-{dep.contract_id}-disk"]
+    assert setup.engine.used() == Capacity(sru=10 * MiB)
+
+
+async def test_a_contract_for_another_node_is_refused(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    info = setup.contract(dep, node_id=NODE + 1)
+    await refused(
+        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+        "invalid",
+        f"contract_id {info.id}: is for node 2, not this node (1)",
+    )
+    nothing_held(setup)
+
+
+async def test_a_cancelled_contract_is_refused(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    info = setup.contract(dep, active=False)
+    await refused(
+        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+        "invalid",
+        f"contract_id {info.id}: the contract is cancelled",
+    )
+    nothing_held(setup)
+
+
+async def test_a_contract_of_another_twin_is_refused(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    info = setup.contract(dep, owner_twin=setup.other.id)
+    await refused(
+        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+        "forbidden",
+        f"contract_id {info.id}: owned by twin 8, not 7",
+    )
+    nothing_held(setup)
+
+
+async def test_a_contract_for_another_hash_is_refused(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    info = setup.contract(dep, deployment_hash="00" * 16)
+    await refused(
+        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+        "invalid",
+        f"deployment hash {dep.hash_hex()} does not match the hash of contract {info.id} "
+        f"({'00' * 16})",
+    )
+    nothing_held(setup)
+
+
+async def test_an_uppercase_contract_hash_is_the_same_hash(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    setup.contract(dep, deployment_hash=dep.hash_hex().upper())
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+
+
+async def test_no_contract_is_refused(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    setup.contract(dep)
+    del setup.grid.contracts[dep.contract_id]
+    await refused(
+        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+        "invalid",
+        f"contract_id {dep.contract_id}: no such node contract",
+    )
+    dep.contract_id = 0
+    setup.sign(dep)
+    await refused(
+        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+        "invalid",
+        "contract_id: must be the id of a node contract",
+    )
+    nothing_held(setup)
+
+
+async def test_another_twins_deployment_is_refused(setup: Setup) -> None:
+    """Twin 8 sends twin 7's deployment, signed by 7, on 7's contract: not 8's to send."""
+    dep = setup.deployment(MiB)
+    setup.contract(dep)
+    await refused(
+        setup.engine.deploy(setup.other.id, dep.to_dict()),
+        "forbidden",
+        "twin_id: the deployment belongs to twin 7, but twin 8 sent it",
+    )
+    nothing_held(setup)
+
+
+async def test_signatures_are_checked_with_registered_keys(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    setup.contract(dep)
+    setup.sign(dep, setup.other)  # twin 7's signature made with twin 8's key
+    await refused(
+        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+        "bad_signature",
+        "signature_requirement: signature of twin 7 (ed25519) does not verify against its "
+        "public key",
+    )
+    setup.sign(dep)
+    del setup.grid.keys[setup.owner.id]
+    await refused(
+        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+        "invalid",
+        "signature_requirement: twin 7 is not registered",
+    )
+    nothing_held(setup)
+
+
+async def test_a_new_deployment_is_version_0_and_only_once(setup: Setup) -> None:
+    dep = setup.deployment(MiB, version=1)
+    setup.contract(dep)
+    await refused(
+        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+        "invalid",
+        "version: must be 0 for a new deployment",
+    )
+    await refused(
+        setup.engine.deploy(setup.owner.id, [dep.to_dict()]),
+        "invalid",
+        "deployment: expected a JSON object",
+    )
+    dep = setup.deployment(MiB)
+    setup.contract(dep)
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    await refused(
+        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+        "conflict",
+        f"contract_id {dep.contract_id}: a deployment already exists",
+    )
+
+
+async def test_capacity_fits_exactly_and_not_one_byte_more(setup: Setup) -> None:
+    first = setup.deployment(FREE - MiB)
+    setup.contract(first)
+    await setup.engine.deploy(setup.owner.id, first.to_dict())
+    over = setup.deployment(MiB + 1)
+    setup.contract(over)
+    await refused(
+        setup.engine.deploy(setup.owner.id, over.to_dict()),
+        "capacity",
+        f"not enough capacity on this node: disk: needs {MiB + 1} bytes, {MiB} free",
+    )
+    exact = setup.deployment(MiB)
+    setup.contract(exact)
+    await setup.engine.deploy(setup.owner.id, exact.to_dict())
+    assert setup.engine.used() == Capacity(sru=FREE)
+
+
+# --- the race for the last free capacity ---------------------------------------------------
+
+
+async def test_concurrent_deploys_for_the_last_capacity_exactly_one_wins(setup: Setup) -> None:
+    """Twenty deployments that each need more than half of what is free, sent at once:
+    their checks interleave (every registry look-up lets the others run), yet from the
+    capacity check to the store write nothing may wait, so exactly one gets it."""
+    deps = [setup.deployment(FREE // 2 + MiB) for _ in range(20)]
+    for dep in deps:
+        setup.contract(dep)
+    results = await asyncio.gather(
+        *(setup.engine.deploy(setup.owner.id, d.to_dict()) for d in deps),
+        return_exceptions=True,
+    )
+    won = [d for d, r in zip(deps, results, strict=True) if r is None]
+    lost = [r for r in results if r is not None]
+    assert len(won) == 1, results
+    assert all(isinstance(r, EngineError) and r.code == "capacity" for r in lost), lost
+    assert setup.engine.active_contracts() == [won[0].contract_id]
+    assert setup.engine.used() == Capacity(sru=FREE // 2 + MiB)
+    await setup.engine.wait_idle()
+    assert setup.manager.built == [f"7-{won[0].contract_id}-disk"]
+
+
+async def test_concurrent_updates_for_the_last_capacity_exactly_one_wins(setup: Setup) -> None:
+    """The same race through update: ten deployments each grow into what is left."""
+    deps = [setup.deployment(MiB) for _ in range(10)]
+    for dep in deps:
+        setup.contract(dep)
+        await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    free = FREE - 10 * MiB
+    for dep in deps:
+        dep.version = dep.workloads[0].version = 1
+        dep.workloads[0].data.size = MiB + free // 2 + 1
+        setup.rehash(dep)
+    results = await asyncio.gather(
+        *(setup.engine.update(setup.owner.id, d.to_dict()) for d in deps),
+        return_exceptions=True,
+    )
+    assert sum(r is None for r in results) == 1, results
+    assert all(r is None or r.code == "capacity" for r in results), results
+    assert setup.engine.used() == Capacity(sru=10 * MiB + free // 2 + 1)
+
+
+# --- update, delete, reads ----------------------------------------------------------------
+
+
+async def test_update_rules(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    setup.contract(dep)
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    cid = dep.contract_id
+
+    dep.version = 2
+    setup.rehash(dep)
+    await refused(
+        setup.engine.update(setup.owner.id, dep.to_dict()),
+        "invalid",
+        "version: must be 1 (the current version is 0), got 2",
+    )
+    dep.version = 1
+    dep.workloads[0].data.size = 2 * MiB  # changed, but its own version stays 0
+    setup.rehash(dep)
+    await refused(
+        setup.engine.update(setup.owner.id, dep.to_dict()),
+        "invalid",
+        "workload 'disk': version: changed without being raised to 1",
+    )
+    dep.workloads[0].version = 1
+    setup.rehash(dep)
+    await refused(
+        setup.engine.update(setup.other.id, dep.to_dict()),
+        "not_found",
+        f"contract_id {cid}: twin 8 has no such deployment",
+    )
+    info = setup.grid.contracts[cid]
+    setup.grid.contracts[cid] = replace(info, active=False)
+    await refused(
+        setup.engine.update(setup.owner.id, dep.to_dict()),
+        "invalid",
+        f"contract_id {cid}: the contract is cancelled",
+    )
+    setup.grid.contracts[cid] = replace(info, node_id=NODE + 1)
+    await refused(
+        setup.engine.update(setup.owner.id, dep.to_dict()),
+        "invalid",
+        f"contract_id {cid}: is for node 2, not this node (1)",
+    )
+    setup.grid.contracts[cid] = info
+    await setup.engine.update(setup.owner.id, dep.to_dict())
+    await setup.engine.wait_idle()
+    got = await setup.engine.get(setup.owner.id, cid)
+    assert got["version"] == 1 and got["workloads"][0]["data"]["size"] == 2 * MiB
+
+
+async def test_only_the_owner_reads_changes_or_deletes(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    setup.contract(dep)
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    await setup.engine.wait_idle()
+    cid = dep.contract_id
+    for call in (setup.engine.get, setup.engine.changes, setup.engine.delete):
+        await refused(
+            call(setup.other.id, cid),
+            "not_found",
+            f"contract_id {cid}: twin 8 has no such deployment",
+        )
+    assert await setup.engine.list(setup.other.id) == []
+    assert setup.manager.removed == []
+    assert [c["name"] for c in await setup.engine.changes(setup.owner.id, cid)] == ["disk", "disk"]
+
+    await setup.engine.delete(setup.owner.id, cid)
+    await setup.engine.wait_idle()
+    assert setup.manager.removed == [f"7-{cid}-disk"]
+    got = await setup.engine.get(setup.owner.id, cid)
+    assert got["workloads"][0]["result"]["state"] == "deleted"
+    assert setup.engine.used() == Capacity()
+    await refused(
+        setup.engine.delete(setup.owner.id, cid),
+        "not_found",
+        f"contract_id {cid}: twin 7 has no such deployment",
+    )
