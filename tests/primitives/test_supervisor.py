@@ -31,11 +31,28 @@ async def env(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[tuple[Runc,
         await asyncio.to_thread(logd.stop_daemon, logs)
 
 
-async def wait_for(cond, timeout: float = 10.0) -> None:
+async def wait_for(cond, timeout: float = 60.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+class HeldBackoff(Backoff):
+    """Each wait before a restart is reported, then held until the test lets it go."""
+
+    def __init__(self, **kw: float) -> None:
+        super().__init__(**kw)
+        self.waits: asyncio.Queue[tuple[float, asyncio.Event]] = asyncio.Queue()
+
+    async def wait(self, failures: int) -> None:
+        gate = asyncio.Event()
+        await self.waits.put((self.delay(failures), gate))
+        await gate.wait()
+
+    async def next_wait(self) -> tuple[float, asyncio.Event]:
+        # (a guard against a supervisor that never waits, not a timing)
+        return await asyncio.wait_for(self.waits.get(), 60)
 
 
 def test_backoff_grows_and_caps() -> None:
@@ -43,24 +60,66 @@ def test_backoff_grows_and_caps() -> None:
     assert [b.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
 
 
-async def test_crash_restarts_with_backoff_and_logs(
+async def test_backoff_waits_its_delay() -> None:
+    with pytest.raises(TimeoutError):  # an hour cannot pass in a tenth of a second
+        await asyncio.wait_for(Backoff(base=3600).wait(1), 0.1)
+
+
+async def test_crash_restarts_only_after_its_backoff(
+    env: tuple[Runc, Path, Path], tmp_path: Path
+) -> None:
+    """A container that keeps crashing: before each restart the supervisor waits, with
+    a delay that doubles up to the cap, and while a wait is held it stays down."""
+    runc, logs, rootfs = env
+    cid = f"s-{uuid.uuid4().hex[:8]}"
+    bundle = tmp_path / "bundle"
+    write_bundle(
+        bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", "echo started; exit 3"])
+    )
+    backoff = HeldBackoff(base=0.1, cap=0.4, stable=30)
+    sup = Supervisor(runc, logs, backoff)
+    delays = []
+    try:
+        await sup.ensure(cid, bundle)
+        for restarts in range(4):
+            delay, gate = await backoff.next_wait()
+            assert sup.restarts(cid) == restarts
+            state = await runc.state(cid)
+            assert state is not None and state["status"] == "stopped", state
+            delays.append(delay)
+            gate.set()
+        await backoff.next_wait()  # the fourth restart ran, and crashed again
+        assert sup.restarts(cid) == 4
+        seen = b""
+        async for chunk in logd.follow(sup.log_dir(cid)):  # every run's output is kept
+            seen += chunk
+            if seen.count(b"started") == 5:
+                break
+    finally:
+        await sup.stop(cid)
+    assert delays == [0.1, 0.2, 0.4, 0.4]
+    assert await runc.state(cid) is None
+
+
+async def test_a_run_longer_than_stable_resets_the_backoff(
     env: tuple[Runc, Path, Path], tmp_path: Path
 ) -> None:
     runc, logs, rootfs = env
     cid = f"s-{uuid.uuid4().hex[:8]}"
     bundle = tmp_path / "bundle"
-    write_bundle(
-        bundle,
-        ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", "echo started; sleep 0.3; exit 3"]),
-    )
-    sup = Supervisor(runc, logs, Backoff(base=0.1, cap=0.4, stable=30))
+    write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", "exit 3"]))
+    backoff = HeldBackoff(base=0.1, cap=0.4, stable=0)  # every run counts as stable
+    sup = Supervisor(runc, logs, backoff)
+    delays = []
     try:
         await sup.ensure(cid, bundle)
-        await wait_for(lambda: sup.restarts(cid) >= 3)
-        await wait_for(lambda: logd.read(sup.log_dir(cid)).count(b"started") >= 3)
+        for _ in range(3):
+            delay, gate = await backoff.next_wait()
+            delays.append(delay)
+            gate.set()
     finally:
         await sup.stop(cid)
-    assert await runc.state(cid) is None
+    assert delays == [0.1, 0.1, 0.1]
 
 
 async def test_logs_are_bounded_and_followed(env: tuple[Runc, Path, Path], tmp_path: Path) -> None:

@@ -34,6 +34,10 @@ class Backoff:
     def delay(self, failures: int) -> float:
         return min(self.base * (2 ** max(failures - 1, 0)), self.cap)
 
+    async def wait(self, failures: int) -> None:
+        """Wait out the delay before the next restart (a test can see and hold it)."""
+        await asyncio.sleep(self.delay(failures))
+
 
 @dataclass
 class _Watch:
@@ -123,7 +127,7 @@ class Supervisor:
 
     async def _restart(self, cid: str, w: _Watch) -> None:
         while self._watches.get(cid) is w:
-            await asyncio.sleep(self.backoff.delay(w.failures))
+            await self.backoff.wait(w.failures)
             if self._watches.get(cid) is not w:
                 return
             if not (w.bundle / "config.json").exists():
