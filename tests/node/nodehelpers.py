@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,16 @@ class User:
             if time.monotonic() > deadline:
                 raise AssertionError(f"states {states}, wanted {want}\n{node.log()[-3000:]}")
             await asyncio.sleep(0.05)
+
+
+async def until(check: Callable[[], bool], what: str = "", timeout: float = 120) -> None:
+    """Until `check()` holds: for a state the node reaches on its own, with no event to
+    wait on (the bound only stops a test that would hang; it is not a timing)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what or check}")
+        await asyncio.sleep(0.05)
 
 
 def kill_zdb_server(data_dir: Path) -> None:

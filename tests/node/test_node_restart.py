@@ -8,7 +8,7 @@ import dataclasses
 import subprocess
 
 import pytest
-from nodehelpers import MiB, NodeProcess, User, leftovers, remove_leftovers
+from nodehelpers import MiB, NodeProcess, User, leftovers, remove_leftovers, until
 
 from zos.primitives import capacity, filesystem
 
@@ -118,11 +118,7 @@ async def test_kill_during_update_and_delete_and_after_a_reboot(make_user, make_
     node.start()
     await node.wait_ready(user)
     await user.wait_states(node, dep.contract_id, {"v0": "ok", "v1": "ok", "v2": "ok"})
-    for _ in range(100):
-        if _held(node) == _expected(user, dep.contract_id, ["v0", "v1", "v2"], []):
-            break
-        await asyncio.sleep(0.05)
-    assert _held(node) == _expected(user, dep.contract_id, ["v0", "v1", "v2"], [])
+    await until(lambda: _held(node) == _expected(user, dep.contract_id, ["v0", "v1", "v2"], []))
 
     await user.node(node).delete(dep.contract_id)
     node.kill()
@@ -154,6 +150,9 @@ async def test_cancelled_contract_is_deleted_running_or_not(make_user, make_node
 
 
 async def test_restart_after_the_join_token_expired(farm, make_user, tmp_path) -> None:
+    """A join token is needed once: restarted with a token that has long expired, the
+    registered node refreshes nothing but runs on. (The expired token is made so, not
+    waited for: a token that expires in seconds could expire before the first start.)"""
     user = await make_user()
     node = NodeProcess(farm, tmp_path / "short")
     try:

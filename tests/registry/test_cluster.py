@@ -4,7 +4,9 @@ Authorization is on, as on any grid: every client proves its key and is let in b
 registry's auth callout, routes authenticate with the cluster's secret. Clients keep
 writing (twins, each from its own new connection, and name contracts) and reading while
 the server the registry service is connected to is killed. Every write that was
-acknowledged must still be there afterwards, and the service must go on answering.
+acknowledged must still be there afterwards, and the service must go on answering. The
+test waits for those events (acknowledged writes, answered reads), never for a time: how
+fast a cluster fails over is a benchmark's business. The timeout marker stops a hang.
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ from zos.registry import RegistryClient, RegistryService
 pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-async def retry(coro_fn, deadline: float):  # type: ignore[no-untyped-def]
+async def retry(coro_fn):  # type: ignore[no-untyped-def]
+    """Until the cluster answers (it elects its JetStream leaders after a start or a kill)."""
     while True:
         try:
             return await coro_fn()
         except BusError:
-            if time.monotonic() > deadline:
-                raise
             await asyncio.sleep(0.3)
 
 
@@ -44,17 +45,23 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path, registry_identity:
         service = await RegistryService(urls, registry_identity, replicas=3).start()
         for _ in range(3):
             c = await RegistryClient(urls, Identity.generate(), registry_key=key).connect()
-            await retry(c.register_twin, time.monotonic() + 30)
+            await retry(c.register_twin)
             clients.append(c)
 
         acked: list[tuple[RegistryClient, str, int]] = []  # client, name, contract id
         twins: list[int] = []
-        failures = 0
-        log: list[str] = []  # refusals, shown if the test fails
         stop = asyncio.Event()
+        progress = asyncio.Condition()  # notified on every acknowledged write and read
+
+        async def advanced() -> None:
+            async with progress:
+                progress.notify_all()
+
+        async def until(condition) -> None:  # type: ignore[no-untyped-def]
+            async with progress:
+                await progress.wait_for(condition)
 
         async def writer(n: int, client: RegistryClient) -> None:
-            nonlocal failures
             i = 0
             while not stop.is_set():
                 name = f"w{n}-{i}"
@@ -69,9 +76,10 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path, registry_identity:
                         twins.append((await newcomer.register_twin()).id)
                     finally:
                         await conn.close()
+                    await advanced()
                 except BusError as e:
-                    log.append(f"{time.monotonic():.1f} writer {n}: {e}")
-                    failures += 1  # unacknowledged: it may or may not have happened
+                    # unacknowledged: it may or may not have happened (shown on a failure)
+                    print(f"{time.monotonic():.1f} writer {n}: {e}")
                     await asyncio.sleep(0.1)
 
         reads = 0
@@ -83,12 +91,12 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path, registry_identity:
                     await client.list_contracts(client.twin_id)
                     await client.get_twin(client.twin_id or 1)
                     reads += 1
+                    await advanced()
                 await asyncio.sleep(0.01)
 
         tasks = [asyncio.create_task(writer(i, c)) for i, c in enumerate(clients)]
         tasks.append(asyncio.create_task(reader(clients[0])))
-        await asyncio.sleep(2)
-        assert len(acked) > 0
+        await until(lambda: len(acked) >= 5 and reads > 0)
 
         # Kill the server the service is connected to, as a crash would.
         assert service.nc.connected_url is not None
@@ -96,23 +104,16 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path, registry_identity:
         victim = next(s for s in servers if s.port == port)
         victim.kill()
         killed_at, reads_at_kill = len(acked), reads
-        # JetStream elects new leaders within seconds; writes must resume.
-        deadline = time.monotonic() + 40
-        while (len(acked) < killed_at + 30 or reads <= reads_at_kill) and (
-            time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.2)
+        # JetStream elects new leaders; writes and reads must resume.
+        await until(lambda: len(acked) >= killed_at + 30 and reads > reads_at_kill)
         stop.set()
         await asyncio.gather(*tasks)
 
-        assert len(acked) >= killed_at + 30, f"writes stalled after the kill: {log[-10:]}"
-        assert reads > reads_at_kill
-        deadline = time.monotonic() + 30
         for client, name, contract_id in acked:
-            got = await retry(lambda c=client, n=name: c.get_name_contract(n), deadline)
+            got = await retry(lambda c=client, n=name: c.get_name_contract(n))
             assert got.id == contract_id and got.owner_twin == client.twin_id
         for twin_id in twins:
-            await retry(lambda t=twin_id: clients[0].get_twin(t), deadline)
+            await retry(lambda t=twin_id: clients[0].get_twin(t))
         # Ids stayed unique through the failover.
         assert len({cid for _, _, cid in acked}) == len(acked)
         assert len(set(twins)) == len(twins)

@@ -221,17 +221,20 @@ async def test_node_contracts(grid: Grid) -> None:
 
 
 async def test_contract_on_a_down_node_is_refused(nats_server, make_client: MakeClient) -> None:
-    # A second service copy with a short down threshold, alone on its own server.
+    """A node is down once its last heartbeat is older than the service's `down_after`.
+    No test waits for a heartbeat to age: service copies with other thresholds read the
+    same stored heartbeats, one after the other, on a server of their own (so the
+    fixture's copy answers nothing here). `down_after=0`: every heartbeat is already old."""
     from zos.grid.natsserver import NatsServer
 
     key = Identity.generate()
     other = NatsServer(
         store_dir=nats_server.store_dir.parent / "other", registry_key=key.public_key
     ).start()
+    clients: list[RegistryClient] = []
     try:
-        async with RegistryService(other.url, key, down_after=0.5):
-            clients = []
-            for _ in range(3):
+        async with RegistryService(other.url, key, down_after=3600):
+            for _ in range(3):  # let in by this copy's auth callout; they stay connected
                 c = RegistryClient(other.url, Identity.generate(), registry_key=key.public_key)
                 clients.append(await c.connect())
             farmer, node_c, user = clients
@@ -241,18 +244,23 @@ async def test_contract_on_a_down_node_is_refused(nats_server, make_client: Make
             node = await node_c.register_node(
                 farm.id, await farmer.farm_join_token(farm.id), CAPACITY
             )
+            assert (await user.get_node(node.id)).status == "up"
             assert (await user.create_node_contract(node.id, HASH1)).node_id == node.id
-            await asyncio.sleep(0.8)
-            assert (await user.get_node(node.id)).status == "down"
+        async with RegistryService(other.url, key, down_after=0):
+            before = await user.get_node(node.id)
+            assert before.status == "down"
             assert [n.id for n in await user.list_nodes(status="down")] == [node.id]
             assert await user.list_nodes(status="up") == []
             await refused("unavailable", user.create_node_contract(node.id, HASH1), "down")
             await node_c.heartbeat(node.id)
+            assert (await user.get_node(node.id)).last_heartbeat > before.last_heartbeat
+        async with RegistryService(other.url, key, down_after=3600):
             assert (await user.get_node(node.id)).status == "up"
+            assert [n.id for n in await user.list_nodes(status="up")] == [node.id]
             assert (await user.create_node_contract(node.id, HASH1)).node_id == node.id
-            for c in clients:
-                await c.close()
     finally:
+        for c in clients:
+            await c.close()
         other.stop()
 
 
