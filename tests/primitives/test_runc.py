@@ -35,6 +35,39 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+class Output:
+    """A container's stdout and stderr as a pipe: the test reads what it prints as it
+    prints it (an event), instead of polling a file until it appears."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        self.text = ""
+
+    def close_write(self) -> None:
+        """After the container started: from now on only it holds the write end."""
+        os.close(self.write_fd)
+
+    def reached(self, marker: str) -> bool:
+        """Whether a whole line starting with `marker` has been read."""
+        return any(
+            line.startswith(marker) and line.endswith("\n")
+            for line in self.text.splitlines(keepends=True)
+        )
+
+    async def until(self, marker: str) -> str:
+        """Everything up to and including the line starting with `marker` (or to the end,
+        when the container exits first: then the assertion on what it said fails)."""
+        while not self.reached(marker):
+            chunk = await asyncio.to_thread(os.read, self.read_fd, 65536)
+            if not chunk:
+                break
+            self.text += chunk.decode(errors="replace")
+        return self.text
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+
+
 @pytest.fixture
 async def runc(tmp_path: Path) -> AsyncIterator[Runc]:
     r = Runc(root=tmp_path / "runc-state")
@@ -82,7 +115,7 @@ async def test_container_limits_mounts_and_isolation(
     vol = tmp_path / "vol"
     vol.mkdir()
     (vol / "hello.txt").write_text("from the host")
-    out = tmp_path / "out"
+    out = Output()
     spec = ContainerSpec(
         id=cid,
         rootfs=rootfs,
@@ -90,7 +123,7 @@ async def test_container_limits_mounts_and_isolation(
             "sh",
             "-c",
             "cat /data/hello.txt; echo; echo $GREETING; hostname; ls /proc | grep -c '^[0-9]';"
-            " echo done > /data/written; sleep 30",
+            " echo done > /data/written; echo END; sleep 30",
         ],
         env={"GREETING": "hi there"},
         hostname="box1",
@@ -100,11 +133,10 @@ async def test_container_limits_mounts_and_isolation(
     )
     bundle = tmp_path / "bundle"
     write_bundle(bundle, spec)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        pid = await runc.run_detached(cid, bundle, fd)
+        pid = await runc.run_detached(cid, bundle, out.write_fd)
     finally:
-        os.close(fd)
+        out.close_write()
     state = await runc.state(cid)
     assert state is not None and state["status"] == "running" and state["pid"] == pid
     assert [c["id"] for c in await runc.list()] == [cid]
@@ -112,11 +144,9 @@ async def test_container_limits_mounts_and_isolation(
     assert limits.memory == 64 << 20
     assert limits.cpu_quota == 150000 and limits.cpu_period == 100000
     assert cgroups.usage(pid).memory > 0
-    for _ in range(100):
-        if (vol / "written").exists():
-            break
-        await asyncio.sleep(0.05)
-    lines = out.read_text().splitlines()
+    lines = (await out.until("END")).splitlines()
+    out.close()
+    assert (vol / "written").read_text() == "done\n"
     # the volume, env and hostname; only its own processes (sh, ls, grep) under /proc
     assert lines[:3] == ["from the host", "hi there", "box1"]
     assert int(lines[3]) <= 4
@@ -163,21 +193,22 @@ async def test_run_failure_is_a_clear_error(tmp_path: Path, runc: Runc, rootfs: 
 
 
 async def output_of(runc: Runc, tmp_path: Path, rootfs: Path, args: list[str], until: str) -> str:
-    """Run `args` in a fresh container; its output once `until` shows (or after 5 s)."""
+    """Run `args` in a fresh container; its output up to the line starting with `until`
+    (asserted to come)."""
     cid = f"t-{uuid.uuid4().hex[:8]}"
-    out = tmp_path / f"out-{cid}"
     bundle = tmp_path / f"b-{cid}"
     write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=args))
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+    out = Output()
     try:
-        await runc.run_detached(cid, bundle, fd)
+        await runc.run_detached(cid, bundle, out.write_fd)
     finally:
-        os.close(fd)
-    for _ in range(100):
-        if until in out.read_text():
-            break
-        await asyncio.sleep(0.05)
-    return out.read_text()
+        out.close_write()
+    try:
+        text = await out.until(until)
+    finally:
+        out.close()
+    assert out.reached(until), text
+    return text
 
 
 async def test_no_host_devices_no_new_namespaces(tmp_path: Path, runc: Runc, rootfs: Path) -> None:
