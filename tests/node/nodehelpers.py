@@ -104,6 +104,19 @@ class NodeProcess:
         return self.proc.returncode if self.proc else 0
 
 
+def owned_deployment(twin_id: int, workloads: list[dict[str, Any]], version: int = 0) -> Deployment:
+    """A deployment of `twin_id` that only its owner signs (not signed yet)."""
+    return Deployment(
+        version=version,
+        twin_id=twin_id,
+        signature_requirement=SignatureRequirement(
+            requests=[SignatureRequest(twin_id=twin_id, required=True, weight=1)],
+            weight_required=1,
+        ),
+        workloads=[Workload.from_raw({"version": version, **w}) for w in workloads],
+    )
+
+
 @dataclass
 class User:
     """A twin with a registry client and a bus client: what the SDK will be."""
@@ -114,15 +127,7 @@ class User:
     bus: BusClient
 
     def deployment(self, workloads: list[dict[str, Any]], version: int = 0) -> Deployment:
-        return Deployment(
-            version=version,
-            twin_id=self.twin_id,
-            signature_requirement=SignatureRequirement(
-                requests=[SignatureRequest(twin_id=self.twin_id, required=True, weight=1)],
-                weight_required=1,
-            ),
-            workloads=[Workload.from_raw({"version": version, **w}) for w in workloads],
-        )
+        return owned_deployment(self.twin_id, workloads, version)
 
     async def deploy(self, node: NodeProcess, dep: Deployment) -> Deployment:
         """Create the node contract, sign, send; returns the deployment as sent."""

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nodehelpers import owned_deployment
 
-from zos.gridtypes import Capacity, Deployment, SignatureRequest, SignatureRequirement, Workload
+from zos.gridtypes import Capacity, Deployment, Workload
 from zos.identity import Identity
 from zos.node.capacity import Offer
 from zos.node.engine import ContractInfo, Engine, EngineError
@@ -84,20 +85,8 @@ class Setup:
     next_contract: int = 100
 
     def deployment(self, size: int, twin: Twin | None = None, version: int = 0) -> Deployment:
-        twin = twin or self.owner
-        return Deployment(
-            version=version,
-            twin_id=twin.id,
-            signature_requirement=SignatureRequirement(
-                requests=[SignatureRequest(twin_id=twin.id, required=True, weight=1)],
-                weight_required=1,
-            ),
-            workloads=[
-                Workload.from_raw(
-                    {"version": version, "name": "disk", "type": "zmount", "data": {"size": size}}
-                )
-            ],
-        )
+        disk = {"name": "disk", "type": "zmount", "data": {"size": size}}
+        return owned_deployment((twin or self.owner).id, [disk], version)
 
     def contract(self, dep: Deployment, **changes: Any) -> ContractInfo:
         """A node contract for `dep` (this node, its owner, its hash, active), then
@@ -150,6 +139,12 @@ async def refused(call: Any, code: str, message: str) -> None:
     assert (e.value.code, e.value.message) == (code, message)
 
 
+async def deploy_refused(s: Setup, dep: Deployment, code: str, message: str) -> None:
+    """The owner sends `dep`; it is refused, and nothing is held or built."""
+    await refused(s.engine.deploy(s.owner.id, dep.to_dict()), code, message)
+    nothing_held(s)
+
+
 def nothing_held(s: Setup) -> None:
     assert s.engine.active_contracts() == []
     assert s.engine.used() == Capacity()
@@ -170,49 +165,28 @@ async def test_a_valid_deployment_is_accepted_and_built(setup: Setup) -> None:
     assert setup.engine.used() == Capacity(sru=10 * MiB)
 
 
-async def test_a_contract_for_another_node_is_refused(setup: Setup) -> None:
+@pytest.mark.parametrize(
+    ("changes", "code", "message"),
+    [
+        ({"node_id": NODE + 1}, "invalid", "contract_id {id}: is for node 2, not this node (1)"),
+        ({"active": False}, "invalid", "contract_id {id}: the contract is cancelled"),
+        ({"owner_twin": 8}, "forbidden", "contract_id {id}: owned by twin 8, not 7"),
+        (
+            {"deployment_hash": "00" * 16},
+            "invalid",
+            "deployment hash {hash} does not match the hash of contract {id} ({zeros})",
+        ),
+    ],
+    ids=["for another node", "cancelled", "of another twin", "for another hash"],
+)
+async def test_a_contract_that_is_not_for_this_deployment_is_refused(
+    setup: Setup, changes: dict[str, Any], code: str, message: str
+) -> None:
+    """The owner's signed deployment on a contract right in everything but one field."""
     dep = setup.deployment(MiB)
-    info = setup.contract(dep, node_id=NODE + 1)
-    await refused(
-        setup.engine.deploy(setup.owner.id, dep.to_dict()),
-        "invalid",
-        f"contract_id {info.id}: is for node 2, not this node (1)",
-    )
-    nothing_held(setup)
-
-
-async def test_a_cancelled_contract_is_refused(setup: Setup) -> None:
-    dep = setup.deployment(MiB)
-    info = setup.contract(dep, active=False)
-    await refused(
-        setup.engine.deploy(setup.owner.id, dep.to_dict()),
-        "invalid",
-        f"contract_id {info.id}: the contract is cancelled",
-    )
-    nothing_held(setup)
-
-
-async def test_a_contract_of_another_twin_is_refused(setup: Setup) -> None:
-    dep = setup.deployment(MiB)
-    info = setup.contract(dep, owner_twin=setup.other.id)
-    await refused(
-        setup.engine.deploy(setup.owner.id, dep.to_dict()),
-        "forbidden",
-        f"contract_id {info.id}: owned by twin 8, not 7",
-    )
-    nothing_held(setup)
-
-
-async def test_a_contract_for_another_hash_is_refused(setup: Setup) -> None:
-    dep = setup.deployment(MiB)
-    info = setup.contract(dep, deployment_hash="00" * 16)
-    await refused(
-        setup.engine.deploy(setup.owner.id, dep.to_dict()),
-        "invalid",
-        f"deployment hash {dep.hash_hex()} does not match the hash of contract {info.id} "
-        f"({'00' * 16})",
-    )
-    nothing_held(setup)
+    info = setup.contract(dep, **changes)
+    expected = message.format(id=info.id, hash=dep.hash_hex(), zeros="00" * 16)
+    await deploy_refused(setup, dep, code, expected)
 
 
 async def test_an_uppercase_contract_hash_is_the_same_hash(setup: Setup) -> None:
@@ -225,19 +199,20 @@ async def test_no_contract_is_refused(setup: Setup) -> None:
     dep = setup.deployment(MiB)
     setup.contract(dep)
     del setup.grid.contracts[dep.contract_id]
-    await refused(
-        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+    await deploy_refused(
+        setup,
+        dep,
         "invalid",
         f"contract_id {dep.contract_id}: no such node contract",
     )
     dep.contract_id = 0
     setup.sign(dep)
-    await refused(
-        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+    await deploy_refused(
+        setup,
+        dep,
         "invalid",
         "contract_id: must be the id of a node contract",
     )
-    nothing_held(setup)
 
 
 async def test_another_twins_deployment_is_refused(setup: Setup) -> None:
@@ -256,27 +231,29 @@ async def test_signatures_are_checked_with_registered_keys(setup: Setup) -> None
     dep = setup.deployment(MiB)
     setup.contract(dep)
     setup.sign(dep, setup.other)  # twin 7's signature made with twin 8's key
-    await refused(
-        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+    await deploy_refused(
+        setup,
+        dep,
         "bad_signature",
         "signature_requirement: signature of twin 7 (ed25519) does not verify against its "
         "public key",
     )
     setup.sign(dep)
     del setup.grid.keys[setup.owner.id]
-    await refused(
-        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+    await deploy_refused(
+        setup,
+        dep,
         "invalid",
         "signature_requirement: twin 7 is not registered",
     )
-    nothing_held(setup)
 
 
 async def test_a_new_deployment_is_version_0_and_only_once(setup: Setup) -> None:
     dep = setup.deployment(MiB, version=1)
     setup.contract(dep)
-    await refused(
-        setup.engine.deploy(setup.owner.id, dep.to_dict()),
+    await deploy_refused(
+        setup,
+        dep,
         "invalid",
         "version: must be 0 for a new deployment",
     )

@@ -81,24 +81,21 @@ async def test_bad_signature_and_hash_mismatch_change_nothing(farm, make_user, m
         "invalid",
         "does not match the hash of contract",
     )
+
+    async def on_contract(contract_id: int, code: str, words: str) -> None:
+        """The same deployment, properly signed, sent on another contract: refused."""
+        dep.contract_id = contract_id
+        dep.sign(user.twin_id, user.identity)
+        await _refused(user.node(node).deploy(dep), code, words)
+
     # Someone else's contract.
     theirs = await other.registry.create_node_contract(node.node_id, dep.hash_hex())
-    dep.contract_id = theirs.id
-    dep.sign(user.twin_id, user.identity)
-    await _refused(
-        user.node(node).deploy(dep),
-        "forbidden",
-        f"owned by twin {other.twin_id}",
-    )
+    await on_contract(theirs.id, "forbidden", f"owned by twin {other.twin_id}")
     # The user's own contract with the right hash, but cancelled in the registry...
     cancelled = await user.registry.create_node_contract(node.node_id, dep.hash_hex())
     await user.registry.cancel_contract(cancelled.id)
-    dep.contract_id = cancelled.id
-    dep.sign(user.twin_id, user.identity)
-    await _refused(
-        user.node(node).deploy(dep),
-        "invalid",
-        f"contract_id {cancelled.id}: the contract is cancelled",
+    await on_contract(
+        cancelled.id, "invalid", f"contract_id {cancelled.id}: the contract is cancelled"
     )
     # ... or made for another node of the grid (registered, its agent not needed here).
     elsewhere = await RegistryClient(farm.nats, Identity.generate()).connect()
@@ -110,12 +107,8 @@ async def test_bad_signature_and_hash_mismatch_change_nothing(farm, make_user, m
     finally:
         await elsewhere.close()
     for_other = await user.registry.create_node_contract(other_node.id, dep.hash_hex())
-    dep.contract_id = for_other.id
-    dep.sign(user.twin_id, user.identity)
-    await _refused(
-        user.node(node).deploy(dep),
-        "invalid",
-        f"contract_id {for_other.id}: is for node {other_node.id}, not this node",
+    await on_contract(
+        for_other.id, "invalid", f"contract_id {for_other.id}: is for node {other_node.id}, not"
     )
     # Malformed requests name the field.
     await _refused(user.call(node, api.DEPLOY, [1, 2]), "invalid", "JSON object")
