@@ -165,7 +165,13 @@ class BusClient(NatsHolder):
 
     async def _on_message(self, msg: Msg) -> None:
         if len(self._tasks) >= self.max_concurrency:
-            await self._reply(msg, None, {"ok": False, "error": _busy.to_dict()}, None)
+            # Addressed to the sender it names and bound to its id (not checked: a
+            # `busy` says nothing), or the caller would refuse it as not for them.
+            try:
+                request: Envelope | None = Envelope.from_bytes(msg.data)
+            except BusError:
+                request = None
+            await self._reply(msg, request, {"ok": False, "error": _busy.to_dict()}, None)
             return
         task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
