@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import nats
 import pytest
@@ -199,6 +199,16 @@ async def test_envelope_for_another_twin_is_refused(pair: tuple[BusClient, BusCl
     assert body["error"] == {"code": "malformed", "message": "envelope is for twin 3"}
 
 
+@pytest.fixture
+async def insider(nats_server: NatsServer, bus_insider: Identity) -> AsyncIterator[Connection]:
+    """A connection of a party that controls the bus itself: it may serve any subject."""
+    conn = await connect(nats_server.url, bus_insider)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 async def serve_canned(conn: Connection, answers: list[bytes]) -> None:
     """Answer every request on twin 2's subject with the next of `answers`: a party that
     controls the bus (`conn` is an insider's) standing in for twin 2, with nothing but
@@ -248,6 +258,105 @@ async def test_request_is_not_taken_as_a_response(
         assert e.value.code == "malformed" and "another request" in e.value.message
     finally:
         await insider.close()
+
+
+async def serve_crafted(conn: Connection, answer: Callable[[Envelope], Envelope | bytes]) -> None:
+    """Answer each request on twin 2's subject with what `answer` makes of it (a party
+    that controls the bus, `conn` an insider's, or a broken twin 2: holding Bob's key
+    where it signs)."""
+
+    async def respond(msg: Msg) -> None:
+        reply = answer(Envelope.from_bytes(msg.data))
+        await msg.respond(reply if isinstance(reply, bytes) else reply.to_bytes())
+
+    await conn.subscribe(twin_subject(2), respond)
+    await conn.settle()
+
+
+def signed_by_bob(request: Envelope, body: bytes, **changes: object) -> Envelope:
+    """Bob's signed answer to `request`, with some fields changed before signing."""
+    env = Envelope.create(BOB, 2, request.source, request.command, body, reply_to=request.id)
+    env = env.model_copy(update=changes)
+    env.signature = BOB.sign(env.signing_bytes())
+    return env
+
+
+OK_BODY = b'{"ok":true,"result":"forged"}'
+EXPIRED = {"timestamp": 1_600_000_000_000, "expiry": 1_600_000_060_000}
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "words"),
+    [
+        # Bob's answer to Mallory (twin 3), who made Bob answer a request with the id of
+        # Alice's: signed by Bob, bound to the id, but not for Alice.
+        (lambda r: signed_by_bob(r, OK_BODY, destination=3), "malformed", "not for us"),
+        (lambda r: signed_by_bob(r, OK_BODY, **EXPIRED), "expired", "expired"),
+        (lambda r: signed_by_bob(r, b'{"result":"no ok"}'), "malformed", "no 'ok'"),
+        (lambda r: signed_by_bob(r, b"[1]"), "malformed", "no 'ok'"),
+        (lambda r: signed_by_bob(r, b'{"ok":"yes"}'), "malformed", "no 'ok'"),
+        (lambda r: b"{not json", "malformed", "envelope"),
+    ],
+    ids=["for another twin", "expired", "no ok", "not an object", "ok not a bool", "garbage"],
+)
+async def test_bad_responses_are_refused(
+    insider: Connection,
+    enroll,
+    answer: Callable[[Envelope], Envelope | bytes],
+    code: str,
+    words: str,
+) -> None:
+    alice = BusClient((await enroll(ALICE)).conn, ALICE, 1, KEYS)
+    await serve_crafted(insider, answer)
+    with pytest.raises(BusError) as e:
+        await alice.request(2, "echo", "hi")
+    assert e.value.code == code and words in e.value.message, e.value
+
+
+async def test_a_request_outlives_its_own_timeout(insider: Connection, enroll) -> None:
+    """The envelope's expiry covers the whole wait (timeout + 1 s), even when the
+    client's default ttl is shorter, so a slow answer is not refused as expired."""
+    seen: list[Envelope] = []
+
+    def answer(request: Envelope) -> Envelope:
+        seen.append(request)
+        return signed_by_bob(request, b'{"ok":true,"result":1}')
+
+    alice = BusClient((await enroll(ALICE)).conn, ALICE, 1, KEYS, ttl=1)
+    await serve_crafted(insider, answer)
+    assert await alice.request(2, "echo", timeout=20) == 1
+    assert seen[0].expiry - seen[0].timestamp == 21_000
+
+
+async def test_requests_past_the_concurrency_bound_are_answered_busy(enroll) -> None:
+    """Bob runs at most two handlers at once; a third request meanwhile is answered
+    `busy` (to its sender, bound to it), and once one ends there is room again."""
+    running, release = asyncio.Queue[None](), asyncio.Event()
+    r = Router()
+
+    @r.command("hold")
+    async def hold(req: Request) -> object:
+        await running.put(None)
+        await release.wait()
+        return "done"
+
+    alice = BusClient((await enroll(ALICE)).conn, ALICE, 1, KEYS)
+    bob = BusClient((await enroll(BOB, node=True)).conn, BOB, 2, KEYS, max_concurrency=2)
+    await bob.serve(r)
+    try:
+        held = [asyncio.create_task(alice.request(2, "hold")) for _ in range(2)]
+        for _ in held:
+            await running.get()
+        with pytest.raises(BusError) as e:
+            await alice.request(2, "hold")
+        assert e.value.code == "busy"
+        release.set()
+        assert await asyncio.gather(*held) == ["done", "done"]
+        assert await alice.request(2, "hold") == "done"
+    finally:
+        release.set()
+        await alice.close()
+        await bob.close()
 
 
 async def test_concurrent_requests(pair: tuple[BusClient, BusClient]) -> None:

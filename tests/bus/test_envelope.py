@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zos.bus import MAX_PAYLOAD, BusError, Envelope, ReplayCache
+from zos.bus import MAX_ENVELOPE, MAX_PAYLOAD, BusError, Envelope, ReplayCache
 from zos.bus.envelope import ALLOWED_SKEW, MAX_TTL, nests_too_deep, now_ms
 from zos.identity import Identity
 
@@ -136,3 +137,64 @@ def test_the_nesting_check_matches_the_parsed_depth(value, limit, ascii_only) ->
     # backslashes inside strings must not count.
     data = json.dumps(value, ensure_ascii=ascii_only).encode()
     assert nests_too_deep(data, limit) == (_depth(value) > limit)
+
+
+def test_ttl_bounds_when_creating() -> None:
+    for ttl in (0, -1, MAX_TTL + 0.001):
+        with pytest.raises(BusError) as e:
+            Envelope.create(ALICE, 1, 2, "echo", b"", ttl=ttl)
+        assert e.value.code == "malformed" and "ttl must be in" in e.value.message
+    for ttl in (0.001, 1.5, MAX_TTL):
+        env = Envelope.create(ALICE, 1, 2, "echo", b"", ttl=ttl)
+        assert env.expiry - env.timestamp == int(ttl * 1000)
+        env.check_time()
+
+
+def test_size_limits_to_the_byte() -> None:
+    env = make(sealed=False, payload=b"x" * MAX_PAYLOAD)  # exactly the limit: fine
+    assert Envelope.from_bytes(env.to_bytes()).payload == env.payload
+    doc = json.loads(env.to_bytes())
+    doc["payload"] = base64.b64encode(b"x" * (MAX_PAYLOAD + 1)).decode()
+    data = json.dumps(doc).encode()
+    assert len(data) <= MAX_ENVELOPE  # under the envelope limit: the payload's own limit
+    with pytest.raises(BusError) as e:
+        Envelope.from_bytes(data)
+    assert e.value.code == "too_large" and "payload" in e.value.message
+    for size, code in ((MAX_ENVELOPE, "malformed"), (MAX_ENVELOPE + 1, "too_large")):
+        with pytest.raises(BusError) as e:
+            Envelope.from_bytes(b" " * size)
+        assert e.value.code == code
+
+
+def test_time_limits_to_the_millisecond() -> None:
+    now = now_ms()
+    skew, ttl = int(ALLOWED_SKEW * 1000), int(MAX_TTL * 1000)
+
+    def at(timestamp: int, expiry: int) -> Envelope:
+        return make().model_copy(update={"timestamp": timestamp, "expiry": expiry})
+
+    at(now + skew, now + skew + 1000).check_time(now)  # as far ahead as allowed
+    at(now, now + ttl).check_time(now)  # as long-lived as allowed
+    at(now, now).check_time(now)  # expires this very millisecond
+    for env in (
+        at(now + skew + 1, now + skew + 1000),
+        at(now, now + ttl + 1),
+        at(now, now - 1),
+        at(now - 10, now - 1),
+    ):
+        with pytest.raises(BusError) as e:
+            env.check_time(now)
+        assert e.value.code == "expired"
+
+
+def test_replay_cache_keeps_an_id_through_its_expiry_and_the_skew() -> None:
+    cache = ReplayCache()
+    now = now_ms()
+    skew = int(ALLOWED_SKEW * 1000)
+    cache.check_and_add(1, "a" * 32, now, now=now)
+    with pytest.raises(BusError):  # still within the skew after its expiry
+        cache.check_and_add(1, "a" * 32, now, now=now + skew)
+    assert len(cache) == 1
+    cache.check_and_add(2, "b" * 32, now + skew + 1, now=now + skew + 1)  # prunes 'a'
+    assert len(cache) == 1
+    cache.check_and_add(1, "a" * 32, now + 2 * skew, now=now + skew + 1)
