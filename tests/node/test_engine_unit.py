@@ -411,3 +411,108 @@ async def test_only_the_owner_reads_changes_or_deletes(setup: Setup) -> None:
         "not_found",
         f"contract_id {cid}: twin 7 has no such deployment",
     )
+
+
+async def test_results_are_the_nodes_not_the_senders(setup: Setup) -> None:
+    """A deployment arriving with results already filled in (a forged `ok` with data)
+    is stored as `init` until the node itself reports."""
+    dep = setup.deployment(MiB)
+    raw_wl = dep.workloads[0].to_dict()
+    raw_wl["result"] = {"created": 1, "state": "ok", "message": "", "data": {"forged": True}}
+    dep.workloads[0] = Workload.from_raw(raw_wl)
+    setup.contract(dep)
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    got = await setup.engine.get(setup.owner.id, dep.contract_id)
+    assert got["workloads"][0]["result"]["state"] == "init"
+    assert got["workloads"][0]["result"]["data"] is None
+    stats = setup.engine.statistics()
+    assert stats["users"]["deployments"] == 1 and stats["users"]["last_deployment_timestamp"] > 0
+
+
+async def test_update_adds_changes_keeps_and_removes_workloads(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    dep.workloads.append(Workload.from_raw(
+        {"version": 0, "name": "keep", "type": "zmount", "data": {"size": MiB}}
+    ))  # fmt: skip
+    setup.contract(dep)
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    await setup.engine.wait_idle()
+    kept = (await setup.engine.get(setup.owner.id, dep.contract_id))["workloads"][1]["result"]
+
+    dep.version = 1
+    dep.workloads[0] = Workload.from_raw(
+        {"version": 1, "name": "new", "type": "zmount", "data": {"size": 2 * MiB}}
+    )
+    setup.rehash(dep)
+    await setup.engine.update(setup.owner.id, dep.to_dict())
+    got = await setup.engine.get(setup.owner.id, dep.contract_id)
+    assert [(w["name"], w["result"]["state"]) for w in got["workloads"]] == [
+        ("new", "init"),
+        ("keep", "ok"),
+    ]
+    await setup.engine.wait_idle()
+    got = await setup.engine.get(setup.owner.id, dep.contract_id)
+    assert [w["result"]["state"] for w in got["workloads"]] == ["ok", "ok"]
+    assert got["workloads"][1]["result"] == kept  # untouched: not even re-stamped
+    cid = dep.contract_id
+    assert setup.manager.built == [f"7-{cid}-disk", f"7-{cid}-keep", f"7-{cid}-new"]
+    assert setup.manager.removed == [f"7-{cid}-disk"]
+    assert setup.engine.used() == Capacity(sru=3 * MiB)
+
+
+async def test_update_cannot_change_a_workloads_type(setup: Setup) -> None:
+    dep = setup.deployment(MiB)
+    setup.contract(dep)
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    dep.version = 1
+    dep.workloads[0] = Workload.from_raw(
+        {"version": 1, "name": "disk", "type": "volume", "data": {"size": MiB}}
+    )
+    setup.rehash(dep)
+    await refused(
+        setup.engine.update(setup.owner.id, dep.to_dict()),
+        "invalid",
+        "workload 'disk': type: cannot change from zmount to volume",
+    )
+
+
+async def test_one_update_sent_twice_at_once_is_applied_once(setup: Setup) -> None:
+    """The same version-1 update twice at once (a retry, a replay): both pass their
+    checks while the other waits on the registry; the second to write finds the
+    deployment at version 1 already."""
+    dep = setup.deployment(MiB)
+    setup.contract(dep)
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    dep.version = dep.workloads[0].version = 1
+    dep.workloads[0].data.size = 2 * MiB
+    setup.rehash(dep)
+    results = await asyncio.gather(
+        *(setup.engine.update(setup.owner.id, dep.to_dict()) for _ in range(2)),
+        return_exceptions=True,
+    )
+    assert results[0] is None, results
+    assert isinstance(results[1], EngineError) and (results[1].code, results[1].message) == (
+        "conflict",
+        "version: the deployment changed meanwhile; retry",
+    )
+    assert (await setup.engine.get(setup.owner.id, dep.contract_id))["version"] == 1
+
+
+async def test_a_deployment_deleted_while_an_update_is_checked_stays_deleted(
+    setup: Setup,
+) -> None:
+    dep = setup.deployment(MiB)
+    setup.contract(dep)
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    dep.version = dep.workloads[0].version = 1
+    dep.workloads[0].data.size = 2 * MiB
+    setup.rehash(dep)
+    update = asyncio.create_task(setup.engine.update(setup.owner.id, dep.to_dict()))
+    await asyncio.sleep(0)  # the update is now waiting on the registry
+    await setup.engine.delete(setup.owner.id, dep.contract_id)
+    with pytest.raises(EngineError) as e:
+        await update
+    assert e.value.code == "not_found"
+    await setup.engine.wait_idle()
+    got = await setup.engine.get(setup.owner.id, dep.contract_id)
+    assert got["version"] == 0 and got["workloads"][0]["result"]["state"] == "deleted"
