@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from zos.flist import HubSigner, Router, StoreError, encrypt_block, pack, unpack_flist
+from zos.flist.blocks import MAX_CIPHERTEXT
 from zos.flist.cache import FlistCache
 from zos.grid.natsserver import NatsServer, free_port
 from zos.hub import Hub, sign_headers
@@ -39,6 +40,7 @@ TWIN = 7
 OWNER = Identity.generate()
 OTHER_TWIN = 8  # a second registered twin: a neighbour, not a stranger
 OTHER = Identity.generate()
+UNREACHABLE_TWIN = 66  # the fixture's registry look-up fails for this one
 
 
 @pytest.fixture
@@ -47,6 +49,8 @@ async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
     keys = {TWIN: OWNER.public_key, OTHER_TWIN: OTHER.public_key}
 
     async def lookup(twin_id: int) -> bytes | None:
+        if twin_id == UNREACHABLE_TWIN:
+            raise ConnectionError("registry did not answer")
         return keys.get(twin_id)
 
     server = await Hub(tmp_path / "hub", lookup).start("127.0.0.1", free_port())
@@ -189,7 +193,11 @@ async def test_publish_list_download_flists(hub: Hub, tmp_path: Path) -> None:
 
 
 async def send(
-    hub: Hub, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    hub: Hub,
+    method: str,
+    path: str,
+    body: bytes | AsyncIterator[bytes] = b"",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict]:
     async with (
         aiohttp.ClientSession() as s,
@@ -355,6 +363,109 @@ async def test_replayed_nonces_are_remembered_as_long_as_valid() -> None:
     with pytest.raises(AuthError) as e:
         await verifier.verify("DELETE", "/flists/7/a.fl", {}, digest)
     assert e.value.status == 401
+
+
+async def test_every_refusal_has_its_status_and_reason(hub: Hub) -> None:
+    """What a client sees for each malformed or unauthorised block write (and read)."""
+    _, cipher = encrypt_block(b"payload")
+    block_id = hashlib.blake2b(cipher, digest_size=32).hexdigest()
+    path = f"/{block_id[:2]}/{block_id}"
+    good = sign_headers(OWNER, TWIN, "PUT", path, cipher)
+    bad_id = (400, {"error": "block id must be 64 lowercase hex under its first 2"})
+    other_prefix = "00" if block_id[:2] != "00" else "11"
+    for where in (f"/{block_id[:2]}/{block_id.upper()}", f"/{other_prefix}/{block_id}"):
+        assert await send(hub, "PUT", where, cipher, good) == bad_id
+        assert await send(hub, "GET", where) == bad_id
+
+    def changed(**headers: str) -> dict[str, str]:
+        return {**sign_headers(OWNER, TWIN, "PUT", path, cipher), **headers}
+
+    cases = [
+        (changed(**{HEADER_TWIN: "seven"}), 400, "twin id and timestamp must be integers"),
+        (changed(**{HEADER_TIME: "now"}), 400, "twin id and timestamp must be integers"),
+        (changed(**{HEADER_SIG: "not hex"}), 400, "signature must be hex"),
+        (
+            sign_headers(OWNER, UNREACHABLE_TWIN, "PUT", path, cipher),
+            503,
+            f"cannot look up twin {UNREACHABLE_TWIN}: registry did not answer",
+        ),
+        (sign_headers(OWNER, 99, "PUT", path, cipher), 403, "twin 99 is not registered"),
+        ({HEADER_TWIN: str(TWIN)}, 401, "unsigned request: missing header(s) "
+         "X-Zos-Timestamp, X-Zos-Nonce, X-Zos-Signature"),
+    ]  # fmt: skip
+    for headers, status, reason in cases:
+        assert await send(hub, "PUT", path, cipher, headers) == (status, {"error": reason})
+    assert not any(p.is_file() for p in hub.blocks.rglob("*"))
+    assert await send(hub, "PUT", path, cipher, good) == (201, {"id": block_id, "stored": True})
+    again = sign_headers(OWNER, TWIN, "PUT", path, cipher)
+    assert await send(hub, "PUT", path, cipher, again) == (200, {"id": block_id, "stored": False})
+
+
+async def chunked(data: bytes) -> AsyncIterator[bytes]:
+    """The body as a stream: sent chunked, with no Content-Length."""
+    for off in range(0, len(data), 65536):
+        yield data[off : off + 65536]
+
+
+async def test_block_size_limit_to_the_byte(hub: Hub) -> None:
+    """A block of MAX_CIPHERTEXT bytes is taken; one byte more is refused, whether the
+    client says its length up front or streams it (chunked, no Content-Length)."""
+    too_big = (413, {"error": f"a block is at most {MAX_CIPHERTEXT} bytes"})
+    for size, expected in ((MAX_CIPHERTEXT, 201), (MAX_CIPHERTEXT + 1, 413)):
+        data = os.urandom(size)
+        block_id = hashlib.blake2b(data, digest_size=32).hexdigest()
+        path = f"/{block_id[:2]}/{block_id}"
+        status, answer = await send(
+            hub, "PUT", path, data, sign_headers(OWNER, TWIN, "PUT", path, data)
+        )
+        assert status == expected, answer
+        if expected == 413:
+            assert (status, answer) == too_big
+
+            headers = sign_headers(OWNER, TWIN, "PUT", path, data)
+            assert await send(hub, "PUT", path, chunked(data), headers) == too_big
+    assert len([p for p in hub.blocks.rglob("*") if p.is_file()]) == 1
+
+
+async def test_an_flist_upload_is_bounded_and_unsigned_ones_are_not_read(
+    hub: Hub, flist_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Who sends is checked before the body is read: an unsigned upload is refused
+    as unsigned, not read to its end; a signed one over the limit is cut off."""
+    from zos.hub import server
+
+    monkeypatch.setattr(server, "MAX_FLIST_BYTES", 64 * 1024)
+    big = flist_bytes + os.urandom(100 * 1024)
+    path = f"/flists/{TWIN}/big.fl"
+    status, answer = await send(hub, "PUT", path, big, {HEADER_TWIN: str(TWIN)})
+    assert status == 401 and answer["error"].startswith("unsigned request"), answer
+    stale = sign_headers(OWNER, TWIN, "PUT", path, big, now=time.time() - 900)
+    assert (await send(hub, "PUT", path, big, stale))[0] == 401
+    headers = sign_headers(OWNER, TWIN, "PUT", path, big)
+    assert await send(hub, "PUT", path, big, headers) == (
+        413,
+        {"error": "an flist is at most 65536 bytes"},
+    )
+    assert flist_files(hub) == {}  # no part file left behind either
+
+
+async def test_nonces_are_forgotten_once_their_request_is_stale() -> None:
+    """The nonce memory is bounded: a nonce is dropped once a request carrying it would
+    be refused as stale anyway (and not a moment before)."""
+
+    async def lookup(twin_id: int) -> bytes | None:
+        return OWNER.public_key
+
+    verifier = RequestVerifier(lookup, max_skew=60)
+    digest = body_digest(b"")
+    now = time.time()
+    old = sign_headers(OWNER, TWIN, "DELETE", "/flists/7/a.fl", b"", now=now - 30)
+    await verifier.verify("DELETE", "/flists/7/a.fl", old, digest)
+    until = int(old[HEADER_TIME]) + 60
+    verifier._forget_old(until)
+    assert old[HEADER_NONCE] in verifier._nonces
+    verifier._forget_old(until + 0.001)
+    assert verifier._nonces == {}
 
 
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
