@@ -11,6 +11,7 @@ own owner and times; the target itself not a symlink.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import stat
@@ -18,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from flhelpers import RefFlist
+from flhelpers import RefFlist, ref_encrypt
 
-from zos.flist import FlistError, unpack_flist
+from zos.flist import FlistError, StoreError, unpack_flist
 from zos.flist.blocks import encrypt_block
 from zos.flist.format import Entry, Flist, Kind
 from zos.flist.unpack import unpack
@@ -228,3 +229,74 @@ async def test_a_symlinks_own_owner_and_time_are_set_not_its_targets(
     st = os.lstat(tmp_path / "target" / "keep")
     assert (st.st_uid, st.st_gid, int(st.st_mtime)) == (4321, 4321, 1_234_567_890)
     assert snapshot(outside) == before
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def many_files(tmp_path: Path, files: int = 40, corrupt: int | None = None) -> Path:
+    """An flist of `files` small files in a few directories, with a hard link and a
+    symlink; with `corrupt`, that file's block in the store is damaged."""
+    fl = tmp_path / "many.fl"
+    rf = RefFlist(fl, tmp_path / "store")
+    dirs = [rf.dir(rf.root, f"d{i}") for i in range(4)]
+    inos = [rf.file(dirs[i % 4], f"f{i}", b"content %d\n" % i) for i in range(files)]
+    rf.symlink(dirs[0], "link", "f0")
+    hard = rf.file(dirs[1], "hard", b"content 0\n")  # zos's own table: a hard link to f0
+    rf.db.execute("CREATE TABLE zos_hardlink (ino INTEGER PRIMARY KEY, target INTEGER)")
+    rf.db.execute("INSERT INTO zos_hardlink VALUES (?, ?)", (hard, inos[0]))
+    rf.close()
+    if corrupt is not None:
+        _, _, cipher = ref_encrypt(b"content %d\n" % corrupt)
+        damaged = next(
+            p for p in (tmp_path / "store").rglob("*") if p.is_file() and p.read_bytes() == cipher
+        )
+        damaged.write_bytes(cipher[:-1] + bytes([cipher[-1] ^ 1]))
+    return fl
+
+
+async def test_unpack_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    """Every directory, file and link descriptor is closed, whether the unpack works
+    or is refused half way (a node unpacks flists for as long as it runs)."""
+    fl = many_files(tmp_path)
+    before = open_fds()
+    await unpack_flist(fl, tmp_path / "ok")
+    assert open_fds() == before
+    assert os.stat(tmp_path / "ok/d1/hard").st_ino == os.stat(tmp_path / "ok/d0/f0").st_ino
+    tree = Tree()
+    tree.add("symlink", "esc", target=str(tmp_path))
+    tree.add("file", "esc/x", parent=2, data=b"x")
+    with pytest.raises(OSError):
+        await unpack(tree.flist(), tmp_path / "refused", tree.fetch())
+    tree = Tree()
+    tree.add("fifo", "x")
+    tree.add("file", "x", parent=999)
+    with pytest.raises(FlistError):
+        await unpack(tree.flist(), tmp_path / "changed", tree.fetch())
+    assert open_fds() == before
+
+
+async def test_a_failed_unpack_leaves_no_work_running(tmp_path: Path) -> None:
+    """One damaged block among forty files: the error is the block's, and when unpack
+    returns no write for the other files is still going on (nothing writes into a
+    tree that is being removed)."""
+    (tmp_path / "src").mkdir()
+    fl = many_files(tmp_path / "src", corrupt=17)
+    before = asyncio.all_tasks()
+    with pytest.raises(StoreError, match="content hash does not match its id"):
+        await unpack_flist(fl, tmp_path / "target")
+    assert asyncio.all_tasks() == before
+    assert not (tmp_path / "target").exists()
+
+
+async def test_the_target_may_be_new_with_new_parents_or_empty(tmp_path: Path) -> None:
+    tree = Tree()
+    tree.add("file", "f", data=b"x")
+    await unpack(tree.flist(), tmp_path / "a" / "b" / "c", tree.fetch())
+    (tmp_path / "empty").mkdir()
+    await unpack(tree.flist(), tmp_path / "empty", tree.fetch())
+    assert (tmp_path / "empty" / "f").read_bytes() == b"x"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FlistError, match="cannot create"):
+        await unpack(tree.flist(), tmp_path / "file" / "sub", tree.fetch())
