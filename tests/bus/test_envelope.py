@@ -160,6 +160,12 @@ def test_size_limits_to_the_byte() -> None:
     with pytest.raises(BusError) as e:
         Envelope.from_bytes(data)
     assert e.value.code == "too_large" and "payload" in e.value.message
+    # other faults of the payload, or a too long signature, are not "too large"
+    small = json.loads(make().to_bytes())
+    for field, value in (("payload", "!!not base64!!"), ("signature", "A" * 100)):
+        with pytest.raises(BusError) as e:
+            Envelope.from_bytes(json.dumps({**small, field: value}).encode())
+        assert e.value.code == "malformed" and field in e.value.message, e.value
     for size, code in ((MAX_ENVELOPE, "malformed"), (MAX_ENVELOPE + 1, "too_large")):
         with pytest.raises(BusError) as e:
             Envelope.from_bytes(b" " * size)
