@@ -51,6 +51,14 @@ def router() -> Router:
         await asyncio.sleep(2)
         return "late"
 
+    @r.command("odd")
+    async def odd(req: Request) -> object:
+        return {1, 2}  # not JSON
+
+    @r.command("huge")
+    async def huge(req: Request) -> object:
+        return "x" * (2 << 20)  # over what one envelope carries
+
     return r
 
 
@@ -89,7 +97,13 @@ async def test_request_response_sealed_and_unsealed_refused(
 
 async def test_structured_errors(pair: tuple[BusClient, BusClient]) -> None:
     alice, _ = pair
-    cases = {"refuse": "forbidden", "crash": "internal", "nope": "not_found"}
+    cases = {
+        "refuse": "forbidden",
+        "crash": "internal",
+        "odd": "internal",
+        "huge": "too_large",
+        "nope": "not_found",
+    }
     for command, code in cases.items():
         with pytest.raises(BusError) as e:
             await alice.request(2, command, {})
@@ -350,6 +364,10 @@ async def test_requests_past_the_concurrency_bound_are_answered_busy(enroll) -> 
         with pytest.raises(BusError) as e:
             await alice.request(2, "hold")
         assert e.value.code == "busy"
+        # even bytes that are no envelope get an answer (from Bob, for nobody)
+        reply = Envelope.from_bytes((await alice.nc.request(twin_subject(2), b"{", timeout=5)).data)
+        assert reply.source == 2 and reply.verify(BOB.public_key)
+        assert json.loads(reply.payload)["error"]["code"] == "busy"
         release.set()
         assert await asyncio.gather(*held) == ["done", "done"]
         assert await alice.request(2, "hold") == "done"
