@@ -274,6 +274,8 @@ async def test_unpack_leaves_no_descriptor_open(tmp_path: Path) -> None:
     tree.add("file", "x", parent=999)
     with pytest.raises(FlistError):
         await unpack(tree.flist(), tmp_path / "changed", tree.fetch())
+    with pytest.raises(FlistError, match="must be empty"):
+        await unpack(tree.flist(), tmp_path / "ok", tree.fetch())
     assert open_fds() == before
 
 

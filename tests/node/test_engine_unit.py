@@ -379,9 +379,12 @@ async def test_update_rules(setup: Setup) -> None:
     )
     setup.grid.contracts[cid] = info
     await setup.engine.update(setup.owner.id, dep.to_dict())
+    got = await setup.engine.get(setup.owner.id, cid)
+    assert got["workloads"][0]["result"]["state"] == "init"  # until the node has done it
     await setup.engine.wait_idle()
     got = await setup.engine.get(setup.owner.id, cid)
     assert got["version"] == 1 and got["workloads"][0]["data"]["size"] == 2 * MiB
+    assert got["workloads"][0]["result"]["state"] == "ok"
 
 
 async def test_only_the_owner_reads_changes_or_deletes(setup: Setup) -> None:
