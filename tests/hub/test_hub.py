@@ -449,23 +449,48 @@ async def test_an_flist_upload_is_bounded_and_unsigned_ones_are_not_read(
     assert flist_files(hub) == {}  # no part file left behind either
 
 
-async def test_nonces_are_forgotten_once_their_request_is_stale() -> None:
-    """The nonce memory is bounded: a nonce is dropped once a request carrying it would
-    be refused as stale anyway (and not a moment before)."""
+class Clock:
+    """The hub's clock, set by the test (only zos.hub.auth reads it)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+async def test_skew_and_nonce_memory_on_a_set_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a clock the test sets: a request exactly MAX_SKEW seconds off either way is
+    taken, one second more is stale; a nonce is kept until its request would be stale
+    and dropped by the next request after that (its memory is bounded)."""
+    from zos.hub import auth
+
+    clock = Clock(1_000_000.0)
+    monkeypatch.setattr(auth, "time", clock)
 
     async def lookup(twin_id: int) -> bytes | None:
         return OWNER.public_key
 
-    verifier = RequestVerifier(lookup, max_skew=60)
+    verifier = RequestVerifier(lookup)
     digest = body_digest(b"")
-    now = time.time()
-    old = sign_headers(OWNER, TWIN, "DELETE", "/flists/7/a.fl", b"", now=now - 30)
-    await verifier.verify("DELETE", "/flists/7/a.fl", old, digest)
-    until = int(old[HEADER_TIME]) + 60
-    verifier._forget_old(until)
-    assert old[HEADER_NONCE] in verifier._nonces
-    verifier._forget_old(until + 0.001)
-    assert verifier._nonces == {}
+
+    async def verify(signed_at: float) -> int:
+        path = f"/flists/7/{signed_at}.fl"
+        headers = sign_headers(OWNER, TWIN, "DELETE", path, b"", now=signed_at)
+        return await verifier.verify("DELETE", path, headers, digest)
+
+    now = clock.now
+    for offset in (-MAX_SKEW, MAX_SKEW):
+        assert await verify(now + offset) == TWIN
+    for offset in (-MAX_SKEW - 1, MAX_SKEW + 1):
+        with pytest.raises(AuthError, match="stale"):
+            await verify(now + offset)
+    assert len(verifier._nonces) == 2
+    await verify(now)  # the first (signed MAX_SKEW ago) is at the edge of staleness: kept
+    assert len(verifier._nonces) == 3
+    clock.now += 1
+    await verify(clock.now)
+    assert len(verifier._nonces) == 3  # the first went, the last came
 
 
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
