@@ -447,6 +447,20 @@ async def test_an_flist_upload_is_bounded_and_unsigned_ones_are_not_read(
         {"error": "an flist is at most 65536 bytes"},
     )
     assert flist_files(hub) == {}  # no part file left behind either
+    # the limit to the byte
+    exact = len(flist_bytes)
+    for limit, status in ((exact - 1, 413), (exact, 201)):
+        monkeypatch.setattr(server, "MAX_FLIST_BYTES", limit)
+        path = f"/flists/{TWIN}/at-{limit}.fl"
+        headers = sign_headers(OWNER, TWIN, "PUT", path, flist_bytes)
+        assert (await send(hub, "PUT", path, flist_bytes, headers))[0] == status
+    junk = b"SQLite format 3\x00" + os.urandom(5000)
+    path = f"/flists/{TWIN}/junk.fl"
+    status, answer = await send(
+        hub, "PUT", path, junk, sign_headers(OWNER, TWIN, "PUT", path, junk)
+    )
+    assert status == 400 and answer["error"].startswith("not a valid flist: "), answer
+    assert list(flist_files(hub)) == [f"{TWIN}/at-{exact}.fl"]
 
 
 class Clock:
