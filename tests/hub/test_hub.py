@@ -23,6 +23,7 @@ from zos.flist.cache import FlistCache
 from zos.grid.natsserver import NatsServer, free_port
 from zos.hub import Hub, sign_headers
 from zos.hub.auth import (
+    HEADER_HASH,
     HEADER_NONCE,
     HEADER_SIG,
     HEADER_TIME,
@@ -337,6 +338,7 @@ async def test_nonce_length_is_bounded(hub: Hub, length: int, status: int) -> No
         HEADER_TWIN: str(TWIN),
         HEADER_TIME: str(timestamp),
         HEADER_NONCE: nonce,
+        HEADER_HASH: body_digest(cipher),
         HEADER_SIG: OWNER.sign(message).hex(),
     }
     got, text = await put_block(hub, cipher, headers)
@@ -353,15 +355,14 @@ async def test_replayed_nonces_are_remembered_as_long_as_valid() -> None:
         return keys.get(twin_id)
 
     verifier = RequestVerifier(lookup, max_skew=60)
-    digest = body_digest(b"")
     headers = sign_headers(OWNER, TWIN, "DELETE", "/flists/7/a.fl", b"")
-    assert await verifier.verify("DELETE", "/flists/7/a.fl", headers, digest) == TWIN
+    assert await verifier.verify("DELETE", "/flists/7/a.fl", headers) == TWIN
     other = sign_headers(OWNER, TWIN, "DELETE", "/flists/7/b.fl", b"")
-    await verifier.verify("DELETE", "/flists/7/b.fl", other, digest)  # prunes, keeps both
+    await verifier.verify("DELETE", "/flists/7/b.fl", other)  # prunes, keeps both
     with pytest.raises(AuthError, match="replayed"):
-        await verifier.verify("DELETE", "/flists/7/a.fl", headers, digest)
+        await verifier.verify("DELETE", "/flists/7/a.fl", headers)
     with pytest.raises(AuthError) as e:
-        await verifier.verify("DELETE", "/flists/7/a.fl", {}, digest)
+        await verifier.verify("DELETE", "/flists/7/a.fl", {})
     assert e.value.status == 401
 
 
@@ -384,6 +385,9 @@ async def test_every_refusal_has_its_status_and_reason(hub: Hub) -> None:
         (changed(**{HEADER_TWIN: "seven"}), 400, "twin id and timestamp must be integers"),
         (changed(**{HEADER_TIME: "now"}), 400, "twin id and timestamp must be integers"),
         (changed(**{HEADER_SIG: "not hex"}), 400, "signature must be hex"),
+        (changed(**{HEADER_HASH: "ab"}), 400,
+         f"{HEADER_HASH} must be 64 lowercase hex (BLAKE2b-256)"),
+        (changed(**{HEADER_HASH: body_digest(b"other")}), 403, f"bad signature for twin {TWIN}"),
         (
             sign_headers(OWNER, UNREACHABLE_TWIN, "PUT", path, cipher),
             503,
@@ -391,7 +395,7 @@ async def test_every_refusal_has_its_status_and_reason(hub: Hub) -> None:
         ),
         (sign_headers(OWNER, 99, "PUT", path, cipher), 403, "twin 99 is not registered"),
         ({HEADER_TWIN: str(TWIN)}, 401, "unsigned request: missing header(s) "
-         "X-Zos-Timestamp, X-Zos-Nonce, X-Zos-Signature"),
+         "X-Zos-Timestamp, X-Zos-Nonce, X-Zos-Content-Hash, X-Zos-Signature"),
     ]  # fmt: skip
     for headers, status, reason in cases:
         assert await send(hub, "PUT", path, cipher, headers) == (status, {"error": reason})
@@ -402,15 +406,16 @@ async def test_every_refusal_has_its_status_and_reason(hub: Hub) -> None:
 
 
 async def chunked(data: bytes) -> AsyncIterator[bytes]:
-    """The body as a stream: sent chunked, with no Content-Length."""
+    """The body as a stream: sent chunked, with no Content-Length (refused: 411)."""
     for off in range(0, len(data), 65536):
         yield data[off : off + 65536]
 
 
 async def test_block_size_limit_to_the_byte(hub: Hub) -> None:
-    """A block of MAX_CIPHERTEXT bytes is taken; one byte more is refused, whether the
-    client says its length up front or streams it (chunked, no Content-Length)."""
+    """A block of MAX_CIPHERTEXT bytes is taken; one byte more is refused from its
+    Content-Length; a body streamed without one (chunked) is refused whatever its size."""
     too_big = (413, {"error": f"a block is at most {MAX_CIPHERTEXT} bytes"})
+    no_length = (411, {"error": "a write needs a Content-Length (no chunked bodies)"})
     for size, expected in ((MAX_CIPHERTEXT, 201), (MAX_CIPHERTEXT + 1, 413)):
         data = os.urandom(size)
         block_id = hashlib.blake2b(data, digest_size=32).hexdigest()
@@ -422,25 +427,27 @@ async def test_block_size_limit_to_the_byte(hub: Hub) -> None:
         if expected == 413:
             assert (status, answer) == too_big
 
-            headers = sign_headers(OWNER, TWIN, "PUT", path, data)
-            assert await send(hub, "PUT", path, chunked(data), headers) == too_big
+        headers = sign_headers(OWNER, TWIN, "PUT", path, data)
+        assert await send(hub, "PUT", path, chunked(data), headers) == no_length
     assert len([p for p in hub.blocks.rglob("*") if p.is_file()]) == 1
 
 
 async def test_an_flist_upload_is_bounded_and_unsigned_ones_are_not_read(
     hub: Hub, flist_bytes: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Who sends is checked before the body is read: an unsigned upload is refused
-    as unsigned, not read to its end; a signed one over the limit is cut off."""
+    """Who sends and how much are checked before the body is read: an unsigned or stale
+    upload is refused as such, a signed one declaring more than the limit is refused
+    from its Content-Length; nothing is left behind."""
     from zos.hub import server
 
     monkeypatch.setattr(server, "MAX_FLIST_BYTES", 64 * 1024)
+    path = f"/flists/{TWIN}/small.fl"
+    status, answer = await send(hub, "PUT", path, flist_bytes, {HEADER_TWIN: str(TWIN)})
+    assert status == 401 and answer["error"].startswith("unsigned request"), answer
+    stale = sign_headers(OWNER, TWIN, "PUT", path, flist_bytes, now=time.time() - 900)
+    assert (await send(hub, "PUT", path, flist_bytes, stale))[0] == 401
     big = flist_bytes + os.urandom(100 * 1024)
     path = f"/flists/{TWIN}/big.fl"
-    status, answer = await send(hub, "PUT", path, big, {HEADER_TWIN: str(TWIN)})
-    assert status == 401 and answer["error"].startswith("unsigned request"), answer
-    stale = sign_headers(OWNER, TWIN, "PUT", path, big, now=time.time() - 900)
-    assert (await send(hub, "PUT", path, big, stale))[0] == 401
     headers = sign_headers(OWNER, TWIN, "PUT", path, big)
     assert await send(hub, "PUT", path, big, headers) == (
         413,
@@ -486,12 +493,11 @@ async def test_skew_and_nonce_memory_on_a_set_clock(monkeypatch: pytest.MonkeyPa
         return OWNER.public_key
 
     verifier = RequestVerifier(lookup)
-    digest = body_digest(b"")
 
     async def verify(signed_at: float) -> int:
         path = f"/flists/7/{signed_at}.fl"
         headers = sign_headers(OWNER, TWIN, "DELETE", path, b"", now=signed_at)
-        return await verifier.verify("DELETE", path, headers, digest)
+        return await verifier.verify("DELETE", path, headers)
 
     now = clock.now
     for offset in (-MAX_SKEW, MAX_SKEW):
