@@ -98,7 +98,8 @@ async def test_bad_signature_and_hash_mismatch_change_nothing(farm, make_user, m
         cancelled.id, "invalid", f"contract_id {cancelled.id}: the contract is cancelled"
     )
     # ... or made for another node of the grid (registered, its agent not needed here).
-    elsewhere = await RegistryClient(farm.nats, Identity.generate()).connect()
+    elsewhere = RegistryClient(farm.nats, Identity.generate(), registry_key=farm.registry_key)
+    await elsewhere.connect()
     try:
         await elsewhere.register_twin()
         other_node = await elsewhere.register_node(
