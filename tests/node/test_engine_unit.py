@@ -479,16 +479,22 @@ async def test_update_cannot_change_a_workloads_type(setup: Setup) -> None:
     )
 
 
-async def test_one_update_sent_twice_at_once_is_applied_once(setup: Setup) -> None:
-    """The same version-1 update twice at once (a retry, a replay): both pass their
-    checks while the other waits on the registry; the second to write finds the
-    deployment at version 1 already."""
+async def deployed_then_grown(setup: Setup) -> Deployment:
+    """A 1 MiB deployment, deployed; returned as its version-1 update to 2 MiB (unsent)."""
     dep = setup.deployment(MiB)
     setup.contract(dep)
     await setup.engine.deploy(setup.owner.id, dep.to_dict())
     dep.version = dep.workloads[0].version = 1
     dep.workloads[0].data.size = 2 * MiB
     setup.rehash(dep)
+    return dep
+
+
+async def test_one_update_sent_twice_at_once_is_applied_once(setup: Setup) -> None:
+    """The same version-1 update twice at once (a retry, a replay): both pass their
+    checks while the other waits on the registry; the second to write finds the
+    deployment at version 1 already."""
+    dep = await deployed_then_grown(setup)
     results = await asyncio.gather(
         *(setup.engine.update(setup.owner.id, dep.to_dict()) for _ in range(2)),
         return_exceptions=True,
@@ -504,12 +510,7 @@ async def test_one_update_sent_twice_at_once_is_applied_once(setup: Setup) -> No
 async def test_a_deployment_deleted_while_an_update_is_checked_stays_deleted(
     setup: Setup,
 ) -> None:
-    dep = setup.deployment(MiB)
-    setup.contract(dep)
-    await setup.engine.deploy(setup.owner.id, dep.to_dict())
-    dep.version = dep.workloads[0].version = 1
-    dep.workloads[0].data.size = 2 * MiB
-    setup.rehash(dep)
+    dep = await deployed_then_grown(setup)
     update = asyncio.create_task(setup.engine.update(setup.owner.id, dep.to_dict()))
     await asyncio.sleep(0)  # the update is now waiting on the registry
     await setup.engine.delete(setup.owner.id, dep.contract_id)

@@ -55,6 +55,18 @@ class HeldBackoff(Backoff):
         return await asyncio.wait_for(self.waits.get(), 60)
 
 
+def crashing(
+    env: tuple[Runc, Path, Path], tmp_path: Path, stable: float
+) -> tuple[Runc, str, Path, HeldBackoff, Supervisor]:
+    """A bundle of a container that exits at once, and a supervisor with a held back-off."""
+    runc, logs, rootfs = env
+    cid = f"s-{uuid.uuid4().hex[:8]}"
+    bundle = tmp_path / "bundle"
+    write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", "exit 3"]))
+    backoff = HeldBackoff(base=0.1, cap=0.4, stable=stable)
+    return runc, cid, bundle, backoff, Supervisor(runc, logs, backoff)
+
+
 def test_backoff_grows_and_caps() -> None:
     b = Backoff(base=1, cap=8)
     assert [b.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
@@ -70,12 +82,7 @@ async def test_crash_restarts_only_after_its_backoff(
 ) -> None:
     """A container that keeps crashing: before each restart the supervisor waits, with
     a delay that doubles up to the cap, and while a wait is held it stays down."""
-    runc, logs, rootfs = env
-    cid = f"s-{uuid.uuid4().hex[:8]}"
-    bundle = tmp_path / "bundle"
-    write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", "exit 3"]))
-    backoff = HeldBackoff(base=0.1, cap=0.4, stable=30)
-    sup = Supervisor(runc, logs, backoff)
+    runc, cid, bundle, backoff, sup = crashing(env, tmp_path, stable=30)
     delays = []
     try:
         await sup.ensure(cid, bundle)
@@ -97,12 +104,7 @@ async def test_crash_restarts_only_after_its_backoff(
 async def test_a_run_longer_than_stable_resets_the_backoff(
     env: tuple[Runc, Path, Path], tmp_path: Path
 ) -> None:
-    runc, logs, rootfs = env
-    cid = f"s-{uuid.uuid4().hex[:8]}"
-    bundle = tmp_path / "bundle"
-    write_bundle(bundle, ContainerSpec(id=cid, rootfs=rootfs, args=["sh", "-c", "exit 3"]))
-    backoff = HeldBackoff(base=0.1, cap=0.4, stable=0)  # every run counts as stable
-    sup = Supervisor(runc, logs, backoff)
+    _, cid, bundle, backoff, sup = crashing(env, tmp_path, stable=0)  # every run is stable
     delays = []
     try:
         await sup.ensure(cid, bundle)
