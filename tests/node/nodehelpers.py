@@ -26,6 +26,12 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 
+# How long a wait for a state the node reaches on its own may last before the test fails:
+# only a guard against a hang (under pytest's own timeout), never a timing. 30 s guards
+# failed under load: an agent on two busy cores took longer than that to start.
+HANG_GUARD = 300.0
+
+
 @dataclass
 class Farm:
     nats: str
@@ -68,7 +74,7 @@ class NodeProcess:
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
-    async def wait_ready(self, user: User, timeout: float = 30.0) -> None:
+    async def wait_ready(self, user: User, timeout: float = HANG_GUARD) -> None:
         """Until the node is registered and answers `zos.system.version` on the bus."""
         deadline = time.monotonic() + timeout
         key_file = self.data_dir / "node-key.json"
@@ -153,7 +159,7 @@ class User:
         return await self.node(node).get(contract_id)
 
     async def wait_states(
-        self, node: NodeProcess, contract_id: int, want: dict[str, str], timeout: float = 30
+        self, node: NodeProcess, contract_id: int, want: dict[str, str], timeout: float = HANG_GUARD
     ) -> dict[str, Any]:
         """Poll `get` until each named workload has the wanted state."""
         deadline = time.monotonic() + timeout
@@ -167,7 +173,7 @@ class User:
             await asyncio.sleep(0.05)
 
 
-async def until(check: Callable[[], bool], what: str = "", timeout: float = 120) -> None:
+async def until(check: Callable[[], bool], what: str = "", timeout: float = HANG_GUARD) -> None:
     """Until `check()` holds: for a state the node reaches on its own, with no event to
     wait on (the bound only stops a test that would hang; it is not a timing)."""
     deadline = time.monotonic() + timeout

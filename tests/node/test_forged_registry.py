@@ -11,7 +11,7 @@ import json
 import time
 
 import pytest
-from nodehelpers import NodeProcess, victim_with_data
+from nodehelpers import HANG_GUARD, NodeProcess, victim_with_data
 
 from zos.bus import connect
 from zos.bus.subjects import REGISTRY_QUERY, node_events_subject
@@ -22,7 +22,7 @@ from zos.registry.signing import RegistrySigner
 pytestmark = [pytest.mark.nats, pytest.mark.root, pytest.mark.slow]
 
 
-async def wait_log(node: NodeProcess, text: str, timeout: float = 30) -> None:
+async def wait_log(node: NodeProcess, text: str, timeout: float = HANG_GUARD) -> None:
     deadline = time.monotonic() + timeout
     while text not in node.log():
         assert time.monotonic() < deadline, f"{text!r} not in the node's log:\n{node.log()}"

@@ -203,7 +203,7 @@ async def test_a_tenant_flist_cannot_make_the_node_fetch_from_itself(
             await user.deploy(node, dep)
             want = {"ok": "ok", "dir": "error", "self": "error", "garbageroute": "error"}
             want |= {"loopback": "error", "garbageurl": "error"}
-            got = await user.wait_states(node, dep.contract_id, want, timeout=90)
+            got = await user.wait_states(node, dep.contract_id, want)
             said = {wl["name"]: wl["result"]["message"] for wl in got["workloads"]}
             assert "dir:// stores (a path on the node) are not allowed" in said["dir"]
             assert f"{host_side} is an address of this node" in said["self"]
@@ -263,7 +263,7 @@ async def test_an_flist_larger_than_the_root_or_the_cache_is_refused_before_any_
             )
             await user.deploy(node, dep)
             got = await user.wait_states(
-                node, dep.contract_id, {"small": "error", "roomy": "error"}, timeout=90
+                node, dep.contract_id, {"small": "error", "roomy": "error"}
             )
             said = {wl["name"]: wl["result"]["message"] for wl in got["workloads"]}
             assert (

@@ -314,7 +314,7 @@ async def test_failed_restore_keeps_the_data(make_user, zdb_node) -> None:
     try:
         node.start()
         await node.wait_ready(user)
-        got = await user.wait_states(node, dep.contract_id, {"db": "error"}, timeout=120)
+        got = await user.wait_states(node, dep.contract_id, {"db": "error"})
         message = got["workloads"][0]["result"]["message"]
         assert "could not be brought back after a restart" in message, message
         assert (node.data_dir / "storage" / "zdb" / ns).is_dir()
@@ -327,6 +327,6 @@ async def test_failed_restore_keeps_the_data(make_user, zdb_node) -> None:
 
     node.start()
     await node.wait_ready(user)
-    await user.wait_states(node, dep.contract_id, {"db": "ok"}, timeout=60)
+    await user.wait_states(node, dep.contract_id, {"db": "ok"})
     async with _tenant(port, ns, "pw") as c:
         assert await c.command(b"GET", b"k") == b"precious"

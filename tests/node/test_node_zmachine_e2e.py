@@ -158,9 +158,7 @@ async def test_zmachine_through_the_agent(
         ]
     )
     await owner.deploy(node, dep)
-    got = await owner.wait_states(
-        node, dep.contract_id, {"net": "ok", "vol": "ok", "vm": "ok"}, timeout=60
-    )
+    got = await owner.wait_states(node, dep.contract_id, {"net": "ok", "vol": "ok", "vm": "ok"})
     vm = next(w for w in got["workloads"] if w["name"] == "vm")
     assert vm["result"]["data"]["ip"] == "10.76.1.2"
     wid = f"{owner.twin_id}-{dep.contract_id}-vm"
@@ -189,7 +187,7 @@ async def test_zmachine_through_the_agent(
     assert _runc_pid(node.data_dir, cid) == pid
     node.start()
     await node.wait_ready(owner)
-    await owner.wait_states(node, dep.contract_id, {"vm": "ok"}, timeout=30)
+    await owner.wait_states(node, dep.contract_id, {"vm": "ok"})
     assert _runc_pid(node.data_dir, cid) == pid
     await read_logs_until(owner, node, args, "alive here")
 
@@ -241,7 +239,7 @@ async def test_wipe_removes_what_the_node_made(
     )
     await owner.deploy(node, dep)
     await owner.wait_states(
-        node, dep.contract_id, {"net": "ok", "vol": "ok", "disk": "ok", "vm": "ok"}, timeout=60
+        node, dep.contract_id, {"net": "ok", "vol": "ok", "disk": "ok", "vm": "ok"}
     )
     assert node.stop() == 0
     assert runc_ids(node.data_dir)  # the agent stopped; its machine runs on
