@@ -20,20 +20,18 @@ import pytest
 from zos.flist import HubSigner, Router, StoreError, encrypt_block, pack, unpack_flist
 from zos.flist.blocks import MAX_CIPHERTEXT
 from zos.flist.cache import FlistCache
-from zos.grid.natsserver import NatsServer, free_port
-from zos.hub import Hub, sign_headers
-from zos.hub.auth import (
+from zos.flist.hubsign import (
     HEADER_HASH,
     HEADER_NONCE,
     HEADER_SIG,
     HEADER_TIME,
     HEADER_TWIN,
-    MAX_SKEW,
-    AuthError,
-    RequestVerifier,
     body_digest,
     signing_message,
 )
+from zos.grid.natsserver import NatsServer, free_port
+from zos.hub import Hub, sign_headers
+from zos.hub.auth import MAX_SKEW, AuthError, RequestVerifier
 from zos.hub.client import list_flists, publish_flist
 from zos.identity import Identity, load_key_file
 
