@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hangguard import HANG_GUARD
 from zos.bus import BusClient, BusError
 from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
 from zos.identity import Identity, load_key_file
@@ -24,12 +25,6 @@ from zos.registry import RegistryClient
 
 GiB = 1 << 30
 MiB = 1 << 20
-
-
-# How long a wait for a state the node reaches on its own may last before the test fails:
-# only a guard against a hang (under pytest's own timeout), never a timing. 30 s guards
-# failed under load: an agent on two busy cores took longer than that to start.
-HANG_GUARD = 300.0
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from hangguard import HANG_GUARD
 from zos.grid.natsserver import NatsServer
 from zos.identity import Identity
 from zos.registry import Capacity, Farm, Node, RegistryClient, RegistryService
@@ -23,7 +24,10 @@ async def make_client(
 
     async def make(register: bool = True, identity: Identity | None = None) -> RegistryClient:
         client = RegistryClient(
-            nats_server.url, identity or Identity.generate(), registry_key=registry.public_key
+            nats_server.url,
+            identity or Identity.generate(),
+            registry_key=registry.public_key,
+            timeout=HANG_GUARD,  # a burst of requests on a busy machine takes more than 10 s
         )
         await client.connect()
         clients.append(client)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hangguard import HANG_GUARD
 from zos.bus import BusError, connect
 from zos.grid.natsserver import start_cluster
 from zos.identity import Identity
@@ -140,7 +141,9 @@ async def test_service_copies_on_each_server_never_share_an_id(
         for s in servers:
             services.append(await RegistryService(s.url, registry_identity, replicas=3).start())
         for i in range(60):
-            c = RegistryClient(servers[i % 3].url, Identity.generate(), registry_key=key)
+            c = RegistryClient(
+                servers[i % 3].url, Identity.generate(), registry_key=key, timeout=HANG_GUARD
+            )
             clients.append(await c.connect())
         twins = await asyncio.gather(*(c.register_twin() for c in clients))
         assert len({t.id for t in twins}) == len(twins)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hangguard import HANG_GUARD
 from zos.bus import BusError
 from zos.identity import Identity
 from zos.registry import (
@@ -419,7 +420,7 @@ async def test_two_service_copies_never_race(
         assert len(winners) == 1 and all(e.code == "conflict" for e in losers)
         assert (await user.get_name_contract("contested")).id == winners[0].id
         # Each copy's mirror sees the other's writes (through its watch).
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG_GUARD
         for service in (registry, other):
             while winners[0].id not in {c.id for c in service.contracts.values()}:
                 assert time.monotonic() < deadline, "a mirror missed a write"
