@@ -1,18 +1,27 @@
-"""`zos registry serve`, `zos twin`, `zos farm` as a user runs them, against a real NATS."""
+"""`zos registry serve`, `zos twin`, `zos farm` as a user runs them, against a real NATS.
+
+The registry and a few commands run in their own process (the entry point, its exit status
+and stderr); the other commands go through the same `main()` in this process, since each
+new interpreter costs seconds of imports on a busy machine and checks nothing more.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from zos.cli import main
 from zos.grid.natsserver import NatsServer, authorization_config
 from zos.identity import Identity, new_mnemonic, write_key_file
 from zos.registry import Capacity, RegistryClient
@@ -23,25 +32,55 @@ READER = new_mnemonic()  # a key for commands that only read
 
 
 def zos(
-    *args: str, mnemonic: str | None = READER, check: bool = True, registry_key: str = ""
+    *args: str,
+    mnemonic: str | None = READER,
+    check: bool = True,
+    registry_key: str = "",
+    own_process: bool = False,
 ) -> subprocess.CompletedProcess:
+    """`zos ARGS` with only the environment given here (no ZOS_* of the caller's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZOS_")}
     env["ZOS_KEY_FILE"] = "/nonexistent/key.json"
     env["ZOS_GRID_DIR"] = "/nonexistent/grid"
     env["ZOS_REGISTRY_KEY"] = registry_key or REGISTRY_KEY[0]
     if mnemonic:
         env["ZOS_MNEMONIC"] = mnemonic
-    proc = subprocess.run(
-        [sys.executable, "-m", "zos.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    if own_process:
+        proc = subprocess.run(
+            [sys.executable, "-m", "zos.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    else:
+        proc = _in_process(list(args), env)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def _in_process(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    out, err = io.StringIO(), io.StringIO()
+    with _environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 REGISTRY_KEY = [Identity.generate().public_hex]  # set by the test that runs the registry
@@ -54,7 +93,9 @@ def test_registry_and_farm_commands(
     key_file = tmp_path / "registry-key.json"
     write_key_file(key_file, registry_identity)
     REGISTRY_KEY[0] = registry_identity.public_hex
-    config = zos("registry", "nats-config", "--key-file", str(key_file), mnemonic=None).stdout
+    config = zos(
+        "registry", "nats-config", "--key-file", str(key_file), mnemonic=None, own_process=True
+    ).stdout
     assert config == authorization_config(registry_identity.public_key) + "\n"
     serve = subprocess.Popen(
         [sys.executable, "-m", "zos.cli", "registry", "serve", "--nats", url],
@@ -67,7 +108,9 @@ def test_registry_and_farm_commands(
         farmer, other = new_mnemonic(), new_mnemonic()
         deadline = time.monotonic() + 30
         while (
-            first := zos("twin", "register", "--nats", url, mnemonic=farmer, check=False)
+            first := zos(
+                "twin", "register", "--nats", url, mnemonic=farmer, check=False, own_process=True
+            )
         ).returncode:
             assert serve.poll() is None, (tmp_path / "serve.log").read_text()
             assert time.monotonic() < deadline, "registry did not start"
@@ -79,7 +122,9 @@ def test_registry_and_farm_commands(
         other_twin = int(zos("twin", "register", "--nats", url, mnemonic=other).stdout)
         # Answers signed by another key than the one given are refused.
         impostor = Identity.generate().public_hex
-        wrong = zos("twin", "show", "1", "--nats", url, registry_key=impostor, check=False)
+        wrong = zos(
+            "twin", "show", "1", "--nats", url, registry_key=impostor, check=False, own_process=True
+        )
         assert wrong.returncode == 1 and "bad_signature" in wrong.stderr
 
         farm_id = zos("farm", "create", "my-farm", "--nats", url, mnemonic=farmer).stdout.strip()
@@ -127,7 +172,7 @@ def test_registry_and_farm_commands(
         assert json.loads(rotated.stdout)["id"] == other_twin
         shown = zos("twin", "show", "--key-file", str(new_key), *args, mnemonic=None)
         assert json.loads(shown.stdout)["id"] == other_twin
-        keyless = zos("farm", "list", "--nats", url, mnemonic=None, check=False)
+        keyless = zos("farm", "list", "--nats", url, mnemonic=None, check=False, own_process=True)
         assert keyless.returncode == 1 and "no key" in keyless.stderr
     finally:
         serve.send_signal(signal.SIGTERM)
@@ -148,7 +193,7 @@ async def _join(url: str, registry: Identity, token: str) -> int:
 
 
 def test_unreachable_nats_is_one_line() -> None:
-    proc = zos("farm", "list", "--nats", "nats://127.0.0.1:1", check=False)
+    proc = zos("farm", "list", "--nats", "nats://127.0.0.1:1", check=False, own_process=True)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: unavailable: cannot reach NATS")
     assert "Traceback" not in proc.stderr
