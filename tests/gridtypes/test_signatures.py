@@ -29,6 +29,14 @@ def deployment(requests: list[tuple[int, bool, int]], weight_required: int) -> D
     )
 
 
+def signed(requests: list[tuple[int, bool, int]], weight_required: int, *twins: int) -> Deployment:
+    """`deployment(...)` signed by each of `twins` (1 or 2) with its own key."""
+    d = deployment(requests, weight_required)
+    for twin in twins:
+        d.sign(twin, {1: OWNER, 2: FRIEND}[twin])
+    return d
+
+
 def refused(d: Deployment, message: str, keys: dict[int, bytes] = KEYS) -> None:
     with pytest.raises(GridTypeError) as e:
         verify_signatures(d, keys)
@@ -36,9 +44,7 @@ def refused(d: Deployment, message: str, keys: dict[int, bytes] = KEYS) -> None:
 
 
 def test_all_requested_signatures_verify() -> None:
-    d = deployment([(1, True, 1), (2, False, 2)], 3)
-    d.sign(1, OWNER)
-    d.sign(2, FRIEND)
+    d = signed([(1, True, 1), (2, False, 2)], 3, 1, 2)
     verify_signatures(d, KEYS)
     d.verify(KEYS)
 
@@ -46,35 +52,24 @@ def test_all_requested_signatures_verify() -> None:
 def test_owner_must_be_among_the_requests() -> None:
     """Only twin 2 is asked (and signs, with weight enough): the owner's consent is
     missing, so it is not valid, even without validation."""
-    d = deployment([(2, True, 1)], 1)
-    d.sign(2, FRIEND)
-    refused(d, "owner twin 1 must be among the signature requests")
+    refused(signed([(2, True, 1)], 1, 2), "owner twin 1 must be among the signature requests")
 
 
 def test_owner_signature_is_required_whatever_its_request_says() -> None:
-    d = deployment([(1, False, 1), (2, False, 1)], 1)
-    d.sign(2, FRIEND)
-    refused(d, "missing required signature of twin 1")
+    refused(signed([(1, False, 1), (2, False, 1)], 1, 2), "missing required signature of twin 1")
 
 
 def test_every_requested_signature_must_be_there() -> None:
-    d = deployment([(1, True, 1), (2, False, 1)], 1)
-    d.sign(1, OWNER)
-    refused(d, "missing signature of twin 2")
-    d = deployment([(1, True, 1), (2, True, 1)], 1)
-    d.sign(1, OWNER)
-    refused(d, "missing required signature of twin 2")
+    refused(signed([(1, True, 1), (2, False, 1)], 1, 1), "missing signature of twin 2")
+    refused(signed([(1, True, 1), (2, True, 1)], 1, 1), "missing required signature of twin 2")
 
 
 def test_weight_must_reach_what_is_required() -> None:
-    d = deployment([(1, True, 2), (2, False, 3)], 5)
-    d.sign(1, OWNER)
-    d.sign(2, FRIEND)
-    verify_signatures(d, KEYS)  # exactly enough
-    d = deployment([(1, True, 2), (2, False, 3)], 6)
-    d.sign(1, OWNER)
-    d.sign(2, FRIEND)
-    refused(d, "signature weight 5 does not reach the required 6")
+    verify_signatures(signed([(1, True, 2), (2, False, 3)], 5, 1, 2), KEYS)  # exactly enough
+    refused(
+        signed([(1, True, 2), (2, False, 3)], 6, 1, 2),
+        "signature weight 5 does not reach the required 6",
+    )
 
 
 def test_a_signature_by_another_key_is_refused() -> None:
@@ -85,10 +80,7 @@ def test_a_signature_by_another_key_is_refused() -> None:
 
 
 def test_signatures_of_twins_not_asked_add_nothing() -> None:
-    d = deployment([(1, True, 1)], 2)
-    d.sign(1, OWNER)
-    d.sign(2, FRIEND)
-    refused(d, "signature weight 1 does not reach the required 2")
+    refused(signed([(1, True, 1)], 2, 1, 2), "signature weight 1 does not reach the required 2")
 
 
 def test_the_keys_and_signatures_themselves() -> None:
