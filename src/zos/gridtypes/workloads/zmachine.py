@@ -83,11 +83,19 @@ class MachineMount(GoModel):
         return self.name + self.mountpoint
 
 
-class _MachineMixin:
-    """What zmachine and zmachine-light share (they differ only in their network).
+class _Machine(WorkloadData):
+    """What zmachine and zmachine-light share: they differ only in their network
+    (zmachine-light redeclares `network`, which keeps its place in the field order)."""
 
-    Methods only: the pydantic fields are declared on each model.
-    """
+    flist: str = ""
+    network: MachineNetwork = Field(default_factory=MachineNetwork)
+    size: Uint64 = 0
+    compute_capacity: MachineCapacity = Field(default_factory=MachineCapacity)
+    mounts: list[MachineMount] = Field(default_factory=list)
+    entrypoint: str = ""
+    env: dict[str, str] = Field(default_factory=dict)
+    corex: bool = False
+    gpu: Annotated[list[str], OmitEmpty()] = Field(default_factory=list)
 
     def min_root_size(self) -> int:
         """2 GiB once cpu × memory reaches 8 GiB-cores, otherwise 500 MiB (as zos)."""
@@ -114,7 +122,8 @@ class _MachineMixin:
         out.extend(self.gpu)
         return "".join(out)
 
-    def _check_common(self, ctx: ValidationContext, network: MachineNetwork | MachineNetworkLight):
+    def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
+        network: MachineNetwork | MachineNetworkLight = self.network
         if not self.flist:
             raise ctx.fail("flist", "must not be empty")
         if len(network.interfaces) != 1:
@@ -165,21 +174,11 @@ def _go_string_key(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
 
-class ZMachine(_MachineMixin, WorkloadData):
+class ZMachine(_Machine):
     type: ClassVar[str] = "zmachine"
 
-    flist: str = ""
-    network: MachineNetwork = Field(default_factory=MachineNetwork)
-    size: Uint64 = 0
-    compute_capacity: MachineCapacity = Field(default_factory=MachineCapacity)
-    mounts: list[MachineMount] = Field(default_factory=list)
-    entrypoint: str = ""
-    env: dict[str, str] = Field(default_factory=dict)
-    corex: bool = False
-    gpu: Annotated[list[str], OmitEmpty()] = Field(default_factory=list)
-
     def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
-        self._check_common(ctx, self.network)
+        super().validate(ctx)
         public_ip = self.network.public_ip
         if public_ip:
             target = ctx.get(public_ip)
@@ -199,21 +198,10 @@ class ZMachine(_MachineMixin, WorkloadData):
                 )
 
 
-class ZMachineLight(_MachineMixin, WorkloadData):
+class ZMachineLight(_Machine):
     type: ClassVar[str] = "zmachine-light"
 
-    flist: str = ""
-    network: MachineNetworkLight = Field(default_factory=MachineNetworkLight)
-    size: Uint64 = 0
-    compute_capacity: MachineCapacity = Field(default_factory=MachineCapacity)
-    mounts: list[MachineMount] = Field(default_factory=list)
-    entrypoint: str = ""
-    env: dict[str, str] = Field(default_factory=dict)
-    corex: bool = False
-    gpu: Annotated[list[str], OmitEmpty()] = Field(default_factory=list)
-
-    def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
-        self._check_common(ctx, self.network)
+    network: MachineNetworkLight = Field(default_factory=MachineNetworkLight)  # type: ignore[assignment]
 
 
 def ip_in_subnet(ip: str, subnet: str) -> bool:
