@@ -76,16 +76,8 @@ class Network(WorkloadData):
     mycelium: Annotated[Mycelium | None, OmitEmpty()] = None
 
     def challenge(self) -> str:
-        out = [
-            go_ipnet_challenge(self.ip_range),
-            go_ipnet_challenge(self.subnet),
-            self.wireguard_private_key,
-            str(self.wireguard_listen_port),
-        ]
-        out.extend(p.challenge() for p in self.peers)
-        if self.mycelium is not None:
-            out.append(self.mycelium.challenge())
-        return "".join(out)
+        mycelium = "" if self.mycelium is None else self.mycelium.challenge()
+        return _wireguard_challenge(self) + mycelium
 
     def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
         if not self.ip_range:
@@ -119,17 +111,21 @@ class NetworkLight(WorkloadData):
     peers: list[Peer] = Field(default_factory=list)
 
     def challenge(self) -> str:
-        out = [
-            go_ipnet_challenge(self.ip_range),
-            go_ipnet_challenge(self.subnet),
-            self.wireguard_private_key,
-            str(self.wireguard_listen_port),
-        ]
-        out.extend(p.challenge() for p in self.peers)
-        out.append(self.mycelium.challenge())
-        return "".join(out)
+        return _wireguard_challenge(self) + self.mycelium.challenge()
 
     def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
         if not self.subnet:
             raise ctx.fail("subnet", "must not be empty")
         self.mycelium.check(ctx, "mycelium")
+
+
+def _wireguard_challenge(net: Network | NetworkLight) -> str:
+    """The part both network types hash alike: ip_range, subnet, key, port, peers."""
+    out = [
+        go_ipnet_challenge(net.ip_range),
+        go_ipnet_challenge(net.subnet),
+        net.wireguard_private_key,
+        str(net.wireguard_listen_port),
+    ]
+    out.extend(p.challenge() for p in net.peers)
+    return "".join(out)
