@@ -17,30 +17,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from zos.cli import CliError
-from zos.cli._io import add_key_options, identity_from_args
+from zos.cli._io import identity_from_args
+from zos.cli._options import add_actions, add_grid_options
 
 T = TypeVar("T")
-
-
-def _grid_options(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
-    p.add_argument("--nats", help="NATS URL of the grid (or env ZOS_NATS; default: local grid)")
-    p.add_argument("--hub", help="hub URL (or env ZOS_HUB; default: the local grid's)")
-    p.add_argument(
-        "--registry-key",
-        help="the grid registry's public key, hex (or env ZOS_REGISTRY_KEY; default: the "
-        "local grid's)",
-    )
-    p.add_argument("--state-dir", type=Path, help="the local grid's state dir (zos grid up)")
-    add_key_options(p)
-    if json_flag:
-        p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     n = sub.add_parser(
         "nodes", help="list the grid's nodes (by farm, status, free capacity) and their gateways"
     )
-    _grid_options(n)
+    add_grid_options(n)
     n.add_argument("--farm", type=int, help="only nodes of this farm")
     n.add_argument("--status", choices=["up", "down"], help="only nodes up or down")
     n.add_argument("--free-memory", default="0", help="at least this much memory free, e.g. 1G")
@@ -52,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.set_defaults(handler=cmd_nodes)
 
     d = sub.add_parser("deploy", help="deploy a manifest (replaces a deployment of that name)")
-    _grid_options(d)
+    add_grid_options(d)
     d.add_argument("-f", "--file", required=True, type=Path, help="the manifest (YAML)")
     d.add_argument("--timeout", type=float, default=300, help="seconds to wait (default 300)")
     d.add_argument("--check", action="store_true", help="only check the manifest, send nothing")
@@ -67,25 +54,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(handler=cmd_deploy)
 
     ps = sub.add_parser("ps", help="your deployments and the state of their workloads")
-    _grid_options(ps)
+    add_grid_options(ps)
     ps.set_defaults(handler=cmd_ps)
 
     lg = sub.add_parser("logs", help="a machine's output")
-    _grid_options(lg, json_flag=False)
+    add_grid_options(lg, json_flag=False)
     lg.add_argument("name", help="deployment, deployment/machine, or a machine's name")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     lg.set_defaults(handler=cmd_logs)
 
     rm = sub.add_parser("rm", help="remove a deployment (and cancel its contract)")
-    _grid_options(rm)
+    add_grid_options(rm)
     rm.add_argument("name")
     rm.set_defaults(handler=cmd_rm)
 
-    img = sub.add_parser("image", help="container images as flists on the hub")
-    ims = img.add_subparsers(dest="image_command", metavar="ACTION")
-    ims.required = True
+    ims = add_actions(sub, "image", "container images as flists on the hub")
     push = ims.add_parser("push", help="pack a directory or image archive and publish it")
-    _grid_options(push)
+    add_grid_options(push)
     push.add_argument("path", type=Path, help="directory, tar, OCI layout or docker save")
     push.add_argument("--name", help="name on the hub (default: from the path)")
     push.set_defaults(handler=cmd_image_push)

@@ -7,13 +7,12 @@ import json
 
 from zos.cli import CliError
 from zos.cli._io import add_key_options, identity_from_args, parse_twin_keys, read_input
+from zos.cli._options import add_actions
 from zos.gridtypes import Deployment, GridTypeError, capacity, validate, verify_signatures
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    dep = sub.add_parser("deployment", help="hash, sign and verify deployments (zos JSON format)")
-    ds = dep.add_subparsers(dest="deployment_command", metavar="ACTION")
-    ds.required = True
+    ds = add_actions(sub, "deployment", "hash, sign and verify deployments (zos JSON format)")
 
     h = ds.add_parser("hash", help="print the deployment hash (lowercase hex MD5 of the challenge)")
     h.add_argument("file", metavar="FILE", help="deployment JSON, or - for stdin")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from zos.cli import CliError
 from zos.cli._io import identity_from_args, parse_listen
-from zos.cli.apps import _grid_options
+from zos.cli._options import add_actions, add_grid_options
 
 if TYPE_CHECKING:
     from zos.identity import Identity
@@ -29,9 +29,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    explorer = sub.add_parser("explorer", help="the web explorer of the grid")
-    es = explorer.add_subparsers(dest="explorer_command", metavar="ACTION")
-    es.required = True
+    es = add_actions(sub, "explorer", "the web explorer of the grid")
     s = es.add_parser(
         "serve",
         help="serve the explorer's pages (read-only)",
@@ -39,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on your own machine with your key: your deployments too.",
     )
     s.add_argument("--listen", default="127.0.0.1:8090", metavar="HOST:PORT", help="port 0: any")
-    _grid_options(s, json_flag=False)  # the grid, its registry key and the key, as `zos ps`
+    add_grid_options(s, json_flag=False)  # the grid, its registry key and the key, as `zos ps`
     s.add_argument(
         "--mine",
         action="store_true",

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 
 from zos.cli import CliError
-from zos.cli._io import add_key_options
+from zos.cli._options import add_actions, add_registry_client_options
 from zos.cli.registry import (
-    add_nats_option,
-    add_registry_key_option,
     parse_duration,
     print_result,
     with_registry,
@@ -18,9 +16,7 @@ from zos.registry.models import Farm, Node
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    farm = sub.add_parser("farm", help="create farms, hand out join tokens, list their nodes")
-    fs = farm.add_subparsers(dest="farm_command", metavar="ACTION")
-    fs.required = True
+    fs = add_actions(sub, "farm", "create farms, hand out join tokens, list their nodes")
 
     create = fs.add_parser("create", help="create a farm owned by this key's twin")
     create.add_argument("name")
@@ -52,10 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     public.add_argument("--clear", action="store_true", help="remove the node's public config")
 
     for p in (create, token, lst, show, nodes, remove, public):
-        add_key_options(p)
-        add_nats_option(p)
-        add_registry_key_option(p)
-        p.add_argument("--json", action="store_true")
+        add_registry_client_options(p)
     create.set_defaults(handler=cmd_create)
     token.set_defaults(handler=cmd_token)
     lst.set_defaults(handler=cmd_list)

@@ -11,12 +11,11 @@ from pathlib import Path
 
 from zos.cli import CliError
 from zos.cli._io import add_key_options, identity_from_args
+from zos.cli._options import add_actions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    flist = sub.add_parser("flist", help="pack, inspect, unpack and publish flists (rfs .fl)")
-    fs = flist.add_subparsers(dest="flist_command", metavar="ACTION")
-    fs.required = True
+    fs = add_actions(sub, "flist", "pack, inspect, unpack and publish flists (rfs .fl)")
 
     p = fs.add_parser("pack", help="pack a directory, tar or container image into an .fl")
     p.add_argument("source", type=Path, help="directory, tar archive, OCI layout or docker save")

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 from zos.cli import CliError
+from zos.cli._options import add_actions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    grid = sub.add_parser("grid", help="a local grid: NATS, registry, hub, farm and nodes")
-    gs = grid.add_subparsers(dest="grid_command", metavar="ACTION")
-    gs.required = True
+    gs = add_actions(sub, "grid", "a local grid: NATS, registry, hub, farm and nodes")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument(

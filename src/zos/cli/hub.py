@@ -10,14 +10,13 @@ from pathlib import Path
 
 from zos.cli import CliError
 from zos.cli._io import parse_listen, parse_twin_keys
+from zos.cli._options import add_actions
 from zos.identity import Identity, KeyError_, load_key_file, public_key_from_hex, write_key_file
 from zos.primitives.signals import stop_on_signals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    hub = sub.add_parser("hub", help="the flist hub")
-    hs = hub.add_subparsers(dest="hub_command", metavar="ACTION")
-    hs.required = True
+    hs = add_actions(sub, "hub", "the flist hub")
     s = hs.add_parser("serve", help="serve blocks and flists; writes signed by registered twins")
     s.add_argument("--root", type=Path, required=True, help="where blocks and flists are kept")
     s.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")

@@ -9,15 +9,14 @@ from pathlib import Path
 
 from zos.cli import CliError
 from zos.cli._io import add_key_options, identity_from_args
+from zos.cli._options import add_actions
 from zos.identity import Identity, write_key_file
 
 DEFAULT_KEY_FILE = Path(os.environ.get("ZOS_KEY_FILE", Path.home() / ".config/zos/key.json"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    key = sub.add_parser("key", help="create and show keys")
-    ks = key.add_subparsers(dest="key_command", metavar="ACTION")
-    ks.required = True
+    ks = add_actions(sub, "key", "create and show keys")
 
     new = ks.add_parser("new", help="create a key: prints its mnemonic, writes a key file (0600)")
     new.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from zos.cli import CliError
 from zos.cli._io import add_key_options, identity_from_args
+from zos.cli._options import add_actions
 
 if TYPE_CHECKING:
     from zos.client.networks.service import Applied, NetworkNodes, NetworkService
@@ -35,9 +36,7 @@ def add_commands(
 ) -> None:
     """`zos network ...`, reaching the grid through `connect(args)`; `options` adds the
     flags `connect` reads (the grid's, the key's)."""
-    net = sub.add_parser("network", help="private networks across nodes, laptops' access")
-    ns = net.add_subparsers(dest="network_command", metavar="ACTION")
-    ns.required = True
+    ns = add_actions(sub, "network", "private networks across nodes, laptops' access")
 
     def action(name: str, help: str, handler: Callable[..., int]) -> argparse.ArgumentParser:
         p = ns.add_parser(name, help=help)

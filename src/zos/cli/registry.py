@@ -17,27 +17,12 @@ from zos.bus.connection import connect, default_nats_url
 from zos.bus.errors import BusError
 from zos.cli import CliError
 from zos.cli._io import identity_from_args
+from zos.cli._options import add_actions, add_nats_option
 from zos.identity import Identity, KeyError_, load_key_file, public_key_from_hex
 from zos.primitives.signals import stop_on_signals
 from zos.registry.client import RegistryClient
 
 T = TypeVar("T")
-
-
-def add_nats_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--nats",
-        default=None,
-        help="NATS URL(s), comma-separated (default: env ZOS_NATS or nats://127.0.0.1:4222)",
-    )
-
-
-def add_registry_key_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--registry-key",
-        help="the grid registry's public key, hex (default: env ZOS_REGISTRY_KEY, or the "
-        "local grid's)",
-    )
 
 
 def nats_url(args: argparse.Namespace) -> str:
@@ -109,9 +94,7 @@ def print_result(args: argparse.Namespace, value: Any, text: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    reg = sub.add_parser("registry", help="the grid registry service")
-    rs = reg.add_subparsers(dest="registry_command", metavar="ACTION")
-    rs.required = True
+    rs = add_actions(sub, "registry", "the grid registry service")
     serve = rs.add_parser(
         "serve",
         help="check signed transactions and answer queries (state in JetStream KV)",

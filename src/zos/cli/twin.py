@@ -6,17 +6,15 @@ import argparse
 from pathlib import Path
 
 from zos.cli import CliError
-from zos.cli._io import add_key_options
-from zos.cli.registry import add_nats_option, add_registry_key_option, print_result, with_registry
+from zos.cli._options import add_actions, add_registry_client_options
+from zos.cli.registry import print_result, with_registry
 from zos.identity import KeyError_, load_key_file
 from zos.registry.client import RegistryClient
 from zos.registry.models import Twin
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    twin = sub.add_parser("twin", help="register and look up twins")
-    ts = twin.add_subparsers(dest="twin_command", metavar="ACTION")
-    ts.required = True
+    ts = add_actions(sub, "twin", "register and look up twins")
 
     reg = ts.add_parser("register", help="register this key as a twin (prints its id)")
     show = ts.add_parser("show", help="a twin by id, or this key's twin")
@@ -28,10 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     rotate.add_argument("--new-key-file", type=Path, required=True, help="from `zos key new`")
     for p in (reg, show, rotate):
-        add_key_options(p)
-        add_nats_option(p)
-        add_registry_key_option(p)
-        p.add_argument("--json", action="store_true")
+        add_registry_client_options(p)
     reg.set_defaults(handler=cmd_register)
     show.set_defaults(handler=cmd_show)
     rotate.set_defaults(handler=cmd_rotate)

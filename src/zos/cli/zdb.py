@@ -11,13 +11,12 @@ from pathlib import Path
 
 from zos.cli import CliError
 from zos.cli._io import parse_listen
+from zos.cli._options import add_actions
 from zos.primitives.signals import stop_on_signals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    zdb = sub.add_parser("zdb", help="the 0-db compatible key-value server")
-    zs = zdb.add_subparsers(dest="zdb_command", metavar="ACTION")
-    zs.required = True
+    zs = add_actions(sub, "zdb", "the 0-db compatible key-value server")
     s = zs.add_parser("serve", help="serve namespaces over RESP (TCP and/or a unix socket)")
     s.add_argument("--data", type=Path, required=True, help="directory of the namespaces")
     s.add_argument(
