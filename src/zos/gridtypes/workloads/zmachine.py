@@ -44,13 +44,7 @@ class MachineNetwork(GoModel):
     interfaces: list[MachineInterface] = Field(default_factory=list)
 
     def challenge(self) -> str:
-        out = [self.public_ip, go_bool(self.planetary)]
-        for inf in self.interfaces:
-            out.append(inf.network)
-            out.append(go_ip_challenge(inf.ip))
-        if self.mycelium is not None:
-            out.append(self.mycelium.challenge())
-        return "".join(out)
+        return self.public_ip + go_bool(self.planetary) + _interfaces_challenge(self)
 
 
 class MachineNetworkLight(GoModel):
@@ -58,13 +52,15 @@ class MachineNetworkLight(GoModel):
     interfaces: list[MachineInterface] = Field(default_factory=list)
 
     def challenge(self) -> str:
-        out: list[str] = []
-        for inf in self.interfaces:
-            out.append(inf.network)
-            out.append(go_ip_challenge(inf.ip))
-        if self.mycelium is not None:
-            out.append(self.mycelium.challenge())
-        return "".join(out)
+        return _interfaces_challenge(self)
+
+
+def _interfaces_challenge(net: MachineNetwork | MachineNetworkLight) -> str:
+    """What both machine networks hash alike: each interface, then mycelium."""
+    out = [inf.network + go_ip_challenge(inf.ip) for inf in net.interfaces]
+    if net.mycelium is not None:
+        out.append(net.mycelium.challenge())
+    return "".join(out)
 
 
 class MachineCapacity(GoModel):
