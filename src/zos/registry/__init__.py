@@ -10,43 +10,16 @@ what on the bus.
 """
 
 from zos.registry.client import RegistryClient
-from zos.registry.models import (
-    DOWN_AFTER,
-    HEARTBEAT_PERIOD,
-    MISSED_HEARTBEATS,
-    Capacity,
-    ContractEvent,
-    Farm,
-    JoinToken,
-    KeyChange,
-    Location,
-    NameContract,
-    Node,
-    NodeContract,
-    PublicConfig,
-    Twin,
-)
+from zos.registry.models import *  # noqa: F403
+from zos.registry.models import __all__ as _model_names
 from zos.registry.service import RegistryService
 from zos.registry.signing import RegistryKey
 from zos.registry.tx import Transaction
 
 __all__ = [
-    "DOWN_AFTER",
-    "HEARTBEAT_PERIOD",
-    "MISSED_HEARTBEATS",
-    "Capacity",
-    "ContractEvent",
-    "Farm",
-    "JoinToken",
-    "KeyChange",
-    "Location",
-    "NameContract",
-    "Node",
-    "NodeContract",
-    "PublicConfig",
     "RegistryClient",
     "RegistryKey",
     "RegistryService",
     "Transaction",
-    "Twin",
+    *_model_names,
 ]

@@ -19,6 +19,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from zos.bus.errors import describe_error
 from zos.identity import Identity, verify_ed25519
 
+# What `zos.registry` re-exports (the rest is for the registry's own modules).
+__all__ = [
+    "DOWN_AFTER",
+    "HEARTBEAT_PERIOD",
+    "MISSED_HEARTBEATS",
+    "Capacity",
+    "ContractEvent",
+    "Farm",
+    "JoinToken",
+    "KeyChange",
+    "Location",
+    "NameContract",
+    "Node",
+    "NodeContract",
+    "PublicConfig",
+    "Twin",
+]
+
 HEARTBEAT_PERIOD = 10.0  # seconds between a node's heartbeats
 MISSED_HEARTBEATS = 3  # a node is down after this many heartbeats are missed
 DOWN_AFTER = HEARTBEAT_PERIOD * MISSED_HEARTBEATS
