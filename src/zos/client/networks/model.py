@@ -18,6 +18,19 @@ from zos.client.networks.addressing import tunnel_ip
 from zos.gridtypes.workload import Workload
 from zos.gridtypes.workloads.network import Network
 
+# What `zos.client.networks` re-exports.
+__all__ = [
+    "Access",
+    "AccessRequest",
+    "NetworkPlan",
+    "NetworkRequest",
+    "NodeInfo",
+    "NodeNetwork",
+    "Randomness",
+    "SeededRandomness",
+    "SystemRandomness",
+]
+
 # ---- in ------------------------------------------------------------------------------
 
 
