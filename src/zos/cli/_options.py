@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zos.cli._io import add_key_options
+
+if TYPE_CHECKING:
+    from zos.client import GridClient
+    from zos.identity import Identity
 
 
 def add_actions(
@@ -56,3 +61,16 @@ def add_grid_options(p: argparse.ArgumentParser, json_flag: bool = True) -> None
     add_key_options(p)
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON")
+
+
+async def connect_grid(args: argparse.Namespace, identity: Identity | None) -> GridClient:
+    """A `GridClient` on the grid that add_grid_options' options name."""
+    from zos.client import GridClient
+
+    return await GridClient.connect(
+        identity=identity,
+        nats=args.nats,
+        hub=args.hub,
+        state_dir=args.state_dir,
+        registry_key=args.registry_key,
+    )

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from zos.cli import CliError
 from zos.cli._io import identity_from_args
-from zos.cli._options import add_actions, add_grid_options
+from zos.cli._options import add_actions, add_grid_options, connect_grid
 
 T = TypeVar("T")
 
@@ -77,18 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
-    from zos.client import GridClient, GridClientError, ManifestError
+    from zos.client import GridClientError, ManifestError
 
     identity = identity_from_args(args, required=False)
 
     async def go() -> T:
-        client = await GridClient.connect(
-            identity=identity,
-            nats=args.nats,
-            hub=args.hub,
-            state_dir=args.state_dir,
-            registry_key=args.registry_key,
-        )
+        client = await connect_grid(args, identity)
         try:
             return await work(client)
         finally:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from zos.cli import CliError
 from zos.cli._io import identity_from_args, parse_listen
-from zos.cli._options import add_actions, add_grid_options
+from zos.cli._options import add_actions, add_grid_options, connect_grid
 
 if TYPE_CHECKING:
     from zos.identity import Identity
@@ -120,7 +120,7 @@ async def _shared_registry(args: argparse.Namespace, identity: Identity) -> Regi
 
 async def _serve(args: argparse.Namespace, identity: Identity, host: str, port: int) -> None:
     from zos.bus import BusError
-    from zos.client import GridClient, GridClientError
+    from zos.client import GridClientError
     from zos.client.config import ConfigError
     from zos.explorer import Explorer
     from zos.explorer.live import Live
@@ -131,13 +131,7 @@ async def _serve(args: argparse.Namespace, identity: Identity, host: str, port: 
     mine = None
     try:
         if args.mine:
-            grid = await GridClient.connect(
-                identity=identity,
-                nats=args.nats,
-                hub=args.hub,
-                state_dir=args.state_dir,
-                registry_key=args.registry_key,
-            )
+            grid = await connect_grid(args, identity)
             mine = MyDeployments(grid, max_age=args.every / 2)
             assert grid.registry is not None
             registry = grid.registry
