@@ -45,6 +45,15 @@ def _refuse(status: int, message: str) -> web.Response:
     return resp
 
 
+def _send_file(path: Path | None, bad_name: str, missing: str) -> web.StreamResponse:
+    """A stored file, 400 `bad_name` when the request names none, 404 `missing` when absent."""
+    if path is None:
+        return _error(400, bad_name)
+    if not path.is_file():
+        return _error(404, missing)
+    return web.FileResponse(path)
+
+
 def _declared_length(request: web.Request, limit: int, what: str) -> int:
     """The body's size, from Content-Length, checked before any of it is read."""
     length = request.content_length
@@ -118,12 +127,11 @@ class Hub:
         return web.json_response({"service": "zos hub", "block_path": "/<hex[0:2]>/<hex>"})
 
     async def _get_block(self, request: web.Request) -> web.StreamResponse:
-        path = self._block_path(request)
-        if path is None:
-            return _error(400, "block id must be 64 lowercase hex under its first 2")
-        if not path.is_file():
-            return _error(404, "no such block")
-        return web.FileResponse(path)
+        return _send_file(
+            self._block_path(request),
+            "block id must be 64 lowercase hex under its first 2",
+            "no such block",
+        )
 
     async def _put_block(self, request: web.Request) -> web.Response:
         path = self._block_path(request)
@@ -172,12 +180,11 @@ class Hub:
         return web.json_response({"twin": int(directory.name), "flists": items})
 
     async def _get_flist(self, request: web.Request) -> web.StreamResponse:
-        path = self._flist_path(request)
-        if path is None:
-            return _error(400, "flist names are [A-Za-z0-9._-] ending in .fl")
-        if not path.is_file():
-            return _error(404, "no such flist")
-        return web.FileResponse(path)
+        return _send_file(
+            self._flist_path(request),
+            "flist names are [A-Za-z0-9._-] ending in .fl",
+            "no such flist",
+        )
 
     async def _put_flist(self, request: web.Request) -> web.Response:
         path = self._flist_path(request)
