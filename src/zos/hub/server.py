@@ -109,6 +109,20 @@ class Hub:
         """The signing twin, from the headers alone (before the body is read)."""
         return await self.verifier.verify(request.method, request.rel_url.raw_path, request.headers)
 
+    async def _admit(
+        self, request: web.Request, path: Path | None, bad_name: str, limit: int, what: str
+    ) -> tuple[Path, int, int] | web.Response:
+        """A PUT before its body is read: (path, declared length, signing twin), or the
+        refusal (a bad name, then a missing or too large length, then a bad signature)."""
+        if path is None:
+            return _refuse(400, bad_name)
+        try:
+            length = _declared_length(request, limit, what)
+            twin = await self._authorize(request)
+        except AuthError as e:
+            return _refuse(e.status, str(e))
+        return path, length, twin
+
     def _block_path(self, request: web.Request) -> Path | None:
         block_id = request.match_info["id"]
         if not _HEX64.match(block_id) or block_id[:2] != request.match_info["prefix"]:
@@ -134,14 +148,16 @@ class Hub:
         )
 
     async def _put_block(self, request: web.Request) -> web.Response:
-        path = self._block_path(request)
-        if path is None:
-            return _refuse(400, "block id must be 64 lowercase hex under its first 2")
-        try:
-            length = _declared_length(request, MAX_CIPHERTEXT, "a block")
-            await self._authorize(request)
-        except AuthError as e:
-            return _refuse(e.status, str(e))
+        put = await self._admit(
+            request,
+            self._block_path(request),
+            "block id must be 64 lowercase hex under its first 2",
+            MAX_CIPHERTEXT,
+            "a block",
+        )
+        if isinstance(put, web.Response):
+            return put
+        path, length, _ = put
         if request.headers[HEADER_HASH] != path.name:
             return _refuse(400, "block id is not the BLAKE2b-256 hash of its bytes")
         body = await _read_limited(request, length)
@@ -187,14 +203,16 @@ class Hub:
         )
 
     async def _put_flist(self, request: web.Request) -> web.Response:
-        path = self._flist_path(request)
-        if path is None:
-            return _refuse(400, "flist names are [A-Za-z0-9._-] ending in .fl")
-        try:
-            length = _declared_length(request, MAX_FLIST_BYTES, "an flist")
-            twin = await self._authorize(request)
-        except AuthError as e:
-            return _refuse(e.status, str(e))
+        put = await self._admit(
+            request,
+            self._flist_path(request),
+            "flist names are [A-Za-z0-9._-] ending in .fl",
+            MAX_FLIST_BYTES,
+            "an flist",
+        )
+        if isinstance(put, web.Response):
+            return put
+        path, length, twin = put
         if twin != int(request.match_info["twin"]):
             return _refuse(403, f"twin {twin} cannot publish under another twin's name")
         path.parent.mkdir(parents=True, exist_ok=True)
