@@ -34,13 +34,14 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from ipaddress import IPv4Interface, IPv4Network, ip_address, ip_network
+from ipaddress import IPv4Interface, IPv4Network, ip_network
 from pathlib import Path
 from typing import Literal
 
 from nacl.bindings import crypto_scalarmult_base
 from pyroute2.netlink.exceptions import NetlinkError
 
+from zos.gridtypes.endpoint import split_ip_port
 from zos.primitives import links, netns
 from zos.primitives.command import CommandError
 from zos.primitives.hostproc import HostProcess, HostProcessError, start_time
@@ -132,14 +133,10 @@ def _key(value: object, field: str) -> str:
 def _endpoint(value: object, field: str) -> str:
     if value in ("", None):
         return ""
-    host, sep, port = str(value).rpartition(":")
-    bracketed = host.startswith("[") and host.endswith("]")
-    try:
-        ip = ip_address(host[1:-1] if bracketed else host)
-    except ValueError:
-        ip = None
-    if not sep or ip is None or (ip.version == 6) != bracketed or not port.isdigit():
+    parts = split_ip_port(str(value))
+    if parts is None:
         raise WireGuardError(f"{field}: {value!r} must be IP:PORT (an IPv6 address in brackets)")
+    ip, port, bracketed = parts
     if not 0 < int(port) < 65536:
         raise WireGuardError(f"{field}: port {port} is not a port (1-65535)")
     return f"[{ip}]:{int(port)}" if bracketed else f"{ip}:{int(port)}"

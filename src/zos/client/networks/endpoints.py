@@ -8,10 +8,11 @@ is *hidden* (it dials out to its access node and is never dialled).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
+from ipaddress import IPv4Address, IPv6Address, ip_interface
 from typing import Any
 
 from zos.client.networks.errors import NetworkPlanError
+from zos.gridtypes.endpoint import split_ip_port
 
 IPAddress = IPv4Address | IPv6Address
 PublicTest = Callable[[IPAddress], bool]
@@ -72,15 +73,10 @@ def endpoint_host(
 
 def split_endpoint(value: object, field: str) -> tuple[str, int]:
     """(`IPv4` or `[IPv6]`, port) of an endpoint `IP:PORT` / `[IPv6]:PORT`."""
-    text = str(value)
-    address, sep, port = text.rpartition(":")
-    bracketed = address.startswith("[") and address.endswith("]")
-    try:
-        ip = ip_address(address[1:-1] if bracketed else address)
-    except ValueError:
-        ip = None
-    if not sep or ip is None or (ip.version == 6) != bracketed or not port.isdigit():
+    parts = split_ip_port(str(value))
+    if parts is None:
         raise NetworkPlanError(field, f"{value!r} must be IP:PORT (an IPv6 address in brackets)")
+    ip, port, _ = parts
     if not 0 < int(port) < 65536:
         raise NetworkPlanError(field, f"{value!r}: {port} is not a port (1-65535)")
     return host(ip), int(port)
