@@ -31,6 +31,8 @@ from zos.hub.auth import AuthError, KeyLookup, RequestVerifier
 
 MAX_FLIST_BYTES = 256 * 1024 * 1024
 FLIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.fl$")
+BAD_FLIST_NAME = "flist names are [A-Za-z0-9._-] ending in .fl"
+BAD_BLOCK_ID = "block id must be 64 lowercase hex under its first 2"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -141,19 +143,11 @@ class Hub:
         return web.json_response({"service": "zos hub", "block_path": "/<hex[0:2]>/<hex>"})
 
     async def _get_block(self, request: web.Request) -> web.StreamResponse:
-        return _send_file(
-            self._block_path(request),
-            "block id must be 64 lowercase hex under its first 2",
-            "no such block",
-        )
+        return _send_file(self._block_path(request), BAD_BLOCK_ID, "no such block")
 
     async def _put_block(self, request: web.Request) -> web.Response:
         put = await self._admit(
-            request,
-            self._block_path(request),
-            "block id must be 64 lowercase hex under its first 2",
-            MAX_CIPHERTEXT,
-            "a block",
+            request, self._block_path(request), BAD_BLOCK_ID, MAX_CIPHERTEXT, "a block"
         )
         if isinstance(put, web.Response):
             return put
@@ -196,19 +190,11 @@ class Hub:
         return web.json_response({"twin": int(directory.name), "flists": items})
 
     async def _get_flist(self, request: web.Request) -> web.StreamResponse:
-        return _send_file(
-            self._flist_path(request),
-            "flist names are [A-Za-z0-9._-] ending in .fl",
-            "no such flist",
-        )
+        return _send_file(self._flist_path(request), BAD_FLIST_NAME, "no such flist")
 
     async def _put_flist(self, request: web.Request) -> web.Response:
         put = await self._admit(
-            request,
-            self._flist_path(request),
-            "flist names are [A-Za-z0-9._-] ending in .fl",
-            MAX_FLIST_BYTES,
-            "an flist",
+            request, self._flist_path(request), BAD_FLIST_NAME, MAX_FLIST_BYTES, "an flist"
         )
         if isinstance(put, web.Response):
             return put
@@ -249,7 +235,7 @@ class Hub:
     async def _delete_flist(self, request: web.Request) -> web.Response:
         path = self._flist_path(request)
         if path is None:
-            return _error(400, "flist names are [A-Za-z0-9._-] ending in .fl")
+            return _error(400, BAD_FLIST_NAME)
         try:
             twin = await self._authorize(request)
         except AuthError as e:
