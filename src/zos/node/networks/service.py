@@ -10,7 +10,8 @@ nftables walls around it (`zos.primitives.nat`). The network's WireGuard interfa
 (`w-<netid>`, `zos.primitives.wireguard`) is the next step of `ensure` and goes away
 in `teardown` (issue 14); `NetworkInfo.wireguard` already holds its key and peers.
 
-An attachment, per kind ("veth" now; a VM's "tap" is one more entry in `_KINDS`): its
+An attachment, per kind ("veth": a container's namespace; "tap": a VM's NIC, a tap on
+the network's bridge named and MAC'd as zos does, `zos.primitives.taps`): its
 address is checked (inside the subnet, not reserved, not another attachment's) and
 recorded under the network's lock before its links are made, so two workloads never
 get one address. A network is in use while a network workload names it or anything
@@ -35,7 +36,7 @@ from zos.node.networks.names import (
     veth_port,
 )
 from zos.node.networks.state import Attachment, NetworkInfo, NetworkState
-from zos.primitives import links, nat, netns
+from zos.primitives import links, nat, netns, taps
 from zos.primitives.command import CommandError
 
 _locks: dict[str, asyncio.Lock] = {}
@@ -60,7 +61,7 @@ class AddressError(WorkloadError):
 class _Kind:
     """How one kind of attachment is named, made and removed (in a thread: netlink)."""
 
-    port: Callable[[str, int], str]  # (workload id, index) -> the link on the bridge
+    port: Callable[[str, int, str], str]  # (workload id, index, network) -> link on the bridge
     namespace: Callable[[str, str, str], str]  # (prefix, workload id, network's ns) -> ns
     plumb: Callable[[Attachment, NetworkInfo], None]
     unplumb: Callable[[str, str, str], None]  # (port, namespace, network's namespace)
@@ -88,12 +89,28 @@ def _unplumb_veth(port: str, ns: str, net_ns: str) -> None:
     netns.delete(ns)
 
 
+def _plumb_tap(a: Attachment, info: NetworkInfo) -> None:
+    # The tap stays in the network's namespace; QEMU is started there to open it.
+    links.ensure_tap(a.port, info.bridge, info.namespace)
+
+
+def _unplumb_tap(port: str, _ns: str, net_ns: str) -> None:
+    if netns.exists(net_ns):  # else it went with the namespace
+        links.delete(port, net_ns)
+
+
 _KINDS: dict[str, _Kind] = {
     "veth": _Kind(
-        port=veth_port,
+        port=lambda wid, index, _network: veth_port(wid, index),
         namespace=lambda prefix, wid, _net_ns: machine_namespace(prefix, wid),
         plumb=_plumb_veth,
         unplumb=_unplumb_veth,
+    ),
+    "tap": _Kind(
+        port=lambda wid, _index, network: taps.for_interface(wid, network).name,
+        namespace=lambda _prefix, _wid, net_ns: net_ns,
+        plumb=_plumb_tap,
+        unplumb=_unplumb_tap,
     ),
 }
 
@@ -222,7 +239,7 @@ class Networks:
             kind=kind,
             netid=info.netid,
             network=info.name,
-            port=how.port(workload_id, index),
+            port=how.port(workload_id, index, info.name),
             namespace=how.namespace(self.prefix, workload_id, info.namespace),
             address=IPv4Interface(f"{addr}/{info.network.prefixlen}"),
             gateway=info.gateway,
@@ -268,5 +285,6 @@ class Networks:
         info = self.state.load(netid)
         net_ns = info.namespace if info else self.namespace(netid)
         ns = how.namespace(self.prefix, workload_id, net_ns)
-        await asyncio.to_thread(how.unplumb, how.port(workload_id, index), ns, net_ns)
+        port = how.port(workload_id, index, info.name if info else "")
+        await asyncio.to_thread(how.unplumb, port, ns, net_ns)
         self.state.drop(netid, workload_id)
