@@ -16,6 +16,8 @@ MYCELIUM_SEED_LEN = 6
 MIN_MEMORY = 250 * MiB
 RESERVED_NETWORKS = ("ygg", "pub", "mycelium")
 MOUNTABLE = ("zmount", "volume", "qsfs")
+# What runs a zmachine (this grid's extension; zos runs all as VMs): "" is "container".
+RUNTIMES = ("container", "vm")
 _NAME = re.compile(r"^[a-zA-Z0-9_]+$")
 
 
@@ -116,6 +118,8 @@ class _Machine(WorkloadData):
         out.append(self.entrypoint)
         out.extend(f"{k}={self.env[k]}" for k in sorted(self.env, key=_go_string_key))
         out.extend(self.gpu)
+        # Signed only when set: a deployment without it hashes as zos hashes it.
+        out.append(getattr(self, "runtime", ""))
         return "".join(out)
 
     def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
@@ -173,8 +177,12 @@ def _go_string_key(key: str) -> bytes:
 class ZMachine(_Machine):
     type: ClassVar[str] = "zmachine"
 
+    runtime: Annotated[str, OmitEmpty()] = ""  # "container" (the default) or "vm"
+
     def validate(self, ctx: ValidationContext) -> None:  # type: ignore[override]
         super().validate(ctx)
+        if self.runtime and self.runtime not in RUNTIMES:
+            raise ctx.fail("runtime", f"must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         public_ip = self.network.public_ip
         if public_ip:
             target = ctx.get(public_ip)
