@@ -17,6 +17,7 @@ from zos.node.runtimes.base import (
     Mount,
 )
 from zos.node.runtimes.runc import RuncRuntime
+from zos.node.runtimes.vm import VmRuntime
 from zos.node.services import NodeServices
 
 # What a machine runs under when nothing asks for another runtime.
@@ -24,6 +25,7 @@ DEFAULT_RUNTIME = RuncRuntime.name
 
 RUNTIMES: dict[str, Callable[[NodeServices], MachineRuntime]] = {
     RuncRuntime.name: RuncRuntime,
+    VmRuntime.name: VmRuntime,
 }
 
 
@@ -43,5 +45,6 @@ __all__ = [
     "MachineStats",
     "Mount",
     "RuncRuntime",
+    "VmRuntime",
     "register",
 ]

@@ -1,0 +1,207 @@
+"""The VM runtime: a zmachine as a QEMU virtual machine (it shares no kernel with the node).
+
+A container flist runs as a light VM (`zos.primitives.vminit`): Debian's kernel and the
+initramfs the node builds, the machine's root (the flist tree under its writable layer,
+as the manager mounts it) shared as virtio-9p, its volumes as more 9p shares mounted where
+the deployment says; hostname, env, entrypoint and the small /etc files go through
+fw_cfg. A flist that carries `/boot/vmlinuz` (and `/boot/initrd.img`) boots its own
+kernel with `init=` its entrypoint. 9p rather than a disk image built from the tree: the
+tree is shared by every machine of that flist, the writes land in the machine's layer as
+for a container, and nothing is copied before the boot.
+
+Each NIC is a tap attachment (`zos.node.networks`, kind "tap") on the network's bridge;
+QEMU runs in the network's namespace to open it, inside cgroup `zos/vm-<wid>` (its vCPUs'
+time, RAM plus QEMU's own needs). The accelerator is chosen once per host boot (KVM where
+a probe boots, TCG otherwise). The serial console is the machine's log (`<data>/logs/vms/
+<wid>`); `zos.primitives.qemu` restarts a QEMU that exits with the node's back-off and a
+later agent finds it again by pid, start time, argv and QMP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+from zos.node.networks import Attachment
+from zos.node.runtimes.base import MachinePlan, MachineRuntimeError, MachineStats
+from zos.node.services import NodeServices
+from zos.primitives import cgroups, initramfs, logd, qemu, taps, vminit
+from zos.primitives.cgroupctl import Cgroup
+from zos.primitives.cgroups import CgroupError
+from zos.primitives.hostproc import HostProcess, HostProcessError
+
+MiB = 1 << 20
+VM_DIR = "vm"  # in the machine's workdir: process record, QMP socket, settings
+OWN_KERNEL = "boot/vmlinuz"
+OWN_INITRD = "boot/initrd.img"
+START_TIMEOUT = 300.0  # QMP answers well before the guest boots; TCG under load is slow
+
+
+def cgroup_of(wid: str) -> Cgroup:
+    return Cgroup(f"vm-{wid}")
+
+
+def _nic(index: int, a: Attachment) -> tuple[qemu.Nic, vminit.Interface]:
+    tap = taps.for_interface(a.workload_id, a.network)
+    inside = vminit.Interface(f"eth{index}", tap.mac, a.address, a.gateway)
+    return qemu.Nic(tap.name, tap.mac), inside
+
+
+class VmRuntime:
+    name: ClassVar[str] = "vm"
+    interface_kind: ClassVar[str] = "tap"
+
+    def __init__(self, node: NodeServices) -> None:
+        self.node = node
+        self.cache = node.data_dir / "cache" / "vm"  # initramfs, accelerator choice
+        self.logs_root = node.data_dir / "logs" / "vms"
+        self.machines_root = node.data_dir / "zmachines"
+        self._vms: dict[str, qemu.Vm] = {}
+        self._accel: qemu.Accel | None = None
+
+    # ---- what the node brings --------------------------------------------------------
+
+    async def _kernel(self) -> tuple[initramfs.Kernel, Path]:
+        try:
+            kernel = await asyncio.to_thread(initramfs.default_kernel)
+            initrd = await asyncio.to_thread(vminit.ensure_initramfs, self.cache, kernel)
+        except initramfs.InitramfsError as exc:
+            raise MachineRuntimeError(f"no kernel for VMs on this node: {exc}") from None
+        return kernel, initrd
+
+    async def accelerator(self) -> qemu.Accel:
+        """KVM or TCG, as the node's probe boot decided it (once per host boot)."""
+        if self._accel is None:
+            kernel, initrd = await self._kernel()
+            probe = qemu.KernelBoot(kernel.image, initrd, vminit.probe_cmdline())
+            self._accel = await qemu.choose_accel(
+                self.cache / "accel.json", probe, vminit.PROBE_MARKER
+            )
+        return self._accel
+
+    # ---- one machine -----------------------------------------------------------------
+
+    def _directory(self, wid: str) -> Path:
+        return self.machines_root / wid / VM_DIR
+
+    async def _spec(self, plan: MachinePlan, directory: Path) -> qemu.VmSpec:
+        if any(i.kind != self.interface_kind for i in plan.interfaces):
+            raise MachineRuntimeError("a VM's interfaces are taps")
+        pairs = [_nic(i, a) for i, a in enumerate(plan.interfaces)]
+        nics, inside = [p[0] for p in pairs], [p[1] for p in pairs]
+        shares = [qemu.Share(plan.rootfs, vminit.ROOT_TAG)]
+        mounts = []
+        for i, m in enumerate(plan.mounts):
+            # A volume (or a zmount's file system, mounted by the manager) as a 9p share.
+            tag = f"vol{i}"
+            shares.append(qemu.Share(m.source, tag, m.readonly))
+            mounts.append(vminit.Mount("9p", tag, m.destination))
+        own_kernel = plan.rootfs / OWN_KERNEL
+        if own_kernel.is_file():
+            initrd = plan.rootfs / OWN_INITRD
+            cmdline = vminit.kernel_cmdline(inside, extra=[f"init={plan.args[0]}"])
+            boot = qemu.KernelBoot(own_kernel, initrd if initrd.is_file() else None, cmdline)
+        else:
+            kernel, initrd = await self._kernel()
+            boot = qemu.KernelBoot(kernel.image, initrd, vminit.kernel_cmdline(inside))
+        config = vminit.GuestConfig(
+            hostname=plan.hostname,
+            entrypoint=list(plan.args),
+            env=plan.env,
+            mounts=mounts,
+            files=plan.files,
+        )
+        try:
+            settings = config.render()
+        except vminit.GuestConfigError as exc:
+            raise MachineRuntimeError(str(exc)) from None
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "settings").write_text(settings)
+        return qemu.VmSpec(
+            name=f"zm-{plan.workload_id}"[:64],
+            vcpus=plan.cpu,
+            memory=max(64 * MiB, plan.memory // MiB * MiB),
+            boot=boot,
+            shares=shares,
+            nics=nics,
+            fw_cfg=[qemu.FwCfg(vminit.CONFIG_NAME, directory / "settings")],
+            netns=plan.interfaces[0].namespace if plan.interfaces else None,
+        )
+
+    async def ensure(self, plan: MachinePlan) -> None:
+        wid = plan.workload_id
+        directory = self._directory(wid)
+        accel = await self.accelerator()
+        try:
+            spec = await self._spec(plan, directory)
+            cgroup = cgroup_of(wid)
+            await asyncio.to_thread(
+                cgroup.create, qemu.memory_limit(spec, accel), float(spec.vcpus)
+            )
+            known = self._vms.get(wid)
+            if known is not None and known.spec != spec:
+                known.close()
+                known = None
+            vm = known or qemu.Vm(
+                spec, directory, accel, self.logs_root / wid, cgroup, self.node.backoff
+            )
+            self._vms[wid] = vm
+            await vm.ensure(timeout=START_TIMEOUT)
+        except (qemu.VmError, CgroupError, OSError) as exc:
+            raise MachineRuntimeError(str(exc)) from None
+
+    async def stop(self, workload_id: str) -> None:
+        directory = self._directory(workload_id)
+        vm = self._vms.pop(workload_id, None)
+        try:
+            if vm is not None:
+                await vm.stop(grace=10.0)
+            else:  # an earlier agent's: its record names the process
+                record = HostProcess(
+                    f"vm {workload_id}", [], directory / "process.json", directory / "qemu.log"
+                )
+                await record.stop()
+            cgroup = cgroup_of(workload_id)
+            if await asyncio.to_thread(cgroup.exists):
+                await asyncio.to_thread(cgroup.remove)
+        except (HostProcessError, CgroupError, OSError) as exc:
+            raise MachineRuntimeError(str(exc)) from None
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    async def list(self) -> list[str]:
+        if not self.machines_root.is_dir():
+            return []
+        return sorted(
+            d.name for d in self.machines_root.iterdir() if (d / VM_DIR / "process.json").exists()
+        )
+
+    def logs(self, workload_id: str) -> Path:
+        return self.logs_root / workload_id
+
+    def accel_of(self, workload_id: str) -> str | None:
+        vm = self._vms.get(workload_id)
+        return vm.accel.name if vm is not None else None
+
+    async def stats(self, workload_id: str) -> MachineStats | None:
+        vm = self._vms.get(workload_id)
+        if vm is None:
+            return None
+        running = vm.alive()
+        memory = cpu_ns = None
+        if running:
+            with contextlib.suppress(cgroups.CgroupError, OSError, ValueError):
+                use = await asyncio.to_thread(cgroups.usage, vm.pid)
+                memory, cpu_ns = use.memory, use.cpu_ns
+        return MachineStats(running, vm.pid or None, vm.restarts, memory, cpu_ns)
+
+    async def idle(self) -> None:
+        if self._vms:
+            return
+        await asyncio.to_thread(logd.stop_daemon, self.logs_root)
+
+    def close(self) -> None:
+        for vm in self._vms.values():
+            vm.close()
