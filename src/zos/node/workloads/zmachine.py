@@ -52,6 +52,7 @@ from zos.primitives.command import CommandError
 from zos.primitives.trees import remove_tree
 
 MiB = 1 << 20
+VM_RUNTIME = "vm"  # the runtime of `runtime: vm` (zos.node.runtimes.vm)
 DEFAULT_ROOT_SIZE = 500 * MiB
 # Where a user's volume may not be mounted (the container's own kernel file systems).
 FORBIDDEN_MOUNTPOINTS = ("/", "/proc", "/sys", "/dev", "/.zos")
@@ -112,9 +113,12 @@ class ZMachineManager(Manager):
         return self._runtimes[name]
 
     def runtime_for(self, ctx: WorkloadContext, before: MachineState | None) -> MachineRuntime:
-        """What runs this machine: the runtime it ran under, else the node's choice for
-        new machines (a choice by the workload itself goes here)."""
-        return self.runtime(before.runtime if before else self.node.machine_runtime)
+        """What runs this machine: the runtime it ran under, else the one it asks for
+        (`runtime: vm`), else the node's choice for new machines."""
+        if before is not None:
+            return self.runtime(before.runtime)
+        asked = getattr(ctx.workload.data, "runtime", "")
+        return self.runtime(VM_RUNTIME if asked == "vm" else self.node.machine_runtime)
 
     def _runtime_of(self, wid: str) -> MachineRuntime:
         state = self._load(wid)
@@ -302,7 +306,22 @@ class ZMachineManager(Manager):
             if isinstance(exc, WorkloadError):
                 raise
             raise WorkloadError(f"zmachine {ctx.workload.name}: {exc}") from None
-        return {"id": wid, "ip": str(ip), "planetary_ip": "", "mycelium_ip": "", "console_url": ""}
+        result = {
+            "id": wid,
+            "ip": str(ip),
+            "planetary_ip": "",
+            "mycelium_ip": "",
+            "console_url": "",
+        }
+        return result | self._runtime_result(runtime, wid)
+
+    @staticmethod
+    def _runtime_result(runtime: MachineRuntime, wid: str) -> dict[str, str]:
+        """What a runtime other than the default adds: its name, a VM its accelerator."""
+        if runtime.name == DEFAULT_RUNTIME:
+            return {}
+        accel = getattr(runtime, "accel_of", lambda _wid: None)(wid)
+        return {"runtime": runtime.name} | ({"accelerator": accel} if accel else {})
 
     async def _build(
         self,
