@@ -192,7 +192,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
     print(f"{'NAME':<20} {'NODE':>4} {'CONTRACT':>8} {'STATE':<10} MACHINES")
     for d in deps:
         machines = ", ".join(
-            f"{m.name} {m.ip}" + (f" {' '.join(m.urls)}" if m.urls else "") for m in d.machines
+            f"{m.name} {m.ip} {m.runtime}" + (f" {' '.join(m.urls)}" if m.urls else "")
+            for m in d.machines
         )
         print(f"{d.name:<20} {d.node_id:>4} {d.contract_id:>8} {d.state:<10} {machines}")
         for g in d.gateways:

@@ -98,6 +98,8 @@ def build_deployment(
                     "mounts": [{"name": x.disk, "mountpoint": x.mountpoint} for x in mach.mounts],
                     "entrypoint": mach.entrypoint,
                     "env": mach.env,
+                    # the default is left out: such a deployment is signed as zos signs it
+                    **({"runtime": mach.runtime} if mach.runtime != "container" else {}),
                 },
             }
         )

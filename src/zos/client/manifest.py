@@ -15,6 +15,7 @@
         env: {GREETING: hello}
         mounts: [{disk: data, mountpoint: /data}]
         ports: [8080]           # reachable from the host on a local grid
+        runtime: container      # or `vm`: its own kernel (a light VM), beside runc
 
 `load_manifest` refuses a mistake before anything is sent, with the file, the line and
 the rule: `app.yaml:12: machines[0].memory: ...`.
@@ -26,7 +27,7 @@ import ipaddress
 import posixpath
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -132,6 +133,7 @@ class MachineSpec(Model):
     mounts: list[MountSpec] = Field(default_factory=list)
     ports: list[int] = Field(default_factory=list)
     ip: str | None = None
+    runtime: Literal["container", "vm"] = "container"
 
     @model_validator(mode="after")
     def _checks(self) -> MachineSpec:

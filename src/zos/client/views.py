@@ -29,6 +29,7 @@ class MachineInfo(BaseModel):
     state: str = ""
     message: str = ""
     urls: list[str] = Field(default_factory=list)
+    runtime: str = "container"  # or "vm"
 
 
 class WorkloadInfo(BaseModel):
@@ -121,6 +122,7 @@ def read_deployment(raw: Any, node_id: int, forwards: list[Forward]) -> Deployme
                     state=state,
                     message=wl.result.message,
                     urls=urls,
+                    runtime=wl.data.runtime or "container",
                 )
             )
     return DeploymentInfo(
