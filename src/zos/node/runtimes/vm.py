@@ -15,12 +15,20 @@ time, RAM plus QEMU's own needs). The accelerator is chosen once per host boot (
 a probe boots, TCG otherwise). The serial console is the machine's log (`<data>/logs/vms/
 <wid>`); `zos.primitives.qemu` restarts a QEMU that exits with the node's back-off and a
 later agent finds it again by pid, start time, argv and QMP.
+
+A VM image flist (`/image.raw` in its tree) is written to the machine's first zmount disk
+(once per deployment of the machine; it must fit) and booted from it with firmware
+(q35, SeaBIOS); it configures itself from a cloud-init NoCloud disk, attached last and
+read-only, as zos makes it: hostname, each NIC by MAC with its address and gateway,
+root's `ssh_authorized_keys` from env `SSH_KEY`, and mounts (further zmounts as
+`/dev/vdX` disks in their order, volumes as 9p shares by tag).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import ClassVar
@@ -28,7 +36,17 @@ from typing import ClassVar
 from zos.node.networks import Attachment
 from zos.node.runtimes.base import MachinePlan, MachineRuntimeError, MachineStats
 from zos.node.services import NodeServices
-from zos.primitives import cgroups, initramfs, logd, qemu, taps, vminit
+from zos.primitives import (
+    blockdev,
+    cgroups,
+    cloudinit,
+    filesystem,
+    initramfs,
+    logd,
+    qemu,
+    taps,
+    vminit,
+)
 from zos.primitives.cgroupctl import Cgroup
 from zos.primitives.cgroups import CgroupError
 from zos.primitives.hostproc import HostProcess, HostProcessError
@@ -37,6 +55,7 @@ MiB = 1 << 20
 VM_DIR = "vm"  # in the machine's workdir: process record, QMP socket, settings
 OWN_KERNEL = "boot/vmlinuz"
 OWN_INITRD = "boot/initrd.img"
+IMAGE = "image.raw"  # a VM image flist's disk
 START_TIMEOUT = 300.0  # QMP answers well before the guest boots; TCG under load is slow
 
 
@@ -90,15 +109,22 @@ class VmRuntime:
     async def _spec(self, plan: MachinePlan, directory: Path) -> qemu.VmSpec:
         if any(i.kind != self.interface_kind for i in plan.interfaces):
             raise MachineRuntimeError("a VM's interfaces are taps")
+        if (plan.rootfs / IMAGE).is_file():
+            return await self._image_spec(plan, directory)
         pairs = [_nic(i, a) for i, a in enumerate(plan.interfaces)]
         nics, inside = [p[0] for p in pairs], [p[1] for p in pairs]
         shares = [qemu.Share(plan.rootfs, vminit.ROOT_TAG)]
-        mounts = []
+        disks, mounts = [], []
         for i, m in enumerate(plan.mounts):
-            # A volume (or a zmount's file system, mounted by the manager) as a 9p share.
             tag = f"vol{i}"
-            shares.append(qemu.Share(m.source, tag, m.readonly))
-            mounts.append(vminit.Mount("9p", tag, m.destination))
+            if m.image is not None:  # a zmount: its raw disk (ext4 made on first use)
+                if await blockdev.fs_type(m.image) is None:
+                    await filesystem.mkfs_ext4(m.image)
+                disks.append(qemu.Disk(m.image, tag))
+                mounts.append(vminit.Mount("blk", tag, m.destination))
+            else:  # a volume: the node's directory as a 9p share
+                shares.append(qemu.Share(m.source, tag, m.readonly))
+                mounts.append(vminit.Mount("9p", tag, m.destination))
         own_kernel = plan.rootfs / OWN_KERNEL
         if own_kernel.is_file():
             initrd = plan.rootfs / OWN_INITRD
@@ -125,9 +151,54 @@ class VmRuntime:
             vcpus=plan.cpu,
             memory=max(64 * MiB, plan.memory // MiB * MiB),
             boot=boot,
+            disks=disks,
             shares=shares,
             nics=nics,
             fw_cfg=[qemu.FwCfg(vminit.CONFIG_NAME, directory / "settings")],
+            netns=plan.interfaces[0].namespace if plan.interfaces else None,
+        )
+
+    async def _image_spec(self, plan: MachinePlan, directory: Path) -> qemu.VmSpec:
+        zmounts = [m for m in plan.mounts if m.image is not None]
+        if not zmounts:
+            raise MachineRuntimeError("a VM image flist needs a zmount to be written to")
+        directory.mkdir(parents=True, exist_ok=True)
+        written = directory / "image.written"
+        if not written.exists():  # not again under a running machine
+            await asyncio.to_thread(_write_image, plan.rootfs / IMAGE, zmounts[0].image)
+            written.touch()
+        disks = [qemu.Disk(m.image, f"disk{i}") for i, m in enumerate(zmounts) if m.image]
+        shares, seeds = [], []
+        for i, m in enumerate(zmounts[1:], start=1):
+            seeds.append(cloudinit.Mount(f"/dev/vd{chr(ord('a') + i)}", m.destination))
+        for i, m in enumerate(m for m in plan.mounts if m.image is None):
+            shares.append(qemu.Share(m.source, f"vol{i}", m.readonly))
+            seeds.append(cloudinit.Mount(f"vol{i}", m.destination, "9p"))
+        ethernets = []
+        for i, a in enumerate(plan.interfaces):
+            mac = taps.for_interface(a.workload_id, a.network).mac
+            ethernets.append(cloudinit.Ethernet(f"eth{i}", mac, [a.address], a.gateway))
+        seed = cloudinit.NoCloud(
+            instance_id=plan.workload_id,
+            hostname=plan.hostname,
+            ethernets=ethernets,
+            ssh_keys=cloudinit.ssh_keys_from_env(plan.env.get("SSH_KEY", "")),
+            mounts=seeds,
+        )
+        try:
+            cidata = await cloudinit.write_disk(seed, directory / "cidata.img")
+        except cloudinit.CloudInitError as exc:
+            raise MachineRuntimeError(str(exc)) from None
+        disks.append(qemu.Disk(cidata, "cidata", readonly=True))
+        nics = [_nic(i, a)[0] for i, a in enumerate(plan.interfaces)]
+        return qemu.VmSpec(
+            name=f"zm-{plan.workload_id}"[:64],
+            vcpus=plan.cpu,
+            memory=max(64 * MiB, plan.memory // MiB * MiB),
+            boot=qemu.FirmwareBoot(),
+            disks=disks,
+            shares=shares,
+            nics=nics,
             netns=plan.interfaces[0].namespace if plan.interfaces else None,
         )
 
@@ -205,3 +276,14 @@ class VmRuntime:
     def close(self) -> None:
         for vm in self._vms.values():
             vm.close()
+
+
+def _write_image(image: Path, disk: Path) -> None:
+    """Copy the flist's image onto the zmount's disk (which keeps its size)."""
+    size, room = image.stat().st_size, disk.stat().st_size
+    if size > room:
+        raise MachineRuntimeError(f"image.raw: {size} bytes do not fit the zmount of {room}")
+    with image.open("rb") as src, disk.open("r+b") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
