@@ -1,4 +1,4 @@
-"""`zmachine`: a machine on a twin's private network, run by a runtime (runc now).
+"""`zmachine`: a machine on a twin's private network, run by a runtime (runc or a VM).
 
 The manager makes the machine's plan and asks its runtime (`zos.node.runtimes`) to run
 it; which runtime is recorded in the machine's state.
@@ -53,6 +53,7 @@ from zos.primitives.trees import remove_tree
 
 MiB = 1 << 20
 VM_RUNTIME = "vm"  # the runtime of `runtime: vm` (zos.node.runtimes.vm)
+VM_IMAGE = "image.raw"  # an flist with it is a VM image: always run as a VM
 DEFAULT_ROOT_SIZE = 500 * MiB
 # Where a user's volume may not be mounted (the container's own kernel file systems).
 FORBIDDEN_MOUNTPOINTS = ("/", "/proc", "/sys", "/dev", "/.zos")
@@ -299,7 +300,7 @@ class ZMachineManager(Manager):
         before = self._load(wid)
         runtime = self.runtime_for(ctx, before)
         try:
-            await self._build(ctx, runtime, data, info, ip, mounts)
+            runtime = await self._build(ctx, runtime, data, info, ip, mounts)
         except (WorkloadError, CommandError, MachineRuntimeError, OSError, links.LinkError) as exc:
             if before is None:
                 await self._remove(wid, info.netid)
@@ -331,9 +332,12 @@ class ZMachineManager(Manager):
         info: NetworkInfo,
         ip: IPv4Address,
         mounts: list[Mount],
-    ) -> None:
+    ) -> MachineRuntime:
+        """Make the machine and run it; the runtime that runs it (a VM image: a VM)."""
         wid = ctx.workload_id
         tree, cached, tags = await self._rootfs_tree(str(data.flist), int(data.root_size()))
+        if (tree / VM_IMAGE).is_file():
+            runtime = self.runtime(VM_RUNTIME)
         if cached and wid not in self._held:
             self._held.add(wid)
         elif cached and self.node.flist_cache is not None:
@@ -350,7 +354,8 @@ class ZMachineManager(Manager):
         self._save(state)
         args, env, cwd = self._process(data, tags)
         rootfs = await self._mount_rootfs(wid, tree, int(data.root_size()))
-        await self._mount_disks(mounts)
+        if runtime.name != VM_RUNTIME:  # a VM's zmounts are its disks, never mounted here
+            await self._mount_disks(mounts)
         attachment = await self._attach(ctx, info, ip, runtime.interface_kind)
         plan = MachinePlan(
             workload_id=wid,
@@ -367,6 +372,7 @@ class ZMachineManager(Manager):
             interfaces=(attachment,),
         )
         await runtime.ensure(plan)
+        return runtime
 
     async def _attach(
         self, ctx: WorkloadContext, info: NetworkInfo, ip: IPv4Address, kind: str
