@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zos.primitives.trees import allocated_bytes, clear_directory, remove_tree
+from zos.primitives.trees import allocated_bytes, clear_directory, open_inside, remove_tree
 
 
 def test_a_tree_deeper_than_the_recursion_limit_is_removed(tmp_path: Path, deep_tree) -> None:
@@ -72,3 +72,22 @@ def test_allocated_bytes_of_a_deep_tree(tmp_path: Path, deep_tree) -> None:
     (tmp_path / "t" / "data").write_bytes(os.urandom(64 * 1024))
     assert allocated_bytes(tmp_path / "t") >= 64 * 1024
     assert allocated_bytes(tmp_path / "missing") == 0
+
+
+def test_open_inside_reads_only_the_trees_own_regular_files(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "boot").mkdir(parents=True)
+    (root / "boot" / "vmlinuz").write_bytes(b"kernel")
+    secret = tmp_path / "host-secret"
+    secret.write_text("host")
+    (root / "boot" / "initrd.img").symlink_to(secret)  # a name pointed at a host file
+    (root / "link").symlink_to(root / "boot")  # a directory reached through a symlink
+    (root / "fifo").mkdir()
+    fd = open_inside(root, "boot/vmlinuz")
+    with os.fdopen(fd, "rb") as f:
+        assert f.read() == b"kernel"
+    for bad in ("boot/initrd.img", "link/vmlinuz", "fifo", "../host-secret", "boot/../x"):
+        with pytest.raises(OSError):
+            os.close(open_inside(root, bad))
+    with pytest.raises(FileNotFoundError):
+        open_inside(root, "boot/missing")

@@ -144,3 +144,26 @@ def allocated_bytes(directory: str | Path) -> int:
                     else:
                         total += st.st_blocks * 512
     return total
+
+
+def open_inside(root: str | Path, relative: str) -> int:
+    """A read-only fd of the regular file `relative` under `root`, reached without
+    following any symlink (a tenant's tree may point a name at the host's files); an
+    OSError (ELOOP, ENOTDIR, ENOENT, EINVAL for a non-regular file) otherwise."""
+    parts = [p for p in relative.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise OSError(errno.EINVAL, f"invalid path {relative!r}")
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        out = os.open(parts[-1], flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(out).st_mode):
+        os.close(out)
+        raise OSError(errno.EINVAL, f"{relative} is not a regular file")
+    return out
