@@ -45,6 +45,7 @@ from zos.primitives import (
     logd,
     qemu,
     taps,
+    trees,
     vminit,
 )
 from zos.primitives.cgroupctl import Cgroup
@@ -67,6 +68,28 @@ def _nic(index: int, a: Attachment) -> tuple[qemu.Nic, vminit.Interface]:
     tap = taps.for_interface(a.workload_id, a.network)
     inside = vminit.Interface(f"eth{index}", tap.mac, a.address, a.gateway)
     return qemu.Nic(tap.name, tap.mac), inside
+
+
+def _vm_spec(
+    plan: MachinePlan,
+    boot: qemu.KernelBoot | qemu.FirmwareBoot,
+    disks: list[qemu.Disk],
+    shares: list[qemu.Share],
+    nics: list[qemu.Nic],
+    fw_cfg: list[qemu.FwCfg] | None = None,
+) -> qemu.VmSpec:
+    """The plan's machine: its vCPUs, RAM (whole MiB), devices, in its network's namespace."""
+    return qemu.VmSpec(
+        name=f"zm-{plan.workload_id}"[:64],
+        vcpus=plan.cpu,
+        memory=max(64 * MiB, plan.memory // MiB * MiB),
+        boot=boot,
+        disks=disks,
+        shares=shares,
+        nics=nics,
+        fw_cfg=fw_cfg or [],
+        netns=plan.interfaces[0].namespace if plan.interfaces else None,
+    )
 
 
 class VmRuntime:
@@ -109,7 +132,7 @@ class VmRuntime:
     async def _spec(self, plan: MachinePlan, directory: Path) -> qemu.VmSpec:
         if any(i.kind != self.interface_kind for i in plan.interfaces):
             raise MachineRuntimeError("a VM's interfaces are taps")
-        if (plan.rootfs / IMAGE).is_file():
+        if (plan.rootfs / IMAGE).exists() or (plan.rootfs / IMAGE).is_symlink():
             return await self._image_spec(plan, directory)
         pairs = [_nic(i, a) for i, a in enumerate(plan.interfaces)]
         nics, inside = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -125,11 +148,12 @@ class VmRuntime:
             else:  # a volume: the node's directory as a 9p share
                 shares.append(qemu.Share(m.source, tag, m.readonly))
                 mounts.append(vminit.Mount("9p", tag, m.destination))
-        own_kernel = plan.rootfs / OWN_KERNEL
-        if own_kernel.is_file():
-            initrd = plan.rootfs / OWN_INITRD
+        directory.mkdir(parents=True, exist_ok=True)
+        own_kernel = await asyncio.to_thread(_copy_out, plan.rootfs, OWN_KERNEL, directory)
+        if own_kernel is not None:
+            initrd = await asyncio.to_thread(_copy_out, plan.rootfs, OWN_INITRD, directory)
             cmdline = vminit.kernel_cmdline(inside, extra=[f"init={plan.args[0]}"])
-            boot = qemu.KernelBoot(own_kernel, initrd if initrd.is_file() else None, cmdline)
+            boot = qemu.KernelBoot(own_kernel, initrd, cmdline)
         else:
             kernel, initrd = await self._kernel()
             boot = qemu.KernelBoot(kernel.image, initrd, vminit.kernel_cmdline(inside))
@@ -146,17 +170,8 @@ class VmRuntime:
             raise MachineRuntimeError(str(exc)) from None
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "settings").write_text(settings)
-        return qemu.VmSpec(
-            name=f"zm-{plan.workload_id}"[:64],
-            vcpus=plan.cpu,
-            memory=max(64 * MiB, plan.memory // MiB * MiB),
-            boot=boot,
-            disks=disks,
-            shares=shares,
-            nics=nics,
-            fw_cfg=[qemu.FwCfg(vminit.CONFIG_NAME, directory / "settings")],
-            netns=plan.interfaces[0].namespace if plan.interfaces else None,
-        )
+        settings = [qemu.FwCfg(vminit.CONFIG_NAME, directory / "settings")]
+        return _vm_spec(plan, boot, disks, shares, nics, settings)
 
     async def _image_spec(self, plan: MachinePlan, directory: Path) -> qemu.VmSpec:
         zmounts = [m for m in plan.mounts if m.image is not None]
@@ -165,7 +180,7 @@ class VmRuntime:
         directory.mkdir(parents=True, exist_ok=True)
         written = directory / "image.written"
         if not written.exists():  # not again under a running machine
-            await asyncio.to_thread(_write_image, plan.rootfs / IMAGE, zmounts[0].image)
+            await asyncio.to_thread(_write_image, plan.rootfs, zmounts[0].image)
             written.touch()
         disks = [qemu.Disk(m.image, f"disk{i}") for i, m in enumerate(zmounts) if m.image]
         shares, seeds = [], []
@@ -191,16 +206,7 @@ class VmRuntime:
             raise MachineRuntimeError(str(exc)) from None
         disks.append(qemu.Disk(cidata, "cidata", readonly=True))
         nics = [_nic(i, a)[0] for i, a in enumerate(plan.interfaces)]
-        return qemu.VmSpec(
-            name=f"zm-{plan.workload_id}"[:64],
-            vcpus=plan.cpu,
-            memory=max(64 * MiB, plan.memory // MiB * MiB),
-            boot=qemu.FirmwareBoot(),
-            disks=disks,
-            shares=shares,
-            nics=nics,
-            netns=plan.interfaces[0].namespace if plan.interfaces else None,
-        )
+        return _vm_spec(plan, qemu.FirmwareBoot(), disks, shares, nics)
 
     async def ensure(self, plan: MachinePlan) -> None:
         wid = plan.workload_id
@@ -278,12 +284,40 @@ class VmRuntime:
             vm.close()
 
 
-def _write_image(image: Path, disk: Path) -> None:
+def _open_tenant_file(root: Path, relative: str) -> int | None:
+    """The machine's own file `relative` (None if it has none); never a symlink's target:
+    a tenant's tree could point the name at a host file, which QEMU would then read."""
+    try:
+        return trees.open_inside(root, relative)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise MachineRuntimeError(f"/{relative}: not a regular file of the flist ({exc})") from None
+
+
+def _copy_out(root: Path, relative: str, directory: Path) -> Path | None:
+    """A copy of the machine's file `relative` in the runtime's directory (what QEMU
+    reads, also on a restart after the guest changed its own tree)."""
+    fd = _open_tenant_file(root, relative)
+    if fd is None:
+        return None
+    target = directory / Path(relative).name
+    tmp = target.with_suffix(".tmp")
+    with os.fdopen(fd, "rb") as src, tmp.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.replace(tmp, target)
+    return target
+
+
+def _write_image(root: Path, disk: Path) -> None:
     """Copy the flist's image onto the zmount's disk (which keeps its size)."""
-    size, room = image.stat().st_size, disk.stat().st_size
-    if size > room:
-        raise MachineRuntimeError(f"image.raw: {size} bytes do not fit the zmount of {room}")
-    with image.open("rb") as src, disk.open("r+b") as dst:
+    fd = _open_tenant_file(root, IMAGE)
+    if fd is None:
+        raise MachineRuntimeError(f"/{IMAGE}: missing")
+    with os.fdopen(fd, "rb") as src, disk.open("r+b") as dst:
+        size, room = os.fstat(src.fileno()).st_size, os.fstat(dst.fileno()).st_size
+        if size > room:
+            raise MachineRuntimeError(f"{IMAGE}: {size} bytes do not fit the zmount of {room}")
         shutil.copyfileobj(src, dst, 1 << 20)
         dst.flush()
         os.fsync(dst.fileno())
