@@ -336,7 +336,8 @@ class ZMachineManager(Manager):
         """Make the machine and run it; the runtime that runs it (a VM image: a VM)."""
         wid = ctx.workload_id
         tree, cached, tags = await self._rootfs_tree(str(data.flist), int(data.root_size()))
-        if (tree / VM_IMAGE).is_file():
+        image = (tree / VM_IMAGE).is_file()
+        if image:
             runtime = self.runtime(VM_RUNTIME)
         if cached and wid not in self._held:
             self._held.add(wid)
@@ -352,7 +353,7 @@ class ZMachineManager(Manager):
             runtime=runtime.name,
         )
         self._save(state)
-        args, env, cwd = self._process(data, tags)
+        args, env, cwd = self._process(data, tags, needs_entrypoint=not image)
         rootfs = await self._mount_rootfs(wid, tree, int(data.root_size()))
         if runtime.name != VM_RUNTIME:  # a VM's zmounts are its disks, never mounted here
             await self._mount_disks(mounts)
@@ -384,7 +385,9 @@ class ZMachineManager(Manager):
                 ctx.twin_id, info.name, ctx.workload_id, str(ip), kind=kind
             )
 
-    def _process(self, data: Any, tags: dict[str, str]) -> tuple[list[str], dict[str, str], str]:
+    def _process(
+        self, data: Any, tags: dict[str, str], needs_entrypoint: bool = True
+    ) -> tuple[list[str], dict[str, str], str]:
         try:
             args = shlex.split(str(data.entrypoint or ""))
         except ValueError as exc:
@@ -392,7 +395,7 @@ class ZMachineManager(Manager):
         if not args:
             with contextlib.suppress(ValueError, TypeError):
                 args = json.loads(tags.get("entrypoint", "[]")) + json.loads(tags.get("cmd", "[]"))
-        if not args:
+        if not args and needs_entrypoint:  # a VM image boots its own init
             raise WorkloadError("entrypoint: empty, and the flist names no entrypoint of its own")
         env: dict[str, str] = {}
         with contextlib.suppress(ValueError, TypeError):
