@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -53,7 +54,7 @@ from zos.primitives.cgroups import CgroupError
 from zos.primitives.hostproc import HostProcess, HostProcessError
 
 MiB = 1 << 20
-VM_DIR = "vm"  # in the machine's workdir: process record, QMP socket, settings
+VM_DIR = "vm"  # in the machine's workdir: settings, kernel copies, cloud-init disk
 OWN_KERNEL = "boot/vmlinuz"
 OWN_INITRD = "boot/initrd.img"
 IMAGE = "image.raw"  # a VM image flist's disk
@@ -101,6 +102,10 @@ class VmRuntime:
         self.cache = node.data_dir / "cache" / "vm"  # initramfs, accelerator choice
         self.logs_root = node.data_dir / "logs" / "vms"
         self.machines_root = node.data_dir / "zmachines"
+        # QEMU's record, QMP socket and log: on /run (gone on reboot, as the VMs are) and
+        # short enough for a unix socket's path, one directory per node.
+        key = hashlib.sha256(str(node.data_dir.resolve()).encode()).hexdigest()[:12]
+        self.run_root = Path(f"/run/zos/vm-{key}")
         self._vms: dict[str, qemu.Vm] = {}
         self._accel: qemu.Accel | None = None
 
@@ -128,6 +133,9 @@ class VmRuntime:
 
     def _directory(self, wid: str) -> Path:
         return self.machines_root / wid / VM_DIR
+
+    def _run_dir(self, wid: str) -> Path:
+        return self.run_root / wid
 
     async def _spec(self, plan: MachinePlan, directory: Path) -> qemu.VmSpec:
         if any(i.kind != self.interface_kind for i in plan.interfaces):
@@ -223,7 +231,7 @@ class VmRuntime:
                 known.close()
                 known = None
             vm = known or qemu.Vm(
-                spec, directory, accel, self.logs_root / wid, cgroup, self.node.backoff
+                spec, self._run_dir(wid), accel, self.logs_root / wid, cgroup, self.node.backoff
             )
             self._vms[wid] = vm
             await vm.ensure(timeout=START_TIMEOUT)
@@ -231,14 +239,14 @@ class VmRuntime:
             raise MachineRuntimeError(str(exc)) from None
 
     async def stop(self, workload_id: str) -> None:
-        directory = self._directory(workload_id)
+        run_dir = self._run_dir(workload_id)
         vm = self._vms.pop(workload_id, None)
         try:
             if vm is not None:
                 await vm.stop(grace=10.0)
             else:  # an earlier agent's: its record names the process
                 record = HostProcess(
-                    f"vm {workload_id}", [], directory / "process.json", directory / "qemu.log"
+                    f"vm {workload_id}", [], run_dir / "process.json", run_dir / "qemu.log"
                 )
                 await record.stop()
             cgroup = cgroup_of(workload_id)
@@ -246,14 +254,13 @@ class VmRuntime:
                 await asyncio.to_thread(cgroup.remove)
         except (HostProcessError, CgroupError, OSError) as exc:
             raise MachineRuntimeError(str(exc)) from None
-        await asyncio.to_thread(shutil.rmtree, directory, True)
+        await asyncio.to_thread(shutil.rmtree, run_dir, True)
+        await asyncio.to_thread(shutil.rmtree, self._directory(workload_id), True)
 
     async def list(self) -> list[str]:
-        if not self.machines_root.is_dir():
+        if not self.run_root.is_dir():
             return []
-        return sorted(
-            d.name for d in self.machines_root.iterdir() if (d / VM_DIR / "process.json").exists()
-        )
+        return sorted(d.name for d in self.run_root.iterdir() if (d / "process.json").exists())
 
     def logs(self, workload_id: str) -> Path:
         return self.logs_root / workload_id
@@ -278,6 +285,8 @@ class VmRuntime:
         if self._vms:
             return
         await asyncio.to_thread(logd.stop_daemon, self.logs_root)
+        with contextlib.suppress(OSError):
+            self.run_root.rmdir()
 
     def close(self) -> None:
         for vm in self._vms.values():
