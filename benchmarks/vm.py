@@ -1,4 +1,4 @@
-"""VM benchmark (first part, the primitives): boot time beside a bare QEMU, idle memory.
+"""VM benchmark: boot time beside a bare QEMU, deploy-to-entrypoint through the node, idle memory.
 
 In one run, on the accelerator the primitives choose (printed; TCG where `/dev/kvm`
 cannot run a stock kernel):
@@ -14,7 +14,12 @@ cannot run a stock kernel):
   (RSS and page cache) and QEMU's RSS, and the drop in MemAvailable; beside the same
   number of idle runc containers of the same tree (`sleep`), measured the same way.
 
-The deploy-to-entrypoint figure through the node agent comes with the VM runtime.
+- deploy to entrypoint through the node: a zmachine with `runtime: vm` provisioned by
+  the node's managers (writable layer and overlay, tap on the network's bridge, cgroup,
+  QEMU under the VM runtime) N times, from `provision` until its entrypoint's marker is
+  in the machine's log, beside the bare boot above (the ratio is what zos adds: the
+  node's preparation, 9p root, network, the light init's work), and removal time.
+
 Run as root: `.venv/bin/python benchmarks/vm.py [--count 3] [--idle 3]`.
 """
 
@@ -30,8 +35,11 @@ import time
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
-from zmachine import busybox_rootfs, mem_available_kib, rss_kib  # beside this script
+from zmachine import busybox_rootfs, ctx, dep, mem_available_kib, rss_kib  # beside this script
 
+from zos.node.workloads.base import NodeServices
+from zos.node.workloads.network import NetworkManager
+from zos.node.workloads.zmachine import ZMachineManager
 from zos.primitives import cgroups, initramfs, links, logd, netns, qemu, taps, vminit
 from zos.primitives.cgroupctl import Cgroup
 from zos.primitives.runc import ContainerSpec, Runc, write_bundle
@@ -127,6 +135,42 @@ def light_vm(
     return qemu.Vm(spec, directory, accel, work / "logs" / name, cgroup), tap
 
 
+async def node_deploys(work: Path, rootfs: Path, count: int) -> tuple[list[float], list[float]]:
+    """Seconds from `provision` to the entrypoint's marker in the log, and to remove it."""
+    node = NodeServices(data_dir=work / "node", local_flists=(rootfs,))
+    net, zm = NetworkManager(node), ZMachineManager(node)
+    network = {
+        "ip_range": "10.233.0.0/16",
+        "subnet": "10.233.1.0/24",
+        "wireguard_private_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "wireguard_listen_port": 51820,
+    }
+    net_dep = dep(1, [{"version": 0, "name": "bench", "type": "network", "data": network}])
+    deploy, remove = [], []
+    await net.provision(ctx(node, net_dep, "bench"))
+    try:
+        for i in range(count):
+            data = {
+                "flist": str(rootfs),
+                "network": {"interfaces": [{"network": "bench", "ip": f"10.233.1.{10 + i}"}]},
+                "compute_capacity": {"cpu": 1, "memory": RAM},
+                "entrypoint": f"sh -c 'echo {READY.decode()}; exec sleep 1000000'",
+                "runtime": "vm",
+            }
+            d = dep(10 + i, [{"version": 0, "name": "m", "type": "zmachine", "data": data}])
+            start = time.perf_counter()
+            await zm.provision(ctx(node, d, "m"))
+            await until(zm.runtime("vm").logs(f"{d.twin_id}-{d.contract_id}-m"), READY)
+            deploy.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            await zm.deprovision(ctx(node, d, "m"))
+            remove.append(time.perf_counter() - start)
+    finally:
+        await zm.cleanup(set())
+        await net.cleanup(set())
+    return deploy, remove
+
+
 def memory_stat(pid: int) -> dict[str, int]:
     path = cgroups.controller_dir(pid, "memory") / "memory.stat"
     return {k: int(v) for k, v in (line.split() for line in path.read_text().splitlines())}
@@ -193,6 +237,11 @@ async def main() -> None:
         print(row("through zos.primitives.qemu.Vm", prim))
         ratio = statistics.median(prim) / statistics.median(bare)
         print(f"  ratio primitives / bare (p50): {ratio:.2f}")
+        deploy, remove = await node_deploys(work, rootfs, args.count)
+        print(row("deploy to entrypoint through the node (vm)", deploy))
+        print(row("removal through the node", remove))
+        ratio = statistics.median(deploy) / statistics.median(bare)
+        print(f"  ratio node deploy / bare boot (p50): {ratio:.2f}")
 
         before = mem_available_kib()
         light = []
