@@ -174,7 +174,7 @@ async def test_a_new_agent_finds_the_vm_running(booted: Booted) -> None:
     before = await machines(booted.node).stats(booted.wid)
     assert before is not None and before.pid
     pid, started = before.pid, start_time(before.pid)
-    machines(booted.node).close()  # the agent goes away; the VM stays
+    await machines(booted.node).close()  # the agent goes away; the VM stays
     assert start_time(pid) == started
     zm = machines(booted.node, fresh=True)
     await zm.provision(ctx(booted.node, booted.dep, "vm"))
