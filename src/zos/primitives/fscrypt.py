@@ -46,7 +46,7 @@ import ctypes
 import enum
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +209,38 @@ def add_key(path: Path, key: bytes) -> bytes:
         ctypes.memset(ctypes.addressof(arg), 0, ctypes.sizeof(arg))
 
 
+@dataclass(frozen=True)
+class KeyringKey:
+    """A key the kernel holds in a keyring (`zos.primitives.keyring`), named by its serial,
+    with the identifier it must have: this process never sees the key itself."""
+
+    serial: int
+    identifier: bytes
+
+
+def add_keyring_key(path: Path, key: KeyringKey) -> bytes:
+    """Add the keyring key `key.serial` to the keyring of the filesystem `path` is on.
+
+    The kernel copies it from the keyring; a key whose identifier is not
+    `key.identifier` is removed again and refused (WrongKey).
+    """
+    _check_identifier(key.identifier)
+    arg = _AddKeyArg(raw_size=0, key_id=key.serial)
+    arg.key_spec.type = _KEY_SPEC_TYPE_IDENTIFIER
+    with _open(path) as fd:
+        _ioctl(fd, _ADD_KEY, arg, path, "add key")
+    identifier = bytes(arg.key_spec.identifier[:IDENTIFIER_SIZE])
+    if identifier != key.identifier:
+        # Not the key its holder meant: it has no business on this filesystem.
+        with contextlib.suppress(FscryptError):
+            remove_key(path, identifier)
+        raise WrongKey(
+            f"{path}: keyring key {key.serial} has identifier {identifier.hex()}, "
+            f"not {key.identifier.hex()}"
+        )
+    return identifier
+
+
 def remove_key(path: Path, identifier: bytes, *, all_users: bool = True) -> Removal:
     """Remove the key `identifier` from the keyring of the filesystem `path` is on.
 
@@ -276,10 +308,18 @@ def encrypt_directory(directory: Path, key: bytes) -> bytes:
     A refused directory is refused before the key reaches the kernel; should the kernel
     still refuse the policy, the key is removed again if this call added it.
     """
-    identifier = key_identifier(key)
+    return _encrypt(directory, key_identifier(key), lambda: add_key(directory, key))
+
+
+def encrypt_directory_with(directory: Path, key: KeyringKey) -> bytes:
+    """`encrypt_directory` with a key the kernel holds in a keyring."""
+    return _encrypt(directory, key.identifier, lambda: add_keyring_key(directory, key))
+
+
+def _encrypt(directory: Path, identifier: bytes, add: Callable[[], bytes]) -> bytes:
     _check_encryptable(directory, identifier)
     had_key = key_status(directory, identifier) != KeyStatus.ABSENT
-    add_key(directory, key)
+    add()
     try:
         set_policy(directory, identifier)
     except BaseException:
@@ -296,7 +336,17 @@ def unlock(directory: Path, key: bytes) -> bytes:
     A key that is not the one the directory's policy names is refused before it reaches
     the kernel (WrongKey), so a wrong key changes nothing.
     """
-    identifier = key_identifier(key)
+    _check_policy_names(directory, key_identifier(key))
+    return add_key(directory, key)
+
+
+def unlock_with(directory: Path, key: KeyringKey) -> bytes:
+    """`unlock` with a key the kernel holds in a keyring."""
+    _check_policy_names(directory, key.identifier)
+    return add_keyring_key(directory, key)
+
+
+def _check_policy_names(directory: Path, identifier: bytes) -> None:
     policy = get_policy(directory)
     if policy is None:
         raise DirectoryRefused(f"{directory}: not encrypted")
@@ -305,7 +355,6 @@ def unlock(directory: Path, key: bytes) -> bytes:
             f"{directory}: the key's identifier {identifier.hex()} is not the policy's "
             f"({policy.identifier.hex()})"
         )
-    return add_key(directory, key)
 
 
 # -- plumbing -----------------------------------------------------------------------------
