@@ -275,3 +275,48 @@ async def test_io_uring_is_denied(tmp_path: Path, runc: Runc, rootfs: Path) -> N
     assert built.returncode == 0, built.stderr
     text = await output_of(runc, tmp_path, rootfs, ["/bin/uring"], until="IO_URING")
     assert text.strip() == "IO_URING-DENIED errno=1"  # EPERM, as Docker answers
+
+
+FSCRYPT_IOCTLS = r"""
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    unsigned long requests[] = {%s};
+    char arg[256];
+    int fd = open("/", O_RDONLY);
+    for (unsigned i = 0; i < sizeof requests / sizeof requests[0]; i++) {
+        for (int high = 0; high < 2; high++) {
+            memset(arg, 0, sizeof arg);
+            /* the kernel reads the request as 32 bits: bits above must not slip past */
+            long r = syscall(__NR_ioctl, fd, requests[i] | (high ? 0x100000000UL : 0), arg);
+            printf("%%lx%%s errno=%%d\n", requests[i], high ? "+high" : "", r < 0 ? errno : 0);
+        }
+    }
+    printf("FSCRYPT-DONE\n");
+    return 0;
+}
+"""
+
+
+async def test_fscrypt_key_ioctls_are_denied(tmp_path: Path, runc: Runc, rootfs: Path) -> None:
+    # The node's uid 0 holds the keys of encrypted volumes: a container's root would share
+    # its claim, and could remove the key of its own (or a teammate's) volume.
+    from zos.primitives import fscrypt
+
+    src = tmp_path / "fscrypt.c"
+    src.write_text(FSCRYPT_IOCTLS % ", ".join(f"{r:#x}UL" for r in fscrypt.KEY_IOCTLS))
+    built = subprocess.run(
+        ["gcc", "-static", "-O1", "-o", str(rootfs / "bin" / "fscrypt"), str(src)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    text = await output_of(runc, tmp_path, rootfs, ["/bin/fscrypt"], until="FSCRYPT-DONE")
+    lines = [line for line in text.splitlines() if "errno=" in line]
+    assert len(lines) == 2 * len(fscrypt.KEY_IOCTLS)
+    assert all(line.endswith("errno=1") for line in lines), text  # EPERM from seccomp

@@ -131,6 +131,8 @@ _ADD_KEY = _ioc(_R | _W, 23, _AddKeyArg.raw.offset)  # the header, without raw[]
 _REMOVE_KEY = _ioc(_R | _W, 24, ctypes.sizeof(_RemoveKeyArg))
 _REMOVE_KEY_ALL_USERS = _ioc(_R | _W, 25, ctypes.sizeof(_RemoveKeyArg))
 _GET_KEY_STATUS = _ioc(_R | _W, 26, ctypes.sizeof(_KeyStatusArg))
+# What only the node may do with keys (a container's seccomp profile refuses them).
+KEY_IOCTLS = (_ADD_KEY, _REMOVE_KEY, _REMOVE_KEY_ALL_USERS)
 
 
 class FscryptError(Exception):

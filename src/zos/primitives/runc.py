@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zos.primitives import fscrypt
+
 DEFAULT_ROOT = Path("/run/zos/runc")
 CPU_PERIOD = 100_000
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -142,6 +144,25 @@ def seccomp_profile() -> dict[str, Any]:
             # clone3's flags sit behind a pointer seccomp cannot read: say "no such call" and
             # libc falls back to clone, which is filtered above
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+            # The node's uid 0 holds the keys of encrypted volumes: a container's root must
+            # not remove them (locking its own data, or a teammate's), nor add any. The
+            # kernel reads ioctl's request as 32 bits: compare only those.
+            *(
+                {
+                    "names": ["ioctl"],
+                    "action": "SCMP_ACT_ERRNO",
+                    "errnoRet": 1,
+                    "args": [
+                        {
+                            "index": 1,
+                            "value": 0xFFFFFFFF,
+                            "valueTwo": request,
+                            "op": "SCMP_CMP_MASKED_EQ",
+                        }
+                    ],
+                }
+                for request in fscrypt.KEY_IOCTLS
+            ),
         ],
     }
 
