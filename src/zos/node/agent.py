@@ -26,9 +26,11 @@ from zos.bus.subjects import node_events_subject, twin_subject
 from zos.gridtypes import Capacity as GridCapacity
 from zos.identity import Identity, load_key_file, write_key_file
 from zos.node.api import node_router
+from zos.node.api_keys import keys_router
 from zos.node.capacity import Offer
 from zos.node.engine import Engine
 from zos.node.gatewayproxy import AcmeSettings, NodeProxy
+from zos.node.keystore import KeyStore
 from zos.node.registryview import SignedRegistry
 from zos.node.services import RegistryView
 from zos.node.store import Store
@@ -208,6 +210,7 @@ class Agent:
         resolver = await self.registry.key_resolver()
         grid = SignedRegistry(self.registry, resolver, self.node_id)
         self.services = node_services(self.settings, grid)
+        self.keys = self.services.keys = KeyStore(self.data_dir)
         self.engine = Engine(
             self.store,
             default_managers(self.services),
@@ -219,7 +222,11 @@ class Agent:
         await self.engine.start()
         self._tasks.append(asyncio.create_task(self._start_proxy(grid)))
         self.bus = BusClient(self.conn, self.identity, self.twin_id, resolver)
-        await self.bus.serve(node_router(self.engine))
+        router = node_router(self.engine)
+        router.include(
+            keys_router(self.engine, self.keys, grid, self.identity, self.twin_id, self.node_id)
+        )
+        await self.bus.serve(router)
         self._events: asyncio.Queue[ContractEvent | None] = asyncio.Queue()
         await self.registry.subscribe_contract_events(self.node_id, self._events.put)
         await self._check_permitted()
@@ -385,6 +392,7 @@ class Agent:
         await close_managers(self.engine.managers)
         self.services.close()
         self.store.close()
+        self.keys.close()
         await self.conn.close()
 
     async def run(self) -> None:

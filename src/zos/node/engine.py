@@ -13,6 +13,8 @@ first, in reverse install order, then the rest in install order; the order is ea
 manager's `rank` (a type without a manager comes last and fails). A failed `add` is
 removed again (nothing half-built stays); a failed `ensure` is not: it ran before,
 and its data (a volume, a zdb namespace) is kept until a later start restores it.
+A deployment whose data key the kernel lost (a reboot) is *locked*: its steps wait,
+untouched, until the key is given again (`resume`).
 """
 
 from __future__ import annotations
@@ -423,6 +425,14 @@ class Engine:
 
     # --- jobs -----------------------------------------------------------------------------
 
+    def _locked(self, contract_id: int) -> bool:
+        keys = self.services.keys
+        return keys is not None and keys.locked(contract_id)
+
+    def resume(self, contract_id: int) -> None:
+        """The deployment's key is back (it was locked): do what it has pending."""
+        self._schedule(contract_id)
+
     def _schedule(self, contract_id: int) -> None:
         job = asyncio.create_task(self._job(contract_id))
         self._jobs.add(job)
@@ -444,6 +454,8 @@ class Engine:
             if rec.state == DELETING:
                 await self._teardown(contract_id)
                 return
+            if self._locked(contract_id):
+                return  # its pending steps wait for the key (`resume`); nothing is removed
             found = self._next_step(_body(rec))
             if found is None:
                 return
@@ -597,3 +609,5 @@ class Engine:
         done = DeploymentBody(dep.to_dict())
         self.store.put(rec.twin_id, contract_id, done.to_json(), changed=changed, state=DELETED)
         self._used.pop(contract_id, None)
+        if self.services.keys is not None:
+            self.services.keys.forget(contract_id)

@@ -5,8 +5,8 @@ with just a data directory and the fields it needs. Nothing here does any work: 
 field is a service or a setting a manager reads.
 
 The registry is seen through `RegistryView` (every answer signed by the registry key
-the node pinned). The reverse proxy (gateways) and a key store (encryption at rest) have
-their place as small protocols; a node has no key store yet (None).
+the node pinned). The reverse proxy (gateways) and the key store (encryption at rest)
+are small protocols; None when the node has none (no key store in `wipe`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from zos.primitives.supervisor import Backoff
 if TYPE_CHECKING:
     from zos.flist.cache import FlistCache
     from zos.flist.policy import FetchPolicy
+    from zos.primitives.fscrypt import KeyringKey
     from zos.registry.models import PublicConfig
 
 
@@ -83,10 +84,18 @@ class ReverseProxy(Protocol):
 
 class KeyStore(Protocol):
     """Data keys of deployments, for encryption at rest: given by their owners, held by
-    the kernel, never kept by the node."""
+    the kernel, never kept by the node (`zos.node.keystore.KeyStore` has this shape)."""
 
-    async def data_key(self, contract_id: int) -> bytes | None:
-        """The deployment's data key if its owner sent it since the node started."""
+    def kernel_key(self, contract_id: int) -> KeyringKey | None:
+        """The deployment's key as the kernel holds it (None: the deployment has no key,
+        its data is not encrypted); raises `zos.node.keystore.Locked` when the kernel
+        lost it (a reboot)."""
+        ...
+
+    def locked(self, contract_id: int) -> bool: ...
+
+    def forget(self, contract_id: int) -> None:
+        """The deployment is gone: drop its key and its record."""
         ...
 
 
