@@ -1,9 +1,11 @@
 """`volume`: an ext4 filesystem of exactly `size` bytes, loop-mounted for workloads to use.
 
 On disk: `<data>/storage/volumes/<workload id>.img` (a sparse image) mounted at
-`<data>/storage/volumes/<workload id>/`. A new image is formatted as `.img.tmp` and
-renamed, so an `.img` is always a whole filesystem; growth writes a `.grow` marker
-first, so a crash half way through a resize is finished by the next provision.
+`<data>/storage/volumes/<workload id>/`; a deployment with a data key gets an ext4 that
+can encrypt and its data in `data/` under the mount, encrypted (`encrypted`). A new
+image is formatted as `.img.tmp` and renamed, so an `.img` is always a whole
+filesystem; growth writes a `.grow` marker first, so a crash half way through a resize
+is finished by the next provision.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from zos.node.workloads.base import NodeServices, WorkloadContext, WorkloadError
+from zos.node.workloads.encrypted import deployment_key, open_tree, tree_of
 from zos.node.workloads.images import ImageManager, data_size
 from zos.primitives import filesystem, loop
 from zos.primitives.command import CommandError
 
 
 def volume_path(node: NodeServices, workload_id: str) -> Path:
-    """Where volume `workload_id` is mounted (what a container bind-mounts)."""
-    return node.storage_dir(VolumeManager.directory) / workload_id
+    """What a container bind-mounts of volume `workload_id`: its mount, or the encrypted
+    `data` under it."""
+    return tree_of(node.storage_dir(VolumeManager.directory) / workload_id)
 
 
 class VolumeManager(ImageManager):
@@ -31,11 +35,12 @@ class VolumeManager(ImageManager):
     async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
         size = data_size(ctx)
         files = self.files(ctx.workload_id)
+        key = deployment_key(ctx)
         try:
             if not files.image.exists():
                 files.tmp.unlink(missing_ok=True)
                 filesystem.create_sparse(files.tmp, size)
-                await filesystem.mkfs_ext4(files.tmp)
+                await filesystem.mkfs_ext4(files.tmp, encrypt=key is not None)
                 files.commit_tmp()
             elif files.image.stat().st_size < size:
                 files.mark_growing()
@@ -50,6 +55,8 @@ class VolumeManager(ImageManager):
             if files.growing():
                 await filesystem.grow_ext4(files.image, files.mount)
                 files.done_growing()
+            if key is not None:
+                open_tree(files.mount, key)
         except (CommandError, RuntimeError, OSError) as e:
             raise WorkloadError(f"volume {ctx.workload.name}: {e}") from None
         return {"id": ctx.workload_id}

@@ -5,7 +5,8 @@ it; which runtime is recorded in the machine's state.
 
 For workload `<wid>` the node makes:
 - a writable layer: `<data>/storage/zmachines/<wid>.img`, an ext4 image of the
-  machine's root size, loop-mounted at `<data>/storage/zmachines/<wid>/` (upper + work);
+  machine's root size, loop-mounted at `<data>/storage/zmachines/<wid>/` (upper + work;
+  under `data/`, encrypted, when the deployment has a data key);
 - its rootfs: the flist's prepared tree (node flist cache, read-only, shared) with that
   layer on top (overlayfs) at `<data>/zmachines/<wid>/rootfs`;
 - its interface on the network, from the node's networks service (`attach`, kind
@@ -45,10 +46,12 @@ from zos.node.runtimes import (
     Mount,
 )
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
+from zos.node.workloads.encrypted import deployment_key, open_tree
 from zos.node.workloads.volume import volume_path
 from zos.node.workloads.zmount import zmount_path
 from zos.primitives import blockdev, filesystem, links, logd, loop, overlay
 from zos.primitives.command import CommandError
+from zos.primitives.fscrypt import KeyringKey
 from zos.primitives.trees import remove_tree
 
 MiB = 1 << 20
@@ -354,7 +357,8 @@ class ZMachineManager(Manager):
         )
         self._save(state)
         args, env, cwd = self._process(data, tags, needs_entrypoint=not image)
-        rootfs = await self._mount_rootfs(wid, tree, int(data.root_size()))
+        key = deployment_key(ctx)
+        rootfs = await self._mount_rootfs(wid, tree, int(data.root_size()), key)
         if runtime.name != VM_RUNTIME:  # a VM's zmounts are its disks, never mounted here
             await self._mount_disks(mounts)
         attachment = await self._attach(ctx, info, ip, runtime.interface_kind)
@@ -405,18 +409,20 @@ class ZMachineManager(Manager):
         env.update({str(k): str(v) for k, v in data.env.items()})
         return args, env, tags.get("workdir") or "/"
 
-    async def _mount_rootfs(self, wid: str, tree: Path, size: int) -> Path:
+    async def _mount_rootfs(self, wid: str, tree: Path, size: int, key: KeyringKey | None) -> Path:
         image, layer = self._storage(wid)
         rootfs = self._dir(wid) / "rootfs"
         if filesystem.mount_of(layer) is None:
             if not image.exists():
                 tmp = image.with_suffix(".img.tmp")
                 filesystem.create_sparse(tmp, size or DEFAULT_ROOT_SIZE)
-                await filesystem.mkfs_ext4(tmp)
+                await filesystem.mkfs_ext4(tmp, encrypt=key is not None)
                 os.replace(tmp, image)
             await filesystem.mount_image(image, layer)
+        # Encrypted: upper *and* work inside the encrypted tree (copy-ups pass through work).
+        base = open_tree(layer, key) if key is not None else layer
         if not overlay.is_mounted(rootfs):
-            await overlay.mount_overlay(tree, layer / "upper", layer / "work", rootfs)
+            await overlay.mount_overlay(tree, base / "upper", base / "work", rootfs)
         return rootfs
 
     async def deprovision(self, ctx: WorkloadContext) -> None:
