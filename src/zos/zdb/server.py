@@ -162,6 +162,9 @@ class ZdbServer:
             raise ZdbError("This name is not allowed")
         if name in self.namespaces:
             raise ZdbError("This namespace is not available")
+        target = self.root / name
+        if os.path.ismount(target):
+            return self._create_in_place(name, target)
         # Built aside and renamed into place, so a crash never leaves half a namespace.
         staging = self.root / f".new-{name}"
         shutil.rmtree(staging, ignore_errors=True)
@@ -172,6 +175,22 @@ class ZdbServer:
         except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)
             raise ZdbError(f"Could not create namespace ({e.strerror or e})") from None
+        self.namespaces[name] = ns
+        return ns
+
+    def _create_in_place(self, name: str, path: Path) -> Namespace:
+        """A namespace directory the admin mounted (the node's encrypted filesystem of one
+        namespace) cannot be renamed into place: the namespace is made in it, or opened
+        when it holds one already (made before a restart, mounted again since)."""
+        try:
+            ns = (
+                self._open(name, path)
+                if (path / SETTINGS_FILE).exists()
+                else Namespace.open(name, path, self.file_limit, self.sync, self.mode)
+            )
+        except (StorageError, OSError, ValueError) as e:
+            why = getattr(e, "strerror", None) or e
+            raise ZdbError(f"Could not create namespace ({why})") from None
         self.namespaces[name] = ns
         return ns
 

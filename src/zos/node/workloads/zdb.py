@@ -4,7 +4,8 @@ The namespace is named after the workload id (`<twin>-<contract>-<name>`), as zo
 names it, so a restart finds it again. Its settings follow the workload: maxsize =
 size, password, public, and a mode fixed at creation. The result is zos's
 `{Namespace, IPs, Port}`. The server starts with the first zdb workload and stops
-with the last (`zdbserver`).
+with the last (`zdbserver`). A deployment with a data key has each namespace in an
+encrypted filesystem of its own (`zdbvolumes`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any, TypeVar
 
 from zos.gridtypes.workloads.zdb import ZDB, ZDBResult
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
+from zos.node.workloads.encrypted import deployment_key
 from zos.node.workloads.zdbserver import NodeZdb, ZdbUnavailable
+from zos.node.workloads.zdbvolumes import NamespaceVolumes
 from zos.zdb.namespace import MODE_FROM_INFO
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ class ZdbManager(Manager):
     def __init__(self, node: NodeServices) -> None:
         super().__init__(node)
         self.server = NodeZdb(node)
+        self.volumes = NamespaceVolumes(node, self.server.data)
         # One admin connection and one server: every step runs alone.
         self._lock = asyncio.Lock()
 
@@ -77,10 +81,17 @@ class ZdbManager(Manager):
         await self._step(step)
         return self._result(name)
 
+    async def _encrypted(self, ctx: WorkloadContext) -> None:
+        """A deployment with a data key: the namespace in its own encrypted filesystem."""
+        key = deployment_key(ctx)
+        if key is not None:
+            await self.volumes.prepare(ctx.workload_id, int(ctx.workload.data.size), key)
+
     async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
         data: ZDB = ctx.workload.data
         name = ctx.workload_id
         s = self.server
+        await self._encrypted(ctx)
 
         async def work(info: dict[str, str] | None) -> None:
             if info is None:
@@ -103,6 +114,7 @@ class ZdbManager(Manager):
         # Checked against the namespace itself: `previous` may be an update that failed.
         new: ZDB = ctx.workload.data
         name = ctx.workload_id
+        await self._encrypted(ctx)
 
         async def work(info: dict[str, str] | None) -> None:
             if info is None:
@@ -128,6 +140,7 @@ class ZdbManager(Manager):
         async def work() -> None:
             s = self.server
             names = await s.namespaces() if await s.running() else s.namespaces_on_disk()
+            names = {*names, *self.volumes.names()}
             await self._remove({n for n in names if n not in keep})
 
         await self._step(work)
@@ -140,15 +153,21 @@ class ZdbManager(Manager):
             for name in sorted(names & present):
                 await s.command("NSDEL", name)
                 log.info("zdb: namespace %s deleted", name)
+            await self._release(names)
             if not present - names:
                 log.info("zdb: no zdb workload is left; stopping the server")
                 await s.stop_and_clear()
             return
+        await self._release(names)  # unmounted first: the server's directory is then empty
         for name in sorted(names):
             s.remove_on_disk(name)
         if not s.namespaces_on_disk():
             log.info("zdb: no zdb workload is left; removing the server's data")
             await s.stop_and_clear()
+
+    async def _release(self, names: set[str]) -> None:
+        for name in sorted(names & self.volumes.names()):
+            await self.volumes.release(name)
 
     async def close(self) -> None:
         """The agent stops: the server keeps serving its namespaces."""
