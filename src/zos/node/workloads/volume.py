@@ -21,10 +21,15 @@ from zos.primitives import filesystem, loop
 from zos.primitives.command import CommandError
 
 
+def volume_mount(node: NodeServices, workload_id: str) -> Path:
+    """Where volume `workload_id` is mounted."""
+    return node.storage_dir(VolumeManager.directory) / workload_id
+
+
 def volume_path(node: NodeServices, workload_id: str) -> Path:
     """What a container bind-mounts of volume `workload_id`: its mount, or the encrypted
     `data` under it."""
-    return tree_of(node.storage_dir(VolumeManager.directory) / workload_id)
+    return tree_of(volume_mount(node, workload_id))
 
 
 class VolumeManager(ImageManager):

@@ -47,7 +47,7 @@ from zos.node.runtimes import (
 )
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
 from zos.node.workloads.encrypted import deployment_key, open_tree
-from zos.node.workloads.volume import volume_path
+from zos.node.workloads.volume import volume_mount, volume_path
 from zos.node.workloads.zmount import zmount_path
 from zos.primitives import blockdev, filesystem, links, logd, loop, overlay
 from zos.primitives.command import CommandError
@@ -217,7 +217,7 @@ class ZMachineManager(Manager):
                 result.append(self._disk_mount(ctx.workload_id, target_id, m.name, point, where))
                 continue
             source = volume_path(self.node, target_id)
-            if filesystem.mount_of(source) is None:
+            if filesystem.mount_of(volume_mount(self.node, target_id)) is None:
                 raise WorkloadError(f"{where}.name: volume '{m.name}' is not ready on this node")
             result.append(Mount(source, point))
         return result
