@@ -1,0 +1,126 @@
+"""The client's half of encryption at rest: make, send, open and share data keys.
+
+One data key per deployment, made here (`give_new`) before the deployment is sent, and
+sealed to the node in its own message (`zos.identity.datakey`); the node keeps a copy
+sealed to the owner. To unlock after a reboot the client opens that copy (the node hands
+it back, it cannot open it) and sends the key sealed to the node again. Sharing seals
+the key to a teammate; the teammate unlocks with its own copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from zos.identity import Identity
+from zos.identity.datakey import new_data_key, open_copy, seal_copy, seal_for_node
+
+
+class Bus(Protocol):
+    async def request(
+        self, twin_id: int, command: str, payload: Any = None, timeout: float = ...
+    ) -> Any: ...
+
+
+class Registry(Protocol):
+    async def get_twin(self, twin_id: int) -> Any: ...
+
+
+class DataKeyRefused(Exception):
+    """The client cannot do it (no copy for you, a copy it cannot open)."""
+
+
+def _wipe(key: bytearray) -> None:
+    key[:] = bytes(len(key))
+
+
+class DataKeys:
+    def __init__(self, identity: Identity, twin_id: int, registry: Registry, bus: Bus) -> None:
+        self.identity = identity
+        self.twin_id = twin_id
+        self.registry = registry
+        self.bus = bus
+
+    async def _public_key(self, twin_id: int) -> bytes:
+        return bytes((await self.registry.get_twin(twin_id)).public_key_bytes)
+
+    async def send(
+        self,
+        node_twin: int,
+        contract_id: int,
+        key: bytes | bytearray,
+        copies: dict[int, str] | None = None,
+        timeout: float = 20,
+    ) -> Any:
+        """Send `key` sealed to the node (`zos.deployment.unlock`)."""
+        sealed = seal_for_node(
+            self.identity,
+            self.twin_id,
+            node_twin,
+            await self._public_key(node_twin),
+            contract_id,
+            key,
+        )
+        payload: dict[str, Any] = {"contract_id": contract_id, "key": sealed}
+        if copies:
+            payload["copies"] = {str(t): c for t, c in copies.items()}
+        return await self.bus.request(node_twin, "zos.deployment.unlock", payload, timeout=timeout)
+
+    async def give_new(self, node_twin: int, contract_id: int) -> None:
+        """A new deployment's key: made here, sent before the deployment, a copy sealed to
+        you kept by the node."""
+        key = new_data_key()
+        try:
+            own = seal_copy(self.identity.public_key, contract_id, key)
+            await self.send(node_twin, contract_id, key, {self.twin_id: own})
+        finally:
+            _wipe(key)
+
+    async def status(self, node_twin: int, contract_id: int) -> dict[str, Any]:
+        """`{"encrypted", "locked", "owner", "copy", "shared"}` as the node tells it."""
+        return await self.bus.request(
+            node_twin, "zos.deployment.encryption", {"contract_id": contract_id}, timeout=20
+        )
+
+    async def _own_key(self, node_twin: int, contract_id: int) -> tuple[bytearray, dict]:
+        status = await self.status(node_twin, contract_id)
+        if not status.get("encrypted"):
+            raise DataKeyRefused(
+                f"deployment {contract_id} is not encrypted (it was deployed without a key)"
+            )
+        copy = status.get("copy")
+        if not isinstance(copy, str):
+            raise DataKeyRefused(
+                f"deployment {contract_id}: the node has no copy of its key for you"
+            )
+        return open_copy(self.identity, contract_id, copy), status
+
+    async def unlock(self, node_twin: int, contract_id: int) -> bool:
+        """Open your copy and send the key; whether the deployment was locked."""
+        key, status = await self._own_key(node_twin, contract_id)
+        try:
+            await self.send(node_twin, contract_id, key)
+        finally:
+            _wipe(key)
+        return bool(status.get("locked"))
+
+    async def share(self, node_twin: int, contract_id: int, twin: int) -> None:
+        """Let `twin` unlock the deployment: the key sealed to it, kept by the node."""
+        key, _ = await self._own_key(node_twin, contract_id)
+        try:
+            copy = seal_copy(await self._public_key(twin), contract_id, key)
+        finally:
+            _wipe(key)
+        await self.bus.request(
+            node_twin,
+            "zos.deployment.share",
+            {"contract_id": contract_id, "twin": twin, "copy": copy},
+            timeout=20,
+        )
+
+    async def unshare(self, node_twin: int, contract_id: int, twin: int) -> None:
+        await self.bus.request(
+            node_twin,
+            "zos.deployment.unshare",
+            {"contract_id": contract_id, "twin": twin},
+            timeout=20,
+        )
