@@ -9,10 +9,14 @@ the key to a teammate; the teammate unlocks with its own copy.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Protocol
 
+from zos.bus import BusError
+from zos.client.errors import GridClientError
 from zos.identity import Identity
-from zos.identity.datakey import new_data_key, open_copy, seal_copy, seal_for_node
+from zos.identity.datakey import DataKeyError, new_data_key, open_copy, seal_copy, seal_for_node
 
 
 class Bus(Protocol):
@@ -27,6 +31,17 @@ class Registry(Protocol):
 
 class DataKeyRefused(Exception):
     """The client cannot do it (no copy for you, a copy it cannot open)."""
+
+
+@contextlib.contextmanager
+def refusals(what: str) -> Iterator[None]:
+    """A refusal of a key operation (the node's, or a copy that does not open) as a
+    GridClientError: `what: why`."""
+    try:
+        yield
+    except (BusError, DataKeyError, DataKeyRefused) as e:
+        why = e.message if isinstance(e, BusError) else str(e)
+        raise GridClientError(f"{what}: {why}") from None
 
 
 def _wipe(key: bytearray) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from zos.bus import BusError
 from zos.client.errors import GridClientError, node_answers
@@ -27,9 +27,12 @@ async def submit(
     node: NodeClient,
     dep: Deployment,
     name: str,
+    before: Callable[[int, int], Awaitable[None]] | None = None,
 ) -> int:
-    """Contract `dep` on the node, sign it and send it; the contract id. A node that
-    refuses it (or does not answer) leaves nothing: the contract is cancelled again."""
+    """Contract `dep` on the node, sign it and send it; the contract id. `before(node
+    twin, contract id)` runs first once the contract exists (the deployment's data key).
+    A node that refuses either (or does not answer) leaves nothing: the contract is
+    cancelled again."""
     try:
         contract = await registry.create_node_contract(node_id, dep.hash_hex())
     except BusError as e:
@@ -40,6 +43,8 @@ async def submit(
     dep.sign(dep.twin_id, identity)
     try:
         with node_answers(node_id):
+            if before is not None:
+                await before(node.twin_id, contract.id)
             await node.deploy(dep)
     except (BusError, GridClientError) as e:
         with contextlib.suppress(BusError):

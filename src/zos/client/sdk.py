@@ -6,6 +6,8 @@
         print(app.machines[0].urls)
         async for text in grid.logs("hello"):
             print(text, end="")
+        await grid.unlock("hello")                       # after its node rebooted
+        await grid.share("hello", twin=42)               # twin 42 may unlock it too
         await grid.rm("hello")
 
 Every failure is a `GridClientError` whose message says what failed, on which node,
@@ -25,6 +27,7 @@ from pathlib import Path
 from zos.bus import BusClient, BusError
 from zos.client import building, deploying, placement
 from zos.client.config import ConfigError, find_grid, find_identity
+from zos.client.datakeys import DataKeys, refusals
 from zos.client.deploying import Progress
 from zos.client.errors import GridClientError, node_answers
 from zos.client.manifest import Manifest, ManifestError, load_manifest, parse_manifest
@@ -34,6 +37,7 @@ from zos.client.views import (
     WorkloadInfo,
     find,
     machine_of,
+    mark_encryption,
     read_deployment,
     unknown,
 )
@@ -260,7 +264,10 @@ class GridClient:
         others = [d for d in mine if d.name != m.name]
         await self._unpublish(replaced, others, keep=set(flists.values()))
         api = self._on(node)
-        contract_id = await deploying.submit(self._reg, self.identity, node.id, api, dep, m.name)
+        # The data key first: the node encrypts what the deployment stores from the start.
+        contract_id = await deploying.submit(
+            self._reg, self.identity, node.id, api, dep, m.name, before=self._keys.give_new
+        )
         info = await deploying.wait_ok(api, node.id, contract_id, m.name, progress, timeout)
         await self._expose(m, info)
         return info
@@ -306,10 +313,55 @@ class GridClient:
                     found.append(unknown(c, f"node {node_id} does not have it"))
                     continue
                 try:
-                    found.append(read_deployment(raw, node_id, forwards))
+                    info = read_deployment(raw, node_id, forwards)
                 except GridClientError as e:
                     found.append(unknown(c, str(e)))
+                    continue
+                await self._encryption(node, info)
+                found.append(info)
         return sorted(found, key=lambda d: (d.name, d.contract_id))
+
+    # ---- data keys -----------------------------------------------------------------
+
+    @property
+    def _keys(self) -> DataKeys:
+        if self.bus is None:
+            raise GridClientError("the client is closed")
+        return DataKeys(self.identity, self.twin_id, self._reg, self.bus)
+
+    async def _encryption(self, node: Node, info: DeploymentInfo) -> None:
+        """Whether `info` is encrypted and locked, as its node says (left as is if it
+        cannot say: a node of an older version)."""
+        with contextlib.suppress(BusError):
+            mark_encryption(info, await self._keys.status(node.twin_id, info.contract_id))
+
+    async def unlock(
+        self, name: str | None = None, *, node_id: int | None = None, contract_id: int | None = None
+    ) -> bool:
+        """Give a locked deployment its key again (your own, by `name`; a teammate's, by
+        `node_id` and `contract_id`); whether it was locked. Its machines then start."""
+        if name is not None:
+            info, _ = find(await self.ps(), name)
+            node_id, contract_id = info.node_id, info.contract_id
+        if node_id is None or contract_id is None:
+            raise GridClientError("unlock: give a deployment name, or a node and a contract id")
+        node = await self._node(node_id)
+        with refusals(f"node {node_id} refused to unlock contract {contract_id}"):
+            return await self._keys.unlock(node.twin_id, contract_id)
+
+    async def share(self, name: str, twin: int) -> None:
+        """Let twin `twin` unlock deployment `name` (its key, sealed to that twin)."""
+        info, _ = find(await self.ps(), name)
+        node = await self._node(info.node_id)
+        with refusals(f"cannot share '{name}' with twin {twin}"):
+            await self._keys.share(node.twin_id, info.contract_id, twin)
+
+    async def unshare(self, name: str, twin: int) -> None:
+        """Twin `twin` may no longer unlock `name` (it may still know the key it had)."""
+        info, _ = find(await self.ps(), name)
+        node = await self._node(info.node_id)
+        with refusals(f"cannot unshare '{name}' from twin {twin}"):
+            await self._keys.unshare(node.twin_id, info.contract_id, twin)
 
     async def _remove(self, info: DeploymentInfo) -> None:
         node = await self._node(info.node_id)

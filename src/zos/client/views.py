@@ -57,6 +57,8 @@ class DeploymentInfo(BaseModel):
     gateways: list[GatewayInfo] = Field(default_factory=list)
     message: str = ""
     published: list[str] = Field(default_factory=list)  # flist URLs its deploy pushed
+    encrypted: bool = False  # its data is under a key only you (and teammates) can give
+    locked: bool = False  # its node restarted and lost the key: `unlock` gives it again
 
 
 def overall(states: list[str]) -> str:
@@ -142,6 +144,18 @@ def unknown(c: NodeContract, why: str) -> DeploymentInfo:
     return DeploymentInfo(
         name=f"contract-{c.id}", contract_id=c.id, node_id=c.node_id, state="unknown", message=why
     )
+
+
+def mark_encryption(info: DeploymentInfo, status: dict[str, Any]) -> None:
+    """`info` as encrypted and locked as its node's encryption status says."""
+    info.encrypted = bool(status.get("encrypted"))
+    info.locked = bool(status.get("locked"))
+    if info.locked:
+        info.state = "locked"
+        info.message = (
+            f"locked: node {info.node_id} restarted and holds no key for it; "
+            f"`zos unlock {info.name}` gives it back"
+        )
 
 
 def find(deps: list[DeploymentInfo], name: str) -> tuple[DeploymentInfo, str | None]:
