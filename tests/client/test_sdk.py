@@ -155,3 +155,73 @@ async def test_a_failing_workload_names_node_and_reason(
         assert await grid.ps() == []
     finally:
         await grid.close()
+
+
+async def test_encrypted_deployment_locked_unlocked_shared(
+    local_grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    """The client side of encryption at rest: a deployment is encrypted by default; when
+    its node has lost the key `ps` shows it locked and `zos ps` / `zos unlock` say so and
+    fix it; a teammate unlocks only while it is shared with."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from zos.identity import new_mnemonic
+    from zos.primitives import fscrypt, keyring
+
+    app = write_app(busybox_rootfs, tmp_path, "256M")
+    app.write_text(app.read_text().replace("name: sdkapp", "name: secret"))
+    mnemonic = new_mnemonic()
+    grid = await GridClient.connect(
+        state_dir=local_grid.state_dir, identity=Identity.from_mnemonic(mnemonic)
+    )
+    mate = await GridClient.connect(state_dir=local_grid.state_dir, identity=Identity.generate())
+    env = {**os.environ, "ZOS_MNEMONIC": mnemonic}
+    zos = [sys.executable, "-m", "zos.cli"]
+    where = ["--state-dir", str(local_grid.state_dir)]
+    try:
+        info = await grid.deploy(app)
+        [listed] = await grid.ps()
+        assert (listed.encrypted, listed.locked, listed.state) == (True, False, "ok")
+        entry = next(n for n in local_grid.nodes if n.node_id == info.node_id)
+        data_dir = Path(entry.data_dir).resolve()
+        volume = data_dir / "storage" / "volumes" / f"{grid.twin_id}-{info.contract_id}-data"
+        assert fscrypt.get_policy(volume / "data") is not None
+        tag = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+
+        def lose_key() -> None:  # what a reboot does to the key the node holds
+            assert keyring.forget(f"zos:{tag}:{info.contract_id}")
+
+        lose_key()
+        [listed] = await grid.ps()
+        assert (listed.state, listed.locked) == ("locked", True)
+        shown = subprocess.run([*zos, "ps", *where], capture_output=True, text=True, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert "locked" in shown.stdout and "encrypted" in shown.stdout
+        assert "`zos unlock secret`" in shown.stderr  # offered (no terminal: how to)
+
+        with pytest.raises(GridClientError, match="has no such deployment"):
+            await mate.unlock(node_id=info.node_id, contract_id=info.contract_id)
+        await grid.share("secret", mate.twin_id)
+        assert await mate.unlock(node_id=info.node_id, contract_id=info.contract_id) is True
+        [listed] = await grid.ps()
+        assert (listed.state, listed.locked) == ("ok", False)
+
+        await grid.unshare("secret", mate.twin_id)
+        lose_key()
+        with pytest.raises(GridClientError, match="has no such deployment"):
+            await mate.unlock(node_id=info.node_id, contract_id=info.contract_id)
+        done = subprocess.run(
+            [*zos, "unlock", "secret", *where], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        assert "secret: unlocked" in done.stdout
+        [listed] = await grid.ps()
+        assert (listed.state, listed.locked) == ("ok", False)
+        await grid.rm("secret")
+        assert keyring.descriptions(f"zos:{tag}:") == []
+    finally:
+        await mate.close()
+        await grid.close()

@@ -1,4 +1,5 @@
-"""The user commands: `zos nodes | deploy | ps | logs | rm | image push`.
+"""The user commands: `zos nodes | deploy | ps | logs | rm | image push` (and, in
+`zos.cli.unlock`, `unlock | share | unshare`).
 
 They find the grid (--nats/--hub/--registry-key, ZOS_NATS/ZOS_HUB/ZOS_REGISTRY_KEY, or
 the local grid's state) and the key (--mnemonic, --key-file, ZOS_MNEMONIC or
@@ -178,7 +179,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"  machine {m.name}: {m.ip}{reach}")
     for g in info.gateways:
         print(f"  gateway {g.name}: {g.url or g.state}")
+    _offer_unlock(args, _run(args, lambda c: c.ps()))
     return 0
+
+
+def _offer_unlock(args: argparse.Namespace, deps: list[Any]) -> None:
+    from zos.cli.unlock import offer_unlock
+
+    offer_unlock(args, deps)
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
@@ -189,13 +197,14 @@ def cmd_ps(args: argparse.Namespace) -> int:
     if not deps:
         print("no deployments (zos deploy -f app.yaml makes one)")
         return 0
-    print(f"{'NAME':<20} {'NODE':>4} {'CONTRACT':>8} {'STATE':<10} MACHINES")
+    print(f"{'NAME':<20} {'NODE':>4} {'CONTRACT':>8} {'STATE':<10} {'DATA':<9} MACHINES")
     for d in deps:
         machines = ", ".join(
             f"{m.name} {m.ip} {m.runtime}" + (f" {' '.join(m.urls)}" if m.urls else "")
             for m in d.machines
         )
-        print(f"{d.name:<20} {d.node_id:>4} {d.contract_id:>8} {d.state:<10} {machines}")
+        data = "encrypted" if d.encrypted else "plain"
+        print(f"{d.name:<20} {d.node_id:>4} {d.contract_id:>8} {d.state:<10} {data:<9} {machines}")
         for g in d.gateways:
             print(f"  gateway {g.name}: {g.url or g.state}")
         for w in d.workloads:
@@ -203,6 +212,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 print(f"  {w.type} {w.name}: {w.message}")
         if d.message:
             print(f"  {d.message}")
+    _offer_unlock(args, deps)
     return 0
 
 
