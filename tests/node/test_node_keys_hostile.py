@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -176,3 +178,14 @@ async def test_hostile_keys_are_refused_and_change_nothing(make_user, make_node)
     assert (await keys.status(node.twin_id, cid))["shared"] == []
     held = [p for p in node.data_dir.rglob("*") if p.is_file() and not p.is_symlink()]
     assert [p for p in held if key in p.read_bytes()] == []
+
+    # the node leaves the grid: its keys leave the kernel
+    assert node.stop() == 0
+    wiped = subprocess.run(
+        [sys.executable, "-m", "zos.cli", "node", "wipe", "--data-dir", str(node.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert wiped.returncode == 0, wiped.stderr
+    assert node_keys(node) == []

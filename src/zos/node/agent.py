@@ -168,8 +168,9 @@ def node_services(settings: Settings, registry: RegistryView | None = None) -> N
 
 async def wipe(settings: Settings) -> None:
     """Remove every workload this node made (containers, mounts, loop devices, network
-    namespaces, images), as when a machine leaves the grid. Needs no NATS: it works from
-    the data directory alone, with each manager's own clean-up of leftovers."""
+    namespaces, images, data keys in the kernel), as when a machine leaves the grid.
+    Needs no NATS: it works from the data directory alone, with each manager's own
+    clean-up of leftovers."""
     services = node_services(settings)
     managers = default_managers(services)
     try:
@@ -177,6 +178,9 @@ async def wipe(settings: Settings) -> None:
             await managers[wtype].cleanup(set())
         if isinstance(services.proxy, NodeProxy):
             await services.proxy.stop()
+        keys = KeyStore(settings.data_dir)
+        keys.forget_all()
+        keys.close()
     finally:
         await close_managers(managers)
         services.close()

@@ -187,6 +187,14 @@ class KeyStore:
             )
         return cur.rowcount > 0
 
+    def forget_all(self) -> None:
+        """The node leaves the grid (`zos node wipe`): every key and record of it goes."""
+        for description in keyring.descriptions(f"zos:{self._tag}:"):
+            keyring.forget(description)
+        with self._db:
+            self._db.execute("DELETE FROM copies")
+            self._db.execute("DELETE FROM keys")
+
     def forget(self, contract_id: int) -> None:
         """The deployment is gone: its key leaves the kernel and its record the disk."""
         keyring.forget(self.description(contract_id))
