@@ -35,6 +35,27 @@ def network_data(subnet: str, ip_range: str = "10.0.0.0/8") -> dict[str, Any]:
     }
 
 
+def machine(
+    name: str,
+    flist: str,
+    ip: str,
+    entrypoint: str = "sleep 1000",
+    mounts: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A zmachine workload on network `net`, 1 core and 256 MiB."""
+    return {
+        "name": name,
+        "type": "zmachine",
+        "data": {
+            "flist": flist,
+            "network": {"interfaces": [{"network": "net", "ip": ip}]},
+            "compute_capacity": {"cpu": 1, "memory": 256 << 20},
+            "mounts": mounts or [],
+            "entrypoint": entrypoint,
+        },
+    }
+
+
 def deployment(twin: int, contract: int, workloads: list[dict[str, Any]]) -> Deployment:
     return Deployment.from_dict(
         {

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import test_node_zmachine_e2e as zm
-from netzm_helpers import network_data
+from netzm_helpers import machine, network_data
 from nodehelpers import MiB, NodeProcess, User, kill_zdb_server, leftovers
 
 from zos.bus import BusError
@@ -36,14 +36,7 @@ from zos.node.workloads import NodeServices
 from zos.primitives import filesystem, keyring, netns
 from zos.zdb.client import RespClient, RespError
 
-pytestmark = [
-    pytest.mark.nats,
-    pytest.mark.root,
-    pytest.mark.runc,
-    pytest.mark.netns,
-    pytest.mark.slow,
-]
-
+pytestmark = zm.pytestmark  # nats, root, runc, netns, slow
 busybox_flist = zm.busybox_flist
 prefix = zm.prefix
 sweep = zm.sweep
@@ -159,18 +152,14 @@ async def test_data_only_its_owner_can_read(
                 "type": "zdb",
                 "data": {"size": 64 * MiB, "mode": "user", "password": password, "public": False},
             },
-            {
-                "name": "vm",
-                "type": "zmachine",
-                "data": {
-                    "flist": url,
-                    "network": {"interfaces": [{"network": "net", "ip": "10.78.1.2"}]},
-                    "compute_capacity": {"cpu": 1, "memory": 256 * MiB},
-                    "mounts": [{"name": "vol", "mountpoint": "/data"}],
-                    "entrypoint": f"sh -c '[ -e /data/m ] || {write} > /data/m; "
-                    f"[ -e /root/m ] || {write} > /root/m; sync; exec sleep 100000'",
-                },
-            },
+            machine(
+                "vm",
+                url,
+                "10.78.1.2",
+                f"sh -c '[ -e /data/m ] || {write} > /data/m; "
+                f"[ -e /root/m ] || {write} > /root/m; sync; exec sleep 100000'",
+                [{"name": "vol", "mountpoint": "/data"}],
+            ),
         ]
     )
     contract = await owner.registry.create_node_contract(node.node_id, dep.hash_hex())
@@ -227,6 +216,15 @@ async def test_data_only_its_owner_can_read(
     assert {w["name"] for w in got["workloads"]} == set(names)
     assert all(p.exists() for p in images)
 
+    async def back_with_data() -> None:
+        await wait_ok(owner, node, dep.contract_id, names)
+        await wait_running(node, cid)
+        assert zm.runc_ids(node.data_dir) == [cid]
+        assert vol_file.read_bytes() == marker and layer_file.read_bytes() == marker
+        client = await zdb(port, f"{wid}-ns", password)
+        assert await client.command(b"GET", marker) == marker
+        await client.close()
+
     # another twin: refused even with the right key; a teammate not yet shared with too
     for stranger in (other, mate):
         with pytest.raises(BusError) as refused:
@@ -240,13 +238,7 @@ async def test_data_only_its_owner_can_read(
     await keys_of(owner).share(node.twin_id, contract.id, mate.twin_id)
     assert (await keys_of(owner).status(node.twin_id, contract.id))["shared"] == [mate.twin_id]
     assert await keys_of(mate).unlock(node.twin_id, contract.id) is True
-    await wait_ok(owner, node, dep.contract_id, names)
-    await wait_running(node, cid)
-    assert zm.runc_ids(node.data_dir) == [cid]
-    assert vol_file.read_bytes() == marker and layer_file.read_bytes() == marker
-    client = await zdb(port, f"{wid}-ns", password)
-    assert await client.command(b"GET", marker) == marker
-    await client.close()
+    await back_with_data()
 
     # unshared, and another reboot: the teammate is refused, the owner unlocks
     await keys_of(owner).unshare(node.twin_id, contract.id, mate.twin_id)
@@ -258,13 +250,7 @@ async def test_data_only_its_owner_can_read(
     assert refused.value.code == "forbidden"
     assert (await keys_of(owner).status(node.twin_id, contract.id))["locked"] is True
     assert await keys_of(owner).unlock(node.twin_id, contract.id) is True
-    await wait_ok(owner, node, dep.contract_id, names)
-    await wait_running(node, cid)
-    assert zm.runc_ids(node.data_dir) == [cid]
-    assert vol_file.read_bytes() == marker and layer_file.read_bytes() == marker
-    client = await zdb(port, f"{wid}-ns", password)
-    assert await client.command(b"GET", marker) == marker
-    await client.close()
+    await back_with_data()
 
     # deleted: its key leaves the kernel, its record the node
     await owner.call(node, "zos.deployment.delete", {"contract_id": dep.contract_id})

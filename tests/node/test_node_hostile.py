@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netzm_helpers import listen_in, network_data
+from netzm_helpers import listen_in, machine, network_data
 from nodehelpers import MiB, NodeProcess, remove_leftovers
 from test_node_refusals import _refused
 
@@ -144,19 +144,6 @@ async def _flist_routed_to(tmp: Path, dest: Path, url: str) -> None:
     await pack(src, dest, Router([(0, 255, store)]))
 
 
-def _machine(name: str, flist: str, ip: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "type": "zmachine",
-        "data": {
-            "flist": flist,
-            "network": {"interfaces": [{"network": "net", "ip": ip}]},
-            "compute_capacity": {"cpu": 1, "memory": 256 * MiB},
-            "entrypoint": "sleep 1000",
-        },
-    }
-
-
 async def test_a_tenant_flist_cannot_make_the_node_fetch_from_itself(
     make_user, make_node, farm, busybox_rootfs: Path, tmp_path: Path
 ) -> None:
@@ -192,12 +179,12 @@ async def test_a_tenant_flist_cannot_make_the_node_fetch_from_itself(
             dep = user.deployment(
                 [
                     {"name": "net", "type": "network", "data": network_data("10.66.1.0/24")},
-                    _machine("ok", f"{base}/ok.fl", "10.66.1.2"),
-                    _machine("dir", f"{base}/dir.fl", "10.66.1.3"),
-                    _machine("self", f"{base}/self.fl", "10.66.1.4"),
-                    _machine("garbageroute", f"{base}/garbage.fl", "10.66.1.5"),
-                    _machine("loopback", f"http://127.0.0.1:{nats_port}/x.fl", "10.66.1.6"),
-                    _machine("garbageurl", f"{garbage}/x.fl", "10.66.1.7"),
+                    machine("ok", f"{base}/ok.fl", "10.66.1.2"),
+                    machine("dir", f"{base}/dir.fl", "10.66.1.3"),
+                    machine("self", f"{base}/self.fl", "10.66.1.4"),
+                    machine("garbageroute", f"{base}/garbage.fl", "10.66.1.5"),
+                    machine("loopback", f"http://127.0.0.1:{nats_port}/x.fl", "10.66.1.6"),
+                    machine("garbageurl", f"{garbage}/x.fl", "10.66.1.7"),
                 ]
             )
             await user.deploy(node, dep)
@@ -252,12 +239,12 @@ async def test_an_flist_larger_than_the_root_or_the_cache_is_refused_before_any_
             writer.blocks(big, [block] * ((1 << 30) // BLOCK_SIZE))
             writer.route(0, 255, base)
             writer.close()
-            roomy = _machine("roomy", f"{base}/big.fl", "10.67.1.3")
+            roomy = machine("roomy", f"{base}/big.fl", "10.67.1.3")
             roomy["data"]["size"] = 2 << 30
             dep = user.deployment(
                 [
                     {"name": "net", "type": "network", "data": network_data("10.67.1.0/24")},
-                    _machine("small", f"{base}/big.fl", "10.67.1.2"),
+                    machine("small", f"{base}/big.fl", "10.67.1.2"),
                     roomy,
                 ]
             )
@@ -320,7 +307,7 @@ async def test_capacity_a_node_does_not_have_is_refused(make_user, make_node) ->
     # node offering no hru. Both are refused at deploy now; nothing is created.
     user = await make_user()
     node: NodeProcess = await make_node(user, "--cores", "2")
-    big = _machine("big", "http://hub.invalid/x.fl", "10.69.1.2")
+    big = machine("big", "http://hub.invalid/x.fl", "10.69.1.2")
     big["data"]["compute_capacity"]["cpu"] = 8
     await _refused(
         user.deploy(node, user.deployment([big])),

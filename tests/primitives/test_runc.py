@@ -262,17 +262,22 @@ int main(void) {
 """
 
 
-async def test_io_uring_is_denied(tmp_path: Path, runc: Runc, rootfs: Path) -> None:
-    # Issue 12, finding 11: the seccomp profile allowed io_uring (Docker's default profile
-    # denies it: a large kernel surface, and it bypasses per-syscall filtering).
-    src = tmp_path / "uring.c"
-    src.write_text(URING)
+def build_static(tmp_path: Path, rootfs: Path, name: str, source: str) -> None:
+    """Compile C `source` statically into the container's /bin/<name>."""
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
     built = subprocess.run(
-        ["gcc", "-static", "-O1", "-o", str(rootfs / "bin" / "uring"), str(src)],
+        ["gcc", "-static", "-O1", "-o", str(rootfs / "bin" / name), str(src)],
         capture_output=True,
         text=True,
     )
     assert built.returncode == 0, built.stderr
+
+
+async def test_io_uring_is_denied(tmp_path: Path, runc: Runc, rootfs: Path) -> None:
+    # Issue 12, finding 11: the seccomp profile allowed io_uring (Docker's default profile
+    # denies it: a large kernel surface, and it bypasses per-syscall filtering).
+    build_static(tmp_path, rootfs, "uring", URING)
     text = await output_of(runc, tmp_path, rootfs, ["/bin/uring"], until="IO_URING")
     assert text.strip() == "IO_URING-DENIED errno=1"  # EPERM, as Docker answers
 
@@ -308,14 +313,8 @@ async def test_fscrypt_key_ioctls_are_denied(tmp_path: Path, runc: Runc, rootfs:
     # its claim, and could remove the key of its own (or a teammate's) volume.
     from zos.primitives import fscrypt
 
-    src = tmp_path / "fscrypt.c"
-    src.write_text(FSCRYPT_IOCTLS % ", ".join(f"{r:#x}UL" for r in fscrypt.KEY_IOCTLS))
-    built = subprocess.run(
-        ["gcc", "-static", "-O1", "-o", str(rootfs / "bin" / "fscrypt"), str(src)],
-        capture_output=True,
-        text=True,
-    )
-    assert built.returncode == 0, built.stderr
+    requests = ", ".join(f"{r:#x}UL" for r in fscrypt.KEY_IOCTLS)
+    build_static(tmp_path, rootfs, "fscrypt", FSCRYPT_IOCTLS % requests)
     text = await output_of(runc, tmp_path, rootfs, ["/bin/fscrypt"], until="FSCRYPT-DONE")
     lines = [line for line in text.splitlines() if "errno=" in line]
     assert len(lines) == 2 * len(fscrypt.KEY_IOCTLS)

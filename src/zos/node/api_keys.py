@@ -38,7 +38,7 @@ from zos.identity.datakey import (
     check_fresh,
     open_for_node,
 )
-from zos.node.keystore import KeyStore, KeyStoreError
+from zos.node.keystore import Entry, KeyStore, KeyStoreError
 from zos.node.services import ContractInfo
 from zos.node.store import ACTIVE, DELETED, Store
 
@@ -74,15 +74,16 @@ class UnlockArgs(_Args):
     copies: dict[int, str] = Field(default_factory=dict, max_length=MAX_COPIES)
 
 
-class ShareArgs(_Args):
-    contract_id: int = _CONTRACT
-    twin: int = _TWIN
-    copy_: str = Field(alias="copy", min_length=1, max_length=2 * MAX_SEALED)
-
-
 class UnshareArgs(_Args):
     contract_id: int = _CONTRACT
     twin: int = _TWIN
+
+
+class ShareArgs(UnshareArgs):
+    copy_: str = Field(alias="copy", min_length=1, max_length=2 * MAX_SEALED)
+
+
+Teammate = TypeVar("Teammate", bound=UnshareArgs)
 
 
 class ContractArgs(_Args):
@@ -201,18 +202,23 @@ def keys_router(
             engine.resume(cid)
         return {"contract_id": cid, "encrypted": True, "locked": False}
 
-    def owned_entry(sender: int, cid: int) -> Any:
+    def owned_entry(sender: int, cid: int) -> Entry:
         entry = keys.entry(cid)
         if entry is None or entry.owner != sender:
             raise not_found(sender, cid)
         return entry
 
-    @router.command("zos.deployment.share")
-    async def share(req: Request) -> Any:
-        args = _parse(ShareArgs, req.payload)
+    def teammate(req: Request, model: type[Teammate], owner_rule: str) -> tuple[Teammate, Entry]:
+        """The owner's request about a teammate (`twin`), and the deployment's entry."""
+        args = _parse(model, req.payload)
         entry = owned_entry(req.source_twin, args.contract_id)
         if args.twin == entry.owner:
-            raise BusError("invalid", "twin: the owner can always unlock its deployment")
+            raise BusError("invalid", f"twin: {owner_rule}")
+        return args, entry
+
+    @router.command("zos.deployment.share")
+    async def share(req: Request) -> Any:
+        args, entry = teammate(req, ShareArgs, "the owner can always unlock its deployment")
         if args.twin not in entry.copies and len(entry.copies) >= MAX_COPIES:
             raise BusError("capacity", f"twin: shared with {MAX_COPIES} twins already")
         await check_copy(args.twin, args.copy_, "copy")
@@ -222,10 +228,7 @@ def keys_router(
 
     @router.command("zos.deployment.unshare")
     async def unshare(req: Request) -> Any:
-        args = _parse(UnshareArgs, req.payload)
-        entry = owned_entry(req.source_twin, args.contract_id)
-        if args.twin == entry.owner:
-            raise BusError("invalid", "twin: the owner cannot be removed")
+        args, _ = teammate(req, UnshareArgs, "the owner cannot be removed")
         if not keys.unshare(args.contract_id, args.twin):
             raise BusError("not_found", f"twin: the deployment is not shared with {args.twin}")
         log.info("deployment %s: no longer shared with twin %s", args.contract_id, args.twin)

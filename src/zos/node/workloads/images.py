@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zos.node.workloads.base import Manager, WorkloadContext, WorkloadError
+from zos.primitives import filesystem, loop
 from zos.primitives.durable import sync_dir
 
 _ID = re.compile(r"^(\d+-\d+-[A-Za-z0-9_]+)(\.img|\.img\.tmp|\.grow)?$")
@@ -38,6 +39,15 @@ class ImageFiles:
 
     def done_growing(self) -> None:
         self.marker.unlink(missing_ok=True)
+
+    async def unmount(self) -> None:
+        """Unmount the image and free its loop devices (CommandError if that fails)."""
+        # More than one mount may be stacked there (a `mount` that outlived a killed agent).
+        while filesystem.mount_of(self.mount) is not None:
+            await filesystem.umount(self.mount)
+        # A loop device left attached without a mount (a crash inside `mount`).
+        for dev in loop.devices_for(self.image):
+            await loop.detach(dev)
 
     def remove(self) -> None:
         for path in (self.image, self.tmp, self.marker):

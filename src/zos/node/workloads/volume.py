@@ -17,7 +17,7 @@ from typing import Any
 from zos.node.workloads.base import NodeServices, WorkloadContext, WorkloadError
 from zos.node.workloads.encrypted import deployment_key, open_tree, tree_of
 from zos.node.workloads.images import ImageManager, data_size
-from zos.primitives import filesystem, loop
+from zos.primitives import filesystem
 from zos.primitives.command import CommandError
 
 
@@ -69,12 +69,7 @@ class VolumeManager(ImageManager):
     async def remove(self, workload_id: str) -> None:
         files = self.files(workload_id)
         try:
-            # More than one mount may be stacked there (a `mount` that outlived a killed agent).
-            while filesystem.mount_of(files.mount) is not None:
-                await filesystem.umount(files.mount)
-            # A loop device left attached without a mount (a crash inside `mount`).
-            for dev in loop.devices_for(files.image):
-                await loop.detach(dev)
+            await files.unmount()
         except CommandError as e:
             raise WorkloadError(f"volume {workload_id}: cannot remove: {e}") from None
         with contextlib.suppress(FileNotFoundError):

@@ -18,7 +18,7 @@ from pathlib import Path
 from zos.node.workloads.base import NodeServices, WorkloadError
 from zos.node.workloads.encrypted import open_tree
 from zos.node.workloads.images import ImageFiles
-from zos.primitives import filesystem, loop
+from zos.primitives import filesystem
 from zos.primitives.command import CommandError, run
 from zos.primitives.fscrypt import KeyringKey
 
@@ -77,10 +77,7 @@ class NamespaceVolumes:
         try:
             while os.path.ismount(target):
                 await filesystem.umount(target)
-            while filesystem.mount_of(files.mount) is not None:
-                await filesystem.umount(files.mount)
-            for dev in loop.devices_for(files.image):
-                await loop.detach(dev)
+            await files.unmount()
         except CommandError as e:
             raise WorkloadError(f"zdb namespace {name}: cannot remove: {e}") from None
         for path in (files.mount, target):
