@@ -44,7 +44,7 @@ HOST = "127.0.0.1"
 
 
 def keys_of(user: User) -> DataKeys:
-    return DataKeys(user.identity, user.twin_id, user.registry, user.bus)
+    return DataKeys(user.identity, user.twin_id, user.registry)
 
 
 def node_tag(data_dir: Path) -> str:
@@ -164,17 +164,17 @@ async def test_data_only_its_owner_can_read(
     )
     contract = await owner.registry.create_node_contract(node.node_id, dep.hash_hex())
     dep.contract_id = contract.id
-    await keys_of(owner).give_new(node.twin_id, contract.id)
+    await keys_of(owner).give_new(owner.node(node), contract.id)
     dep.sign(owner.twin_id, owner.identity)
-    await owner.call(node, "zos.deployment.deploy", dep.to_dict())
+    await owner.node(node).deploy(dep)
     names = ["net", "vol", "ns", "vm"]
     await wait_ok(owner, node, dep.contract_id, names)
     wid = f"{owner.twin_id}-{dep.contract_id}"
     cid = container_id(f"{wid}-vm")
     storage = node.data_dir / "storage"
-    status = await keys_of(owner).status(node.twin_id, contract.id)
-    assert status["encrypted"] is True and status["locked"] is False
-    key = open_copy(owner.identity, contract.id, status["copy"])
+    status = await keys_of(owner).status(owner.node(node), contract.id)
+    assert status.encrypted is True and status.locked is False
+    key = open_copy(owner.identity, contract.id, status.copy_)
 
     # the marker in all three places, seen from the node while unlocked
     vol_file = storage / "volumes" / f"{wid}-vol" / "data" / "m"
@@ -194,7 +194,7 @@ async def test_data_only_its_owner_can_read(
     node.kill()
     node.start()
     await node.wait_ready(owner)
-    assert (await keys_of(owner).status(node.twin_id, contract.id))["locked"] is False
+    assert (await keys_of(owner).status(owner.node(node), contract.id)).locked is False
     await wait_ok(owner, node, dep.contract_id, names)
     assert zm._runc_pid(node.data_dir, cid) == pid
 
@@ -209,8 +209,8 @@ async def test_data_only_its_owner_can_read(
     # after restart: locked, not started, nothing removed
     node.start()
     await node.wait_ready(owner)
-    status = await keys_of(owner).status(node.twin_id, contract.id)
-    assert status["locked"] is True
+    status = await keys_of(owner).status(owner.node(node), contract.id)
+    assert status.locked is True
     assert zm.runc_ids(node.data_dir) == []
     got = await owner.get(node, dep.contract_id)
     assert {w["name"] for w in got["workloads"]} == set(names)
@@ -228,32 +228,32 @@ async def test_data_only_its_owner_can_read(
     # another twin: refused even with the right key; a teammate not yet shared with too
     for stranger in (other, mate):
         with pytest.raises(BusError) as refused:
-            await keys_of(stranger).send(node.twin_id, contract.id, key)
+            await keys_of(stranger).send(stranger.node(node), contract.id, key)
         assert refused.value.code == "forbidden" and "may not unlock" in refused.value.message
         with pytest.raises(BusError):
-            await keys_of(stranger).unlock(node.twin_id, contract.id)
-    assert (await keys_of(owner).status(node.twin_id, contract.id))["locked"] is True
+            await keys_of(stranger).unlock(stranger.node(node), contract.id)
+    assert (await keys_of(owner).status(owner.node(node), contract.id)).locked is True
 
     # shared: the teammate unlocks with its own copy, the machine comes back with its data
-    await keys_of(owner).share(node.twin_id, contract.id, mate.twin_id)
-    assert (await keys_of(owner).status(node.twin_id, contract.id))["shared"] == [mate.twin_id]
-    assert await keys_of(mate).unlock(node.twin_id, contract.id) is True
+    await keys_of(owner).share(owner.node(node), contract.id, mate.twin_id)
+    assert (await keys_of(owner).status(owner.node(node), contract.id)).shared == [mate.twin_id]
+    assert await keys_of(mate).unlock(mate.node(node), contract.id) is True
     await back_with_data()
 
     # unshared, and another reboot: the teammate is refused, the owner unlocks
-    await keys_of(owner).unshare(node.twin_id, contract.id, mate.twin_id)
+    await keys_of(owner).unshare(owner.node(node), contract.id, mate.twin_id)
     reboot(node, prefix)
     node.start()
     await node.wait_ready(owner)
     with pytest.raises(BusError) as refused:
-        await keys_of(mate).send(node.twin_id, contract.id, key)
+        await keys_of(mate).send(mate.node(node), contract.id, key)
     assert refused.value.code == "forbidden"
-    assert (await keys_of(owner).status(node.twin_id, contract.id))["locked"] is True
-    assert await keys_of(owner).unlock(node.twin_id, contract.id) is True
+    assert (await keys_of(owner).status(owner.node(node), contract.id)).locked is True
+    assert await keys_of(owner).unlock(owner.node(node), contract.id) is True
     await back_with_data()
 
     # deleted: its key leaves the kernel, its record the node
-    await owner.call(node, "zos.deployment.delete", {"contract_id": dep.contract_id})
+    await owner.node(node).delete(dep.contract_id)
     await owner.wait_states(node, dep.contract_id, dict.fromkeys(names, "deleted"))
     assert keyring.descriptions(f"zos:{node_tag(node.data_dir)}:") == []
     assert leftovers(node.data_dir) == {"mounts": [], "loops": [], "files": []}

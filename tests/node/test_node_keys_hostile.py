@@ -18,6 +18,7 @@ from zos.bus import BusError
 from zos.client.datakeys import DataKeys
 from zos.identity import Identity
 from zos.identity.datakey import seal_copy, seal_for_node
+from zos.nodeapi import commands as api
 from zos.primitives import fscrypt, keyring
 
 pytestmark = [pytest.mark.nats, pytest.mark.root]
@@ -56,7 +57,7 @@ async def send(
     payload: dict[str, Any] = {"contract_id": contract_id, "key": sealed}
     if copies is not None:
         payload["copies"] = {str(t): c for t, c in copies.items()}
-    return await user.call(node, "zos.deployment.unlock", payload)
+    return await user.call(node, api.UNLOCK, payload)
 
 
 async def refused(code: str, match: str, attempt: Any) -> None:
@@ -74,10 +75,10 @@ async def test_hostile_keys_are_refused_and_change_nothing(make_user, make_node)
     # A ThreeFold client sends no key: deployed, shown as not encrypted, no key accepted later.
     plain = await owner.deploy(node, owner.deployment(volume))
     await owner.wait_states(node, plain.contract_id, {"vol": "ok"})
-    status = await DataKeys(owner.identity, owner.twin_id, owner.registry, owner.bus).status(
-        node.twin_id, plain.contract_id
+    status = await DataKeys(owner.identity, owner.twin_id, owner.registry).status(
+        owner.node(node), plain.contract_id
     )
-    assert status["encrypted"] is False and status["locked"] is False
+    assert status.encrypted is False and status.locked is False
     mount = node.data_dir / "storage" / "volumes" / f"{owner.twin_id}-{plain.contract_id}-vol"
     assert not (mount / "data").exists()
     key = secrets.token_bytes(32)
@@ -136,7 +137,7 @@ async def test_hostile_keys_are_refused_and_change_nothing(make_user, make_node)
         await refused(
             "not_found",
             "no such deployment",
-            owner.call(node, "zos.deployment.encryption", {"contract_id": cid}),
+            owner.call(node, api.ENCRYPTION, {"contract_id": cid}),
         )
 
     # the owner's key, once; the same message again is a replay
@@ -157,25 +158,21 @@ async def test_hostile_keys_are_refused_and_change_nothing(make_user, make_node)
 
     dep.contract_id = cid
     dep.sign(owner.twin_id, owner.identity)
-    await owner.call(node, "zos.deployment.deploy", dep.to_dict())
+    await owner.node(node).deploy(dep)
     await owner.wait_states(node, cid, {"vol": "ok"})
     data = node.data_dir / "storage" / "volumes" / f"{owner.twin_id}-{cid}-vol" / "data"
     assert fscrypt.get_policy(data).identifier == fscrypt.key_identifier(key)  # type: ignore[union-attr]
-    keys = DataKeys(owner.identity, owner.twin_id, owner.registry, owner.bus)
-    status = await keys.status(node.twin_id, cid)
-    assert status["encrypted"] is True and status["locked"] is False and status["shared"] == []
+    keys = DataKeys(owner.identity, owner.twin_id, owner.registry)
+    status = await keys.status(owner.node(node), cid)
+    assert status.encrypted is True and status.locked is False and status.shared == []
     # the node refuses to share with a twin that does not exist, or to unshare the owner
     share = {"contract_id": cid, "twin": 999_999, "copy": own}
-    await refused("invalid", "not registered", owner.call(node, "zos.deployment.share", share))
+    await refused("invalid", "not registered", owner.call(node, api.SHARE, share))
     unshare = {"contract_id": cid, "twin": owner.twin_id}
-    await refused(
-        "invalid", "cannot be removed", owner.call(node, "zos.deployment.unshare", unshare)
-    )
+    await refused("invalid", "cannot be removed", owner.call(node, api.UNSHARE, unshare))
     share = {"contract_id": cid, "twin": other.twin_id, "copy": own}
-    await refused(
-        "not_found", "no such deployment", other.call(node, "zos.deployment.share", share)
-    )
-    assert (await keys.status(node.twin_id, cid))["shared"] == []
+    await refused("not_found", "no such deployment", other.call(node, api.SHARE, share))
+    assert (await keys.status(owner.node(node), cid)).shared == []
     held = [p for p in node.data_dir.rglob("*") if p.is_file() and not p.is_symlink()]
     assert [p for p in held if key in p.read_bytes()] == []
 

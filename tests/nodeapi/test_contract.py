@@ -10,9 +10,11 @@ import sys
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from zos.bus import BusError, Request
 from zos.node.api import node_router
+from zos.node.api_keys import keys_router
 from zos.node.engine import EngineError
 from zos.nodeapi import NodeClient
 from zos.nodeapi import commands as api
@@ -47,7 +49,9 @@ async def _dispatch(engine: FakeEngine, command: str, payload: Any = None) -> An
 
 
 def test_the_node_serves_every_command_of_the_contract_and_no_other() -> None:
-    assert node_router(FakeEngine()).commands == sorted(api.COMMANDS)  # type: ignore[arg-type]
+    router = node_router(FakeEngine())  # type: ignore[arg-type]
+    router.include(keys_router(None, None, None, None, 1, 1))  # type: ignore[arg-type]
+    assert router.commands == sorted(api.COMMANDS)
 
 
 def test_the_contract_loads_without_the_node() -> None:
@@ -124,6 +128,26 @@ async def test_node_client_sends_the_contracts_payloads() -> None:
     assert timeout > api.FOLLOW_WAIT  # the node may wait that long before it answers
     await node.delete(5)
     assert bus.sent[-1][1:3] == (api.DELETE, {"contract_id": 5})
+
+
+async def test_node_client_sends_the_data_key_commands_payloads() -> None:
+    bus = FakeBus({"contract_id": 5, "encrypted": True, "locked": False})
+    node = NodeClient(bus, 42)  # type: ignore[arg-type]
+    assert (await node.unlock(5, "sealed", {3: "copy"})).locked is False
+    sent = {"contract_id": 5, "key": "sealed", "copies": {3: "copy"}}
+    assert bus.sent[-1][1:3] == (api.UNLOCK, sent)
+    await node.unlock(5, "sealed")
+    assert bus.sent[-1][2] == {"contract_id": 5, "key": "sealed"}
+    await node.share(5, 9, "copy")
+    assert bus.sent[-1][1:3] == (api.SHARE, {"contract_id": 5, "twin": 9, "copy": "copy"})
+    await node.unshare(5, 9)
+    assert bus.sent[-1][1:3] == (api.UNSHARE, {"contract_id": 5, "twin": 9})
+    bus.answer = {"contract_id": 5, "owner": 7, "encrypted": True, "locked": True, "copy": "c"}
+    status = await node.encryption(5)
+    assert (status.locked, status.copy_, status.shared) == (True, "c", [])
+    with pytest.raises(ValidationError):
+        await node.share(5, 0, "copy")  # no twin 0: refused before it is sent
+    assert bus.sent[-1][1] == api.ENCRYPTION
 
 
 async def test_node_client_refuses_an_answer_that_is_not_the_contracts() -> None:

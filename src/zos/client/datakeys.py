@@ -17,12 +17,8 @@ from zos.bus import BusError
 from zos.client.errors import GridClientError
 from zos.identity import Identity
 from zos.identity.datakey import DataKeyError, new_data_key, open_copy, seal_copy, seal_for_node
-
-
-class Bus(Protocol):
-    async def request(
-        self, twin_id: int, command: str, payload: Any = None, timeout: float = ...
-    ) -> Any: ...
+from zos.nodeapi import NodeClient
+from zos.nodeapi.commands import Encryption, Unlocked
 
 
 class Registry(Protocol):
@@ -49,93 +45,78 @@ def _wipe(key: bytearray) -> None:
 
 
 class DataKeys:
-    def __init__(self, identity: Identity, twin_id: int, registry: Registry, bus: Bus) -> None:
+    """One twin's side of its deployments' keys, on any node (its `NodeClient`)."""
+
+    def __init__(self, identity: Identity, twin_id: int, registry: Registry) -> None:
         self.identity = identity
         self.twin_id = twin_id
         self.registry = registry
-        self.bus = bus
 
     async def _public_key(self, twin_id: int) -> bytes:
         return bytes((await self.registry.get_twin(twin_id)).public_key_bytes)
 
     async def send(
         self,
-        node_twin: int,
+        node: NodeClient,
         contract_id: int,
         key: bytes | bytearray,
         copies: dict[int, str] | None = None,
-        timeout: float = 20,
-    ) -> Any:
+    ) -> Unlocked:
         """Send `key` sealed to the node (`zos.deployment.unlock`)."""
         sealed = seal_for_node(
             self.identity,
             self.twin_id,
-            node_twin,
-            await self._public_key(node_twin),
+            node.twin_id,
+            await self._public_key(node.twin_id),
             contract_id,
             key,
         )
-        payload: dict[str, Any] = {"contract_id": contract_id, "key": sealed}
-        if copies:
-            payload["copies"] = {str(t): c for t, c in copies.items()}
-        return await self.bus.request(node_twin, "zos.deployment.unlock", payload, timeout=timeout)
+        return await node.unlock(contract_id, sealed, copies)
 
-    async def give_new(self, node_twin: int, contract_id: int) -> None:
+    async def give_new(self, node: NodeClient, contract_id: int) -> None:
         """A new deployment's key: made here, sent before the deployment, a copy sealed to
         you kept by the node."""
         key = new_data_key()
         try:
             own = seal_copy(self.identity.public_key, contract_id, key)
-            await self.send(node_twin, contract_id, key, {self.twin_id: own})
+            await self.send(node, contract_id, key, {self.twin_id: own})
         finally:
             _wipe(key)
 
-    async def status(self, node_twin: int, contract_id: int) -> dict[str, Any]:
-        """`{"encrypted", "locked", "owner", "copy", "shared"}` as the node tells it."""
-        return await self.bus.request(
-            node_twin, "zos.deployment.encryption", {"contract_id": contract_id}, timeout=20
-        )
+    async def status(self, node: NodeClient, contract_id: int) -> Encryption:
+        """Encrypted, locked, your sealed copy and (yours) who it is shared with, as the
+        node tells it."""
+        return await node.encryption(contract_id)
 
-    async def _own_key(self, node_twin: int, contract_id: int) -> tuple[bytearray, dict]:
-        status = await self.status(node_twin, contract_id)
-        if not status.get("encrypted"):
+    async def _own_key(self, node: NodeClient, contract_id: int) -> tuple[bytearray, Encryption]:
+        status = await self.status(node, contract_id)
+        if not status.encrypted:
             raise DataKeyRefused(
                 f"deployment {contract_id} is not encrypted (it was deployed without a key)"
             )
-        copy = status.get("copy")
-        if not isinstance(copy, str):
+        if status.copy_ is None:
             raise DataKeyRefused(
                 f"deployment {contract_id}: the node has no copy of its key for you"
             )
-        return open_copy(self.identity, contract_id, copy), status
+        return open_copy(self.identity, contract_id, status.copy_), status
 
-    async def unlock(self, node_twin: int, contract_id: int) -> bool:
+    async def unlock(self, node: NodeClient, contract_id: int) -> bool:
         """Open your copy and send the key; whether the deployment was locked."""
-        key, status = await self._own_key(node_twin, contract_id)
+        key, status = await self._own_key(node, contract_id)
         try:
-            await self.send(node_twin, contract_id, key)
+            await self.send(node, contract_id, key)
         finally:
             _wipe(key)
-        return bool(status.get("locked"))
+        return status.locked
 
-    async def share(self, node_twin: int, contract_id: int, twin: int) -> None:
+    async def share(self, node: NodeClient, contract_id: int, twin: int) -> None:
         """Let `twin` unlock the deployment: the key sealed to it, kept by the node."""
-        key, _ = await self._own_key(node_twin, contract_id)
+        key, _ = await self._own_key(node, contract_id)
         try:
             copy = seal_copy(await self._public_key(twin), contract_id, key)
         finally:
             _wipe(key)
-        await self.bus.request(
-            node_twin,
-            "zos.deployment.share",
-            {"contract_id": contract_id, "twin": twin, "copy": copy},
-            timeout=20,
-        )
+        await node.share(contract_id, twin, copy)
 
-    async def unshare(self, node_twin: int, contract_id: int, twin: int) -> None:
-        await self.bus.request(
-            node_twin,
-            "zos.deployment.unshare",
-            {"contract_id": contract_id, "twin": twin},
-            timeout=20,
-        )
+    async def unshare(self, node: NodeClient, contract_id: int, twin: int) -> None:
+        await node.unshare(contract_id, twin)

@@ -27,10 +27,10 @@ async def submit(
     node: NodeClient,
     dep: Deployment,
     name: str,
-    before: Callable[[int, int], Awaitable[None]] | None = None,
+    before: Callable[[NodeClient, int], Awaitable[None]] | None = None,
 ) -> int:
-    """Contract `dep` on the node, sign it and send it; the contract id. `before(node
-    twin, contract id)` runs first once the contract exists (the deployment's data key).
+    """Contract `dep` on the node, sign it and send it; the contract id. `before(node,
+    contract id)` runs first once the contract exists (the deployment's data key).
     A node that refuses either (or does not answer) leaves nothing: the contract is
     cancelled again."""
     try:
@@ -44,7 +44,7 @@ async def submit(
     try:
         with node_answers(node_id):
             if before is not None:
-                await before(node.twin_id, contract.id)
+                await before(node, contract.id)
             await node.deploy(dep)
     except (BusError, GridClientError) as e:
         with contextlib.suppress(BusError):

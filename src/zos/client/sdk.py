@@ -325,15 +325,13 @@ class GridClient:
 
     @property
     def _keys(self) -> DataKeys:
-        if self.bus is None:
-            raise GridClientError("the client is closed")
-        return DataKeys(self.identity, self.twin_id, self._reg, self.bus)
+        return DataKeys(self.identity, self.twin_id, self._reg)
 
     async def _encryption(self, node: Node, info: DeploymentInfo) -> None:
         """Whether `info` is encrypted and locked, as its node says (left as is if it
         cannot say: a node of an older version)."""
         with contextlib.suppress(BusError):
-            mark_encryption(info, await self._keys.status(node.twin_id, info.contract_id))
+            mark_encryption(info, await self._keys.status(self._on(node), info.contract_id))
 
     async def unlock(
         self, name: str | None = None, *, node_id: int | None = None, contract_id: int | None = None
@@ -347,21 +345,21 @@ class GridClient:
             raise GridClientError("unlock: give a deployment name, or a node and a contract id")
         node = await self._node(node_id)
         with refusals(f"node {node_id} refused to unlock contract {contract_id}"):
-            return await self._keys.unlock(node.twin_id, contract_id)
+            return await self._keys.unlock(self._on(node), contract_id)
 
     async def share(self, name: str, twin: int) -> None:
         """Let twin `twin` unlock deployment `name` (its key, sealed to that twin)."""
         info, _ = find(await self.ps(), name)
         node = await self._node(info.node_id)
         with refusals(f"cannot share '{name}' with twin {twin}"):
-            await self._keys.share(node.twin_id, info.contract_id, twin)
+            await self._keys.share(self._on(node), info.contract_id, twin)
 
     async def unshare(self, name: str, twin: int) -> None:
         """Twin `twin` may no longer unlock `name` (it may still know the key it had)."""
         info, _ = find(await self.ps(), name)
         node = await self._node(info.node_id)
         with refusals(f"cannot unshare '{name}' from twin {twin}"):
-            await self._keys.unshare(node.twin_id, info.contract_id, twin)
+            await self._keys.unshare(self._on(node), info.contract_id, twin)
 
     async def _remove(self, info: DeploymentInfo) -> None:
         node = await self._node(info.node_id)

@@ -18,6 +18,7 @@ from zos.gridtypes import (
     Workload,
     ZMachine,
 )
+from zos.nodeapi.commands import Encryption
 from zos.registry import NodeContract
 
 
@@ -146,10 +147,10 @@ def unknown(c: NodeContract, why: str) -> DeploymentInfo:
     )
 
 
-def mark_encryption(info: DeploymentInfo, status: dict[str, Any]) -> None:
+def mark_encryption(info: DeploymentInfo, status: Encryption) -> None:
     """`info` as encrypted and locked as its node's encryption status says."""
-    info.encrypted = bool(status.get("encrypted"))
-    info.locked = bool(status.get("locked"))
+    info.encrypted = status.encrypted
+    info.locked = status.locked
     if info.locked:
         info.state = "locked"
         info.message = (

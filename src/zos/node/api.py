@@ -1,4 +1,5 @@
-"""The node's bus handlers, one for each command of the contract in `zos.nodeapi.commands`.
+"""The node's bus handlers, one for each command of the contract in `zos.nodeapi.commands`
+(the data keys' are in `zos.node.api_keys`).
 
 Each handler reads its payload with the contract's model (`parse`: a BusError `invalid`
 naming the field), calls the engine with the sender twin the bus has already
@@ -86,6 +87,11 @@ def node_router(engine: Engine) -> Router:
             data = data[: api.MAX_LOG_CHUNK]
         return api.LogsChunk(data=data.decode(errors="replace"), offset=offset).model_dump()
 
-    if missing := set(api.COMMANDS) - set(router.commands):
-        raise RuntimeError(f"commands of the contract without a handler: {sorted(missing)}")
+    check_served(router, api.ENGINE_COMMANDS)
     return router
+
+
+def check_served(router: Router, commands: tuple[str, ...]) -> None:
+    """Every one of the contract's `commands` has its handler in `router`."""
+    if missing := set(commands) - set(router.commands):
+        raise RuntimeError(f"commands of the contract without a handler: {sorted(missing)}")

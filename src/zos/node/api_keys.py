@@ -25,26 +25,33 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from zos.bus import BusError, Request, Router
 from zos.identity import Identity
 from zos.identity.datakey import (
     MAX_AGE_MS,
-    MAX_SEALED,
     MAX_SKEW_MS,
     DataKeyError,
     b64decode,
     check_fresh,
     open_for_node,
 )
+from zos.node.api import check_served
 from zos.node.keystore import Entry, KeyStore, KeyStoreError
 from zos.node.services import ContractInfo
 from zos.node.store import ACTIVE, DELETED, Store
+from zos.nodeapi import commands as api
+from zos.nodeapi.commands import (
+    MAX_COPIES,
+    ContractArgs,
+    Encryption,
+    ShareArgs,
+    UnlockArgs,
+    Unlocked,
+    UnshareArgs,
+    parse,
+)
 
 log = logging.getLogger(__name__)
-
-MAX_COPIES = 32  # twins one deployment may be shared with
 
 
 class Grid(Protocol):
@@ -59,47 +66,7 @@ class Engine(Protocol):
     def resume(self, contract_id: int) -> None: ...
 
 
-_TWIN = Field(ge=1, lt=1 << 32)
-_CONTRACT = Field(ge=1, lt=1 << 64)
-_SEALED = Field(min_length=1, max_length=2 * MAX_SEALED)
-
-
-class _Args(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class UnlockArgs(_Args):
-    contract_id: int = _CONTRACT
-    key: str = _SEALED
-    copies: dict[int, str] = Field(default_factory=dict, max_length=MAX_COPIES)
-
-
-class UnshareArgs(_Args):
-    contract_id: int = _CONTRACT
-    twin: int = _TWIN
-
-
-class ShareArgs(UnshareArgs):
-    copy_: str = Field(alias="copy", min_length=1, max_length=2 * MAX_SEALED)
-
-
 Teammate = TypeVar("Teammate", bound=UnshareArgs)
-
-
-class ContractArgs(_Args):
-    contract_id: int = _CONTRACT
-
-
-T = TypeVar("T", bound=BaseModel)
-
-
-def _parse(model: type[T], payload: Any) -> T:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "payload"
-        raise BusError("invalid", f"{where}: {err['msg']}") from None
 
 
 def keys_router(
@@ -152,9 +119,9 @@ def keys_router(
         except DataKeyError as e:
             raise BusError("invalid", str(e)) from None
 
-    @router.command("zos.deployment.unlock")
+    @router.command(api.UNLOCK)
     async def unlock(req: Request) -> Any:
-        args = _parse(UnlockArgs, req.payload)
+        args = parse(UnlockArgs, req.payload)
         sender, cid = req.source_twin, args.contract_id
         sender_key = await grid.twin_key(sender)
         if sender_key is None:
@@ -200,7 +167,7 @@ def keys_router(
         if was_locked and rec is not None and rec.state == ACTIVE:
             log.info("deployment %s: unlocked by twin %s", cid, sender)
             engine.resume(cid)
-        return {"contract_id": cid, "encrypted": True, "locked": False}
+        return Unlocked(contract_id=cid, encrypted=True, locked=False).model_dump()
 
     def owned_entry(sender: int, cid: int) -> Entry:
         entry = keys.entry(cid)
@@ -210,13 +177,13 @@ def keys_router(
 
     def teammate(req: Request, model: type[Teammate], owner_rule: str) -> tuple[Teammate, Entry]:
         """The owner's request about a teammate (`twin`), and the deployment's entry."""
-        args = _parse(model, req.payload)
+        args = parse(model, req.payload)
         entry = owned_entry(req.source_twin, args.contract_id)
         if args.twin == entry.owner:
             raise BusError("invalid", f"twin: {owner_rule}")
         return args, entry
 
-    @router.command("zos.deployment.share")
+    @router.command(api.SHARE)
     async def share(req: Request) -> Any:
         args, entry = teammate(req, ShareArgs, "the owner can always unlock its deployment")
         if args.twin not in entry.copies and len(entry.copies) >= MAX_COPIES:
@@ -226,7 +193,7 @@ def keys_router(
         log.info("deployment %s: shared with twin %s", args.contract_id, args.twin)
         return None
 
-    @router.command("zos.deployment.unshare")
+    @router.command(api.UNSHARE)
     async def unshare(req: Request) -> Any:
         args, _ = teammate(req, UnshareArgs, "the owner cannot be removed")
         if not keys.unshare(args.contract_id, args.twin):
@@ -234,34 +201,30 @@ def keys_router(
         log.info("deployment %s: no longer shared with twin %s", args.contract_id, args.twin)
         return None
 
-    @router.command("zos.deployment.encryption")
+    @router.command(api.ENCRYPTION)
     async def encryption(req: Request) -> Any:
-        args = _parse(ContractArgs, req.payload)
+        args = parse(ContractArgs, req.payload)
         sender, cid = req.source_twin, args.contract_id
         entry = keys.entry(cid)
         if entry is None:
             rec = engine.store.get(cid)
             if rec is None or rec.twin_id != sender:
                 raise not_found(sender, cid)
-            return {
-                "contract_id": cid,
-                "owner": sender,
-                "encrypted": False,
-                "locked": False,
-                "copy": None,
-                "shared": [],
-            }
+            status = Encryption(contract_id=cid, owner=sender, encrypted=False, locked=False)
+            return status.model_dump(by_alias=True)
         if sender != entry.owner and sender not in entry.copies:
             raise not_found(sender, cid)
-        return {
-            "contract_id": cid,
-            "owner": entry.owner,
-            "encrypted": True,
-            "locked": keys.locked(cid),
-            "copy": entry.copies.get(sender),
-            "shared": sorted(t for t in entry.copies if t != entry.owner)
-            if sender == entry.owner
-            else [],
-        }
+        shared = [t for t in entry.copies if t != entry.owner] if sender == entry.owner else []
+        return Encryption.model_validate(
+            {
+                "contract_id": cid,
+                "owner": entry.owner,
+                "encrypted": True,
+                "locked": keys.locked(cid),
+                "copy": entry.copies.get(sender),
+                "shared": sorted(shared),
+            }
+        ).model_dump(by_alias=True)
 
+    check_served(router, api.KEY_COMMANDS)
     return router

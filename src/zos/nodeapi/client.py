@@ -74,6 +74,27 @@ class NodeClient:
             api.LogsChunk, api.ZMACHINE_LOGS, args.model_dump(), timeout=timeout
         )
 
+    async def unlock(
+        self, contract_id: int, key: str, copies: dict[int, str] | None = None
+    ) -> api.Unlocked:
+        """Give the deployment its data key (`key` sealed to this node); the first one
+        also carries `copies`, the key sealed to the twins that may unlock it later."""
+        args = api.UnlockArgs(contract_id=contract_id, key=key, copies=copies or {})
+        payload = args.model_dump(exclude_defaults=True)
+        return await self._typed(api.Unlocked, api.UNLOCK, payload)
+
+    async def share(self, contract_id: int, twin: int, copy: str) -> None:
+        payload = {"contract_id": contract_id, "twin": twin, "copy": copy}
+        await self.call(api.SHARE, api.ShareArgs.model_validate(payload).model_dump(by_alias=True))
+
+    async def unshare(self, contract_id: int, twin: int) -> None:
+        args = api.UnshareArgs(contract_id=contract_id, twin=twin)
+        await self.call(api.UNSHARE, args.model_dump())
+
+    async def encryption(self, contract_id: int) -> api.Encryption:
+        """Whether the deployment is encrypted and locked, and the asker's sealed copy."""
+        return await self._typed(api.Encryption, api.ENCRYPTION, _contract(contract_id))
+
 
 def _contract(contract_id: int) -> dict[str, Any]:
     return api.ContractArgs(contract_id=contract_id).model_dump()

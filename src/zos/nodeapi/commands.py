@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zos.bus.errors import BusError, describe_error
 from zos.gridtypes.capacity import Capacity
+from zos.identity.datakey import MAX_SEALED
 
 DEPLOY = "zos.deployment.deploy"  # a signed deployment, version 0 -> None
 UPDATE = "zos.deployment.update"  # the deployment with version + 1 -> None
@@ -25,8 +26,15 @@ DELETE = "zos.deployment.delete"  # ContractArgs -> None
 STATISTICS = "zos.statistics.get"  # None -> Statistics
 VERSION = "zos.system.version"  # None -> Version
 ZMACHINE_LOGS = "zos.zmachine.logs"  # LogsArgs -> LogsChunk
+# A deployment's data key (encryption at rest; the node's side is zos.node.api_keys).
+UNLOCK = "zos.deployment.unlock"  # UnlockArgs -> Unlocked
+SHARE = "zos.deployment.share"  # ShareArgs -> None (owner only)
+UNSHARE = "zos.deployment.unshare"  # UnshareArgs -> None (owner only)
+ENCRYPTION = "zos.deployment.encryption"  # ContractArgs -> Encryption
 
-COMMANDS = (DEPLOY, UPDATE, GET, LIST, CHANGES, DELETE, STATISTICS, VERSION, ZMACHINE_LOGS)
+ENGINE_COMMANDS = (DEPLOY, UPDATE, GET, LIST, CHANGES, DELETE, STATISTICS, VERSION, ZMACHINE_LOGS)
+KEY_COMMANDS = (UNLOCK, SHARE, UNSHARE, ENCRYPTION)
+COMMANDS = ENGINE_COMMANDS + KEY_COMMANDS
 
 # A followed log request with nothing new waits this long on the node (a long poll);
 # one answer carries at most MAX_LOG_CHUNK bytes of output.
@@ -34,6 +42,7 @@ FOLLOW_WAIT = 20.0
 MAX_LOG_CHUNK = 256 * 1024
 
 U64 = 1 << 64
+MAX_COPIES = 32  # twins one deployment's key may be sealed to (its owner and teammates)
 Args = TypeVar("Args", bound=BaseModel)
 
 
@@ -50,6 +59,24 @@ class LogsArgs(Request):
     name: str = Field(min_length=1, max_length=36, pattern=r"^[a-zA-Z0-9_]+$")
     offset: int = Field(default=0, ge=0)
     follow: bool = False
+
+
+class UnlockArgs(Request):
+    """`key`: a key message sealed to the node (`zos.identity.datakey.seal_for_node`);
+    `copies` (the first key only): twin -> the key sealed to that twin, the owner's at least."""
+
+    contract_id: int = Field(ge=1, lt=U64)
+    key: str = Field(min_length=1, max_length=2 * MAX_SEALED)
+    copies: dict[int, str] = Field(default_factory=dict, max_length=MAX_COPIES)
+
+
+class UnshareArgs(Request):
+    contract_id: int = Field(ge=1, lt=U64)
+    twin: int = Field(ge=1, lt=1 << 32)
+
+
+class ShareArgs(UnshareArgs):
+    copy_: str = Field(alias="copy", min_length=1, max_length=2 * MAX_SEALED)
 
 
 class Answer(BaseModel):
@@ -79,6 +106,24 @@ class Statistics(Answer):
 class Version(Answer):
     zos: str
     zinit: str = ""
+
+
+class Unlocked(Answer):
+    contract_id: int
+    encrypted: bool
+    locked: bool
+
+
+class Encryption(Answer):
+    """`copy`: the asker's sealed copy of the key; `shared` (for the owner only): the
+    twins it is shared with."""
+
+    contract_id: int
+    owner: int
+    encrypted: bool
+    locked: bool
+    copy_: str | None = Field(default=None, alias="copy")
+    shared: list[int] = Field(default_factory=list)
 
 
 def parse(model: type[Args], payload: Any, *, code: str = "invalid") -> Args:
