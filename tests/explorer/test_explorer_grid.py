@@ -24,7 +24,7 @@ import pytest
 from explorer_helpers import ExplorerProcess
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grid"))
 
@@ -271,7 +271,10 @@ def test_node_search_with_a_filter(setup: Setup, chrome: webdriver.Chrome) -> No
     form.find_element(By.NAME, "free_memory").send_keys("1G")
     Select(form.find_element(By.NAME, "status")).select_by_value("up")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert "free_memory=1G" in chrome.current_url and "status=up" in chrome.current_url
+    # The click starts a navigation; the new page's URL carries the filters.
+    WebDriverWait(chrome, 120).until(
+        lambda d: "free_memory=1G" in d.current_url and "status=up" in d.current_url
+    )
     chrome.execute_async_script(browser.WAIT_LIVE)
 
     def expected() -> list[tuple[str, str, str]]:
