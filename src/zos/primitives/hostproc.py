@@ -47,6 +47,18 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def _gone(pid: int, started: int) -> bool:
+    """Whether the process `pid` started at `started` is gone, reaped if it was ours.
+
+    Reaped again once it is seen gone: it may have become a zombie between the first
+    wait and the look at its state (start_time reads a zombie as gone)."""
+    _reap(pid)  # our own child that exited unwatched (after close) is a zombie
+    if start_time(pid) == started:
+        return False
+    _reap(pid)
+    return True
+
+
 class HostProcess:
     def __init__(
         self,
@@ -194,15 +206,13 @@ class HostProcess:
     def _terminate(self, pid: int, started: int, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; returns when the process is gone."""
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            _reap(pid)  # our own child that exited unwatched (after close) is a zombie
-            if start_time(pid) != started:
+            if _gone(pid, started):
                 return
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                _reap(pid)
-                if start_time(pid) != started:
+                if _gone(pid, started):
                     return
                 time.sleep(0.02)
         raise HostProcessError(f"{self.name} (pid {pid}) would not stop")
