@@ -13,12 +13,13 @@ import sys
 from typing import Any
 
 from zos.cli import CliError
-from zos.cli.apps import _grid_options, _run
+from zos.cli._options import add_grid_options
+from zos.cli.apps import _run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     u = sub.add_parser("unlock", help="give a locked deployment its key back (after a reboot)")
-    _grid_options(u, json_flag=False)
+    add_grid_options(u, json_flag=False)
     u.add_argument("name", nargs="?", help="your deployment's name")
     u.add_argument("--node", type=int, help="a teammate's deployment: its node id")
     u.add_argument("--contract", type=int, help="a teammate's deployment: its contract id")
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("unshare", "stop letting a twin unlock a deployment of yours"),
     ):
         p = sub.add_parser(verb, help=text)
-        _grid_options(p, json_flag=False)
+        add_grid_options(p, json_flag=False)
         p.add_argument("name", help="your deployment's name")
         p.add_argument("--twin", type=int, required=True, help="the twin id")
         p.set_defaults(handler=cmd_share if verb == "share" else cmd_unshare)
