@@ -344,7 +344,7 @@ async def test_workloads_attach_and_detach_through_the_service(
     for ip, kind, message in (
         ("10.67.1.2", "veth", "ip: 10.67.1.2 is already used by another machine"),
         ("10.68.1.2", "veth", "ip: 10.68.1.2 is outside the subnet 10.67.1.0/24"),
-        ("10.67.1.3", "tap", "network: attachments of kind 'tap' are not supported"),
+        ("10.67.1.3", "vhost", "network: attachments of kind 'vhost' are not supported"),
     ):
         with pytest.raises(WorkloadError, match=message):
             await nets.attach(twin, "net", other, ip, kind=kind)
