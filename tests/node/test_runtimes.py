@@ -4,6 +4,7 @@ the manager asks that one (no root: a small fake runtime stands in for runc)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -74,17 +75,21 @@ async def test_a_machine_is_asked_of_the_runtime_it_records(
     with pytest.raises(WorkloadError, match="no zmachine 7-1-gone on this node"):
         await zm.stats("7-1-gone")
     # a new machine gets the node's choice; one that ran keeps the runtime it ran under
-    assert zm.runtime_for(None, None) is fake  # type: ignore[arg-type]
+    assert zm.runtime_for(NO_CHOICE, None) is fake  # type: ignore[arg-type]
     zm.node.machine_runtime = "runc"
-    assert zm.runtime_for(None, state("7-1-kept", "fake")) is fake  # type: ignore[arg-type]
+    assert zm.runtime_for(NO_CHOICE, state("7-1-kept", "fake")) is fake  # type: ignore[arg-type]
     await zm.close()
     assert fake.closed
+
+
+# A new machine that asks for no runtime of its own (`runtime:` unset).
+NO_CHOICE = SimpleNamespace(workload=SimpleNamespace(data=SimpleNamespace(runtime="")))
 
 
 def test_a_runtime_the_node_has_not_is_refused_by_name(tmp_path: Path) -> None:
     zm = ZMachineManager(NodeServices(tmp_path, machine_runtime="nope"))
     with pytest.raises(WorkloadError, match="zmachine: runtime 'nope' is not available"):
-        zm.runtime_for(None, None)  # type: ignore[arg-type]
+        zm.runtime_for(NO_CHOICE, None)  # type: ignore[arg-type]
     assert isinstance(zm.runtime(), RuncRuntime)  # the default: runc, built on first use
     with pytest.raises(ValueError, match="runtime runc is already registered"):
         register("runc", FakeRuntime)
