@@ -312,7 +312,7 @@ async def test_a_backend_on_the_owners_private_network(site: Site) -> None:
         assert resp.text == "from the private network\n"
         # The route is kept by the proxy and the forwarder by its own process: a new
         # manager (a restarted agent) finds both, and serves on.
-        site.names.close()
+        await site.names.close()
         site.names = GatewayNameManager(site.node)
         assert (await site.get(f"private.{DOMAIN}")).text == "from the private network\n"
         await site.names.provision(ctx(site.node, dep, name))

@@ -606,8 +606,9 @@ class Engine:
             message = await self._deprovision(self._ctx(dep, wl))
             wl.result = Result.from_raw(_result(DELETED_STATE, message or ""))
             changed.append(wl.to_dict())
+        # the key goes before the record says deleted: whoever sees "deleted" sees no key
+        if self.services.keys is not None:
+            self.services.keys.forget(contract_id)
         done = DeploymentBody(dep.to_dict())
         self.store.put(rec.twin_id, contract_id, done.to_json(), changed=changed, state=DELETED)
         self._used.pop(contract_id, None)
-        if self.services.keys is not None:
-            self.services.keys.forget(contract_id)

@@ -135,8 +135,11 @@ def descriptions(prefix: str) -> list[str]:
     with open("/proc/keys") as f:
         for line in f:
             fields = line.split(None, 8)
-            # /proc/keys cuts type names at 9 characters
-            if len(fields) == 9 and fields[7] == KEY_TYPE.decode()[:9]:
+            # /proc/keys cuts type names at 9 characters; an invalidated (i), revoked (R)
+            # or dead (D) key stays listed until the kernel's collector runs
+            if len(fields) != 9 or set(fields[1]) & set("iRD"):
+                continue
+            if fields[7] == KEY_TYPE.decode()[:9]:
                 desc = fields[8].split(": ", 1)[0].strip()  # "<description>: <size> [<type>]"
                 if desc.startswith(prefix):
                     found.append(desc)
