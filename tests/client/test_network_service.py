@@ -1,8 +1,7 @@
 """NetworkService and `zos network ...` over a small in-memory `NetworkNodes`.
 
-The nodes do not serve `zos.network.*` yet (issue 14's node side), so the service's
-collaborator here is `Nodes`: it answers those commands from fixed NodeInfo and keeps
-each node's network workload as JSON, refusing what a node refuses (an invalid
+The service's collaborator here is `Nodes`: it answers the nodes' `zos.network.*`
+commands from fixed NodeInfo and keeps each node's network workload as JSON, refusing what a node refuses (an invalid
 deployment, a wrong version, a listen port another workload holds). That it carries
 packets is shown by test_netplan_tunnels.py; the planner's rules by test_netplan.py.
 """
@@ -23,6 +22,7 @@ import pytest
 from netplan_helpers import deployment_of
 
 from zos.cli import build_parser
+from zos.cli._io import identity_from_args
 from zos.cli.network import add_commands
 from zos.client.networks import NetworkPlanError, NodeInfo, SeededRandomness
 from zos.client.networks.service import NetworkService
@@ -288,8 +288,10 @@ def test_unknown_network():
 
 def cli(nodes: Nodes, key_file: Path, *argv: str) -> int:
     @asynccontextmanager
-    async def connect(args: argparse.Namespace) -> AsyncIterator[Nodes]:
-        yield nodes
+    async def connect(args: argparse.Namespace) -> AsyncIterator[NetworkService]:
+        identity = identity_from_args(args)
+        assert identity is not None
+        yield NetworkService(nodes, identity)
 
     parser = argparse.ArgumentParser(prog="zos")
     add_commands(parser.add_subparsers(), connect)
@@ -304,9 +306,9 @@ def key_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_cli_is_not_registered_until_the_nodes_serve_it():
-    with pytest.raises(SystemExit):
-        build_parser("network").parse_args(["network", "ls"])
+def test_zos_network_is_registered_with_the_grid_options():
+    args = build_parser("network").parse_args(["network", "show", "mesh", "--nats", "nats://x"])
+    assert args.name == "mesh" and args.nats == "nats://x" and args.state_dir is None
 
 
 def test_cli_access_grant_revoke_show_ls(grid: Nodes, key_file: Path, tmp_path: Path, capsys):

@@ -169,17 +169,35 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"  {wtype:<10} {name:<20} {state}{extra}", file=out, flush=True)
 
     print(f"deploying {manifest.name} ...", file=out, flush=True)
+    if manifest.spans_nodes:
+        return _deploy_across(args, manifest, progress)
     info = _run(args, lambda c: c.deploy(manifest, progress=progress, timeout=args.timeout))
     if args.json:
         print(info.model_dump_json(indent=2))
         return 0
+    _print_deployed(info)
+    for g in info.gateways:
+        print(f"  gateway {g.name}: {g.url or g.state}")
+    _offer_unlock(args, _run(args, lambda c: c.ps()))
+    return 0
+
+
+def _print_deployed(info: Any) -> None:
     print(f"{info.name}: ok on node {info.node_id} (contract {info.contract_id})")
     for m in info.machines:
         reach = f"  reachable at {', '.join(m.urls)}" if m.urls else ""
         print(f"  machine {m.name}: {m.ip}{reach}")
-    for g in info.gateways:
-        print(f"  gateway {g.name}: {g.url or g.state}")
-    _offer_unlock(args, _run(args, lambda c: c.ps()))
+
+
+def _deploy_across(args: argparse.Namespace, manifest: Any, progress: Any) -> int:
+    """A manifest over several nodes: the network on each, then each node's machines."""
+    done = _run(args, lambda c: c.deploy_across(manifest, progress=progress, timeout=args.timeout))
+    if args.json:
+        print(json.dumps([d.model_dump(mode="json") for d in done.deployments], indent=2))
+        return 0
+    for info in done.deployments:
+        _print_deployed(info)
+    print(f"network {manifest.network_name}: `zos network show {manifest.network_name}`")
     return 0
 
 

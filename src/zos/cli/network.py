@@ -1,9 +1,8 @@
 """`zos network access | ls | show | grant | revoke`: a twin's networks across nodes.
 
-Not registered yet: this module has no `register`, so `zos` does not list it. The
-commands run through `zos.client.networks.NetworkService` over a `NetworkNodes` the
-caller provides; the SDK provides one once the nodes serve `zos.network.*` (issue 14's
-node side), and then `register(sub)` is `add_commands(sub, <the SDK's connect>)`.
+The commands run through a `zos.client.networks.NetworkService`: `zos` gets the SDK's
+(`GridClient.network_service`, over the grid's nodes); `add_commands` takes any other
+(the tests' in-memory grid).
 """
 
 from __future__ import annotations
@@ -13,29 +12,43 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from zos.cli import CliError
 from zos.cli._io import add_key_options, identity_from_args
-from zos.cli._options import add_actions
+from zos.cli._options import add_actions, add_grid_options, connect_grid
 
 if TYPE_CHECKING:
-    from zos.client.networks.service import Applied, NetworkNodes, NetworkService
+    from zos.client.networks.service import Applied, NetworkService
 
 T = TypeVar("T")
-Connect = Callable[[argparse.Namespace], AbstractAsyncContextManager["NetworkNodes"]]
+Connect = Callable[[argparse.Namespace], AbstractAsyncContextManager["NetworkService"]]
 Options = Callable[[argparse.ArgumentParser], None]
+
+
+@asynccontextmanager
+async def _grid_service(args: argparse.Namespace) -> AsyncIterator[NetworkService]:
+    """The SDK's NetworkService on the grid the options name, for the key they name."""
+    client = await connect_grid(args, identity_from_args(args))
+    try:
+        yield client.network_service()
+    finally:
+        await client.close()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    add_commands(sub, _grid_service, lambda p: add_grid_options(p, json_flag=False))
 
 
 def add_commands(
     sub: argparse._SubParsersAction, connect: Connect, options: Options = add_key_options
 ) -> None:
-    """`zos network ...`, reaching the grid through `connect(args)`; `options` adds the
-    flags `connect` reads (the grid's, the key's)."""
+    """`zos network ...`, reaching a NetworkService through `connect(args)`; `options`
+    adds the flags `connect` reads (the grid's, the key's)."""
     ns = add_actions(sub, "network", "private networks across nodes, laptops' access")
 
     def action(name: str, help: str, handler: Callable[..., int]) -> argparse.ArgumentParser:
@@ -70,19 +83,16 @@ def add_commands(
 
 
 def _run(args: argparse.Namespace, connect: Connect, work: Callable[[Any], Awaitable[T]]) -> T:
+    from zos.client import GridClientError
     from zos.client.networks import NetworkPlanError
-    from zos.client.networks.service import NetworkService
-
-    identity = identity_from_args(args)
-    assert identity is not None
 
     async def go() -> T:
-        async with connect(args) as nodes:
-            return await work(NetworkService(nodes, identity))
+        async with connect(args) as service:
+            return await work(service)
 
     try:
         return asyncio.run(go())
-    except NetworkPlanError as e:
+    except (NetworkPlanError, GridClientError) as e:
         raise CliError(str(e)) from None
 
 

@@ -1,9 +1,9 @@
 """From a manifest to the deployment a node is sent: its network, disks and machines as
 zos workloads, the metadata `ps` reads back, checked by `gridtypes.validate`.
 
-A deployment here lives on one node with one network of its own on that node
-(`network_workload`). A network spanning several nodes is planned by the multi-node
-planner (issue 14), which gives each node its part in place of `network_workload`.
+A one-node deployment carries its network (`network_workload`). The part of a manifest
+over several nodes joins the network planned across them (`zos.client.networks`), which
+its node holds in a deployment of its own: `subnet=` that node's /24, no network workload.
 """
 
 from __future__ import annotations
@@ -70,13 +70,16 @@ def build_deployment(
     flists: dict[str, str],
     taken: set[str] | None = None,
     published: list[str] | None = None,
+    subnet: IPv4Network | None = None,
 ) -> Deployment:
     """The deployment for `m`; machines without an `ip` get the first free ones of the
     subnet, skipping `taken` (your other machines on the same network and node);
-    `published`: the flists this deploy pushed to the hub (`rm` removes them)."""
+    `published`: the flists this deploy pushed to the hub (`rm` removes them);
+    `subnet`: the node's /24 of a network that is there already (not one of its own)."""
     taken = set(taken or ()) | {x.ip for x in m.machines if x.ip}
-    free = [str(a) for a in list(subnet_of(twin_id, m).hosts())[1:]]  # .1: the gateway
-    workloads = [network_workload(twin_id, m)]
+    hosts = (subnet or subnet_of(twin_id, m)).hosts()
+    free = [str(a) for a in list(hosts)[1:]]  # .1: the gateway
+    workloads = [] if subnet else [network_workload(twin_id, m)]
     for d in m.disks:
         workloads.append({"name": d.name, "type": "volume", "data": {"size": d.size}})
     for mach in m.machines:

@@ -16,6 +16,8 @@
         mounts: [{disk: data, mountpoint: /data}]
         ports: [8080]           # reachable from the host on a local grid
         runtime: container      # or `vm`: its own kernel (a light VM), beside runc
+        # node: 2               # this machine on node 2 (or `nodes: {farm: 1}`): the
+                                # manifest then spans nodes, one network across them
 
 `load_manifest` refuses a mistake before anything is sent, with the file, the line and
 the rule: `app.yaml:12: machines[0].memory: ...`.
@@ -121,6 +123,11 @@ class MountSpec(Model):
         return norm
 
 
+class NodeFilter(Model):
+    farm: int | None = Field(default=None, ge=1)
+    free_memory: Size | None = None
+
+
 class MachineSpec(Model):
     name: WorkloadName
     flist: str | None = None
@@ -134,9 +141,15 @@ class MachineSpec(Model):
     ports: list[int] = Field(default_factory=list)
     ip: str | None = None
     runtime: Literal["container", "vm"] = "container"
+    # Where this machine runs, if not where the manifest's `node`/`nodes` say: a manifest
+    # whose machines name nodes spans them, with one network across them all.
+    node: int | None = Field(default=None, ge=1)
+    nodes: NodeFilter | None = None
 
     @model_validator(mode="after")
     def _checks(self) -> MachineSpec:
+        if self.node is not None and self.nodes is not None:
+            raise ValueError("give `node` (an id) or `nodes` (a filter), not both")
         if bool(self.flist) == bool(self.image):
             raise ValueError(
                 "needs exactly one of `flist` (an flist URL on a hub) or `image` "
@@ -168,11 +181,6 @@ class MachineSpec(Model):
             if not key or "=" in key or "\x00" in key:
                 raise ValueError(f"{key!r} is not a variable name")
         return env
-
-
-class NodeFilter(Model):
-    farm: int | None = Field(default=None, ge=1)
-    free_memory: Size | None = None
 
 
 class NetworkSpec(Model):
@@ -227,6 +235,8 @@ class Manifest(Model):
             ip_range = ipaddress.IPv4Network(net.ip_range)
         except ValueError:
             raise ValueError(f"network.ip_range: {net.ip_range!r} is not an IPv4 network") from None
+        if self.spans_nodes:
+            _check_spanning(self, ip_range)
         if net.subnet is not None:
             try:
                 subnet = ipaddress.IPv4Network(net.subnet)
@@ -257,6 +267,11 @@ class Manifest(Model):
                     raise ValueError(f"machines[{i}].mounts[{j}].disk: '{mount.disk}' twice")
                 seen.add(mount.disk)
         return self
+
+    @property
+    def spans_nodes(self) -> bool:
+        """Its machines say where they run: one network across their nodes (issue 14)."""
+        return any(x.node is not None or x.nodes is not None for x in self.machines)
 
     @property
     def network_name(self) -> str:
@@ -311,6 +326,26 @@ class Manifest(Model):
             machine = next(m for m in self.machines if m.name == name)
             machine.image, machine.flist = str(path), None
             self._given_images.add(name)
+
+
+def _check_spanning(m: Manifest, ip_range: ipaddress.IPv4Network) -> None:
+    """A manifest over several nodes: each node gets its own /24 of a private /16."""
+    if m.network.subnet is not None:
+        raise ValueError(
+            "network.subnet: machines on several nodes get one /24 per node from "
+            "network.ip_range; leave subnet out"
+        )
+    if ip_range.prefixlen != 16 or not ip_range.is_private:
+        raise ValueError(
+            f"network.ip_range: {ip_range} must be a private /16 (e.g. 10.40.0.0/16) for "
+            "machines on several nodes"
+        )
+    for i, x in enumerate(m.machines):
+        if x.ip is not None:
+            raise ValueError(
+                f"machines[{i}].ip: machines on several nodes take addresses of their "
+                "node's /24, known only once the network is planned; leave ip out"
+            )
 
 
 # ---- YAML with line numbers -------------------------------------------------------------

@@ -4,6 +4,7 @@
         print(await grid.nodes())
         app = await grid.deploy("examples/hello/app.yaml")
         print(app.machines[0].urls)
+        print(await grid.network_access("meshnet"))      # a wg-quick file for your laptop
         async for text in grid.logs("hello"):
             print(text, end="")
         await grid.unlock("hello")                       # after its node rebooted
@@ -14,18 +15,23 @@ Every failure is a `GridClientError` whose message says what failed, on which no
 why, and what to do. The jobs live beside it: `placement` (which node), `building`
 (manifest -> deployment), `deploying` (send, wait, take down), `views` (what `ps`
 shows); nodes are spoken to through `zos.nodeapi.NodeClient`, a local grid's host
-ports through `zos.grid.machineports`.
+ports through `zos.grid.machineports`. Networks across nodes: `network_service()`
+(`zos.client.networks.NetworkService` over `networknodes.GridNetworkNodes`), and the
+`network_*` methods that use it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zos.bus import BusClient, BusError
-from zos.client import building, deploying, placement
+from zos.client import building, deploying, placement, spanning
 from zos.client.config import ConfigError, find_grid, find_identity
 from zos.client.datakeys import DataKeys, refusals
 from zos.client.deploying import Progress
@@ -46,6 +52,10 @@ from zos.grid.state import GridState
 from zos.identity import Identity
 from zos.nodeapi import NodeClient
 from zos.registry import Node, NodeContract, RegistryClient
+
+if TYPE_CHECKING:
+    from zos.client.networks import Applied, NetworkPlan, NetworkService
+    from zos.client.networks.service import NodeView
 
 __all__ = [
     "DeploymentInfo",
@@ -237,22 +247,13 @@ class GridClient:
         name; waits until every workload is ok, or raises naming the one that failed.
         `images`: machine name → an image path given by the user (may be anywhere; a
         manifest's own images stay inside its directory)."""
-        if isinstance(manifest, Path) or (isinstance(manifest, str) and "\n" not in manifest):
-            m = load_manifest(manifest, images)
-        else:
-            m = parse_manifest(manifest) if isinstance(manifest, str) else manifest
-            m.give_images(images or {})
+        m = _manifest(manifest, images)
+        if m.spans_nodes:
+            raise GridClientError(
+                f"'{m.name}' puts machines on several nodes: deploy it with deploy_across"
+            )
         node = await self._place(m)
-        await building.check_flists(m)
-        # Images first: nothing is on the grid for this deployment yet if packing fails.
-        paths = {x.name: m.image_path(x) for x in m.machines if not x.flist}
-        flists: dict[str, str] = {}
-        for x in m.machines:
-            if x.flist:
-                flists[x.name] = x.flist
-            else:
-                flists[x.name] = await self.push_image(paths[x.name], f"{m.name}-{x.name}.fl")
-        published = [flists[n] for n in paths]
+        flists, published = await self._images(m)
         mine = await self.ps()
         taken = building.taken_ips(mine, node.id, m)
         dep = building.build_deployment(self.twin_id, m, flists, taken, published)
@@ -271,6 +272,83 @@ class GridClient:
         info = await deploying.wait_ok(api, node.id, contract_id, m.name, progress, timeout)
         await self._expose(m, info)
         return info
+
+    async def _images(self, m: Manifest) -> tuple[dict[str, str], list[str]]:
+        """Each machine's flist (its image packed and pushed), and those this pushed.
+        Images first: nothing is on the grid for this deployment yet if packing fails."""
+        await building.check_flists(m)
+        paths = {x.name: m.image_path(x) for x in m.machines if not x.flist}
+        flists: dict[str, str] = {}
+        for x in m.machines:
+            if x.flist:
+                flists[x.name] = x.flist
+            else:
+                flists[x.name] = await self.push_image(paths[x.name], f"{m.name}-{x.name}.fl")
+        return flists, [flists[n] for n in paths]
+
+    async def deploy_across(
+        self,
+        manifest: Manifest | str | Path,
+        progress: Progress | None = None,
+        timeout: float = 300.0,
+        images: dict[str, str | Path] | None = None,
+    ) -> spanning.SpanningDeployment:
+        """Deploy a manifest whose machines run on several nodes (`node:` or `nodes:` per
+        machine): its network planned across them and created or updated on each node
+        first (per node in `.network`), then one deployment per node, all at once,
+        replacing those of the same name. A node that fails is named; the others stay."""
+        m = _manifest(manifest, images)
+        up = lambda farm: self.nodes(farm=farm, status="up")  # noqa: E731
+        where = await spanning.place_machines(m, self._node, up)
+        parts = spanning.parts(m, where)
+        flists, published = await self._images(m)
+        mine = await self.ps()
+        replaced = [d for d in mine if d.name == m.name]
+        for old in replaced:
+            if progress:
+                progress(m.name, "deployment", "replacing", f"contract {old.contract_id}")
+            await self._remove(old)
+        others = [d for d in mine if d.name != m.name]
+        await self._unpublish(replaced, others, keep=set(flists.values()))
+        net = m.network_name
+        # every node where a machine of yours uses the network stays on it
+        spanned = {*parts, *(d.node_id for d in others for x in d.machines if x.network == net)}
+        with _plan_errors():
+            applied = await self.network_service().ensure(net, m.network.ip_range, sorted(spanned))
+        for r in applied.results:
+            if progress:
+                progress(net, "network", "ok" if r.ok else "error", f"node {r.node_id} {r.action}")
+        failed = [r for r in applied.results if not r.ok and r.node_id in parts]
+        if failed:
+            raise GridClientError(
+                f"network '{net}' was not built on "
+                + "; ".join(f"node {r.node_id}: {r.error}" for r in failed)
+                + ". Nothing else was deployed; deploy again once the node is back"
+            )
+
+        async def one(node_id: int, part: Manifest) -> DeploymentInfo:
+            node = await self._node(node_id)
+            subnet = IPv4Network(applied.plan.node(node_id).subnet)
+            taken = building.taken_ips(others, node_id, part)
+            dep = building.build_deployment(
+                self.twin_id, part, flists, taken, published, subnet=subnet
+            )
+            api = self._on(node)
+            contract_id = await deploying.submit(
+                self._reg, self.identity, node_id, api, dep, m.name, before=self._keys.give_new
+            )
+            info = await deploying.wait_ok(api, node_id, contract_id, m.name, progress, timeout)
+            await self._expose(part, info)
+            return info
+
+        got = await asyncio.gather(*(one(n, p) for n, p in parts.items()), return_exceptions=True)
+        errors = [
+            f"node {n}: {e}" for n, e in zip(parts, got, strict=True) if isinstance(e, Exception)
+        ]
+        if errors:
+            raise GridClientError(f"deployment '{m.name}': " + "; ".join(errors))
+        infos = [i for i in got if isinstance(i, DeploymentInfo)]
+        return spanning.SpanningDeployment(applied, sorted(infos, key=lambda d: d.node_id))
 
     async def _expose(self, m: Manifest, info: DeploymentInfo) -> None:
         """On a local grid, a host port for each machine port (its URL in `info`)."""
@@ -427,3 +505,69 @@ class GridClient:
                 yield got.data
             elif not follow:
                 return
+
+    # ---- networks across nodes -----------------------------------------------------
+
+    def _public(self, ip: IPv4Address | IPv6Address) -> bool:
+        """Whether other nodes reach a node at `ip`: a global address, or on a local
+        grid its bridge (every node of it lives on this machine)."""
+        from zos.client.networks import is_public
+
+        local = self.local.host_address if self.local is not None else ""
+        if local and ip.version == 4 and ip in IPv4Interface(local).network:
+            return True
+        return is_public(ip)
+
+    def network_service(self) -> NetworkService:
+        """Your networks, planned here and sent to each node (`zos.client.networks`)."""
+        from zos.client.networknodes import GridNetworkNodes
+        from zos.client.networks import NetworkService
+
+        return NetworkService(GridNetworkNodes(self), self.identity, public=self._public)
+
+    async def networks(self) -> list[NetworkPlan]:
+        """Your networks, each as its nodes hold it."""
+        svc = self.network_service()
+        with _plan_errors():
+            return [p for n in await svc.names() if (p := await svc.current(n)) is not None]
+
+    async def network_show(self, name: str) -> tuple[NetworkPlan, list[NodeView]]:
+        """Network `name` node by node, with each peer's handshake age."""
+        with _plan_errors():
+            return await self.network_service().show(name)
+
+    async def network_access(self, name: str, node_id: int = 0, access_name: str = "laptop") -> str:
+        """The wg-quick file that puts your laptop on network `name` (the same each time)."""
+        with _plan_errors():
+            text, _ = await self.network_service().access(name, node_id, access_name)
+        return text
+
+    async def network_grant(self, name: str, wg_key: str, access_name: str = "") -> Applied:
+        """Admit a teammate's laptop by its WireGuard public key."""
+        with _plan_errors():
+            return await self.network_service().grant(name, wg_key, access_name)
+
+    async def network_revoke(self, name: str, access_name: str = "", wg_key: str = "") -> Applied:
+        """Drop one access (by name or key); nobody else's changes."""
+        with _plan_errors():
+            return await self.network_service().revoke(name, access_name, wg_key)
+
+
+def _manifest(manifest: Manifest | str | Path, images: dict[str, str | Path] | None) -> Manifest:
+    """A manifest from a path, YAML text or a Manifest, with the images given for it."""
+    if isinstance(manifest, Path) or (isinstance(manifest, str) and "\n" not in manifest):
+        return load_manifest(manifest, images)
+    m = parse_manifest(manifest) if isinstance(manifest, str) else manifest
+    m.give_images(images or {})
+    return m
+
+
+@contextlib.contextmanager
+def _plan_errors() -> Iterator[None]:
+    """A refused network change as the SDK's one error."""
+    from zos.client.networks import NetworkPlanError
+
+    try:
+        yield
+    except NetworkPlanError as e:
+        raise GridClientError(f"network: {e}") from None
