@@ -28,6 +28,8 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from zos.primitives import links, netns
 
 UPLINK_RANGE = IPv4Network("100.127.0.0/16")
+# The networks' WireGuard addresses (100.64.A.B/16, `zos.primitives.wireguard`).
+TUNNEL_RANGE = IPv4Network("100.64.0.0/16")
 UPLINK_PREFIX = "u-"  # host side of every uplink veth: u-<netid>
 NS_UPLINK = "pub"  # namespace side of the uplink
 HOST_TABLE = "zos_host"
@@ -172,8 +174,24 @@ async def remove_uplink(host_if: str) -> None:
     await asyncio.to_thread(links.delete, host_if)
 
 
-def namespace_rules(bridge: str, subnet: IPv4Network, wg_port: int = 0) -> str:
-    wg = f"udp dport {wg_port} accept" if wg_port else ""
+def namespace_rules(
+    bridge: str, subnet: IPv4Network, tunnel: str = "", ip_range: IPv4Network | None = None
+) -> str:
+    """The network namespace's walls. With `tunnel` (the network's WireGuard interface,
+    `w-<netid>`): what comes out of it is what WireGuard let in, from the network's own
+    peers only (each peer's packets must come from its allowed_ips); it may reach the
+    subnet, and pass on to another peer (an access node relays its hidden nodes); the
+    subnet may reach the rest of `ip_range` and the tunnel addresses through it. Nothing
+    from the uplink ever goes in (only answers to what went out)."""
+    tunnels = f"{{ {ip_range}, {TUNNEL_RANGE} }}" if ip_range else str(TUNNEL_RANGE)
+    to_tunnel = (
+        f"""iifname "{bridge}" oifname "{tunnel}" ip daddr {tunnels} accept
+        iifname "{tunnel}" oifname "{bridge}" ip saddr {tunnels} ip daddr {subnet} accept
+        iifname "{tunnel}" oifname "{tunnel}" ip saddr {tunnels} ip daddr {tunnels} accept"""
+        if tunnel
+        else ""
+    )
+    ping_tunnel = f'iifname "{tunnel}" icmp type echo-request accept' if tunnel else ""
     return _replace_table(
         NS_TABLE,
         f"""
@@ -182,7 +200,7 @@ def namespace_rules(bridge: str, subnet: IPv4Network, wg_port: int = 0) -> str:
         iif lo accept
         ct state established,related accept
         iifname "{bridge}" icmp type echo-request accept
-        {wg}
+        {ping_tunnel}
     }}
     chain forward {{
         type filter hook forward priority 0; policy drop;
@@ -190,6 +208,7 @@ def namespace_rules(bridge: str, subnet: IPv4Network, wg_port: int = 0) -> str:
         meta nfproto ipv6 drop
         iifname "{bridge}" ip saddr != {subnet} drop
         ip saddr {subnet} ip daddr {subnet} accept
+        {to_tunnel}
         iifname "{bridge}" ip daddr {{ {", ".join(BLOCKED)} }} drop
         iifname "{bridge}" oifname "{NS_UPLINK}" accept
     }}
@@ -202,7 +221,11 @@ def namespace_rules(bridge: str, subnet: IPv4Network, wg_port: int = 0) -> str:
 
 
 async def apply_namespace_rules(
-    ns: str, bridge: str, subnet: IPv4Network, wg_port: int = 0
+    ns: str,
+    bridge: str,
+    subnet: IPv4Network,
+    tunnel: str = "",
+    ip_range: IPv4Network | None = None,
 ) -> None:
     """Routing on, bridge traffic kept off the IP hooks, and the rules above (replaced whole)."""
 
@@ -217,5 +240,5 @@ async def apply_namespace_rules(
             netns.set_sysctl(None, key, value)
 
     await asyncio.to_thread(netns.run_in, ns, sysctls)
-    rules = namespace_rules(bridge, subnet, wg_port)
+    rules = namespace_rules(bridge, subnet, tunnel, ip_range)
     await netns.exec_in(ns, "nft", "-f", "-", input=rules.encode())
