@@ -8,14 +8,18 @@ In one run, between two network namespaces:
 - tunnel: each node's network namespace (`n-<netid>`) over `w-<netid>`, built by
   `zos.primitives.wireguard` (wireguard-go here, the kernel's where it has WireGuard),
   its UDP socket on the node's public side;
+- machines: on a local grid of 3 nodes (`zos.grid.local.up`), two machines of one
+  network on nodes 1 and 2, from one machine's namespace to the other's address, over
+  the nodes' bridges, network namespaces and tunnel;
 
 TCP throughput (iperf3, one stream) and ping round trips (busybox ping, adaptive) for
-each, and the time `WireGuard.ensure` takes to build a node's interface.
+each, the time `WireGuard.ensure` takes to build a node's interface, and the time from
+deploying a manifest with a machine on each of the 3 nodes (`GridClient.deploy_across`,
+what `zos deploy` runs; its flist pushed before) until a machine on node 1 has an
+answer from the machines on the other two.
 
-Still to come with the network manager's wiring (issue 14): the time from `zos deploy`
-of a 3-node network to its first packet (see `deploy_to_first_packet`).
-
-Run as root: `.venv/bin/python benchmarks/network.py [--seconds 5] [--pings 200]`.
+Run as root: `.venv/bin/python benchmarks/network.py [--seconds 5] [--pings 200]`
+(`--no-grid`: the namespaces' rows only).
 """
 
 from __future__ import annotations
@@ -134,17 +138,71 @@ async def tunnel(state: Path) -> tuple[list[tuple[WireGuard, str]], list[float]]
     return made, took
 
 
-def deploy_to_first_packet() -> str:
-    # Measured once the network manager builds WireGuard (issue 14, second part): the
-    # time from `zos deploy` of a network over 3 nodes of a local grid until a machine
-    # on one node gets a first answer from a machine on each other node.
-    return "not measured yet (needs the network manager's WireGuard wiring)"
+MESH = """\
+name: bench
+network: {{name: benchnet, ip_range: 10.40.0.0/16}}
+machines:
+"""
+MACHINE = """\
+  - {{name: m{i}, flist: "{flist}", memory: 256M, node: {node},
+     entrypoint: /bin/busybox sleep 100000}}
+"""
+
+
+def answers(ns: str, ip: str) -> bool:
+    got = subprocess.run(
+        ["ip", "netns", "exec", ns, "busybox", "ping", "-c", "1", "-W", "1", ip],
+        capture_output=True,
+    )
+    return got.returncode == 0
+
+
+async def machines_on_grid(work: Path, args: argparse.Namespace) -> None:
+    """The grid's rows: deploy to first packet over 3 nodes, then node 1 <-> node 2."""
+    from zmachine import busybox_rootfs
+
+    from zos.client import GridClient
+    from zos.grid.local import down, up
+    from zos.identity import Identity
+
+    state_dir = work / "grid"
+    try:
+        state, _ = await asyncio.to_thread(up, state_dir, 3, None, lambda _: None, gateways=0)
+        async with await GridClient.connect(
+            state_dir=state_dir, identity=Identity.generate()
+        ) as grid:
+            flist = await grid.push_image(busybox_rootfs(work / "rootfs"), "bench.fl")
+            text = MESH.format() + "".join(
+                MACHINE.format(i=i, flist=flist, node=n.node_id) for i, n in enumerate(state.nodes)
+            )
+            start = time.monotonic()
+            done = await grid.deploy_across(text)
+            deployed = time.monotonic() - start
+            prefix = {n.node_id: n.netns_prefix for n in state.nodes}
+            machines = [
+                (f"{prefix[d.node_id]}c-{grid.twin_id}-{d.contract_id}-{x.name}", x.ip)
+                for d in done.deployments
+                for x in d.machines
+            ]
+            first, others = machines[0], machines[1:]
+            waiting = set(others)
+            while waiting:
+                waiting = {m for m in waiting if not answers(first[0], m[1])}
+            packet = time.monotonic() - start
+            print(
+                f"deploy of 3 nodes: deploy_across returned after {deployed:.2f}s, "
+                f"first answers from both other nodes after {packet:.2f}s"
+            )
+            measure("machines", others[0][0], first[0], others[0][1], args)
+    finally:
+        await asyncio.to_thread(down, state_dir, lambda _: None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="iperf3 run per path")
     parser.add_argument("--pings", type=int, default=200, help="pings per path")
+    parser.add_argument("--no-grid", action="store_true", help="skip the local grid's rows")
     args = parser.parse_args()
     made: list[tuple[WireGuard, str]] = []
     with tempfile.TemporaryDirectory(prefix="zos-bench-net-") as tmp:
@@ -159,7 +217,8 @@ def main() -> None:
             measure("veth", f"{TAG}-y", f"{TAG}-x", "10.251.0.2", args)
             measure("underlay", f"{TAG}-pub1", f"{TAG}-pub0", "10.251.1.3", args)
             measure("tunnel", made[1][1], made[0][1], str(tunnel_address("10.30.3.0/24").ip), args)
-            print(f"deploy to first packet (3 nodes): {deploy_to_first_packet()}")
+            if not args.no_grid:
+                asyncio.run(machines_on_grid(Path(tmp), args))
         finally:
 
             async def remove() -> None:

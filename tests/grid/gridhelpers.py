@@ -53,15 +53,16 @@ def leftovers(state_dir: Path, pids: list[int] | None = None) -> dict[str, Any]:
     }
 
 
+def runc_root(data_dir: Path) -> Path:
+    """The runc root of the node whose data dir is `data_dir` (its zmachine manager's)."""
+    key = hashlib.sha256(str(data_dir.resolve()).encode())
+    return Path(f"/run/zos/runc-{key.hexdigest()[:12]}")
+
+
 def runc_roots(state_dir: Path) -> list[Path]:
     """The zmachine managers' runc roots of the grid's nodes (that exist)."""
-    roots = []
-    for i in range(1, 17):
-        key = hashlib.sha256(str((state_dir / "nodes" / f"node{i}").resolve()).encode())
-        root = Path(f"/run/zos/runc-{key.hexdigest()[:12]}")
-        if root.is_dir():
-            roots.append(root)
-    return roots
+    roots = [runc_root(state_dir / "nodes" / f"node{i}") for i in range(1, 17)]
+    return [root for root in roots if root.is_dir()]
 
 
 NOTHING = {

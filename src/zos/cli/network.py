@@ -69,6 +69,12 @@ def add_commands(
     acc.add_argument("--node", type=int, default=0, help="the node to dial (default: chosen)")
     acc.add_argument("--name", dest="access", default="laptop", help="the access's name")
     acc.add_argument("-o", "--output", type=Path, help="the file (mode 0600; default: stdout)")
+    acc.add_argument(
+        "--wg-private-key-file",
+        type=Path,
+        help="a teammate's access (--name): the file of their WireGuard private key, "
+        "which goes only into the wg-quick file",
+    )
 
     grant = action("grant", "admit a teammate's laptop by its WireGuard key", cmd_grant)
     grant.add_argument("name")
@@ -180,8 +186,18 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def cmd_access(args: argparse.Namespace, connect: Connect) -> int:
-    text, applied = _run(args, connect, lambda svc: svc.access(args.name, args.node, args.access))
-    code = _report(applied)
+    if args.wg_private_key_file is not None:
+        try:
+            key = args.wg_private_key_file.read_text().strip()
+        except OSError as e:
+            raise CliError(f"{args.wg_private_key_file}: {e.strerror}") from None
+        text = _run(args, connect, lambda svc: svc.teammate_file(args.name, args.access, key))
+        code = 0
+    else:
+        text, applied = _run(
+            args, connect, lambda svc: svc.access(args.name, args.node, args.access)
+        )
+        code = _report(applied)
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -19,6 +19,7 @@ from zos.client import deploying
 from zos.client.errors import GridClientError, node_answers
 from zos.client.views import read_deployment
 from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
+from zos.nodeapi import NodeClient
 from zos.registry import NodeContract
 
 if TYPE_CHECKING:
@@ -61,10 +62,11 @@ class GridNetworkNodes:
         # (node, network) → contract of the deployment holding it, from `networks()`
         self._where: dict[tuple[int, str], int] = {}
 
-    async def _api(self, node_id: int) -> Any:
+    async def _api(self, node_id: int) -> NodeClient:
         return self._grid._on(await self._grid._node(node_id))
 
     async def _ask(self, node_id: int, method: str, *args: Any) -> Any:
+        """NodeClient's `method` on the node; one that does not answer says so."""
         api = await self._api(node_id)
         with node_answers(node_id):
             return await getattr(api, method)(*args)
@@ -75,24 +77,17 @@ class GridNetworkNodes:
         return await self._ask(node_id, "list_wg_ports")
 
     async def public_config(self, node_id: int) -> Mapping[str, Any] | None:
-        try:
-            config = await self._ask(node_id, "public_config_get")
-        except BusError as e:
-            if e.code == "not_found":  # the node has no public config
-                return None
-            raise
-        return config.model_dump() if hasattr(config, "model_dump") else config
+        config = await self._ask(node_id, "public_config")
+        return None if config is None else config.model_dump()
 
     async def interfaces(self, node_id: int) -> Mapping[str, Sequence[str]]:
-        ifaces = await self._ask(node_id, "interfaces")
-        return ifaces.model_dump() if hasattr(ifaces, "model_dump") else ifaces
+        return (await self._ask(node_id, "interfaces")).model_dump()
 
     async def list_private_ips(self, node_id: int, network: str) -> Sequence[str]:
         return await self._ask(node_id, "list_private_ips", network)
 
     async def handshakes(self, node_id: int, network: str) -> Mapping[str, int] | None:
-        peers = await self._ask(node_id, "wg_peers", network)
-        return {p.public_key: p.last_handshake for p in peers}
+        return await self._ask(node_id, "wg_peers", network)
 
     # ---- the owner's network workloads -------------------------------------------------
 

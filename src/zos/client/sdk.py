@@ -536,10 +536,16 @@ class GridClient:
         with _plan_errors():
             return await self.network_service().show(name)
 
-    async def network_access(self, name: str, node_id: int = 0, access_name: str = "laptop") -> str:
-        """The wg-quick file that puts your laptop on network `name` (the same each time)."""
+    async def network_access(
+        self, name: str, node_id: int = 0, access_name: str = "laptop", private_key: str = ""
+    ) -> str:
+        """The wg-quick file that puts your laptop on network `name` (the same each time);
+        with `private_key`, a teammate's for the access `access_name` granted to its key."""
+        svc = self.network_service()
         with _plan_errors():
-            text, _ = await self.network_service().access(name, node_id, access_name)
+            if private_key:
+                return await svc.teammate_file(name, access_name, private_key)
+            text, _ = await svc.access(name, node_id, access_name)
         return text
 
     async def network_grant(self, name: str, wg_key: str, access_name: str = "") -> Applied:

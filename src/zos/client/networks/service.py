@@ -291,6 +291,14 @@ class NetworkService:
         _refuse_if_failed(applied, plan.access(access_name).node_id, "access")
         return wg_quick(plan, access_name, owner=self._owner), applied
 
+    async def teammate_file(self, name: str, access_name: str, private_key: str) -> str:
+        """The wg-quick file of a teammate's access, with the private key they hold (it
+        only goes into the file: the nodes know the public key they were granted)."""
+        current = await self._existing(name)
+        # planned again, changing nothing: the access node's endpoint comes from the node
+        plan = await self._change_accesses(current, current.access_requests())
+        return wg_quick(plan, access_name, private_key=private_key)
+
     async def grant(self, name: str, wg_key: str, access_name: str = "") -> Applied:
         """Admit a teammate's laptop by its WireGuard public key; nobody else's access
         changes. The same name again with another key replaces that teammate's key."""
