@@ -15,7 +15,8 @@ Isolation is enforced twice, with nftables:
   the node is configured with, wherever they are), or another uplink.
 
 `grid_host_rules` is the local grid's own wall, in the machine's root namespace: the
-nodes' namespaces on the grid bridge reach the host only at its NATS and hub ports.
+nodes' namespaces on the grid bridge reach the host only at its NATS and hub ports;
+`router_rules`, the NAT a hidden node of the local grid sits behind.
 """
 
 from __future__ import annotations
@@ -131,6 +132,39 @@ def grid_host_rules(tag: str, bridge: str, host: IPv4Address, ports: Sequence[in
 async def guard_grid_host(tag: str, bridge: str, host: IPv4Address, ports: Sequence[int]) -> None:
     rules = grid_host_rules(tag, bridge, host, ports)
     await netns.exec_in(None, "nft", "-f", "-", input=rules.encode())
+
+
+ROUTER_TABLE = "zos_router"
+
+
+def router_rules(wan: str, lan: str) -> str:
+    """A home router's, for a node behind NAT: what the LAN opens goes out of `wan`
+    under the router's address; nothing from `wan` gets in or through unless it answers
+    that (so nobody can dial the node: it is *hidden*)."""
+    return _replace_table(
+        ROUTER_TABLE,
+        f"""
+    chain input {{
+        type filter hook input priority 0; policy drop;
+        iif lo accept
+        ct state established,related accept
+    }}
+    chain forward {{
+        type filter hook forward priority 0; policy drop;
+        ct state established,related accept
+        iifname "{lan}" oifname "{wan}" accept
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority 100; policy accept;
+        oifname "{wan}" masquerade
+    }}
+""",
+    )
+
+
+async def apply_router_rules(ns: str, wan: str, lan: str) -> None:
+    await asyncio.to_thread(netns.set_sysctl, ns, "net/ipv4/ip_forward", "1")
+    await netns.exec_in(ns, "nft", "-f", "-", input=router_rules(wan, lan).encode())
 
 
 async def remove_table(table: str, ns: str | None = None) -> None:
