@@ -495,6 +495,14 @@ def test_a_teammate_is_granted_by_public_key_and_revoked_alone():
         wg_quick(granted, "alice", owner=OWNER)
     with pytest.raises(NetworkPlanError, match="not the key"):
         wg_quick(granted, "alice", private_key=teammate_key(9)[0])
+    # or the owner writes hers, naming where her key is on her laptop
+    text = wg_quick(granted, "alice", key_file="/etc/wireguard/alice.key")
+    assert "PostUp = wg set %i private-key /etc/wireguard/alice.key\n" in text
+    assert "PrivateKey" not in text and f"Address = {a.address}\n" in text
+    with pytest.raises(NetworkPlanError, match="your own access"):
+        wg_quick(granted, "laptop", key_file="/k")
+    with pytest.raises(NetworkPlanError, match="key_file: .* not a file name"):
+        wg_quick(granted, "alice", key_file="/k\nPostUp = rm -rf /")
     # revoke alice: bob and the owner's laptop are untouched
     keep = [r for r in granted.access_requests() if r.name != "alice"]
     revoked = plan(request(nodes, keep), granted)

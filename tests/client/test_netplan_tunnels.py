@@ -198,7 +198,13 @@ async def test_a_planned_mesh_with_a_hidden_node_and_laptops_carries_packets(
             b.node_id: "keep",
         }
         await lab.apply(granted)
-        mate.up(wg_quick(granted, "alice", private_key=mate_private))
+        # her file names her key's file (PostUp), the key itself is never in it
+        key_file = tmp_path / "alice.key"
+        key_file.write_text(mate_private)
+        key_file.chmod(0o600)
+        text = wg_quick(granted, "alice", key_file=str(key_file))
+        assert mate_private not in text and "PrivateKey" not in text
+        mate.up(text)
         assert await ping(mate.host.ns, a_machine)
         assert await ping(mate.host.ns, b_machine)
 

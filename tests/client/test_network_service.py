@@ -1,8 +1,9 @@
 """NetworkService and `zos network ...` over a small in-memory `NetworkNodes`.
 
 The service's collaborator here is `Nodes`: it answers the nodes' `zos.network.*`
-commands from fixed NodeInfo and keeps each node's network workload as JSON, refusing what a node refuses (an invalid
-deployment, a wrong version, a listen port another workload holds). That it carries
+commands from fixed NodeInfo and keeps each node's network workload as JSON, refusing
+what a node refuses (an invalid deployment, a wrong version, a listen port another
+workload holds). That it carries
 packets is shown by test_netplan_tunnels.py; the planner's rules by test_netplan.py.
 """
 

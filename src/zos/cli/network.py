@@ -70,10 +70,11 @@ def add_commands(
     acc.add_argument("--name", dest="access", default="laptop", help="the access's name")
     acc.add_argument("-o", "--output", type=Path, help="the file (mode 0600; default: stdout)")
     acc.add_argument(
-        "--wg-private-key-file",
-        type=Path,
-        help="a teammate's access (--name): the file of their WireGuard private key, "
-        "which goes only into the wg-quick file",
+        "--key-file-on-laptop",
+        default="",
+        metavar="PATH",
+        help="a teammate's access (--name): the file for them, naming where their "
+        "WireGuard private key is on their laptop (the key never passes here)",
     )
 
     grant = action("grant", "admit a teammate's laptop by its WireGuard key", cmd_grant)
@@ -186,12 +187,9 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def cmd_access(args: argparse.Namespace, connect: Connect) -> int:
-    if args.wg_private_key_file is not None:
-        try:
-            key = args.wg_private_key_file.read_text().strip()
-        except OSError as e:
-            raise CliError(f"{args.wg_private_key_file}: {e.strerror}") from None
-        text = _run(args, connect, lambda svc: svc.teammate_file(args.name, args.access, key))
+    if args.key_file_on_laptop:
+        path = args.key_file_on_laptop
+        text = _run(args, connect, lambda svc: svc.teammate_file(args.name, args.access, path))
         code = 0
     else:
         text, applied = _run(

@@ -537,14 +537,15 @@ class GridClient:
             return await self.network_service().show(name)
 
     async def network_access(
-        self, name: str, node_id: int = 0, access_name: str = "laptop", private_key: str = ""
+        self, name: str, node_id: int = 0, access_name: str = "laptop", key_file: str = ""
     ) -> str:
         """The wg-quick file that puts your laptop on network `name` (the same each time);
-        with `private_key`, a teammate's for the access `access_name` granted to its key."""
+        with `key_file`, the file for a teammate's access `access_name`, naming where
+        their private key is on their laptop."""
         svc = self.network_service()
         with _plan_errors():
-            if private_key:
-                return await svc.teammate_file(name, access_name, private_key)
+            if key_file:
+                return await svc.teammate_file(name, access_name, key_file)
             text, _ = await svc.access(name, node_id, access_name)
         return text
 

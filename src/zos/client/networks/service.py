@@ -291,13 +291,13 @@ class NetworkService:
         _refuse_if_failed(applied, plan.access(access_name).node_id, "access")
         return wg_quick(plan, access_name, owner=self._owner), applied
 
-    async def teammate_file(self, name: str, access_name: str, private_key: str) -> str:
-        """The wg-quick file of a teammate's access, with the private key they hold (it
-        only goes into the file: the nodes know the public key they were granted)."""
+    async def teammate_file(self, name: str, access_name: str, key_file: str) -> str:
+        """The wg-quick file for a teammate's access, to hand them: it names `key_file`,
+        where their private key is on their laptop (the key never passes here)."""
         current = await self._existing(name)
         # planned again, changing nothing: the access node's endpoint comes from the node
         plan = await self._change_accesses(current, current.access_requests())
-        return wg_quick(plan, access_name, private_key=private_key)
+        return wg_quick(plan, access_name, key_file=key_file)
 
     async def grant(self, name: str, wg_key: str, access_name: str = "") -> Applied:
         """Admit a teammate's laptop by its WireGuard public key; nobody else's access

@@ -18,20 +18,30 @@ def wg_quick(
     *,
     owner: Identity | None = None,
     private_key: str = "",
+    key_file: str = "",
 ) -> str:
     """The wg-quick file of access `name`: its own private key (opened with the `owner`'s
     key, or `private_key` for a teammate's access, who holds it), its 100.64.x.y/32
-    address, and the access node as its one peer, routing the range and the tunnels."""
+    address, and the access node as its one peer, routing the range and the tunnels.
+    `key_file` instead: a teammate's file that names where their key is on their laptop
+    (`PostUp = wg set %i private-key FILE`), so the key itself never passes here."""
     try:
         access = plan.access(name)
     except KeyError as e:
         raise NetworkPlanError("name", str(e.args[0])) from None
-    if private_key:
+    if key_file:
+        if not access.granted:
+            raise NetworkPlanError("key_file", f"'{name}' is your own access, not a teammate's")
+        if any(c in key_file for c in "\n\r%") or not key_file.strip():
+            raise NetworkPlanError("key_file", f"{key_file!r} is not a file name for wg-quick")
+        key_line = f"PostUp = wg set %i private-key {key_file}\n"
+    elif private_key:
         key = wgkeys.check_key(private_key, "private_key")
         if wgkeys.public_key(key) != access.public_key:
             raise NetworkPlanError("private_key", f"is not the key access '{name}' was granted")
+        key_line = f"PrivateKey = {key}\n"
     elif owner is not None:
-        key = open_private_key(owner, access)
+        key_line = f"PrivateKey = {open_private_key(owner, access)}\n"
     else:
         raise NetworkPlanError("owner", "the owner's key (or the access's private_key) is needed")
     node = plan.node(access.node_id)
@@ -46,7 +56,7 @@ def wg_quick(
         )
     return (
         "[Interface]\n"
-        f"PrivateKey = {key}\n"
+        f"{key_line}"
         f"Address = {access.address}\n"
         "\n"
         "[Peer]\n"
