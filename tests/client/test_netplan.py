@@ -501,7 +501,7 @@ def test_a_teammate_is_granted_by_public_key_and_revoked_alone():
     assert "PrivateKey" not in text and f"Address = {a.address}\n" in text
     with pytest.raises(NetworkPlanError, match="your own access"):
         wg_quick(granted, "laptop", key_file="/k")
-    with pytest.raises(NetworkPlanError, match="key_file: .* not a file name"):
+    with pytest.raises(NetworkPlanError, match=r"key_file: .* not a file name"):
         wg_quick(granted, "alice", key_file="/k\nPostUp = rm -rf /")
     # revoke alice: bob and the owner's laptop are untouched
     keep = [r for r in granted.access_requests() if r.name != "alice"]

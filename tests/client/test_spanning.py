@@ -17,22 +17,21 @@ from zos.registry import Node
 MESH = """\
 name: mesh
 network: {name: meshnet, ip_range: 10.40.0.0/16}
-disks:
-  - {name: data, size: 64M}
+disks: [{name: data, size: 64M}]
 machines:
   - name: a
-    flist: http://hub.example/flists/7/a.fl
     node: 1
     mounts: [{disk: data, mountpoint: /data}]
+    flist: http://hub.example/flists/7/a.fl
   - name: b
-    flist: http://hub.example/flists/7/b.fl
     node: 2
+    flist: http://hub.example/flists/7/b.fl
   - name: c
+    nodes: {farm: 1}
     flist: http://hub.example/flists/7/c.fl
-    nodes: {farm: 1}
   - name: d
-    flist: http://hub.example/flists/7/d.fl
     nodes: {farm: 1}
+    flist: http://hub.example/flists/7/d.fl
 """
 
 
@@ -95,7 +94,7 @@ def test_a_machine_that_does_not_fit_is_named() -> None:
     small = [node(1, 600 * MiB), node(2, 300 * MiB)]
     with pytest.raises(ManifestError, match=r"machines\[3\]: needs 256M of memory") as e:
         place(MESH, small)
-    assert e.value.where == "app.yaml:16"
+    assert e.value.where == "app.yaml:15"
 
 
 def test_each_node_gets_its_machines_and_their_disks() -> None:

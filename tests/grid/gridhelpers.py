@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from zos.grid import procs
+from zos.grid.local import down
 from zos.grid.state import GridState, grid_tag, load
 from zos.primitives import filesystem, links, loop, netns
+
+if TYPE_CHECKING:
+    from zos.client import GridClient
 
 MiB = 1 << 20
 # A whole grid with containers: root, namespaces, runc and a real nats-server.
@@ -104,6 +110,20 @@ def emergency_sweep(state_dir: Path) -> None:
         if name and name.startswith(tag):
             links.delete(name)
     shutil.rmtree(state_dir, ignore_errors=True)
+
+
+async def close_grid(state_dir: Path, clients: Sequence[GridClient | None]) -> None:
+    """A module's grid at its end: the clients closed, `down`, nothing left behind (and
+    swept if something is)."""
+    for client in clients:
+        if client is not None:
+            await client.close()
+    try:
+        pids = pids_of(load(state_dir)) if (state_dir / "grid.json").exists() else []
+        await asyncio.to_thread(down, state_dir, quiet)
+        assert leftovers(state_dir, pids) == NOTHING
+    finally:
+        emergency_sweep(state_dir)
 
 
 def web_rootfs(busybox_rootfs: Path, target: Path, page: str) -> Path:

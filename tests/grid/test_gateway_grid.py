@@ -23,14 +23,14 @@ import pytest
 import pytest_asyncio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from gridhelpers import GRID_MARKS, NOTHING, emergency_sweep, leftovers, pids_of, quiet, web_rootfs
+from gridhelpers import GRID_MARKS, close_grid, quiet, web_rootfs
 
 from zos.bus import BusError
 from zos.client import GridClient
 from zos.grid import procs
 from zos.grid.acme import self_signed, until_trusted
-from zos.grid.local import down, up
-from zos.grid.state import GridState, NodeEntry, load
+from zos.grid.local import up
+from zos.grid.state import GridState, NodeEntry
 from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
 from zos.identity import Identity
 from zos.primitives import netns, nsclient
@@ -174,15 +174,7 @@ async def world(
         [machine] = info.machines
         yield World(state, owner, other, machine.ip, info.contract_id)
     finally:
-        for client in (owner, other):
-            if client is not None:
-                await client.close()
-        try:
-            pids = pids_of(load(state_dir)) if (state_dir / "grid.json").exists() else []
-            await asyncio.to_thread(down, state_dir, quiet)
-            assert leftovers(state_dir, pids) == NOTHING
-        finally:
-            emergency_sweep(state_dir)
+        await close_grid(state_dir, [owner, other])
 
 
 async def test_grid_up_gives_the_gateway_node_its_public_config(world: World) -> None:

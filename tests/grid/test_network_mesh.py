@@ -29,11 +29,8 @@ import pytest
 import pytest_asyncio
 from gridhelpers import (
     GRID_MARKS,
-    NOTHING,
-    emergency_sweep,
+    close_grid,
     env_for,
-    leftovers,
-    pids_of,
     quiet,
     runc_root,
     zos_cli,
@@ -41,8 +38,8 @@ from gridhelpers import (
 
 from zos.client import GridClient
 from zos.grid import procs
-from zos.grid.local import down, up
-from zos.grid.state import GridState, NodeEntry, load
+from zos.grid.local import up
+from zos.grid.state import GridState, NodeEntry
 from zos.identity import Identity, write_key_file
 from zos.primitives import filesystem, links, netns, wireguard
 
@@ -202,35 +199,29 @@ async def world(
     tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path
 ) -> AsyncIterator[World]:
     run = tmp_path_factory.mktemp("mesh")
-    state_dir = run / "state"
-    owner = other = None
-    w: World | None = None
+    clients: list[GridClient | None] = []
+    laptops: list[str] = []  # the namespaces the tests make, removed at the end
     try:
-        state, _ = await grid_up(state_dir)
+        state, _ = await grid_up(run / "state")
         assert len(hidden_nodes(state)) == 1
         key_file = run / "owner.json"
         identity = Identity.generate()
         write_key_file(key_file, identity)
-        owner = await GridClient.connect(state_dir=state_dir, identity=identity)
-        other = await GridClient.connect(state_dir=state_dir, identity=Identity.generate())
-        w = World(run, state, owner, other, {**env_for(state_dir, key_file), **WG_ENV})
+        for who in (identity, Identity.generate()):
+            clients.append(await GridClient.connect(state_dir=run / "state", identity=who))
+        owner, other = clients
+        assert owner is not None and other is not None
+        w = World(run, state, owner, other, {**env_for(run / "state", key_file), **WG_ENV})
+        w.laptops = laptops
         w.mine = await deploy_mesh(run, owner, state, "mesh", "10.40.0.0/16", busybox_rootfs)
         w.theirs = await deploy_mesh(run, other, state, "them", "10.41.0.0/16", busybox_rootfs)
         yield w
     finally:
-        for ns in w.laptops if w else []:
+        for ns in laptops:
             for conf in run.glob("*.conf"):
                 wg_down(ns, conf)
             netns.delete(ns)
-        for client in (owner, other):
-            if client is not None:
-                await client.close()
-        try:
-            pids = pids_of(load(state_dir)) if (state_dir / "grid.json").exists() else []
-            await asyncio.to_thread(down, state_dir, quiet)
-            assert leftovers(state_dir, pids) == NOTHING
-        finally:
-            emergency_sweep(state_dir)
+        await close_grid(run / "state", clients)
 
 
 async def test_machines_on_three_nodes_reach_each_other(world: World) -> None:

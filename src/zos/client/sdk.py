@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from zos.bus import BusClient, BusError
 from zos.client import building, deploying, placement, spanning
@@ -56,6 +56,8 @@ from zos.registry import Node, NodeContract, RegistryClient
 if TYPE_CHECKING:
     from zos.client.networks import Applied, NetworkPlan, NetworkService
     from zos.client.networks.service import NodeView
+
+T = TypeVar("T")
 
 __all__ = [
     "DeploymentInfo",
@@ -257,13 +259,7 @@ class GridClient:
         mine = await self.ps()
         taken = building.taken_ips(mine, node.id, m)
         dep = building.build_deployment(self.twin_id, m, flists, taken, published)
-        replaced = [d for d in mine if d.name == m.name]
-        for old in replaced:
-            if progress:
-                progress(m.name, "deployment", "replacing", f"contract {old.contract_id}")
-            await self._remove(old)
-        others = [d for d in mine if d.name != m.name]
-        await self._unpublish(replaced, others, keep=set(flists.values()))
+        await self._replace(m, mine, flists, progress)
         api = self._on(node)
         # The data key first: the node encrypts what the deployment stores from the start.
         contract_id = await deploying.submit(
@@ -272,6 +268,24 @@ class GridClient:
         info = await deploying.wait_ok(api, node.id, contract_id, m.name, progress, timeout)
         await self._expose(m, info)
         return info
+
+    async def _replace(
+        self,
+        m: Manifest,
+        mine: list[DeploymentInfo],
+        flists: dict[str, str],
+        progress: Progress | None,
+    ) -> list[DeploymentInfo]:
+        """Remove your deployments named like `m` (and the flists only they used, but
+        `flists`); your others."""
+        replaced = [d for d in mine if d.name == m.name]
+        for old in replaced:
+            if progress:
+                progress(m.name, "deployment", "replacing", f"contract {old.contract_id}")
+            await self._remove(old)
+        others = [d for d in mine if d.name != m.name]
+        await self._unpublish(replaced, others, keep=set(flists.values()))
+        return others
 
     async def _images(self, m: Manifest) -> tuple[dict[str, str], list[str]]:
         """Each machine's flist (its image packed and pushed), and those this pushed.
@@ -290,31 +304,25 @@ class GridClient:
         self,
         manifest: Manifest | str | Path,
         progress: Progress | None = None,
-        timeout: float = 300.0,
-        images: dict[str, str | Path] | None = None,
+        timeout: float = 300,
     ) -> spanning.SpanningDeployment:
         """Deploy a manifest whose machines run on several nodes (`node:` or `nodes:` per
         machine): its network planned across them and created or updated on each node
         first (per node in `.network`), then one deployment per node, all at once,
-        replacing those of the same name. A node that fails is named; the others stay."""
-        m = _manifest(manifest, images)
+        replacing those of the same name. A node that fails is named; the others stay.
+        (Images given on the command line: `load_manifest(path, images)` first.)"""
+        m = _manifest(manifest, None)
         up = lambda farm: self.nodes(farm=farm, status="up")  # noqa: E731
         where = await spanning.place_machines(m, self._node, up)
         parts = spanning.parts(m, where)
         flists, published = await self._images(m)
         mine = await self.ps()
-        replaced = [d for d in mine if d.name == m.name]
-        for old in replaced:
-            if progress:
-                progress(m.name, "deployment", "replacing", f"contract {old.contract_id}")
-            await self._remove(old)
-        others = [d for d in mine if d.name != m.name]
-        await self._unpublish(replaced, others, keep=set(flists.values()))
+        others = await self._replace(m, mine, flists, progress)
         net = m.network_name
         # every node where a machine of yours uses the network stays on it
         spanned = {*parts, *(d.node_id for d in others for x in d.machines if x.network == net)}
-        with _plan_errors():
-            applied = await self.network_service().ensure(net, m.network.ip_range, sorted(spanned))
+        ensured = self.network_service().ensure(net, m.network.ip_range, sorted(spanned))
+        applied = await _planned(ensured)
         for r in applied.results:
             if progress:
                 progress(net, "network", "ok" if r.ok else "error", f"node {r.node_id} {r.action}")
@@ -528,13 +536,15 @@ class GridClient:
     async def networks(self) -> list[NetworkPlan]:
         """Your networks, each as its nodes hold it."""
         svc = self.network_service()
-        with _plan_errors():
+
+        async def plans() -> list[NetworkPlan]:
             return [p for n in await svc.names() if (p := await svc.current(n)) is not None]
+
+        return await _planned(plans())
 
     async def network_show(self, name: str) -> tuple[NetworkPlan, list[NodeView]]:
         """Network `name` node by node, with each peer's handshake age."""
-        with _plan_errors():
-            return await self.network_service().show(name)
+        return await _planned(self.network_service().show(name))
 
     async def network_access(
         self, name: str, node_id: int = 0, access_name: str = "laptop", key_file: str = ""
@@ -543,21 +553,18 @@ class GridClient:
         with `key_file`, the file for a teammate's access `access_name`, naming where
         their private key is on their laptop."""
         svc = self.network_service()
-        with _plan_errors():
-            if key_file:
-                return await svc.teammate_file(name, access_name, key_file)
-            text, _ = await svc.access(name, node_id, access_name)
+        if key_file:
+            return await _planned(svc.teammate_file(name, access_name, key_file))
+        text, _ = await _planned(svc.access(name, node_id, access_name))
         return text
 
     async def network_grant(self, name: str, wg_key: str, access_name: str = "") -> Applied:
         """Admit a teammate's laptop by its WireGuard public key."""
-        with _plan_errors():
-            return await self.network_service().grant(name, wg_key, access_name)
+        return await _planned(self.network_service().grant(name, wg_key, access_name))
 
     async def network_revoke(self, name: str, access_name: str = "", wg_key: str = "") -> Applied:
         """Drop one access (by name or key); nobody else's changes."""
-        with _plan_errors():
-            return await self.network_service().revoke(name, access_name, wg_key)
+        return await _planned(self.network_service().revoke(name, access_name, wg_key))
 
 
 def _manifest(manifest: Manifest | str | Path, images: dict[str, str | Path] | None) -> Manifest:
@@ -569,12 +576,11 @@ def _manifest(manifest: Manifest | str | Path, images: dict[str, str | Path] | N
     return m
 
 
-@contextlib.contextmanager
-def _plan_errors() -> Iterator[None]:
-    """A refused network change as the SDK's one error."""
+async def _planned(work: Awaitable[T]) -> T:
+    """`work`'s result; a network change the planner refuses as the SDK's one error."""
     from zos.client.networks import NetworkPlanError
 
     try:
-        yield
+        return await work
     except NetworkPlanError as e:
         raise GridClientError(f"network: {e}") from None

@@ -12,26 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from zos.client.networks import wgkeys
 from zos.client.networks.endpoints import PublicTest, endpoint_host, is_public
 from zos.client.networks.errors import NetworkPlanError
-from zos.client.networks.model import (
-    AccessRequest,
-    NetworkPlan,
-    NetworkRequest,
-    NodeInfo,
-    NodeNetwork,
-    Randomness,
-)
+from zos.client.networks.model import AccessRequest, NetworkPlan, NetworkRequest, NodeInfo
 from zos.client.networks.planner import plan_network
 from zos.client.networks.stored import plan_from_workloads
 from zos.client.networks.wgquick import wg_quick
 from zos.gridtypes.workload import Workload
 from zos.identity import Identity
+
+if TYPE_CHECKING:
+    from zos.client.networks.model import NodeNetwork, Randomness
 
 DEFAULT_ACCESS = "laptop"  # the owner's own access, when no name is given
 
@@ -124,6 +120,7 @@ class NodeView:
     error: str = ""  # what the node answered instead of its status, if it failed
 
 
+@dataclass
 class NetworkService:
     """The networks of `owner` on the grid `nodes` reaches.
 
@@ -131,29 +128,20 @@ class NetworkService:
     `rng`: where keys and ports come from (the system's by default); `clock`: unix time.
     """
 
-    def __init__(
-        self,
-        nodes: NetworkNodes,
-        owner: Identity,
-        *,
-        public: PublicTest = is_public,
-        rng: Randomness | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._nodes = nodes
-        self._owner = owner
-        self._public = public
-        self._rng = rng
-        self._clock = clock
+    nodes: NetworkNodes
+    owner: Identity
+    public: PublicTest = field(default=is_public, kw_only=True)
+    rng: Randomness | None = field(default=None, kw_only=True)
+    clock: Callable[[], float] = field(default=time.time, kw_only=True)
 
     # ---- reading -----------------------------------------------------------------------
 
     async def names(self) -> list[str]:
-        return sorted(await self._nodes.networks())
+        return sorted(await self.nodes.networks())
 
     async def current(self, name: str) -> NetworkPlan | None:
         """The plan of network `name` as its workloads on the nodes hold it; None if none."""
-        workloads = (await self._nodes.networks()).get(name)
+        workloads = (await self.nodes.networks()).get(name)
         return plan_from_workloads(name, workloads) if workloads else None
 
     async def _existing(self, name: str) -> NetworkPlan:
@@ -165,9 +153,9 @@ class NetworkService:
     async def node_info(self, node_id: int) -> NodeInfo:
         """A node as it describes itself, asked all at once."""
         ports, config, ifaces = await asyncio.gather(
-            self._nodes.list_wg_ports(node_id),
-            self._nodes.public_config(node_id),
-            self._nodes.interfaces(node_id),
+            self.nodes.list_wg_ports(node_id),
+            self.nodes.public_config(node_id),
+            self.nodes.interfaces(node_id),
         )
         return NodeInfo(node_id, config, ifaces, list(ports))
 
@@ -193,35 +181,21 @@ class NetworkService:
                 raise NetworkPlanError("nodes", f"node {nid} does not answer: {answer}")
         return infos
 
-    async def _replan(
-        self,
-        name: str,
-        ip_range: str,
-        node_ids: Sequence[int],
-        accesses: Sequence[AccessRequest],
-        current: NetworkPlan | None,
-        access_node: int = 0,
-    ) -> NetworkPlan:
-        spanned = list(dict.fromkeys(node_ids))
+    async def _replan(self, want: NetworkRequest, current: NetworkPlan | None) -> NetworkPlan:
+        """`want` (its nodes by id) planned over `current`, each node as it describes
+        itself now."""
+        spanned = list(dict.fromkeys(n.node_id for n in want.nodes))
         # the current access node stays while it can (laptops keep their file): ask it too
-        extra = [n for n in (access_node, current.access_node if current else 0) if n]
+        extra = [n for n in (want.access_node, current.access_node if current else 0) if n]
         extra = [n for n in dict.fromkeys(extra) if n not in spanned]
         infos = await self._infos([*spanned, *extra], current)
-        request = NetworkRequest(
-            name=name,
-            ip_range=ip_range,
-            nodes=infos[: len(spanned)],
-            accesses=list(accesses),
-            access_candidates=infos[len(spanned) :],
-            access_node=access_node,
+        request = replace(
+            want, nodes=infos[: len(spanned)], access_candidates=infos[len(spanned) :]
         )
         return plan_network(
-            request,
-            current,
-            owner_public_key=self._owner.public_key,
-            rng=self._rng,
-            public=self._public,
-        )
+            request, current, owner_public_key=self.owner.public_key, rng=self.rng,
+            public=self.public,
+        )  # fmt: skip
 
     async def apply(self, plan: NetworkPlan) -> Applied:
         """Send every changed node its workload and remove it where it is to go, all at
@@ -238,11 +212,11 @@ class NetworkService:
         for n in plan.changed:
             wl = n.workload(plan.name)
             if n.change == "create":
-                work.append(one(n.node_id, "create", self._nodes.deploy(n.node_id, wl)))
+                work.append(one(n.node_id, "create", self.nodes.deploy(n.node_id, wl)))
             else:
-                work.append(one(n.node_id, "update", self._nodes.update(n.node_id, wl)))
+                work.append(one(n.node_id, "update", self.nodes.update(n.node_id, wl)))
         for node_id in plan.removed:
-            work.append(one(node_id, "remove", self._nodes.remove(node_id, plan.name)))
+            work.append(one(node_id, "remove", self.nodes.remove(node_id, plan.name)))
         return Applied(plan, tuple(await asyncio.gather(*work)))
 
     async def ensure(self, name: str, ip_range: str, node_ids: Sequence[int]) -> Applied:
@@ -251,7 +225,9 @@ class NetworkService:
         user access. What a multi-node manifest deploys before its machines."""
         current = await self.current(name)
         accesses = current.access_requests() if current else []
-        plan = await self._replan(name, ip_range, node_ids, accesses, current)
+        plan = await self._replan(
+            NetworkRequest(name, ip_range, _by_id(node_ids), accesses), current
+        )
         return await self.apply(plan)
 
     async def _change_accesses(
@@ -262,10 +238,11 @@ class NetworkService:
     ) -> NetworkPlan:
         """The same nodes (all kept: a workload read back does not say which nodes have
         the owner's machines and which only serve as access node), other accesses."""
-        nodes = [n.node_id for n in current.nodes]
-        return await self._replan(
-            current.name, current.ip_range, nodes, accesses, current, access_node
+        nodes = _by_id(n.node_id for n in current.nodes)
+        want = NetworkRequest(
+            current.name, current.ip_range, nodes, accesses, access_node=access_node
         )
+        return await self._replan(want, current)
 
     # ---- user accesses -----------------------------------------------------------------
 
@@ -289,7 +266,7 @@ class NetworkService:
         plan = await self._change_accesses(current, accesses, forced)
         applied = await self.apply(plan)
         _refuse_if_failed(applied, plan.access(access_name).node_id, "access")
-        return wg_quick(plan, access_name, owner=self._owner), applied
+        return wg_quick(plan, access_name, owner=self.owner), applied
 
     async def teammate_file(self, name: str, access_name: str, key_file: str) -> str:
         """The wg-quick file for a teammate's access, to hand them: it names `key_file`,
@@ -339,15 +316,15 @@ class NetworkService:
         plan = await self._existing(name)
         what = {n.public_key: f"node {n.node_id}" for n in plan.nodes}
         what |= {a.public_key: f"access {a.name}" for a in plan.accesses}
-        now = self._clock()
+        now = self.clock()
 
         async def view(node_id: int) -> NodeView:
             n = plan.node(node_id)
             error = ""
             try:
                 ips, seen = await asyncio.gather(
-                    self._nodes.list_private_ips(node_id, name),
-                    self._nodes.handshakes(node_id, name),
+                    self.nodes.list_private_ips(node_id, name),
+                    self.nodes.handshakes(node_id, name),
                 )
             except Exception as e:  # a node down: its part of the plan, without status
                 ips, seen, error = (), None, str(e) or type(e).__name__
@@ -365,7 +342,7 @@ class NetworkService:
             if not endpoint and not n.hidden and not error:
                 # a lone node: no peer says where it is; it does
                 info = await self.node_info(node_id)
-                host = endpoint_host(info.public_config, info.interfaces, public=self._public)
+                host = endpoint_host(info.public_config, info.interfaces, public=self.public)
                 endpoint = f"{host}:{n.listen_port}" if host else ""
             return NodeView(
                 node_id, n.subnet, endpoint, n.is_access_node, n.version, tuple(ips), peers, error
@@ -373,6 +350,11 @@ class NetworkService:
 
         views = await asyncio.gather(*(view(n.node_id) for n in plan.nodes))
         return plan, list(views)
+
+
+def _by_id(node_ids: Iterable[int]) -> list[NodeInfo]:
+    """Nodes named by id only, for `_replan` to ask."""
+    return [NodeInfo(n) for n in node_ids]
 
 
 def _age(now: float, handshake: int) -> float | None:
