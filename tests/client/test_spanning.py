@@ -12,6 +12,7 @@ from test_placement_building import GiB, MiB, node
 
 from zos.client import building, spanning
 from zos.client.manifest import ManifestError, parse_manifest
+from zos.client.views import DeploymentInfo, MachineInfo, find
 from zos.registry import Node
 
 MESH = """\
@@ -124,3 +125,16 @@ def test_a_part_joins_the_network_of_its_node() -> None:
     ips = [w.data.network.interfaces[0].ip for w in dep.workloads]
     nets = {w.data.network.interfaces[0].network for w in dep.workloads}
     assert [str(i) for i in ips] == ["10.40.4.3", "10.40.4.4"] and nets == {"meshnet"}
+
+
+def test_a_machine_is_found_in_its_own_nodes_deployment() -> None:
+    def dep(node_id: int, machine: str) -> DeploymentInfo:
+        return DeploymentInfo(
+            name="mesh", contract_id=node_id, node_id=node_id, state="ok",
+            machines=[MachineInfo(name=machine)],
+        )  # fmt: skip
+
+    deps = [dep(1, "a"), dep(2, "b")]
+    assert find(deps, "mesh/b") == (deps[1], "b")
+    assert find(deps, "b") == (deps[1], "b")
+    assert find(deps, "mesh") == (deps[0], None)

@@ -41,7 +41,7 @@ from zos.grid import procs
 from zos.grid.local import up
 from zos.grid.state import GridState, NodeEntry
 from zos.identity import Identity, write_key_file
-from zos.primitives import filesystem, links, netns, wireguard
+from zos.primitives import filesystem, links, netns, nsclient, wireguard
 
 pytestmark = [*GRID_MARKS, pytest.mark.timeout(900), pytest.mark.asyncio(loop_scope="module")]
 
@@ -77,8 +77,10 @@ def pings(ns: str, ip: str) -> bool:
 
 def page(ns: str, ip: str) -> str:
     """The page of the machine at `ip` as a TCP client in `ns` gets it ("" if none)."""
-    got = ns_run(ns, "busybox", "wget", "-q", "-T", "3", "-O", "-", f"http://{ip}:8080/")
-    return got.stdout if got.returncode == 0 else ""
+    try:
+        return nsclient.http_get(ns, ip, 8080, timeout=3).text
+    except OSError:
+        return ""
 
 
 def reaches(ns: str, ip: str, name: str) -> bool:

@@ -171,7 +171,9 @@ def find(deps: list[DeploymentInfo], name: str) -> tuple[DeploymentInfo, str | N
     if not matches:
         known = ", ".join(sorted({d.name for d in deps})) or "none"
         raise GridClientError(f"no deployment named '{dep_name}' (yours: {known})")
-    return matches[0], machine or None
+    # a manifest over several nodes is one deployment per node: the machine's own
+    holding = [d for d in matches if any(x.name == machine for x in d.machines)]
+    return (holding or matches)[0], machine or None
 
 
 def machine_of(info: DeploymentInfo, machine: str | None) -> str:
