@@ -95,6 +95,19 @@ async def eventually(check: Callable[[], bool], what: str, timeout: float = SETT
         await asyncio.sleep(1)
 
 
+async def all_ok(client: GridClient, node_id: int, timeout: float = SETTLE) -> None:
+    """Until every deployment of `client` on the node is ok again (the node restarted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        deps = [d for d in await client.ps() if d.node_id == node_id]
+        bad = [(d.name, w.name, w.state, w.message) for d in deps for w in d.workloads]
+        bad = [b for b in bad if b[2] != "ok"]
+        if not bad:
+            return
+        assert time.monotonic() < deadline, f"node {node_id} after its restart: {bad}"
+        await asyncio.sleep(1)
+
+
 @dataclass
 class Machine:
     name: str
@@ -342,6 +355,7 @@ async def test_the_mesh_comes_back_after_kill_9_and_a_reboot(world: World) -> No
     await asyncio.to_thread(procs.stop, agent)
     world.state, restarted = await grid_up(state_dir)
     assert restarted
+    await all_ok(world.owner, access.node_id)
     await eventually(world.mesh_works, "the mesh after kill -9 of the access node's agent")
 
     # a reboot-like restart of the hidden node: its containers and namespaces are gone
@@ -352,4 +366,5 @@ async def test_the_mesh_comes_back_after_kill_9_and_a_reboot(world: World) -> No
     await asyncio.to_thread(_reboot, hidden)
     world.state, restarted = await grid_up(state_dir)
     assert restarted
+    await all_ok(world.owner, hidden.node_id, 180)
     await eventually(world.mesh_works, "the mesh after the hidden node's reboot", 180)
