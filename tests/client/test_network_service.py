@@ -356,3 +356,20 @@ def test_cli_errors_name_the_field_and_nodes_that_failed_set_the_exit_code(
     grid.down.add(12)
     assert cli(grid, key_file, "grant", "mesh", "--wg-key", teammate(7)) == 1
     assert "node 12     update  error: node 12 does not answer" in capsys.readouterr().err
+
+
+def test_a_network_that_cannot_be_read_is_named_and_hides_no_other(
+    grid: Nodes, key_file: Path, capsys
+):
+    odd = json.loads(grid.stored[11]["mesh"])
+    odd["name"], odd["data"]["subnet"] = "odd", "10.40.2.0/25"  # not a /24: no plan of ours
+    grid.stored[11]["odd"] = json.dumps(odd)
+    plans, bad = run(service(grid).readable())
+    assert [p.name for p in plans] == ["mesh"]
+    assert bad == {"odd": "workloads[11].data.subnet: 10.40.2.0/25 is not a /24 inside ip_range "
+                   "10.40.0.0/16"}  # fmt: skip
+    assert cli(grid, key_file, "ls") == 0
+    out = capsys.readouterr().out
+    assert (
+        "mesh                 10.40.0.0/16" in out and "odd                  cannot be read" in out
+    )

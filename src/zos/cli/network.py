@@ -112,11 +112,7 @@ def _report(applied: Applied) -> int:
 
 
 def cmd_ls(args: argparse.Namespace, connect: Connect) -> int:
-    async def work(svc: NetworkService) -> list[Any]:
-        plans = [await svc.current(n) for n in await svc.names()]
-        return [p for p in plans if p is not None]
-
-    plans = _run(args, connect, work)
+    plans, bad = _run(args, connect, lambda svc: svc.readable())
     rows = [
         {
             "name": p.name,
@@ -127,6 +123,7 @@ def cmd_ls(args: argparse.Namespace, connect: Connect) -> int:
         }
         for p in plans
     ]
+    rows += [{"name": name, "error": why} for name, why in bad.items()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -135,6 +132,9 @@ def cmd_ls(args: argparse.Namespace, connect: Connect) -> int:
         return 0
     print(f"{'NAME':<20} {'RANGE':<16} {'NODES':<20} ACCESSES")
     for r in rows:
+        if "error" in r:
+            print(f"{r['name']:<20} cannot be read: {r['error']}")
+            continue
         nodes = ",".join(map(str, r["nodes"]))
         print(f"{r['name']:<20} {r['ip_range']:<16} {nodes:<20} {','.join(r['accesses'])}")
     return 0

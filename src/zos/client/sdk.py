@@ -534,13 +534,10 @@ class GridClient:
         return NetworkService(GridNetworkNodes(self), self.identity, public=self._public)
 
     async def networks(self) -> list[NetworkPlan]:
-        """Your networks, each as its nodes hold it."""
-        svc = self.network_service()
-
-        async def plans() -> list[NetworkPlan]:
-            return [p for n in await svc.names() if (p := await svc.current(n)) is not None]
-
-        return await _planned(plans())
+        """Your networks, each as its nodes hold it (one that cannot be read is left
+        out: `network_show` says why)."""
+        plans, _ = await self.network_service().readable()
+        return plans
 
     async def network_show(self, name: str) -> tuple[NetworkPlan, list[NodeView]]:
         """Network `name` node by node, with each peer's handshake age."""

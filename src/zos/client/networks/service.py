@@ -144,6 +144,17 @@ class NetworkService:
         workloads = (await self.nodes.networks()).get(name)
         return plan_from_workloads(name, workloads) if workloads else None
 
+    async def readable(self) -> tuple[list[NetworkPlan], dict[str, str]]:
+        """Every network of the owner as its workloads hold it, and, by name, why the
+        ones that cannot be read as a plan cannot (one bad network hides no other)."""
+        plans, bad = [], {}
+        for name, workloads in sorted((await self.nodes.networks()).items()):
+            try:
+                plans.append(plan_from_workloads(name, workloads))
+            except NetworkPlanError as e:
+                bad[name] = str(e)
+        return plans, bad
+
     async def _existing(self, name: str) -> NetworkPlan:
         plan = await self.current(name)
         if plan is None:
