@@ -13,6 +13,7 @@ wireguard-go gone), the mesh works again with no manual step.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_interface
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netzm_helpers import listen_in, machine
+from netzm_helpers import can_connect, free_udp_port, listen_in, machine
 from nodehelpers import User, owned_deployment
 
 from zos.bus import BusClient
@@ -36,15 +38,19 @@ from zos.client.networks.endpoints import is_public
 from zos.flist import HubSigner, Router, pack
 from zos.grid import local, procs
 from zos.grid.state import GridState, NodeEntry
+from zos.gridtypes.names import network_id
 from zos.hub.client import publish_flist
 from zos.identity import Identity
-from zos.node.networks import machine_namespace
-from zos.primitives import filesystem, netns, wireguard
+from zos.node.networks import machine_namespace, network_namespace
+from zos.node.runtimes.runc import RuncRuntime
+from zos.node.services import NodeServices
+from zos.primitives import filesystem, links, netns, wireguard
+from zos.primitives.nat import NS_UPLINK
 from zos.registry import RegistryClient
 
 for _helpers in ("grid", "primitives"):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / _helpers))
-from gridhelpers import GRID_MARKS, emergency_sweep, quiet, runc_roots  # noqa: E402
+from gridhelpers import GRID_MARKS, emergency_sweep, quiet  # noqa: E402
 from netlab import ping  # noqa: E402
 
 pytestmark = [*GRID_MARKS, pytest.mark.timeout(900)]
@@ -192,12 +198,26 @@ async def apply(
         await user.wait_states(p.node, p.contract_id, {NAME: "ok", "vm": "ok"})  # type: ignore[arg-type]
 
 
-async def reaches(ns: str, ip: str) -> bool:
-    """Ping until it answers (the first packets wait for a handshake)."""
-    for _ in range(10):
-        if await ping(ns, ip, wait=2):
-            return True
-    return False
+async def deployed(
+    grid: GridState, owner: User, nodes: list[GridNode], rootfs: Path, tmp: Path
+) -> tuple[NetworkPlan, dict[int, Placed]]:
+    """The owner's network over `nodes`, a machine on each; the plan and the machines."""
+    flist = await push_busybox(grid, owner, rootfs, tmp)
+    placed: dict[int, Placed] = {}
+    the_plan = await plan(grid, owner, nodes, IP_RANGE)
+    await apply(owner, the_plan, {n.node_id: n for n in nodes}, flist, placed)
+    return the_plan, placed
+
+
+async def reaches(ns: str, ip: str, guard: float = 30.0) -> bool:
+    """Ping until it answers (the first packets wait for a handshake; after a restart,
+    for the node to build the machine and its network again); False past `guard`."""
+    deadline = time.monotonic() + guard
+    while not await ping(ns, ip, wait=2):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
 
 
 def diagnose(grid: GridState) -> str:
@@ -243,19 +263,26 @@ async def tcp_exchange(src_ns: str, dst_ns: str, dst_ip: str, port: int = 7000) 
         server.close()
 
 
-async def mesh_works(twin: int, placed: dict[int, Placed]) -> None:
+async def mesh_works(twin: int, placed: dict[int, Placed], guard: float = 30.0) -> None:
     """Every machine pings every other one, and one TCP exchange each way."""
     ps = list(placed.values())
     for a in ps:
         for b in ps:
             if a is not b:
-                assert await reaches(a.namespace(twin), b.ip), (a.node.entry.index, b.ip)
+                assert await reaches(a.namespace(twin), b.ip, guard), (a.node.entry.index, b.ip)
     first, last = ps[0], ps[-1]
     assert await tcp_exchange(first.namespace(twin), last.namespace(twin), last.ip) == (
         b"OVER THE TUNNEL"
     )
     assert await tcp_exchange(last.namespace(twin), first.namespace(twin), first.ip) == (
         b"OVER THE TUNNEL"
+    )
+
+
+def node_wireguard(entry: NodeEntry) -> wireguard.WireGuard:
+    """The node's WireGuard interfaces, read from outside (their UAPI sockets)."""
+    return wireguard.WireGuard(
+        Path(entry.data_dir) / "networks" / "wireguard", prefix=entry.netns_prefix
     )
 
 
@@ -268,28 +295,33 @@ def wg_go_pids(entry: NodeEntry) -> list[int]:
     return pids
 
 
+def kill_agent(grid: GridState, entry: NodeEntry) -> None:
+    agent = next(p for p in grid.procs if p.name == f"node{entry.index}")
+    os.kill(agent.pid, signal.SIGKILL)
+    while procs.alive(agent):  # reaped by its parent (this process) or by init
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(agent.pid, os.WNOHANG)
+        time.sleep(0.01)
+
+
 def reboot(grid: GridState, entry: NodeEntry) -> None:
     """What a reboot does to a node: its agent, containers, wireguard-go and namespaces
     gone, its mounts undone; its data directory stays."""
-    agent = next(p for p in grid.procs if p.name == f"node{entry.index}")
-    os.kill(agent.pid, signal.SIGKILL)
+    kill_agent(grid, entry)
     for pid in wg_go_pids(entry):
         os.kill(pid, signal.SIGKILL)
-    key = Path(entry.data_dir).resolve()
-    for root in runc_roots(Path(grid.state_dir)):
-        if root.name.endswith(_runc_tag(key)):
-            for c in list(root.iterdir()):
-                subprocess.run(["runc", "--root", str(root), "delete", "--force", c.name])
+    root = RuncRuntime(NodeServices(data_dir=Path(entry.data_dir))).runc.root
+    for c in list(root.iterdir()) if root.is_dir() else []:
+        subprocess.run(["runc", "--root", str(root), "delete", "--force", c.name], check=True)
     for m in reversed(filesystem.mounts_under(Path(entry.data_dir))):
         subprocess.run(["umount", "-l", str(m.target)], check=False)
     for name in netns.names(prefix=entry.netns_prefix):
         netns.delete(name)
 
 
-def _runc_tag(data_dir: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+def restart(grid: GridState) -> None:
+    """`zos grid up` again: it starts what stopped, with the same state."""
+    local.up(Path(grid.state_dir), nodes=3, hidden=1, gateways=0, say=quiet, timeout=180)
 
 
 async def test_mesh_across_three_nodes_one_hidden(
@@ -391,12 +423,190 @@ async def test_mesh_across_three_nodes_one_hidden(
 async def hidden_status(
     grid: GridState, hidden: GridNode, owner: User, the_plan: NetworkPlan
 ) -> wireguard.Status:
-    from zos.gridtypes.names import network_id
-
-    wg = wireguard.WireGuard(
-        Path(hidden.entry.data_dir) / "networks" / "wireguard", prefix=hidden.entry.netns_prefix
-    )
-    status = await wg.status(network_id(owner.twin_id, NAME))
+    status = await node_wireguard(hidden.entry).status(network_id(owner.twin_id, NAME))
     assert status is not None
     assert [p.public_key for p in status.peers] == [the_plan.node(the_plan.access_node).public_key]
     return status
+
+
+async def test_mesh_after_kill_9_and_after_a_reboot(
+    grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    nodes = nodes_of(grid)
+    by_id = {n.node_id: n for n in nodes}
+    owner = await tenant(grid)
+    try:
+        the_plan, placed = await deployed(grid, owner, nodes, busybox_rootfs, tmp_path)
+        await mesh_works(owner.twin_id, placed)
+        twin = owner.twin_id
+        a, b, hidden = (placed[n.node_id] for n in nodes)
+
+        # kill -9 of node 2's agent: its tunnel carries on without it (wireguard-go is
+        # detached), and the agent started again keeps it, with the same key.
+        kill_agent(grid, nodes[1].entry)
+        assert await reaches(a.namespace(twin), b.ip)
+        assert await reaches(hidden.namespace(twin), b.ip)
+        await asyncio.to_thread(restart, grid)
+        await mesh_works(twin, placed)
+        assert the_plan.node(nodes[1].node_id).public_key in (
+            await owner.node(nodes[0]).wg_peers(NAME)  # type: ignore[arg-type]
+        )
+
+        # A reboot of the access node (the hidden node's only way in): everything it ran
+        # is gone; started again, it builds the tunnels again with the same keys.
+        access = by_id[the_plan.access_node]
+        reboot(grid, access.entry)
+        assert netns.names(prefix=f"{access.entry.netns_prefix}n-") == []
+        await asyncio.to_thread(restart, grid)
+        await mesh_works(twin, placed, guard=300.0)
+        status = await owner.node(access).wg_peers(NAME)  # type: ignore[arg-type]
+        assert set(status) == {n.public_key for n in the_plan.nodes if n.node_id != access.node_id}
+        assert all(status.values()), status  # every peer handshook again
+    finally:
+        await close(owner)
+
+
+@contextlib.contextmanager
+def rogue_on_bridge(grid: GridState) -> Iterator[str]:
+    """A namespace of the test's on the grid bridge, beside the nodes (swept with the
+    grid's prefix if the test fails)."""
+    ns, veth = f"{grid.tag}-rogue", f"{grid.tag}rg"
+    bridge = ip_interface(grid.host_address).network
+    netns.create(ns)
+    try:
+        links.ensure_veth(veth, "eth0", None, ns)
+        links.set_master(veth, grid.bridge)
+        links.set_up(veth)
+        links.set_up("lo", ns)
+        links.set_addresses("eth0", [ip_interface(f"{bridge[200]}/{bridge.prefixlen}")], ns)
+        links.set_up("eth0", ns)
+        yield ns
+    finally:
+        links.delete(veth)
+        netns.delete(ns)
+
+
+async def test_only_the_networks_own_peers_get_in(
+    grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    """A WireGuard peer the network does not list never handshakes nor reaches a machine;
+    plain packets sent from the grid's side at the network's subnet, its uplink or its
+    tunnel address reach nothing either."""
+    nodes = nodes_of(grid)
+    owner = await tenant(grid)
+    try:
+        the_plan, placed = await deployed(grid, owner, nodes[:2], busybox_rootfs, tmp_path)
+        target = placed[nodes[0].node_id]
+        node1 = the_plan.node(nodes[0].node_id)
+        assert await reaches(placed[nodes[1].node_id].namespace(owner.twin_id), target.ip)
+
+        with rogue_on_bridge(grid) as rogue:
+            # A stranger's WireGuard, configured as if it were a peer of the network.
+            wg = wireguard.WireGuard(tmp_path / "rogue-wg", public_ns=rogue, prefix=rogue)
+            stranger_key = base64.b64encode(os.urandom(32)).decode()
+            await wg.ensure(
+                "rogue",
+                rogue,
+                wireguard.Config(
+                    private_key=stranger_key,
+                    listen_port=free_udp_port(),
+                    address="100.64.77.250/16",
+                    routes=[IP_RANGE],
+                    peers=[
+                        wireguard.Peer(
+                            public_key=node1.public_key,
+                            allowed_ips=(IP_RANGE, "100.64.0.0/16"),
+                            endpoint=node1.endpoint,
+                            keepalive=1,
+                        )
+                    ],
+                ),
+            )
+            try:
+                assert await never_reaches(rogue, target.ip)
+                assert await never_reaches(rogue, str(wireguard.tunnel_address(node1.subnet).ip))
+                status = await wg.status("rogue")
+                assert status is not None and status.peers[0].latest_handshake == 0
+                seen = await owner.node(nodes[0]).wg_peers(NAME)  # type: ignore[arg-type]
+                assert wireguard.public_key(stranger_key) not in seen
+            finally:
+                await wg.remove("rogue", rogue)
+
+            # Plain packets routed at node 1 for the subnet, the tunnels and the uplinks.
+            node_ip = nodes[0].entry.address.split("/")[0]
+            for net in (IP_RANGE, "100.64.0.0/16", "100.127.0.0/16"):
+                await netns.exec_in(rogue, "ip", "route", "add", net, "via", node_ip)
+            net_ns = network_namespace(nodes[0].entry.netns_prefix, network_id(owner.twin_id, NAME))
+            uplink = links.addresses(NS_UPLINK, net_ns)[0].ip
+            for dst in (target.ip, str(uplink), f"{IPv4Network(node1.subnet)[1]}"):
+                assert await never_reaches(rogue, dst), dst
+            assert not can_connect(rogue, target.ip, 22, timeout=1)
+    finally:
+        await close(owner)
+
+
+TS_VECTORS = Path(__file__).resolve().parents[1] / "gridtypes" / "vectors" / "ts_client.json"
+
+
+async def test_a_network_the_typescript_client_built_provisions_here(grid: GridState) -> None:
+    """The `network-mesh` vector (a node's part of a mesh, by @threefold/grid_client):
+    its network workload re-signed by a test twin, its one public endpoint rewritten to
+    an address of the local grid, provisions unchanged: the interface has its key,
+    port, peers and address, and a route for its ip_range."""
+    case = next(
+        c for c in json.loads(TS_VECTORS.read_text())["vectors"] if c["name"] == "network-mesh"
+    )
+    raw = json.loads(case["deployment_json"])
+    workload = raw["workloads"][0]
+    data = workload["data"]
+    nodes = nodes_of(grid)
+    local_endpoint = f"{nodes[1].entry.address.split('/')[0]}:9550"
+    public = [p for p in data["peers"] if p["endpoint"]]
+    assert [p["endpoint"] for p in public] == ["[2a02:1802:5e:0:2::12]:9550"]
+    for p in public:
+        p["endpoint"] = local_endpoint  # never dial the real grid
+    owner = await tenant(grid)
+    try:
+        dep = owner.deployment([workload])
+        await owner.deploy(nodes[0], dep)  # type: ignore[arg-type]
+        await owner.wait_states(nodes[0], dep.contract_id, {"mesh": "ok"})  # type: ignore[arg-type]
+        from zos.gridtypes.names import network_id
+
+        netid = network_id(owner.twin_id, "mesh")
+        entry = nodes[0].entry
+        wg = wireguard.WireGuard(
+            Path(entry.data_dir) / "networks" / "wireguard", prefix=entry.netns_prefix
+        )
+        status = await wg.status(netid)
+        assert status is not None and status.name == f"w-{netid}"
+        assert status.public_key == wireguard.public_key(data["wireguard_private_key"])
+        assert status.listen_port == data["wireguard_listen_port"] == 19683
+        assert {
+            p.public_key: (
+                sorted(p.allowed_ips),
+                p.endpoint if p.endpoint == local_endpoint else "",
+            )
+            for p in status.peers
+        } == {
+            p["wireguard_public_key"]: (sorted(p["allowed_ips"]), p["endpoint"])
+            for p in data["peers"]
+        }
+        ns = network_namespace(entry.netns_prefix, netid)
+        assert links.addresses(status.name, ns) == [ip_interface("100.64.40.2/16")]
+        routes = await netns.exec_in(ns, "ip", "route", "show", "10.40.0.0/16")
+        assert f"dev {status.name}" in routes
+        assert 19683 in await owner.node(nodes[0]).list_wg_ports()  # type: ignore[arg-type]
+        await owner.node(nodes[0]).delete(dep.contract_id)  # type: ignore[arg-type]
+        await owner.wait_states(nodes[0], dep.contract_id, {"mesh": "deleted"})  # type: ignore[arg-type]
+        assert await wg.status(netid) is None
+        assert not netns.exists(ns)
+        assert 19683 not in await owner.node(nodes[0]).list_wg_ports()  # type: ignore[arg-type]
+    finally:
+        await close(owner)
+
+
+@pytest.mark.parametrize("hidden", [-1, 3, 4])
+def test_hidden_nodes_leave_a_public_one(tmp_path: Path, hidden: int) -> None:
+    with pytest.raises(local.GridError, match=r"--hidden: .* must be from 0 to 2"):
+        local.up(tmp_path / "grid", nodes=3, hidden=hidden, say=quiet)
+    assert not (tmp_path / "grid").exists()
