@@ -67,9 +67,9 @@ def _fail(ctx: WorkloadContext, field: str, why: str) -> WorkloadError:
 class GatewayManager(Manager):
     """What both gateway types share: the public config, backends, forwarders, the route."""
 
-    kind: ClassVar[str]  # the route names' prefix: "name" or "fqdn"
+    kind: ClassVar[str]  # the route names' prefix, and the field that names the host
     rank = 80  # after the machines and networks its backends are on
-    host_field: ClassVar[str]  # the field errors about the host name are named after
+    updatable = True
 
     def __init__(self, node: NodeServices) -> None:
         super().__init__(node)
@@ -246,7 +246,7 @@ class GatewayManager(Manager):
             urls = tuple(f"http://{b.address}" for b in backends)
             return HttpRoute(name, host, urls, wildcard)
         except RouteError as e:
-            raise _fail(ctx, self.host_field, str(e)) from None
+            raise _fail(ctx, self.kind, str(e)) from None
 
     def _wildcard(self, config: PublicConfig) -> str | None:
         return None
@@ -276,7 +276,7 @@ class GatewayManager(Manager):
             why = str(e)
             if "already routed" in why:
                 why = f"{host!r} is already served on this node by another workload"
-            raise _fail(ctx, self.host_field, why) from None
+            raise _fail(ctx, self.kind, why) from None
         except ProxyError as e:
             raise WorkloadError(str(e)) from None
         return self._result(host)
@@ -318,8 +318,6 @@ async def _connect(ns: str | None, port: int) -> None:
 class GatewayNameManager(GatewayManager):
     type = "gateway-name-proxy"
     kind = "name"
-    host_field = "name"
-    updatable = True
 
     def host(self, ctx: WorkloadContext, data: Any, config: PublicConfig) -> str:
         if not config.domain:
@@ -350,8 +348,6 @@ class GatewayNameManager(GatewayManager):
 class GatewayFqdnManager(GatewayManager):
     type = "gateway-fqdn-proxy"
     kind = "fqdn"
-    host_field = "fqdn"
-    updatable = True
 
     def host(self, ctx: WorkloadContext, data: Any, config: PublicConfig) -> str:
         fqdn = data.fqdn.lower()
