@@ -16,6 +16,8 @@
         mounts: [{disk: data, mountpoint: /data}]
         ports: [8080]           # reachable from the host on a local grid
         runtime: container      # or `vm`: its own kernel (a light VM), beside runc
+    gateways:                   # optional: published to the web (zos.client.gatewayspec)
+      - {name: hello, machine: web, port: 8080}
 
 `load_manifest` refuses a mistake before anything is sent, with the file, the line and
 the rule: `app.yaml:12: machines[0].memory: ...`.
@@ -41,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from zos.client.gatewayspec import GatewaySpec, check_gateways
 from zos.gridtypes.names import name_error
 
 MiB = 1 << 20
@@ -189,6 +192,7 @@ class Manifest(Model):
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     disks: list[DiskSpec] = Field(default_factory=list)
     machines: list[MachineSpec] = Field(min_length=1)
+    gateways: list[GatewaySpec] = Field(default_factory=list)
     base_dir: str = Field(default=".", exclude=True)  # where relative image paths start
     _source: str = PrivateAttr(default="manifest")
     _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
@@ -256,6 +260,7 @@ class Manifest(Model):
                 if mount.disk in seen:
                     raise ValueError(f"machines[{i}].mounts[{j}].disk: '{mount.disk}' twice")
                 seen.add(mount.disk)
+        check_gateways(self.gateways, [x.name for x in self.machines], {*names, self.network_name})
         return self
 
     @property
@@ -443,7 +448,7 @@ def _known(path: list[Any], data: Any) -> str:
         ann = model.model_fields.get(p)
         model = None
         if ann is not None:
-            for cand in (DiskSpec, MountSpec, MachineSpec, NodeFilter, NetworkSpec):
+            for cand in (DiskSpec, MountSpec, MachineSpec, NodeFilter, NetworkSpec, GatewaySpec):
                 if cand.__name__ in str(ann.annotation):
                     model = cand
     if model is None:

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from zos.bus import BusClient, BusError
-from zos.client import building, deploying, placement
+from zos.client import building, deploying, gateways, placement
 from zos.client.config import ConfigError, find_grid, find_identity
 from zos.client.datakeys import DataKeys, refusals
 from zos.client.deploying import Progress
@@ -219,7 +219,7 @@ class GridClient:
         memory, disk = placement.needs(m)
         if m.node is None:
             up = await self.nodes(farm=m.nodes.farm if m.nodes else None, status="up")
-            return placement.choose(m, up, memory, disk)
+            return placement.choose(m, gateways.prefer_gateway_nodes(m, up), memory, disk)
         try:
             node = await self._node(m.node)
         except GridClientError as e:
@@ -243,7 +243,10 @@ class GridClient:
             m = parse_manifest(manifest) if isinstance(manifest, str) else manifest
             m.give_images(images or {})
         node = await self._place(m)
+        gateways.check_nodes(m, {x.name: node for x in m.machines})
         await building.check_flists(m)
+        # Names before images: a name another twin holds is refused with nothing pushed.
+        claimed = await gateways.claim_names(self._reg, self.twin_id, m)
         # Images first: nothing is on the grid for this deployment yet if packing fails.
         paths = {x.name: m.image_path(x) for x in m.machines if not x.flist}
         flists: dict[str, str] = {}
@@ -256,6 +259,7 @@ class GridClient:
         mine = await self.ps()
         taken = building.taken_ips(mine, node.id, m)
         dep = building.build_deployment(self.twin_id, m, flists, taken, published)
+        gateways.add_gateways(dep, m)
         replaced = [d for d in mine if d.name == m.name]
         for old in replaced:
             if progress:
@@ -263,11 +267,17 @@ class GridClient:
             await self._remove(old)
         others = [d for d in mine if d.name != m.name]
         await self._unpublish(replaced, others, keep=set(flists.values()))
+        kept = {g.name for g in m.gateways} | gateways.names_of(others)
+        await gateways.release_names(self._reg, gateways.names_of(replaced) - kept)
         api = self._on(node)
         # The data key first: the node encrypts what the deployment stores from the start.
-        contract_id = await deploying.submit(
-            self._reg, self.identity, node.id, api, dep, m.name, before=self._keys.give_new
-        )
+        try:
+            contract_id = await deploying.submit(
+                self._reg, self.identity, node.id, api, dep, m.name, before=self._keys.give_new
+            )
+        except GridClientError:
+            await gateways.release_names(self._reg, claimed)
+            raise
         info = await deploying.wait_ok(api, node.id, contract_id, m.name, progress, timeout)
         await self._expose(m, info)
         return info
@@ -377,7 +387,10 @@ class GridClient:
         removed = [d for d in mine if d.name == info.name]
         for d in removed:
             await self._remove(d)
-        await self._unpublish(removed, [d for d in mine if d.name != info.name])
+        others = [d for d in mine if d.name != info.name]
+        await self._unpublish(removed, others)
+        names = gateways.names_of(removed) - gateways.names_of(others)
+        await gateways.release_names(self._reg, names)
         return removed
 
     async def _unpublish(
