@@ -27,6 +27,7 @@ from gridhelpers import GRID_MARKS, NOTHING, emergency_sweep, leftovers, pids_of
 
 from zos.bus import BusError
 from zos.client import GridClient
+from zos.client.manifest import ManifestError
 from zos.grid import procs
 from zos.grid.acme import self_signed, until_trusted
 from zos.grid.local import down, up
@@ -57,6 +58,7 @@ class World:
     other: GridClient
     machine_ip: str
     app_contract: int
+    run: Path  # the example app's rootfs is here
 
     @property
     def gateway(self) -> NodeEntry:
@@ -172,7 +174,7 @@ async def world(
         other = await GridClient.connect(state_dir=state_dir, identity=Identity.generate())
         info = await owner.deploy(run / "app.yaml")
         [machine] = info.machines
-        yield World(state, owner, other, machine.ip, info.contract_id)
+        yield World(state, owner, other, machine.ip, info.contract_id, run)
     finally:
         for client in (owner, other):
             if client is not None:
@@ -261,6 +263,74 @@ async def test_a_name_proxy_over_https_to_a_machine_on_the_owners_network(world:
     # Removed: the route is gone.
     await world.remove(world.owner, world.gateway, dep["contract_id"])
     assert (await world.get(fqdn)).status == 404
+
+
+PUBLISHED = """\
+name: {deployment}
+node: {node}
+network: {{name: pubnet, subnet: 10.20.78.0/24}}
+machines:
+  - name: web
+    image: rootfs
+    memory: 256M
+    entrypoint: /bin/busybox httpd -f -v -p 8080 -h /www
+gateways:
+  - {{name: {name}, machine: web, port: 8080{extra}}}
+"""
+
+
+def published(world: World, deployment: str, name: str, node: str = "", extra: str = "") -> Path:
+    path = world.run / f"{deployment}-{name}.yaml"
+    path.write_text(PUBLISHED.format(deployment=deployment, name=name, node=node or "null",
+                                     extra=extra))  # fmt: skip
+    return path
+
+
+async def test_a_manifests_gateway_is_published_with_its_machine(world: World) -> None:
+    """`gateways:` in a manifest: deployed on the node that serves gateways (none named),
+    its name contract taken, the URL in what deploy returns; another twin's manifest with
+    the name is refused naming the field; `rm` stops the route and frees the name."""
+    assert world.owner.registry is not None and world.other.registry is not None
+    name = f"pub{os.getpid()}"
+    info = await world.owner.deploy(published(world, "pub", name))
+    fqdn = f"{name}.{world.gateway.domain}"
+    assert info.node_id == world.gateway.node_id
+    assert [(g.name, g.url, g.state) for g in info.gateways] == [
+        (f"gw_{name}", f"https://{fqdn}", "ok")
+    ]
+    assert (await world.owner.registry.get_name_contract(name)).owner_twin == world.owner.twin_id
+    assert (await world.verified(fqdn)).text == PAGE
+    # Deployed again (replaced): the same name, still served.
+    again = await world.owner.deploy(published(world, "pub", name))
+    assert again.contract_id != info.contract_id and again.gateways[0].state == "ok"
+    assert (await world.verified(fqdn)).text == PAGE
+
+    # Another twin: refused before anything is sent, naming the field.
+    before = len(await world.other.ps())
+    with pytest.raises(
+        ManifestError,
+        match=rf"gateways\[0\]\.name: name '{name}' is taken by twin {world.owner.twin_id}",
+    ):
+        await world.other.deploy(published(world, "theirs", name))
+    assert len(await world.other.ps()) == before
+    # A gateway on another node than its machine (the mesh is not planned yet), or a
+    # machine on a node that serves no gateways: refused before anything is sent.
+    elsewhere = published(
+        world, "theirs", f"x{name}", str(world.gateway.node_id), f", node: {world.plain.node_id}"
+    )
+    with pytest.raises(ManifestError, match=r"gateways\[0\]\.node: machine 'web' runs on node"):
+        await world.other.deploy(elsewhere)
+    with pytest.raises(ManifestError, match="serves no gateways"):
+        await world.other.deploy(published(world, "theirs", f"x{name}", str(world.plain.node_id)))
+    assert len(await world.other.ps()) == before
+    with pytest.raises(BusError, match="no name contract"):
+        await world.other.registry.get_name_contract(f"x{name}")
+
+    # Removed with its deployment: the route stops, the name is free again.
+    await world.owner.rm("pub")
+    assert (await world.get(fqdn)).status == 404
+    await world.other.registry.create_name_contract(name)
+    await world.other.registry.cancel_name_contract(name)
 
 
 async def test_fqdn_proxies(world: World) -> None:
