@@ -429,6 +429,26 @@ class Engine:
         keys = self.services.keys
         return keys is not None and keys.locked(contract_id)
 
+    async def fail(self, workload_id: str, message: str) -> None:
+        """A manager removed a running workload that can no longer be (a gateway whose
+        name contract went): its result becomes an error saying why. It stays failed
+        after a restart (not ensured again, so the next start's cleanup sees it gone)."""
+        twin, contract, name = workload_id.split("-", 2)
+        contract_id = int(contract)
+        async with self._locks.setdefault(contract_id, asyncio.Lock()):
+            rec = self.store.get(contract_id)
+            if rec is None or rec.state != ACTIVE or rec.twin_id != int(twin):
+                return
+            body = _body(rec)
+            changed = []
+            for wl in body.workloads:
+                if wl["name"] == name and wl["result"]["state"] in (OK, UNCHANGED):
+                    wl["result"] = _result(ERROR, message)
+                    changed.append(wl)
+            if changed:
+                self.store.put(rec.twin_id, contract_id, body.to_json(), changed=changed)
+                self._used[contract_id] = _usage(body)
+
     def resume(self, contract_id: int) -> None:
         """The deployment's key is back (it was locked): do what it has pending."""
         self._schedule(contract_id)

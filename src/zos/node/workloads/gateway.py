@@ -28,11 +28,13 @@ import json
 import logging
 import os
 import socket
-from ipaddress import IPv4Address, IPv6Address, ip_interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_interface
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from zos.node.networks import Attachment, NetworkInfo, network_lock
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
+from zos.node.workloads.namewatch import NameWatch
 from zos.primitives import links, nat, netns, nsclient, nsforward
 from zos.primitives.dnsrecords import within
 from zos.primitives.hostproc import HostProcess, HostProcessError
@@ -137,8 +139,8 @@ class GatewayManager(Manager):
             found.append(backend)
         return found
 
-    def _network(self, ctx: WorkloadContext, data: Any, backends: list[Backend]) -> str:
-        """The namespace of the owner's network that every backend lies in."""
+    def _network(self, ctx: WorkloadContext, data: Any, backends: list[Backend]) -> NetworkInfo:
+        """The owner's network that every backend lies in."""
         try:
             info = self.node.networks.lookup(ctx.twin_id, data.network)
         except WorkloadError as e:
@@ -154,7 +156,57 @@ class GatewayManager(Manager):
                 )
             if b.ip == info.gateway:
                 raise _fail(ctx, f"backends[{i}]", f"{b.ip} is the network's own gateway")
-        return info.namespace
+        return info
+
+    # --- the network a gateway uses -------------------------------------------------------
+
+    @property
+    def _user_kind(self) -> str:
+        """The kind of the record that makes this gateway a user of its network."""
+        return f"gateway-{self.kind}"
+
+    async def _hold(self, ctx: WorkloadContext, info: NetworkInfo) -> None:
+        """Recorded as attached to the network (with no link of its own), so the network
+        is not removed while the gateway uses it; let go of any network it used before."""
+        nets, wid = self.node.networks, ctx.workload_id
+        async with network_lock(info.netid):
+            if nets.state.load(info.netid) is None or not netns.exists(info.namespace):
+                raise _fail(ctx, "network", f"network '{info.name}' was just removed")
+            prefix = info.network.prefixlen
+            nets.state.record(
+                Attachment(
+                    workload_id=wid,
+                    kind=self._user_kind,
+                    netid=info.netid,
+                    network=info.name,
+                    port="",
+                    namespace=info.namespace,
+                    address=IPv4Interface(f"{info.gateway}/{prefix}"),  # none a machine takes
+                    gateway=info.gateway,
+                )
+            )
+        await self._let_go(wid, keep=info.netid)
+
+    def _held(self) -> dict[str, list[str]]:
+        """Workload id -> the networks this type of gateway is recorded as using."""
+        nets = self.node.networks
+        held: dict[str, list[str]] = {}
+        for netid in nets.state.netids():
+            for a in nets.attachments(netid):
+                if a.kind == self._user_kind:
+                    held.setdefault(a.workload_id, []).append(netid)
+        return held
+
+    async def _let_go(self, wid: str, keep: str = "") -> None:
+        """No longer a user of its networks (but `keep`): each is removed if nothing else
+        uses it, as when its last machine goes."""
+        nets = self.node.networks
+        for netid in self._held().get(wid, []):
+            if netid == keep:
+                continue
+            async with network_lock(netid):
+                nets.state.drop(netid, wid)
+                await nets.release_if_unused(netid)
 
     # --- forwarders (backends on a private network) ---------------------------------------
 
@@ -262,10 +314,13 @@ class GatewayManager(Manager):
         backends = self._backends(ctx, data, config)
         wid = ctx.workload_id
         if data.network:
-            dial_ns = self._network(ctx, data, backends)
-            backends = await self._forward(wid, dial_ns, backends)
-        elif self._state_file(wid).exists():
-            await self._stop_forwarder(wid)  # an update dropped the network
+            info = self._network(ctx, data, backends)
+            await self._hold(ctx, info)
+            backends = await self._forward(wid, info.namespace, backends)
+        else:  # an update may have dropped the network
+            if self._state_file(wid).exists():
+                await self._stop_forwarder(wid)
+            await self._let_go(wid)
         route = self._route(ctx, data, host, backends, self._wildcard(config))
         try:
             await self.proxy.ensure(config)
@@ -293,6 +348,7 @@ class GatewayManager(Manager):
         except ProxyError as e:
             raise WorkloadError(f"the route could not be removed: {e}") from None
         await self._stop_forwarder(wid)
+        await self._let_go(wid)
 
     async def cleanup(self, keep: set[str]) -> None:
         if self.node.proxy is None:
@@ -301,6 +357,7 @@ class GatewayManager(Manager):
         wids = {n.removeprefix(prefix) for n in self.proxy.routes() if n.startswith(prefix)}
         for path in self._dir().glob(f"{prefix}*.json"):
             wids.add(path.stem.removeprefix(prefix))
+        wids |= set(self._held())
         for wid in wids - keep:
             log.info("removing gateway leftover %s%s", prefix, wid)
             await self._remove(wid)
@@ -318,6 +375,36 @@ async def _connect(ns: str | None, port: int) -> None:
 class GatewayNameManager(GatewayManager):
     type = "gateway-name-proxy"
     kind = "name"
+
+    def __init__(self, node: NodeServices) -> None:
+        super().__init__(node)
+        self.watch = NameWatch(lambda: self.node.registry, self._hosts, self._revoke)
+
+    def _hosts(self) -> dict[str, str]:
+        if self.node.proxy is None:
+            return {}
+        prefix = f"{self.kind}-"
+        routes = self.proxy.routes()
+        return {n.removeprefix(prefix): r.host for n, r in routes.items() if n.startswith(prefix)}
+
+    async def _revoke(self, wid: str, why: str) -> None:
+        await self._remove(wid)
+        if self.node.report_failure is not None:
+            await self.node.report_failure(wid, why)
+
+    async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
+        result = await super().provision(ctx)
+        self.watch.start()
+        return result
+
+    async def cleanup(self, keep: set[str]) -> None:
+        await super().cleanup(keep)
+        if self.node.proxy is not None and self._hosts():
+            self.watch.start()
+
+    async def close(self) -> None:
+        await self.watch.close()
+        await super().close()
 
     def host(self, ctx: WorkloadContext, data: Any, config: PublicConfig) -> str:
         if not config.domain:
