@@ -265,18 +265,13 @@ async def test_a_name_proxy_over_https_to_a_machine_on_the_owners_network(world:
     assert (await world.get(fqdn)).status == 404
 
 
-PUBLISHED = """\
-name: {deployment}
-node: {node}
-network: {{name: pubnet, subnet: 10.20.78.0/24}}
-machines:
-  - name: web
-    image: rootfs
-    memory: 256M
-    entrypoint: /bin/busybox httpd -f -v -p 8080 -h /www
-gateways:
-  - {{name: {name}, machine: web, port: 8080{extra}}}
-"""
+# The example machine again, under another deployment and network, with a gateway.
+PUBLISHED = (
+    APP.replace("gwapp", "{deployment}").replace(
+        "gwnet, subnet: 10.20.77.0/24", "pubnet, subnet: 10.20.78.0/24"
+    )
+    + "gateways:\n  - {{name: {name}, machine: web, port: 8080{extra}}}\n"
+)
 
 
 def published(world: World, deployment: str, name: str, node: str = "", extra: str = "") -> Path:
