@@ -147,7 +147,7 @@ async def test_sigterm_stops_it_and_its_port(
 
 
 @pytest.mark.parametrize("bad", ["127.0.0.1:80", "127.0.0.1:x=10.0.0.2:80", ":80=10.0.0.2:80"])
-def test_a_bad_mapping_is_refused_naming_it(bad: str) -> None:
+async def test_a_bad_mapping_is_refused_naming_it(bad: str) -> None:
     with pytest.raises(ValueError, match="is not LHOST:LPORT=HOST:PORT"):
         nsforward.Mapping.parse(bad)
     run = subprocess.run(
