@@ -1,18 +1,22 @@
-"""Node fixtures: a real registry on nats-server, a farm, twins, and node agents run as
-real subprocesses (`python -m zos.cli node run`), with every mount, loop device and
-process they leave removed afterwards, even when a test fails."""
+"""Node fixtures: a real registry on nats-server, a farm, twins, node agents run as real
+subprocesses (`python -m zos.cli node run`), with every mount, loop device and process
+they leave removed afterwards, even when a test fails; a busybox flist served over HTTP."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from nodehelpers import Farm, NodeProcess, User, remove_leftovers
+from nodehelpers import Farm, NodeProcess, User, remove_leftovers, wipe
 
 from zos.bus import BusClient
+from zos.flist import Router, pack
 from zos.grid.natsserver import NatsServer
 from zos.identity import Identity
 from zos.registry import RegistryClient, RegistryService
@@ -71,3 +75,51 @@ async def make_node(farm: Farm, tmp_path: Path) -> AsyncIterator[Any]:
         for n in nodes:
             n.stop()
         await remove_leftovers(tmp_path)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # requests are not news
+        pass
+
+
+@pytest.fixture
+async def busybox_flist(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[tuple[str, str]]:
+    """(URL of busybox.fl over HTTP, the http:// store serving its blocks from the same
+    server: the node is given it with `--store`, as the one store it may use on its own
+    loopback)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    router = Router.parse([f"dir://{www}"])  # the layout an http store reads: /xx/<hex>
+    try:
+        await pack(busybox_rootfs, www / "busybox.fl", router)
+    finally:
+        await router.close()
+    handler = functools.partial(_QuietHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield f"{base}/busybox.fl", base
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A namespace prefix for the test's nodes (`--netns-prefix`)."""
+    return f"zt{os.getpid() % 100000}-"
+
+
+@pytest.fixture
+def sweep(prefix: str) -> Iterator[list[NodeProcess]]:
+    """Stops the nodes given to it, then removes whatever their workloads left
+    (containers, mounts, namespaces, the log daemon), even when the test failed."""
+    nodes: list[NodeProcess] = []
+    yield nodes
+    for node in nodes:
+        node.stop()
+        wiped = wipe(node.data_dir, prefix)
+        if wiped.returncode != 0:  # keep sweeping; the test reports its own failure
+            print(f"zos node wipe: {wiped.stderr}")

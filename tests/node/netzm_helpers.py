@@ -25,12 +25,19 @@ def unique_twin() -> int:
     return random.randint(10_000, 4_000_000_000)
 
 
+def free_udp_port() -> int:
+    """A UDP port nothing holds now (each network of a node needs its own)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
 def network_data(subnet: str, ip_range: str = "10.0.0.0/8") -> dict[str, Any]:
     return {
         "ip_range": ip_range,
         "subnet": subnet,
         "wireguard_private_key": WG_KEY,
-        "wireguard_listen_port": 51820,
+        "wireguard_listen_port": free_udp_port(),
         "peers": [],
     }
 

@@ -24,6 +24,7 @@ from zos.primitives import filesystem, hostproc, loop
 from zos.registry import RegistryClient
 
 GiB = 1 << 30
+ZOS = [sys.executable, "-m", "zos.cli"]
 MiB = 1 << 20
 
 
@@ -225,3 +226,13 @@ async def victim_with_data(make_user, make_node) -> tuple[User, NodeProcess, int
     volume = node.data_dir / "storage" / "volumes" / f"{user.twin_id}-{dep.contract_id}-data"
     (volume / "secret").write_text("the tenant's data")
     return user, node, dep.contract_id, volume / "secret"
+
+
+def wipe(data_dir: Path, prefix: str) -> subprocess.CompletedProcess[str]:
+    """`zos node wipe` of a stopped node: what its workloads left goes."""
+    return subprocess.run(
+        [*ZOS, "node", "wipe", "--data-dir", str(data_dir), "--netns-prefix", prefix],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -37,9 +37,6 @@ from zos.primitives import filesystem, keyring, netns
 from zos.zdb.client import RespClient, RespError
 
 pytestmark = zm.pytestmark  # nats, root, runc, netns, slow
-busybox_flist = zm.busybox_flist
-prefix = zm.prefix
-sweep = zm.sweep
 HOST = "127.0.0.1"
 
 

@@ -7,24 +7,17 @@ machine still running, and deletion that leaves no namespace, container or mount
 from __future__ import annotations
 
 import asyncio
-import functools
-import http.server
 import json
-import os
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from netzm_helpers import network_data
-from nodehelpers import MiB, NodeProcess, leftovers
+from nodehelpers import ZOS, MiB, NodeProcess, leftovers, wipe
 
 from zos.bus import BusError
-from zos.flist import Router, pack
 from zos.node.runtimes.runc import RuncRuntime, container_id
 from zos.node.workloads import NodeServices
 from zos.nodeapi import commands as api
@@ -37,65 +30,6 @@ pytestmark = [
     pytest.mark.netns,
     pytest.mark.slow,
 ]
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # requests are not news
-        pass
-
-
-@pytest.fixture
-async def busybox_flist(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[tuple[str, str]]:
-    """(URL of busybox.fl over HTTP, the http:// store serving its blocks from the same
-    server: the node is given it with `--store`, as the one store it may use on its own
-    loopback)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    router = Router.parse([f"dir://{www}"])  # the layout an http store reads: /xx/<hex>
-    try:
-        await pack(busybox_rootfs, www / "busybox.fl", router)
-    finally:
-        await router.close()
-    handler = functools.partial(_QuietHandler, directory=str(www))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield f"{base}/busybox.fl", base
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-ZOS = [sys.executable, "-m", "zos.cli"]
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"zt{os.getpid() % 100000}-"
-
-
-@pytest.fixture
-def sweep(prefix: str) -> Iterator[list[NodeProcess]]:
-    """Stops the nodes given to it, then removes whatever their workloads left
-    (containers, mounts, namespaces, the log daemon), even when the test failed."""
-    nodes: list[NodeProcess] = []
-    yield nodes
-    for node in nodes:
-        node.stop()
-        wiped = wipe(node.data_dir, prefix)
-        if wiped.returncode != 0:  # keep sweeping; the test reports its own failure
-            print(f"zos node wipe: {wiped.stderr}")
-
-
-def wipe(data_dir: Path, prefix: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ZOS, "node", "wipe", "--data-dir", str(data_dir), "--netns-prefix", prefix],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def runc_ids(data_dir: Path) -> list[str]:

@@ -37,6 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="how many of the nodes serve gateways: a public config with a domain, "
         "certificates from the grid's pebble (default 1)",
     )
+    up.add_argument(
+        "--hidden",
+        type=int,
+        default=0,
+        help="how many of the nodes (the last ones) are hidden: each behind a NAT of its "
+        "own, no public endpoint, reached only through an access node (default 0)",
+    )
     up.set_defaults(handler=cmd_up)
 
     down = gs.add_parser("down", help="stop the grid and remove everything it made")
@@ -75,6 +82,7 @@ def describe(state) -> dict:  # GridState -> JSON-able summary (no secrets)
                 "netns": n.netns,
                 "data_dir": n.data_dir,
                 "domain": n.domain,
+                "hidden": n.hidden,
             }
             for n in state.nodes
         ],
@@ -98,6 +106,7 @@ def _print(state, as_json: bool, started: bool | None = None) -> None:
     print(f"farm:   {info['farm_id']}")
     for n in info["nodes"]:
         gateway = f", gateway *.{n['domain']}" if n["domain"] else ""
+        gateway += ", hidden behind NAT" if n["hidden"] else ""
         print(
             f"node {n['node_id']}: {n['address']} (namespace {n['netns']}, twin {n['twin_id']}"
             f"{gateway})"
@@ -131,6 +140,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             say=say,
             registry_key_file=args.registry_key_file,
             gateways=args.gateways,
+            hidden=args.hidden,
         )
     except GridError as e:
         raise CliError(str(e)) from None

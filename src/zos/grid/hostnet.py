@@ -2,7 +2,14 @@
 on it, so every node agent has its own address and reaches NATS and the hub on the host
 side of the bridge, and nothing else of the host (an nftables table in the root
 namespace: the host is "the host" a node's tenants must never reach, whatever its
-addresses). All kernel work goes through `zos.primitives` (links, netns, nat)."""
+addresses). A node's address on the bridge is its public side: other nodes reach its
+WireGuard ports there.
+
+A *hidden* node sits behind a NAT router of its own instead, as a node at home does: a
+router namespace holds the bridge address and a LAN (192.168.(200+i).0/24) with the
+node at `.2`; what the node opens goes out masqueraded, nothing can dial it. It has no
+public endpoint, so its networks reach the others through an access node.
+All kernel work goes through `zos.primitives` (links, netns, nat)."""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from zos.primitives import links, nat, netns
 
 # Host side of the bridge is .1; node i is .(10 + i).
 NODE_BASE = 10
+HIDDEN_BASE = 200  # hidden node i's LAN: 192.168.(200 + i).0/24
 
 
 def pick_subnet(tag: str) -> IPv4Network:
@@ -61,6 +69,42 @@ def ensure_node(tag: str, index: int, host: IPv4Interface) -> tuple[str, IPv4Int
     links.set_addresses("eth0", [addr], ns)
     links.set_up("eth0", ns)
     links.set_default_route(host.ip, ns)
+    return ns, addr, veth
+
+
+def router_netns(tag: str, index: int) -> str:
+    return f"{tag}-nat{index}"
+
+
+def hidden_lan(index: int) -> IPv4Network:
+    return IPv4Network(f"192.168.{HIDDEN_BASE + index}.0/24")
+
+
+def ensure_hidden_node(tag: str, index: int, host: IPv4Interface) -> tuple[str, IPv4Interface, str]:
+    """The node's namespace behind its router (which has the bridge address and the
+    veth on the bridge); returns the node's namespace, its LAN address, the veth."""
+    router, ns, veth = router_netns(tag, index), node_netns(tag, index), node_veth(tag, index)
+    wan = IPv4Interface(f"{host.network[NODE_BASE + index]}/{host.network.prefixlen}")
+    netns.create(router)
+    links.ensure_veth(veth, "eth0", None, router)
+    links.set_master(veth, bridge_name(tag))
+    links.set_up(veth)
+    links.set_up("lo", router)
+    links.set_addresses("eth0", [wan], router)
+    links.set_up("eth0", router)
+    links.set_default_route(host.ip, router)
+    lan = hidden_lan(index)
+    gateway = IPv4Interface(f"{lan[1]}/{lan.prefixlen}")
+    addr = IPv4Interface(f"{lan[2]}/{lan.prefixlen}")
+    netns.create(ns)
+    links.ensure_veth("lan", "eth0", router, ns)
+    links.set_addresses("lan", [gateway], router)
+    links.set_up("lan", router)
+    links.set_up("lo", ns)
+    links.set_addresses("eth0", [addr], ns)
+    links.set_up("eth0", ns)
+    links.set_default_route(gateway.ip, ns)
+    asyncio.run(nat.apply_router_rules(router, "eth0", "lan"))
     return ns, addr, veth
 
 

@@ -103,16 +103,23 @@ def up(
     timeout: float = 120.0,
     registry_key_file: Path | None = None,
     gateways: int = 1,
+    hidden: int = 0,
 ) -> tuple[GridState, bool]:
     """Start a grid (or find the running one); returns it and whether it was started now.
 
     Joining `nats` needs the key its servers name as the registry's (`registry_key_file`).
     The first `gateways` nodes get a public config with a domain and serve gateways,
-    with certificates from the grid's own ACME CA (pebble).
+    with certificates from the grid's own ACME CA (pebble). The last `hidden` nodes sit
+    behind a NAT router each (no public endpoint; never gateways).
     """
     state_dir = Path(state_dir).absolute()
     if not 1 <= nodes <= 16:
         raise GridError(f"--nodes: {nodes} is not between 1 and 16")
+    if not 0 <= hidden < nodes:
+        raise GridError(
+            f"--hidden: {hidden} must be from 0 to {nodes - 1} (a hidden node's networks "
+            "need a public node as their access node)"
+        )
     registry = _registry_identity(nats, registry_key_file)
     if os.geteuid() != 0:
         raise GridError("zos grid up needs root (network namespaces, mounts, containers)")
@@ -136,7 +143,7 @@ def up(
             state_dir.mkdir(parents=True, exist_ok=True)
             state_dir.chmod(0o700)
         try:
-            return _up(state_dir, nodes, nats, registry, say, timeout, gateways), True
+            return _up(state_dir, nodes, nats, registry, say, timeout, gateways, hidden), True
         except BaseException:
             say("grid up failed: removing what was started")
             _down(state_dir, say, keep_logs=True)
@@ -165,6 +172,7 @@ def _up(
     say: Say,
     timeout: float,
     gateways: int = 1,
+    hidden: int = 0,
 ) -> GridState:
     tag = grid_tag(state_dir)
     subnet = hostnet.pick_subnet(tag)
@@ -247,7 +255,7 @@ def _up(
     save(state)
     _wait_port(host_ip, hub_port, hub)
     say(f"hub    {state.hub_url}")
-    gateway_nodes = _gateway_nodes(tag, host, min(gateways, count))
+    gateway_nodes = _gateway_nodes(tag, host, min(gateways, count - hidden))
     acme = _start_acme(state, gateway_nodes)
     say(f"acme   {state.acme_url} (pebble; its root: {state.acme_root})")
     _guard_host(state)
@@ -269,7 +277,8 @@ def _up(
     token_file.touch(0o600)
     token_file.write_text(token)
     for i in range(1, count + 1):
-        ns, addr, veth = hostnet.ensure_node(tag, i, host)
+        is_hidden = i > count - hidden
+        ns, addr, veth = _ensure_node(tag, i, host, is_hidden)
         if relays:
             _relay_into(state_dir, ns, relays)
         data_dir = state_dir / "nodes" / f"node{i}"
@@ -280,6 +289,7 @@ def _up(
             host_veth=veth,
             data_dir=str(data_dir),
             netns_prefix=f"{tag}-{i}-",
+            hidden=is_hidden,
             **gateway_nodes.get(i, {}),
         )
         argv = [
@@ -325,7 +335,7 @@ def _up(
     for n in state.nodes:
         say(
             f"node{n.index}  node {n.node_id} (twin {n.twin_id}) at {n.address.split('/')[0]}"
-            f" in namespace {n.netns}"
+            f" in namespace {n.netns}{' (hidden: behind NAT)' if n.hidden else ''}"
         )
     state.ready = True
     save(state)
@@ -398,7 +408,7 @@ def _resume(state: GridState, say: Say, timeout: float) -> GridState:
     hostnet.ensure_bridge(state.tag, host)
     _guard_host(state)
     for n in state.nodes:
-        hostnet.ensure_node(state.tag, n.index, host)
+        _ensure_node(state.tag, n.index, host, n.hidden)
     relays = _relays(state.nats_url)[1] if state.external_nats else []
     try:
         for p in dead:
@@ -421,6 +431,14 @@ def _resume(state: GridState, say: Say, timeout: float) -> GridState:
     except GridError as e:
         raise GridError(f"{e}\n(`zos grid down` then `zos grid up` starts a fresh grid)") from None
     return state
+
+
+def _ensure_node(
+    tag: str, index: int, host: IPv4Interface, hidden: bool
+) -> tuple[str, IPv4Interface, str]:
+    if hidden:
+        return hostnet.ensure_hidden_node(tag, index, host)
+    return hostnet.ensure_node(tag, index, host)
 
 
 def _guard_host(state: GridState) -> None:

@@ -51,6 +51,9 @@ class NodeEntry(BaseModel):
     # a zone the grid's DNS also points at it (fqdn proxies: <anything>.<sites>).
     domain: str = ""
     sites: str = ""
+    # Behind a NAT router of its own (`hostnet.ensure_hidden_node`): no public endpoint;
+    # `address` is then its LAN address.
+    hidden: bool = False
 
 
 class Forward(BaseModel):

@@ -27,6 +27,7 @@ from zos.gridtypes import Capacity as GridCapacity
 from zos.identity import Identity, load_key_file, write_key_file
 from zos.node.api import node_router
 from zos.node.api_keys import keys_router
+from zos.node.api_network import network_router
 from zos.node.capacity import Offer
 from zos.node.engine import Engine
 from zos.node.gatewayproxy import AcmeSettings, NodeProxy
@@ -231,6 +232,7 @@ class Agent:
         router.include(
             keys_router(self.engine, self.keys, grid, self.identity, self.twin_id, self.node_id)
         )
+        router.include(network_router(self.services.networks, grid))
         await self.bus.serve(router)
         self._events: asyncio.Queue[ContractEvent | None] = asyncio.Queue()
         await self.registry.subscribe_contract_events(self.node_id, self._events.put)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from zos.bus.client import BusClient
+from zos.bus.errors import BusError
 from zos.gridtypes import Deployment
 from zos.nodeapi import commands as api
 
@@ -94,6 +95,33 @@ class NodeClient:
     async def encryption(self, contract_id: int) -> api.Encryption:
         """Whether the deployment is encrypted and locked, and the asker's sealed copy."""
         return await self._typed(api.Encryption, api.ENCRYPTION, _contract(contract_id))
+
+    async def list_wg_ports(self) -> list[int]:
+        """The WireGuard listen ports taken on the node."""
+        return (await self._typed(api.Ports, api.LIST_WG_PORTS)).root
+
+    async def public_config(self) -> api.PublicConfig | None:
+        """The node's public config; None when it has none."""
+        try:
+            return await self._typed(api.PublicConfig, api.PUBLIC_CONFIG)
+        except BusError as e:
+            if e.code == "not_found":
+                return None
+            raise
+
+    async def interfaces(self) -> api.Interfaces:
+        return await self._typed(api.Interfaces, api.INTERFACES)
+
+    async def list_private_ips(self, network: str) -> list[str]:
+        """The addresses of this twin's machines on its network `network` there."""
+        payload = api.NetworkArgs(network_name=network).model_dump()
+        return (await self._typed(api.PrivateIps, api.LIST_PRIVATE_IPS, payload)).root
+
+    async def wg_peers(self, network: str) -> dict[str, int]:
+        """Per peer of this twin's network `network` there, its latest handshake (unix
+        seconds, 0: never)."""
+        payload = api.NetworkArgs(network_name=network).model_dump()
+        return (await self._typed(api.Handshakes, api.WG_PEERS, payload)).root
 
 
 def _contract(contract_id: int) -> dict[str, Any]:

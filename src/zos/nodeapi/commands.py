@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from zos.bus.errors import BusError, describe_error
 from zos.gridtypes.capacity import Capacity
+from zos.gridtypes.names import MAX_NAME_LENGTH, NAME_PATTERN
 from zos.identity.datakey import MAX_SEALED
 
 DEPLOY = "zos.deployment.deploy"  # a signed deployment, version 0 -> None
@@ -31,10 +32,18 @@ UNLOCK = "zos.deployment.unlock"  # UnlockArgs -> Unlocked
 SHARE = "zos.deployment.share"  # ShareArgs -> None (owner only)
 UNSHARE = "zos.deployment.unshare"  # UnshareArgs -> None (owner only)
 ENCRYPTION = "zos.deployment.encryption"  # ContractArgs -> Encryption
+# The node's networking, for clients that plan networks across nodes (reference/network.md;
+# the node's side is zos.node.api_network).
+LIST_WG_PORTS = "zos.network.list_wg_ports"  # None -> [port]: listen ports taken here
+PUBLIC_CONFIG = "zos.network.public_config_get"  # None -> PublicConfig; not_found: none
+INTERFACES = "zos.network.interfaces"  # None -> Interfaces
+LIST_PRIVATE_IPS = "zos.network.list_private_ips"  # NetworkArgs -> [ip]: the sender's machines
+WG_PEERS = "zos.network.wg_peers"  # NetworkArgs -> {public key: latest handshake, unix s}
 
 ENGINE_COMMANDS = (DEPLOY, UPDATE, GET, LIST, CHANGES, DELETE, STATISTICS, VERSION, ZMACHINE_LOGS)
 KEY_COMMANDS = (UNLOCK, SHARE, UNSHARE, ENCRYPTION)
-COMMANDS = ENGINE_COMMANDS + KEY_COMMANDS
+NETWORK_COMMANDS = (LIST_WG_PORTS, PUBLIC_CONFIG, INTERFACES, LIST_PRIVATE_IPS, WG_PEERS)
+COMMANDS = ENGINE_COMMANDS + KEY_COMMANDS + NETWORK_COMMANDS
 
 # A followed log request with nothing new waits this long on the node (a long poll);
 # one answer carries at most MAX_LOG_CHUNK bytes of output.
@@ -77,6 +86,14 @@ class UnshareArgs(Request):
 
 class ShareArgs(UnshareArgs):
     copy_: str = Field(alias="copy", min_length=1, max_length=2 * MAX_SEALED)
+
+
+class NetworkArgs(Request):
+    """One of the sender's networks, by the name its workloads give it."""
+
+    network_name: str = Field(
+        min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN.pattern
+    )
 
 
 class Answer(BaseModel):
@@ -124,6 +141,38 @@ class Encryption(Answer):
     locked: bool
     copy_: str | None = Field(default=None, alias="copy")
     shared: list[int] = Field(default_factory=list)
+
+
+class PublicConfig(Answer):
+    """The node's public interface, as zos reports it: addresses with their prefix
+    (CIDR), gateways bare; "" for what is not set. `type` is always zos's "macvlan"."""
+
+    type: str = "macvlan"
+    ipv4: str = ""
+    ipv6: str = ""
+    gw4: str = ""
+    gw6: str = ""
+    domain: str = ""
+
+
+class Interfaces(Answer):
+    """The node's addresses: `zos`, its public side (where other nodes reach its
+    WireGuard ports); `ygg`, its Yggdrasil overlay's (none here)."""
+
+    zos: list[str] = Field(default_factory=list)
+    ygg: list[str] = Field(default_factory=list)
+
+
+class Ports(RootModel[list[int]]):
+    pass
+
+
+class PrivateIps(RootModel[list[str]]):
+    pass
+
+
+class Handshakes(RootModel[dict[str, int]]):
+    """Per peer public key, the unix time of its latest handshake (0: never)."""
 
 
 def parse(model: type[Args], payload: Any, *, code: str = "invalid") -> Args:

@@ -15,7 +15,8 @@ Isolation is enforced twice, with nftables:
   the node is configured with, wherever they are), or another uplink.
 
 `grid_host_rules` is the local grid's own wall, in the machine's root namespace: the
-nodes' namespaces on the grid bridge reach the host only at its NATS and hub ports.
+nodes' namespaces on the grid bridge reach the host only at its NATS and hub ports;
+`router_rules`, the NAT a hidden node of the local grid sits behind.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from zos.primitives import links, netns
 
 UPLINK_RANGE = IPv4Network("100.127.0.0/16")
+# The networks' WireGuard addresses (100.64.A.B/16, `zos.primitives.wireguard`).
+TUNNEL_RANGE = IPv4Network("100.64.0.0/16")
 UPLINK_PREFIX = "u-"  # host side of every uplink veth: u-<netid>
 NS_UPLINK = "pub"  # namespace side of the uplink
 HOST_TABLE = "zos_host"
@@ -131,6 +134,39 @@ async def guard_grid_host(tag: str, bridge: str, host: IPv4Address, ports: Seque
     await netns.exec_in(None, "nft", "-f", "-", input=rules.encode())
 
 
+ROUTER_TABLE = "zos_router"
+
+
+def router_rules(wan: str, lan: str) -> str:
+    """A home router's, for a node behind NAT: what the LAN opens goes out of `wan`
+    under the router's address; nothing from `wan` gets in or through unless it answers
+    that (so nobody can dial the node: it is *hidden*)."""
+    return _replace_table(
+        ROUTER_TABLE,
+        f"""
+    chain input {{
+        type filter hook input priority 0; policy drop;
+        iif lo accept
+        ct state established,related accept
+    }}
+    chain forward {{
+        type filter hook forward priority 0; policy drop;
+        ct state established,related accept
+        iifname "{lan}" oifname "{wan}" accept
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority 100; policy accept;
+        oifname "{wan}" masquerade
+    }}
+""",
+    )
+
+
+async def apply_router_rules(ns: str, wan: str, lan: str) -> None:
+    await asyncio.to_thread(netns.set_sysctl, ns, "net/ipv4/ip_forward", "1")
+    await netns.exec_in(ns, "nft", "-f", "-", input=router_rules(wan, lan).encode())
+
+
 async def remove_table(table: str, ns: str | None = None) -> None:
     """Delete an inet table (a no-op when it is not there)."""
     text = f"table inet {table}\ndelete table inet {table}\n"
@@ -172,8 +208,24 @@ async def remove_uplink(host_if: str) -> None:
     await asyncio.to_thread(links.delete, host_if)
 
 
-def namespace_rules(bridge: str, subnet: IPv4Network, wg_port: int = 0) -> str:
-    wg = f"udp dport {wg_port} accept" if wg_port else ""
+def namespace_rules(
+    bridge: str, subnet: IPv4Network, tunnel: str = "", ip_range: IPv4Network | None = None
+) -> str:
+    """The network namespace's walls. With `tunnel` (the network's WireGuard interface,
+    `w-<netid>`): what comes out of it is what WireGuard let in, from the network's own
+    peers only (each peer's packets must come from its allowed_ips); it may reach the
+    subnet, and pass on to another peer (an access node relays its hidden nodes); the
+    subnet may reach the rest of `ip_range` and the tunnel addresses through it. Nothing
+    from the uplink ever goes in (only answers to what went out)."""
+    tunnels = f"{{ {ip_range}, {TUNNEL_RANGE} }}" if ip_range else str(TUNNEL_RANGE)
+    to_tunnel = (
+        f"""iifname "{bridge}" oifname "{tunnel}" ip daddr {tunnels} accept
+        iifname "{tunnel}" oifname "{bridge}" ip saddr {tunnels} ip daddr {subnet} accept
+        iifname "{tunnel}" oifname "{tunnel}" ip saddr {tunnels} ip daddr {tunnels} accept"""
+        if tunnel
+        else ""
+    )
+    ping_tunnel = f'iifname "{tunnel}" icmp type echo-request accept' if tunnel else ""
     return _replace_table(
         NS_TABLE,
         f"""
@@ -182,7 +234,7 @@ def namespace_rules(bridge: str, subnet: IPv4Network, wg_port: int = 0) -> str:
         iif lo accept
         ct state established,related accept
         iifname "{bridge}" icmp type echo-request accept
-        {wg}
+        {ping_tunnel}
     }}
     chain forward {{
         type filter hook forward priority 0; policy drop;
@@ -190,6 +242,7 @@ def namespace_rules(bridge: str, subnet: IPv4Network, wg_port: int = 0) -> str:
         meta nfproto ipv6 drop
         iifname "{bridge}" ip saddr != {subnet} drop
         ip saddr {subnet} ip daddr {subnet} accept
+        {to_tunnel}
         iifname "{bridge}" ip daddr {{ {", ".join(BLOCKED)} }} drop
         iifname "{bridge}" oifname "{NS_UPLINK}" accept
     }}
@@ -202,7 +255,11 @@ def namespace_rules(bridge: str, subnet: IPv4Network, wg_port: int = 0) -> str:
 
 
 async def apply_namespace_rules(
-    ns: str, bridge: str, subnet: IPv4Network, wg_port: int = 0
+    ns: str,
+    bridge: str,
+    subnet: IPv4Network,
+    tunnel: str = "",
+    ip_range: IPv4Network | None = None,
 ) -> None:
     """Routing on, bridge traffic kept off the IP hooks, and the rules above (replaced whole)."""
 
@@ -217,5 +274,5 @@ async def apply_namespace_rules(
             netns.set_sysctl(None, key, value)
 
     await asyncio.to_thread(netns.run_in, ns, sysctls)
-    rules = namespace_rules(bridge, subnet, wg_port)
+    rules = namespace_rules(bridge, subnet, tunnel, ip_range)
     await netns.exec_in(ns, "nft", "-f", "-", input=rules.encode())

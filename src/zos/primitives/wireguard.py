@@ -45,13 +45,13 @@ from zos.gridtypes.endpoint import split_ip_port
 from zos.primitives import links, netns
 from zos.primitives.command import CommandError
 from zos.primitives.hostproc import HostProcess, HostProcessError, start_time
+from zos.primitives.nat import TUNNEL_RANGE
 
 Backend = Literal["kernel", "wireguard-go"]
 KERNEL: Backend = "kernel"
 USERSPACE: Backend = "wireguard-go"
 
 UAPI_DIR = Path("/var/run/wireguard")
-TUNNEL_RANGE = IPv4Network("100.64.0.0/16")
 # wireguard-go refuses to start where it believes the kernel could do the job.
 USERSPACE_ENV = "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1"
 # wireguard-go learns that a link moved to another namespace went up by polling it

@@ -5,10 +5,12 @@ workload that needs an interface on one (a zmachine now; gateways and VMs later)
 `attach` and gives it back with `detach`, never touching namespaces or bridges itself.
 
 A network, per `ensure`: namespace `n-<netid>` holding bridge `b-<netid>` with the
-subnet's `.1`, an uplink veth to the host (`u-<netid>` ↔ `pub`) with NAT out, and the
-nftables walls around it (`zos.primitives.nat`). The network's WireGuard interface
-(`w-<netid>`, `zos.primitives.wireguard`) is the next step of `ensure` and goes away
-in `teardown` (issue 14); `NetworkInfo.wireguard` already holds its key and peers.
+subnet's `.1`, an uplink veth to the host (`u-<netid>` ↔ `pub`) with NAT out, the
+nftables walls around it (`zos.primitives.nat`), and its WireGuard interface `w-<netid>`
+(`zos.primitives.wireguard`): made on the node's public side (the agent's namespace,
+where its UDP socket stays), moved in, with the workload's key, port and peers. An
+update changes the peers in place; after a restart or a reboot `ensure` builds what is
+missing, with the same key; `teardown` removes it.
 
 An attachment, per kind ("veth": a container's namespace; "tap": a VM's NIC, a tap on
 the network's bridge named and MAC'd as zos does, `zos.primitives.taps`): its
@@ -23,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, ip_address
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address
 from pathlib import Path
 
 from zos.gridtypes.names import network_id
@@ -38,10 +40,45 @@ from zos.node.networks.names import (
 from zos.node.networks.state import Attachment, NetworkInfo, NetworkState
 from zos.primitives import links, nat, netns, taps
 from zos.primitives.command import CommandError
+from zos.primitives.wireguard import (
+    Config,
+    Peer,
+    PortInUse,
+    WireGuard,
+    WireGuardError,
+    interface_name,
+    tunnel_address,
+)
 
 _locks: dict[str, asyncio.Lock] = {}
 # What plumbing one kind of attachment may fail with (reported as a WorkloadError).
-PLUMBING_ERRORS = (CommandError, OSError, links.LinkError, nat.NatError)
+PLUMBING_ERRORS = (CommandError, OSError, links.LinkError, nat.NatError, WireGuardError)
+# Seconds between keepalives to a peer this node dials: a node behind NAT (hidden) keeps
+# its way in open, as ThreeFold's clients set for laptops.
+KEEPALIVE = 25
+
+
+def tunnel_config(info: NetworkInfo) -> Config:
+    """The network's WireGuard interface as its workload asks: its key, port and peers,
+    address 100.64.A.B/16, one route for the whole ip_range. A peer with an endpoint is
+    dialled, with keepalives; one without dials us."""
+    wg = info.wireguard
+    peers = [
+        Peer(
+            public_key=p["wireguard_public_key"],
+            allowed_ips=tuple(p["allowed_ips"]),
+            endpoint=p["endpoint"],
+            keepalive=KEEPALIVE if p["endpoint"] else 0,
+        )
+        for p in wg.get("peers", [])
+    ]
+    return Config(
+        private_key=wg["private_key"],
+        listen_port=info.wireguard_listen_port,
+        address=tunnel_address(info.subnet),
+        routes=(IPv4Network(info.ip_range),),
+        peers=peers,
+    )
 
 
 def network_lock(netid: str) -> asyncio.Lock:
@@ -129,6 +166,8 @@ class Networks:
         self.state = NetworkState(data_dir)
         self.prefix = prefix
         self.control_plane = control_plane
+        # Sockets in the agent's own namespace: the node's public side.
+        self.wireguard = WireGuard(self.state.dir / "wireguard", prefix=prefix)
 
     # ---- names and state -------------------------------------------------------------
 
@@ -156,6 +195,12 @@ class Networks:
 
     def attachments(self, netid: str) -> list[Attachment]:
         return self.state.attachments(netid)
+
+    async def taken_ports(self) -> list[int]:
+        """Listen ports of the node's WireGuard interfaces, and those its networks
+        reserve (one being built, or to be built again after a reboot)."""
+        reserved = {info.wireguard_listen_port for info in self.state.infos()}
+        return sorted((reserved | set(await self.wireguard.listen_ports())) - {0})
 
     def bridge_ports(self, info: NetworkInfo) -> list[str]:
         """Interfaces on the network's bridge (what is plugged into it)."""
@@ -186,7 +231,23 @@ class Networks:
         await asyncio.to_thread(inside)
         await nat.setup_host(list(self.control_plane))
         await nat.ensure_uplink(ns, uplink_name(info.netid))
-        await nat.apply_namespace_rules(ns, bridge, info.network, info.wireguard_listen_port)
+        tunnel = interface_name(info.netid)
+        await nat.apply_namespace_rules(
+            ns, bridge, info.network, tunnel, IPv4Network(info.ip_range)
+        )
+        await self.wireguard.ensure(info.netid, ns, tunnel_config(info))
+
+    async def check_port(self, info: NetworkInfo) -> None:
+        """Refuse (`PortInUse`, naming it) a listen port another of the node's networks
+        holds or reserves, before anything is changed."""
+        port = info.wireguard_listen_port
+        for other in self.state.infos():
+            if other.netid != info.netid and other.wireguard_listen_port == port:
+                raise PortInUse(port)
+        if port in await self.wireguard.listen_ports():
+            status = await self.wireguard.status(info.netid)
+            if status is None or status.listen_port != port:
+                raise PortInUse(port)
 
     async def teardown(self, netid: str, namespace: str | None = None) -> None:
         """Remove the network's namespace (and with it its bridge and veths), uplink and
@@ -194,6 +255,7 @@ class Networks:
         ns = namespace or self.namespace(netid)
         # The uplink first: a deleted namespace's links disappear asynchronously.
         await nat.remove_uplink(uplink_name(netid))
+        await self.wireguard.remove(netid, ns)
         await asyncio.to_thread(netns.delete, ns)
         self.state.forget(netid)
 

@@ -100,6 +100,9 @@ class NetworkState:
             return None
         return NetworkInfo(**raw)
 
+    def infos(self) -> list[NetworkInfo]:
+        return [info for netid in self.netids() if (info := self.load(netid)) is not None]
+
     def save(self, info: NetworkInfo) -> None:
         _write(self._network(info.netid), asdict(info))
 

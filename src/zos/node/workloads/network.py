@@ -2,8 +2,10 @@
 
 The manager checks a network workload's data and decides when the network exists;
 what it is made of and how workloads attach to it is `zos.node.networks` (the node's
-`Networks`, `NodeServices.networks`). WireGuard fields are validated and kept for a
-later issue.
+`Networks`, `NodeServices.networks`), its WireGuard interface included: the key,
+port and peers of the workload, changed in place by an update (peers one by one, so
+the tunnels that stay never drop); a port another network holds is refused naming it,
+and nothing changes.
 
 A network is shared by name across one twin's deployments: every network workload
 that names it is a user, and so is every workload attached to it. It is removed when
@@ -16,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 from ipaddress import IPv4Network, ip_network
 from typing import Any
 
 from zos.gridtypes.names import network_id
 from zos.node.networks import NetworkInfo, Networks, network_lock
-from zos.node.networks.service import PLUMBING_ERRORS
+from zos.node.networks.service import PLUMBING_ERRORS, tunnel_config
 from zos.node.workloads.base import Manager, WorkloadContext, WorkloadError
 from zos.primitives import links, nat, netns
+from zos.primitives.wireguard import PortInUse, WireGuardError
 
 # ---- validation ----------------------------------------------------------------------
 
@@ -104,15 +108,24 @@ def parse(ctx: WorkloadContext) -> NetworkInfo:
                 "endpoint": _field(peer, "endpoint", "") or "",
             }
         )
-    return ctx.node.networks.info(
+    info = ctx.node.networks.info(
         ctx.twin_id,
         ctx.workload.name,
         subnet=str(subnet),
         ip_range=str(ip_range),
         wireguard_listen_port=port,
-        # Kept for the WireGuard issue; the private key stays on this node only.
+        # The private key stays on this node only (its data directory, mode 0700).
         wireguard={"private_key": _field(data, "wireguard_private_key"), "peers": peers},
     )
+    try:
+        tunnel_config(info)  # every peer's endpoint and allowed_ips, before anything is built
+    except WireGuardError as e:
+        raise WorkloadError(str(e)) from None
+    return info
+
+
+def _port_in_use(e: PortInUse) -> WorkloadError:
+    return WorkloadError(f"wireguard_listen_port: {e.port} is already in use on this node")
 
 
 class NetworkManager(Manager):
@@ -131,6 +144,10 @@ class NetworkManager(Manager):
         async with network_lock(wanted.netid):
             have = nets.state.load(wanted.netid)
             existed = have is not None and netns.exists(wanted.namespace)
+            try:
+                await nets.check_port(wanted)
+            except PortInUse as e:
+                raise _port_in_use(e) from None
             if (
                 have is not None
                 and have.subnet != wanted.subnet
@@ -150,6 +167,10 @@ class NetworkManager(Manager):
                     await nets.teardown(wanted.netid, wanted.namespace)
                 elif have is not None:
                     nets.state.save(have)
+                    with contextlib.suppress(*PLUMBING_ERRORS):
+                        await nets.ensure(have)  # its walls and tunnel as they were
+                if isinstance(exc, PortInUse):
+                    raise _port_in_use(exc) from None
                 raise WorkloadError(f"network {wanted.name}: {exc}") from None
         return {}
 
@@ -184,3 +205,7 @@ class NetworkManager(Manager):
                     info.users = [u for u in info.users if u in keep]
                     nets.state.save(info)
                 await nets.release_if_unused(netid)
+        for netid in nets.wireguard.netids():  # an interface whose network was lost
+            async with network_lock(netid):
+                if nets.state.load(netid) is None:
+                    await nets.wireguard.remove(netid, nets.namespace(netid))
