@@ -14,7 +14,8 @@ Both need the node's public config (set by its farmer, read from the registry).
 
 Backends are IP literals; never loopback, link-local, the node's own addresses (its
 public config's too), the grid's control plane, or the node's tenant uplinks. With
-`network`, backends are addresses of the owner's private network on this node: a
+`network`, backends are addresses of the owner's private network (its subnet on this
+node, or a peer's: another node's, reached over the network's WireGuard tunnel): a
 forwarder (`zos.primitives.nsforward`, a process that outlives the agent) listens on
 the proxy namespace's loopback and connects from inside the network's namespace; the
 route's backends are those loopback ports.
@@ -28,7 +29,7 @@ import json
 import logging
 import os
 import socket
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, ip_interface
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -140,21 +141,25 @@ class GatewayManager(Manager):
         return found
 
     def _network(self, ctx: WorkloadContext, data: Any, backends: list[Backend]) -> NetworkInfo:
-        """The owner's network that every backend lies in."""
+        """The owner's network that every backend lies in: its subnet on this node, or
+        the subnet of one of its peers (another node of the network, over its tunnel)."""
         try:
             info = self.node.networks.lookup(ctx.twin_id, data.network)
         except WorkloadError as e:
             raise _fail(ctx, "network", str(e)) from None
+        ip_range = IPv4Network(info.ip_range)
+        peers = [IPv4Network(p["subnet"]) for p in info.wireguard.get("peers", [])]
+        remote = [n for n in peers if n.subnet_of(ip_range)]
         for i, b in enumerate(backends):
-            if isinstance(b.ip, IPv6Address) or b.ip not in info.network:
+            subnet = next((n for n in (info.network, *remote) if b.ip in n), None)
+            if subnet is None:
                 raise _fail(
                     ctx,
                     f"backends[{i}]",
-                    f"{b.ip} is not in network '{data.network}' on this node ({info.subnet}); "
-                    "backends on the network's other nodes need its WireGuard mesh, "
-                    "which this node does not build yet",
+                    f"{b.ip} is not in network '{data.network}': neither its subnet on this "
+                    f"node ({info.subnet}) nor one its peers on other nodes hold",
                 )
-            if b.ip == info.gateway:
+            if b.ip == subnet[1]:
                 raise _fail(ctx, f"backends[{i}]", f"{b.ip} is the network's own gateway")
         return info
 
