@@ -109,7 +109,9 @@ def grid_table(tag: str) -> str:
 def grid_host_rules(tag: str, bridge: str, host: IPv4Address, ports: Sequence[int]) -> str:
     """The local grid's wall in the root namespace: from the grid bridge (the nodes'
     namespaces, and everything behind them) only `host:ports` and answers to the host's
-    own connections get in; nothing is forwarded on."""
+    own connections get in; nothing is forwarded on, except from node to node across
+    the bridge (where br_netfilter shows bridged frames to this hook): their WireGuard
+    tunnels."""
     allowed = _rule(f'iifname "{bridge}" ip daddr {host} tcp dport', ports, "accept")
     return _replace_table(
         grid_table(tag),
@@ -123,6 +125,7 @@ def grid_host_rules(tag: str, bridge: str, host: IPv4Address, ports: Sequence[in
     chain forward {{
         type filter hook forward priority -10; policy accept;
         iifname "{bridge}" ct state established,related accept
+        iifname "{bridge}" oifname "{bridge}" accept
         iifname "{bridge}" reject
     }}
 """,

@@ -1,0 +1,402 @@
+"""A twin's network across the nodes of a local grid (`zos.grid.local.up`, three nodes,
+the last one hidden behind its own NAT), planned as ThreeFold's clients plan it
+(`zos.client.networks.plan_network`, from the nodes' own `zos.network.*` answers) and
+built by the nodes' agents: machines on all three nodes ping each other and exchange
+bytes over TCP through the tunnels, the hidden node's through the access node; adding a
+node is an update that keeps an open connection alive; a port another network holds is
+refused naming it; another twin's machines on the same nodes reach none of them, nor
+does a WireGuard peer the network does not list; after kill -9 of an agent (the tunnels
+carry on without it) and after a reboot-like restart (its namespaces, containers and
+wireguard-go gone), the mesh works again with no manual step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_interface
+from pathlib import Path
+from typing import Any
+
+import pytest
+from netzm_helpers import listen_in, machine
+from nodehelpers import User, owned_deployment
+
+from zos.bus import BusClient
+from zos.client.networks import NetworkPlan, NetworkRequest, NodeInfo, plan_network
+from zos.client.networks.endpoints import is_public
+from zos.flist import HubSigner, Router, pack
+from zos.grid import local, procs
+from zos.grid.state import GridState, NodeEntry
+from zos.hub.client import publish_flist
+from zos.identity import Identity
+from zos.node.networks import machine_namespace
+from zos.primitives import filesystem, netns, wireguard
+from zos.registry import RegistryClient
+
+for _helpers in ("grid", "primitives"):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / _helpers))
+from gridhelpers import GRID_MARKS, emergency_sweep, quiet, runc_roots  # noqa: E402
+from netlab import ping  # noqa: E402
+
+pytestmark = [*GRID_MARKS, pytest.mark.timeout(900)]
+
+NAME = "net"  # the network's name (netzm_helpers.machine attaches to "net")
+IP_RANGE = "10.77.0.0/16"
+
+
+@dataclass
+class GridNode:
+    """A node of the grid as `User` needs it (its ids, its log)."""
+
+    entry: NodeEntry
+    log_file: Path
+
+    @property
+    def node_id(self) -> int:
+        return self.entry.node_id
+
+    @property
+    def twin_id(self) -> int:
+        return self.entry.twin_id
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def grid() -> Iterator[GridState]:
+    state_dir = Path(tempfile.mkdtemp(prefix="zos-mesh-")) / "grid"
+    try:
+        state, _ = local.up(state_dir, nodes=3, hidden=1, gateways=0, say=quiet, timeout=180)
+        yield state
+    finally:
+        with contextlib.suppress(Exception):
+            local.down(state_dir, say=quiet)
+        emergency_sweep(state_dir)
+
+
+def nodes_of(grid: GridState) -> list[GridNode]:
+    logs = Path(grid.state_dir) / "logs"
+    return [GridNode(n, logs / f"node{n.index}.log") for n in grid.nodes]
+
+
+async def tenant(grid: GridState) -> User:
+    identity = Identity.generate()
+    registry = RegistryClient(
+        grid.nats_url, identity, registry_key=bytes.fromhex(grid.registry_key)
+    )
+    await registry.connect()
+    twin = await registry.register_twin()
+    resolver = await registry.key_resolver()
+    bus = await BusClient(registry.conn, identity, twin.id, resolver).connect()
+    return User(identity, twin.id, registry, bus)
+
+
+async def close(*users: User) -> None:
+    for u in users:
+        await u.bus.close()
+        await u.registry.close()
+
+
+async def push_busybox(grid: GridState, user: User, rootfs: Path, tmp: Path) -> str:
+    """The busybox rootfs as an flist on the grid's hub (the nodes' one store)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    signer = HubSigner(user.identity, user.twin_id)
+    router = Router.parse([grid.hub_url], signer)
+    try:
+        await pack(rootfs, tmp / "busybox.fl", router)
+        await publish_flist(grid.hub_url, signer, tmp / "busybox.fl", "busybox.fl")
+    finally:
+        await router.close()
+    return f"{grid.hub_url}/flists/{user.twin_id}/busybox.fl"
+
+
+def grid_public(grid: GridState):  # type: ignore[no-untyped-def]
+    """The local grid's bridge counts as public (what its client passes the planner)."""
+    bridge = ip_interface(grid.host_address).network
+
+    def public(ip: IPv4Address | IPv6Address) -> bool:
+        return ip in bridge or is_public(ip)
+
+    return public
+
+
+async def node_info(user: User, node: GridNode) -> NodeInfo:
+    client = user.node(node)  # type: ignore[arg-type]
+    config = await client.public_config()
+    return NodeInfo(
+        node.node_id,
+        config.model_dump() if config else None,
+        (await client.interfaces()).model_dump(),
+        await client.list_wg_ports(),
+    )
+
+
+async def plan(
+    grid: GridState, user: User, nodes: list[GridNode], ip_range: str, current: Any = None
+) -> NetworkPlan:
+    infos = [await node_info(user, n) for n in nodes]
+    request = NetworkRequest(name=NAME, ip_range=ip_range, nodes=infos)
+    return plan_network(
+        request, current, owner_public_key=user.identity.public_key, public=grid_public(grid)
+    )
+
+
+@dataclass
+class Placed:
+    node: GridNode
+    contract_id: int
+    ip: str  # the machine's address
+    version: int = 0
+
+    def namespace(self, twin: int) -> str:
+        wid = f"{twin}-{self.contract_id}-vm"
+        return machine_namespace(self.node.entry.netns_prefix, wid)
+
+
+def machine_ip(subnet: str) -> str:
+    return str(IPv4Network(subnet)[5])
+
+
+async def apply(
+    user: User, the_plan: NetworkPlan, nodes: dict[int, GridNode], flist: str,
+    placed: dict[int, Placed],
+) -> None:  # fmt: skip
+    """Each changed node's deployment: its network workload and a machine on it."""
+    for nn in the_plan.changed:
+        node = nodes[nn.node_id]
+        ip = machine_ip(nn.subnet)
+        net = {k: v for k, v in nn.workload(NAME).to_dict().items() if k != "result"}
+        vm = {**machine("vm", flist, ip), "version": 0}
+        if nn.node_id not in placed:
+            dep = user.deployment([{**net, "version": 0}, vm])
+            await user.deploy(node, dep)  # type: ignore[arg-type]
+            placed[nn.node_id] = Placed(node, dep.contract_id, ip)
+        else:
+            p = placed[nn.node_id]
+            p.version += 1  # the network changed, the machine did not
+            dep = owned_deployment(user.twin_id, [{**net, "version": p.version}, vm], p.version)
+            dep.contract_id = p.contract_id
+            await user.update(node, dep)  # type: ignore[arg-type]
+    for nn in the_plan.changed:
+        p = placed[nn.node_id]
+        await user.wait_states(p.node, p.contract_id, {NAME: "ok", "vm": "ok"})  # type: ignore[arg-type]
+
+
+async def reaches(ns: str, ip: str) -> bool:
+    """Ping until it answers (the first packets wait for a handshake)."""
+    for _ in range(10):
+        if await ping(ns, ip, wait=2):
+            return True
+    return False
+
+
+def diagnose(grid: GridState) -> str:
+    """What the tunnels look like (for a failed assertion's message)."""
+    out = [subprocess.run(["wg", "show", "all"], capture_output=True, text=True).stdout]
+    for n in grid.nodes:
+        for ns in netns.names(prefix=f"{n.netns_prefix}n-"):
+            for argv in (["ip", "addr"], ["ip", "route"], ["nft", "list", "ruleset"]):
+                run = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True)
+                out.append(f"--- {ns}: {' '.join(argv)}\n{run.stdout.decode()}")
+    return "\n".join(out)
+
+
+async def never_reaches(ns: str, ip: str) -> bool:
+    return not await ping(ns, ip, wait=2)
+
+
+async def tcp_exchange(src_ns: str, dst_ns: str, dst_ip: str, port: int = 7000) -> bytes:
+    """A listener in `dst_ns`, a client in `src_ns`: what came back (echoed)."""
+    server = listen_in(dst_ns, port)
+    loop = asyncio.get_running_loop()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(conn.recv(1024).upper())
+
+    served = loop.run_in_executor(None, serve)
+    try:
+
+        def client() -> bytes:
+            import socket
+
+            s = socket.create_connection((dst_ip, port), timeout=10)
+            with s:
+                s.sendall(b"over the tunnel")
+                return s.recv(1024)
+
+        answer = await asyncio.to_thread(netns.run_in, src_ns, client)
+        await served
+        return answer
+    finally:
+        server.close()
+
+
+async def mesh_works(twin: int, placed: dict[int, Placed]) -> None:
+    """Every machine pings every other one, and one TCP exchange each way."""
+    ps = list(placed.values())
+    for a in ps:
+        for b in ps:
+            if a is not b:
+                assert await reaches(a.namespace(twin), b.ip), (a.node.entry.index, b.ip)
+    first, last = ps[0], ps[-1]
+    assert await tcp_exchange(first.namespace(twin), last.namespace(twin), last.ip) == (
+        b"OVER THE TUNNEL"
+    )
+    assert await tcp_exchange(last.namespace(twin), first.namespace(twin), first.ip) == (
+        b"OVER THE TUNNEL"
+    )
+
+
+def wg_go_pids(entry: NodeEntry) -> list[int]:
+    pids = []
+    for f in (Path(entry.data_dir) / "networks" / "wireguard").glob("*.pid"):
+        raw = json.loads(f.read_text())
+        if procs.start_time(raw["pid"]) == raw["start_time"]:
+            pids.append(raw["pid"])
+    return pids
+
+
+def reboot(grid: GridState, entry: NodeEntry) -> None:
+    """What a reboot does to a node: its agent, containers, wireguard-go and namespaces
+    gone, its mounts undone; its data directory stays."""
+    agent = next(p for p in grid.procs if p.name == f"node{entry.index}")
+    os.kill(agent.pid, signal.SIGKILL)
+    for pid in wg_go_pids(entry):
+        os.kill(pid, signal.SIGKILL)
+    key = Path(entry.data_dir).resolve()
+    for root in runc_roots(Path(grid.state_dir)):
+        if root.name.endswith(_runc_tag(key)):
+            for c in list(root.iterdir()):
+                subprocess.run(["runc", "--root", str(root), "delete", "--force", c.name])
+    for m in reversed(filesystem.mounts_under(Path(entry.data_dir))):
+        subprocess.run(["umount", "-l", str(m.target)], check=False)
+    for name in netns.names(prefix=entry.netns_prefix):
+        netns.delete(name)
+
+
+def _runc_tag(data_dir: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+
+
+async def test_mesh_across_three_nodes_one_hidden(
+    grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    nodes = nodes_of(grid)
+    by_id = {n.node_id: n for n in nodes}
+    hidden = nodes[2]
+    assert hidden.entry.hidden and not nodes[0].entry.hidden
+    owner, stranger = await tenant(grid), await tenant(grid)
+    try:
+        flist = await push_busybox(grid, owner, busybox_rootfs, tmp_path)
+        info = await node_info(owner, hidden)
+        assert info.public_config is None and not grid_public(grid)(
+            ip_interface(info.interfaces["zos"][0]).ip
+        ), info  # the hidden node reports only its LAN address
+        assert (await node_info(owner, nodes[0])).interfaces["zos"] == [
+            nodes[0].entry.address.split("/")[0]
+        ]
+
+        # Two public nodes first, with an open TCP connection between their machines.
+        placed: dict[int, Placed] = {}
+        first = await plan(grid, owner, nodes[:2], IP_RANGE)
+        await apply(owner, first, by_id, flist, placed)
+        a, b = placed[nodes[0].node_id], placed[nodes[1].node_id]
+        assert await reaches(a.namespace(owner.twin_id), b.ip), diagnose(grid)
+        server = listen_in(b.namespace(owner.twin_id), 7100)
+        conn = await asyncio.to_thread(
+            netns.run_in,
+            a.namespace(owner.twin_id),
+            lambda: __import__("socket").create_connection((b.ip, 7100), timeout=10),
+        )
+        peer, _ = await asyncio.to_thread(server.accept)
+        conn.sendall(b"before")
+        assert peer.recv(16) == b"before"
+        seen = await owner.node(nodes[0]).wg_peers(NAME)  # type: ignore[arg-type]
+        b_key = first.node(nodes[1].node_id).public_key
+        assert seen[b_key] > 0
+
+        # The hidden node joins: an update of both (peers added in place) and a new one.
+        second = await plan(grid, owner, nodes, IP_RANGE, current=first)
+        assert second.access_node in (nodes[0].node_id, nodes[1].node_id)
+        assert second.node(hidden.node_id).hidden
+        await apply(owner, second, by_id, flist, placed)
+        conn.sendall(b"after")  # the connection made before the update still carries
+        assert peer.recv(16) == b"after"
+        again = await owner.node(nodes[0]).wg_peers(NAME)  # type: ignore[arg-type]
+        assert again[b_key] >= seen[b_key]  # the session was kept, not made again from 0
+        conn.close(), peer.close(), server.close()
+        await mesh_works(owner.twin_id, placed)
+        # The hidden node's peers: its access node only, dialled with keepalives.
+        status = await hidden_status(grid, hidden, owner, second)
+        assert [p.keepalive for p in status.peers] == [25]
+
+        # A port another network of the node holds: refused naming it, nothing changes.
+        taken = second.node(nodes[0].node_id).listen_port
+        clash = owner.deployment(
+            [
+                {
+                    "name": "other",
+                    "type": "network",
+                    "data": {
+                        **second.node(nodes[0].node_id).data.to_dict(),
+                        "subnet": "10.79.2.0/24",
+                        "ip_range": "10.79.0.0/16",
+                        "wireguard_listen_port": taken,
+                        "peers": [],
+                    },
+                }
+            ]
+        )
+        await owner.deploy(nodes[0], clash)  # type: ignore[arg-type]
+        got = await owner.wait_states(nodes[0], clash.contract_id, {"other": "error"})  # type: ignore[arg-type]
+        message = got["workloads"][0]["result"]["message"]
+        assert f"wireguard_listen_port: {taken} is already in use" in message
+        assert await owner.node(nodes[0]).list_wg_ports() == [taken]  # type: ignore[arg-type]
+        await mesh_works(owner.twin_id, placed)
+
+        # Another twin with its network on the same nodes reaches none of the owner's.
+        theirs: dict[int, Placed] = {}
+        t_plan = await plan(grid, stranger, nodes, "10.78.0.0/16")
+        t_flist = await push_busybox(grid, stranger, busybox_rootfs, tmp_path / "s")
+        await apply(stranger, t_plan, by_id, t_flist, theirs)
+        await mesh_works(stranger.twin_id, theirs)  # theirs works
+        for t in theirs.values():
+            for p in placed.values():
+                assert await never_reaches(t.namespace(stranger.twin_id), p.ip)
+                tunnel = str(wireguard.tunnel_address(second.node(p.node.node_id).subnet).ip)
+                assert await never_reaches(t.namespace(stranger.twin_id), tunnel)
+        for p in placed.values():  # and the owner's private ips are the owner's only
+            assert await stranger.node(p.node).list_private_ips(NAME) == [  # type: ignore[arg-type]
+                theirs[p.node.node_id].ip
+            ]
+            assert await owner.node(p.node).list_private_ips(NAME) == [p.ip]  # type: ignore[arg-type]
+    finally:
+        await close(owner, stranger)
+
+
+async def hidden_status(
+    grid: GridState, hidden: GridNode, owner: User, the_plan: NetworkPlan
+) -> wireguard.Status:
+    from zos.gridtypes.names import network_id
+
+    wg = wireguard.WireGuard(
+        Path(hidden.entry.data_dir) / "networks" / "wireguard", prefix=hidden.entry.netns_prefix
+    )
+    status = await wg.status(network_id(owner.twin_id, NAME))
+    assert status is not None
+    assert [p.public_key for p in status.peers] == [the_plan.node(the_plan.access_node).public_key]
+    return status
