@@ -12,7 +12,7 @@ from zos.cli import CliError
 from zos.cli._io import parse_listen, parse_twin_keys
 from zos.cli._options import add_actions
 from zos.identity import Identity, KeyError_, load_key_file, public_key_from_hex, write_key_file
-from zos.primitives.signals import stop_on_signals
+from zos.primitives.signals import serve_until_stopped
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -101,11 +101,10 @@ async def _serve(
 
     hub = await Hub(root, lookup).start(host, port)
     print(f"hub serving {root} at {hub.url}", flush=True)
-    stop = stop_on_signals()
-    try:
-        await stop.wait()
-    finally:
-        await hub.stop()
+
+    async def close_registry() -> None:
         if registry is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(registry.close(), 5)
+
+    await serve_until_stopped(hub.stop, close_registry)
