@@ -41,6 +41,11 @@ def add_command(
     return parser
 
 
+def add_twin_key_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--twin-key TWIN=PUBHEX`, repeatable (read by zos.cli._io.parse_twin_keys)."""
+    parser.add_argument("--twin-key", action="append", default=[], metavar="TWIN=PUBHEX", help=help)
+
+
 def add_nats_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nats",
