@@ -239,29 +239,3 @@ class HostProcess:
             self._restart.cancel()
             self._restart = None
         self._unwatch()
-
-
-class HostService:
-    """A program kept running by its HostProcess (`_proc`): its pid, restarts and
-    liveness are the process's, and so are stopping it and letting it go."""
-
-    _proc: HostProcess
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
-    @property
-    def restarts(self) -> int:
-        return self._proc.restarts
-
-    def alive(self) -> bool:
-        return self._proc.alive()
-
-    async def stop(self) -> None:
-        """Stop the program (and its restarts)."""
-        await self._proc.stop()
-
-    def close(self) -> None:
-        """Stop watching; the program keeps running (the agent is going away)."""
-        self._proc.close()

@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 
 from zos.primitives import dns, netns
-from zos.primitives.hostproc import HostProcess, HostProcessError, HostService
+from zos.primitives.hostproc import HostProcess, HostProcessError
 from zos.primitives.supervisor import Backoff
 
 
@@ -25,7 +25,7 @@ def acme_zone(domain: str) -> str:
     return "_acme-challenge." + dns.check_name(domain, "domain")
 
 
-class NodeDns(HostService):
+class NodeDns:
     def __init__(
         self,
         run_dir: Path,
@@ -45,6 +45,10 @@ class NodeDns(HostService):
             "dns", ["env", "-i", *argv], run_dir / "state.json", run_dir / "dns.log", backoff
         )
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     async def _ready(self) -> bool:
         try:
             await asyncio.to_thread(
@@ -61,3 +65,9 @@ class NodeDns(HostService):
             return await self._proc.ensure(self._ready, timeout)
         except HostProcessError as e:
             raise NodeDnsError(f"dns: {e}") from None
+
+    async def stop(self) -> None:
+        await self._proc.stop()
+
+    def close(self) -> None:
+        self._proc.close()

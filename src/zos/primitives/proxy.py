@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from zos.primitives import dns, links, netns, nsclient
-from zos.primitives.hostproc import HostProcess, HostProcessError, HostService
+from zos.primitives.hostproc import HostProcess, HostProcessError
 from zos.primitives.proxyroutes import (
     DNS01,
     ENTRYPOINT,
@@ -146,9 +146,7 @@ def acme_dir(run_dir: Path) -> Path:
     return run_dir / "acme"
 
 
-class Proxy(HostService):
-    """Traefik, kept running; after `stop` the route files stay for the next start."""
-
+class Proxy:
     def __init__(self, settings: ProxySettings, backoff: Backoff | None = None) -> None:
         self.settings = settings
         self.run_dir = settings.run_dir
@@ -171,6 +169,17 @@ class Proxy(HostService):
             env.append(f"EXEC_PATH={self.hook}")
         flags = _flags(self.settings, self.routes_dir, acme_dir(self.run_dir))
         return [*env, *netns.argv_in(self.settings.netns, [traefik_binary(), *flags])]
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def restarts(self) -> int:
+        return self._proc.restarts
+
+    def alive(self) -> bool:
+        return self._proc.alive()
 
     def _prepare(self) -> None:
         if self.settings.netns:
@@ -200,6 +209,14 @@ class Proxy(HostService):
             return (await self.admin_get("/ping")).status == 200
         except OSError:
             return False
+
+    async def stop(self) -> None:
+        """Stop Traefik (and its restarts); the route files stay for the next start."""
+        await self._proc.stop()
+
+    def close(self) -> None:
+        """Stop watching; Traefik keeps serving (the agent is going away)."""
+        self._proc.close()
 
     async def admin_get(self, path: str) -> nsclient.Response:
         """GET from the admin endpoint (API, /ping, /metrics), from inside the namespace."""
