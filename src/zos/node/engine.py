@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 from zos.gridtypes import Capacity, Deployment, GridTypeError, Result, Workload, validate
 from zos.node.body import DeploymentBody, Step
 from zos.node.capacity import Offer
+from zos.node.errors import Refused
 from zos.node.services import ContractInfo
 from zos.node.store import ACTIVE, DELETED, DELETING, DiskFull, Record, Store
 from zos.node.workloads.base import (
@@ -51,13 +52,8 @@ NETWORK_TYPES = ("network", "network-light")
 OK, ERROR, INIT, DELETED_STATE, UNCHANGED = "ok", "error", "init", "deleted", "unchanged"
 
 
-class EngineError(Exception):
-    """A refused request; `code` is a bus error code, the message names the field or rule."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class EngineError(Refused):
+    """A refused deployment request."""
 
 
 class Grid(Protocol):
