@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_interface
@@ -39,12 +40,14 @@ from zos.grid.state import GridState, NodeEntry
 from zos.hub.client import publish_flist
 from zos.identity import Identity
 from zos.node.networks import machine_namespace
+from zos.node.runtimes.runc import RuncRuntime
+from zos.node.services import NodeServices
 from zos.primitives import filesystem, netns, wireguard
 from zos.registry import RegistryClient
 
 for _helpers in ("grid", "primitives"):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / _helpers))
-from gridhelpers import GRID_MARKS, emergency_sweep, quiet, runc_roots  # noqa: E402
+from gridhelpers import GRID_MARKS, emergency_sweep, quiet  # noqa: E402
 from netlab import ping  # noqa: E402
 
 pytestmark = [*GRID_MARKS, pytest.mark.timeout(900)]
@@ -192,12 +195,15 @@ async def apply(
         await user.wait_states(p.node, p.contract_id, {NAME: "ok", "vm": "ok"})  # type: ignore[arg-type]
 
 
-async def reaches(ns: str, ip: str) -> bool:
-    """Ping until it answers (the first packets wait for a handshake)."""
-    for _ in range(10):
-        if await ping(ns, ip, wait=2):
-            return True
-    return False
+async def reaches(ns: str, ip: str, guard: float = 30.0) -> bool:
+    """Ping until it answers (the first packets wait for a handshake; after a restart,
+    for the node to build the machine and its network again); False past `guard`."""
+    deadline = time.monotonic() + guard
+    while not await ping(ns, ip, wait=2):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
 
 
 def diagnose(grid: GridState) -> str:
@@ -243,13 +249,13 @@ async def tcp_exchange(src_ns: str, dst_ns: str, dst_ip: str, port: int = 7000) 
         server.close()
 
 
-async def mesh_works(twin: int, placed: dict[int, Placed]) -> None:
+async def mesh_works(twin: int, placed: dict[int, Placed], guard: float = 30.0) -> None:
     """Every machine pings every other one, and one TCP exchange each way."""
     ps = list(placed.values())
     for a in ps:
         for b in ps:
             if a is not b:
-                assert await reaches(a.namespace(twin), b.ip), (a.node.entry.index, b.ip)
+                assert await reaches(a.namespace(twin), b.ip, guard), (a.node.entry.index, b.ip)
     first, last = ps[0], ps[-1]
     assert await tcp_exchange(first.namespace(twin), last.namespace(twin), last.ip) == (
         b"OVER THE TUNNEL"
@@ -268,28 +274,33 @@ def wg_go_pids(entry: NodeEntry) -> list[int]:
     return pids
 
 
+def kill_agent(grid: GridState, entry: NodeEntry) -> None:
+    agent = next(p for p in grid.procs if p.name == f"node{entry.index}")
+    os.kill(agent.pid, signal.SIGKILL)
+    while procs.alive(agent):  # reaped by its parent (this process) or by init
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(agent.pid, os.WNOHANG)
+        time.sleep(0.01)
+
+
 def reboot(grid: GridState, entry: NodeEntry) -> None:
     """What a reboot does to a node: its agent, containers, wireguard-go and namespaces
     gone, its mounts undone; its data directory stays."""
-    agent = next(p for p in grid.procs if p.name == f"node{entry.index}")
-    os.kill(agent.pid, signal.SIGKILL)
+    kill_agent(grid, entry)
     for pid in wg_go_pids(entry):
         os.kill(pid, signal.SIGKILL)
-    key = Path(entry.data_dir).resolve()
-    for root in runc_roots(Path(grid.state_dir)):
-        if root.name.endswith(_runc_tag(key)):
-            for c in list(root.iterdir()):
-                subprocess.run(["runc", "--root", str(root), "delete", "--force", c.name])
+    root = RuncRuntime(NodeServices(data_dir=Path(entry.data_dir))).runc.root
+    for c in list(root.iterdir()) if root.is_dir() else []:
+        subprocess.run(["runc", "--root", str(root), "delete", "--force", c.name], check=True)
     for m in reversed(filesystem.mounts_under(Path(entry.data_dir))):
         subprocess.run(["umount", "-l", str(m.target)], check=False)
     for name in netns.names(prefix=entry.netns_prefix):
         netns.delete(name)
 
 
-def _runc_tag(data_dir: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+def restart(grid: GridState) -> None:
+    """`zos grid up` again: it starts what stopped, with the same state."""
+    local.up(Path(grid.state_dir), nodes=3, hidden=1, gateways=0, say=quiet, timeout=180)
 
 
 async def test_mesh_across_three_nodes_one_hidden(
@@ -400,3 +411,43 @@ async def hidden_status(
     assert status is not None
     assert [p.public_key for p in status.peers] == [the_plan.node(the_plan.access_node).public_key]
     return status
+
+
+async def test_mesh_after_kill_9_and_after_a_reboot(
+    grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    nodes = nodes_of(grid)
+    by_id = {n.node_id: n for n in nodes}
+    owner = await tenant(grid)
+    try:
+        flist = await push_busybox(grid, owner, busybox_rootfs, tmp_path)
+        placed: dict[int, Placed] = {}
+        the_plan = await plan(grid, owner, nodes, IP_RANGE)
+        await apply(owner, the_plan, by_id, flist, placed)
+        await mesh_works(owner.twin_id, placed)
+        twin = owner.twin_id
+        a, b, hidden = (placed[n.node_id] for n in nodes)
+
+        # kill -9 of node 2's agent: its tunnel carries on without it (wireguard-go is
+        # detached), and the agent started again keeps it, with the same key.
+        kill_agent(grid, nodes[1].entry)
+        assert await reaches(a.namespace(twin), b.ip)
+        assert await reaches(hidden.namespace(twin), b.ip)
+        await asyncio.to_thread(restart, grid)
+        await mesh_works(twin, placed)
+        assert the_plan.node(nodes[1].node_id).public_key in (
+            await owner.node(nodes[0]).wg_peers(NAME)  # type: ignore[arg-type]
+        )
+
+        # A reboot of the access node (the hidden node's only way in): everything it ran
+        # is gone; started again, it builds the tunnels again with the same keys.
+        access = by_id[the_plan.access_node]
+        reboot(grid, access.entry)
+        assert netns.names(prefix=f"{access.entry.netns_prefix}n-") == []
+        await asyncio.to_thread(restart, grid)
+        await mesh_works(twin, placed, guard=300.0)
+        status = await owner.node(access).wg_peers(NAME)  # type: ignore[arg-type]
+        assert set(status) == {n.public_key for n in the_plan.nodes if n.node_id != access.node_id}
+        assert all(status.values()), status  # every peer handshook again
+    finally:
+        await close(owner)
