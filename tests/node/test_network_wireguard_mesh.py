@@ -13,6 +13,7 @@ wireguard-go gone), the mesh works again with no manual step.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netzm_helpers import listen_in, machine
+from netzm_helpers import can_connect, free_udp_port, listen_in, machine
 from nodehelpers import User, owned_deployment
 
 from zos.bus import BusClient
@@ -37,12 +38,14 @@ from zos.client.networks.endpoints import is_public
 from zos.flist import HubSigner, Router, pack
 from zos.grid import local, procs
 from zos.grid.state import GridState, NodeEntry
+from zos.gridtypes.names import network_id
 from zos.hub.client import publish_flist
 from zos.identity import Identity
-from zos.node.networks import machine_namespace
+from zos.node.networks import machine_namespace, network_namespace
 from zos.node.runtimes.runc import RuncRuntime
 from zos.node.services import NodeServices
-from zos.primitives import filesystem, netns, wireguard
+from zos.primitives import filesystem, links, netns, wireguard
+from zos.primitives.nat import NS_UPLINK
 from zos.registry import RegistryClient
 
 for _helpers in ("grid", "primitives"):
@@ -265,6 +268,13 @@ async def mesh_works(twin: int, placed: dict[int, Placed], guard: float = 30.0) 
     )
 
 
+def node_wireguard(entry: NodeEntry) -> wireguard.WireGuard:
+    """The node's WireGuard interfaces, read from outside (their UAPI sockets)."""
+    return wireguard.WireGuard(
+        Path(entry.data_dir) / "networks" / "wireguard", prefix=entry.netns_prefix
+    )
+
+
 def wg_go_pids(entry: NodeEntry) -> list[int]:
     pids = []
     for f in (Path(entry.data_dir) / "networks" / "wireguard").glob("*.pid"):
@@ -402,12 +412,7 @@ async def test_mesh_across_three_nodes_one_hidden(
 async def hidden_status(
     grid: GridState, hidden: GridNode, owner: User, the_plan: NetworkPlan
 ) -> wireguard.Status:
-    from zos.gridtypes.names import network_id
-
-    wg = wireguard.WireGuard(
-        Path(hidden.entry.data_dir) / "networks" / "wireguard", prefix=hidden.entry.netns_prefix
-    )
-    status = await wg.status(network_id(owner.twin_id, NAME))
+    status = await node_wireguard(hidden.entry).status(network_id(owner.twin_id, NAME))
     assert status is not None
     assert [p.public_key for p in status.peers] == [the_plan.node(the_plan.access_node).public_key]
     return status
@@ -449,5 +454,148 @@ async def test_mesh_after_kill_9_and_after_a_reboot(
         status = await owner.node(access).wg_peers(NAME)  # type: ignore[arg-type]
         assert set(status) == {n.public_key for n in the_plan.nodes if n.node_id != access.node_id}
         assert all(status.values()), status  # every peer handshook again
+    finally:
+        await close(owner)
+
+
+@contextlib.contextmanager
+def rogue_on_bridge(grid: GridState) -> Iterator[str]:
+    """A namespace of the test's on the grid bridge, beside the nodes (swept with the
+    grid's prefix if the test fails)."""
+    ns, veth = f"{grid.tag}-rogue", f"{grid.tag}rg"
+    bridge = ip_interface(grid.host_address).network
+    netns.create(ns)
+    try:
+        links.ensure_veth(veth, "eth0", None, ns)
+        links.set_master(veth, grid.bridge)
+        links.set_up(veth)
+        links.set_up("lo", ns)
+        links.set_addresses("eth0", [ip_interface(f"{bridge[200]}/{bridge.prefixlen}")], ns)
+        links.set_up("eth0", ns)
+        yield ns
+    finally:
+        links.delete(veth)
+        netns.delete(ns)
+
+
+async def test_only_the_networks_own_peers_get_in(
+    grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    """A WireGuard peer the network does not list never handshakes nor reaches a machine;
+    plain packets sent from the grid's side at the network's subnet, its uplink or its
+    tunnel address reach nothing either."""
+    nodes = nodes_of(grid)
+    by_id = {n.node_id: n for n in nodes}
+    owner = await tenant(grid)
+    try:
+        flist = await push_busybox(grid, owner, busybox_rootfs, tmp_path)
+        placed: dict[int, Placed] = {}
+        the_plan = await plan(grid, owner, nodes[:2], IP_RANGE)
+        await apply(owner, the_plan, by_id, flist, placed)
+        target = placed[nodes[0].node_id]
+        node1 = the_plan.node(nodes[0].node_id)
+        assert await reaches(placed[nodes[1].node_id].namespace(owner.twin_id), target.ip)
+
+        with rogue_on_bridge(grid) as rogue:
+            # A stranger's WireGuard, configured as if it were a peer of the network.
+            wg = wireguard.WireGuard(tmp_path / "rogue-wg", public_ns=rogue, prefix=rogue)
+            stranger_key = base64.b64encode(os.urandom(32)).decode()
+            await wg.ensure(
+                "rogue",
+                rogue,
+                wireguard.Config(
+                    private_key=stranger_key,
+                    listen_port=free_udp_port(),
+                    address="100.64.77.250/16",
+                    routes=[IP_RANGE],
+                    peers=[
+                        wireguard.Peer(
+                            public_key=node1.public_key,
+                            allowed_ips=(IP_RANGE, "100.64.0.0/16"),
+                            endpoint=node1.endpoint,
+                            keepalive=1,
+                        )
+                    ],
+                ),
+            )
+            try:
+                assert await never_reaches(rogue, target.ip)
+                assert await never_reaches(rogue, str(wireguard.tunnel_address(node1.subnet).ip))
+                status = await wg.status("rogue")
+                assert status is not None and status.peers[0].latest_handshake == 0
+                seen = await owner.node(nodes[0]).wg_peers(NAME)  # type: ignore[arg-type]
+                assert wireguard.public_key(stranger_key) not in seen
+            finally:
+                await wg.remove("rogue", rogue)
+
+            # Plain packets routed at node 1 for the subnet, the tunnels and the uplinks.
+            node_ip = nodes[0].entry.address.split("/")[0]
+            for net in (IP_RANGE, "100.64.0.0/16", "100.127.0.0/16"):
+                await netns.exec_in(rogue, "ip", "route", "add", net, "via", node_ip)
+            net_ns = network_namespace(nodes[0].entry.netns_prefix, network_id(owner.twin_id, NAME))
+            uplink = links.addresses(NS_UPLINK, net_ns)[0].ip
+            for dst in (target.ip, str(uplink), f"{IPv4Network(node1.subnet)[1]}"):
+                assert await never_reaches(rogue, dst), dst
+            assert not can_connect(rogue, target.ip, 22, timeout=1)
+    finally:
+        await close(owner)
+
+
+TS_VECTORS = Path(__file__).resolve().parents[1] / "gridtypes" / "vectors" / "ts_client.json"
+
+
+async def test_a_network_the_typescript_client_built_provisions_here(grid: GridState) -> None:
+    """The `network-mesh` vector (a node's part of a mesh, by @threefold/grid_client):
+    its network workload re-signed by a test twin, its one public endpoint rewritten to
+    an address of the local grid, provisions unchanged: the interface has its key,
+    port, peers and address, and a route for its ip_range."""
+    case = next(
+        c for c in json.loads(TS_VECTORS.read_text())["vectors"] if c["name"] == "network-mesh"
+    )
+    raw = json.loads(case["deployment_json"])
+    workload = raw["workloads"][0]
+    data = workload["data"]
+    nodes = nodes_of(grid)
+    local_endpoint = f"{nodes[1].entry.address.split('/')[0]}:9550"
+    public = [p for p in data["peers"] if p["endpoint"]]
+    assert [p["endpoint"] for p in public] == ["[2a02:1802:5e:0:2::12]:9550"]
+    for p in public:
+        p["endpoint"] = local_endpoint  # never dial the real grid
+    owner = await tenant(grid)
+    try:
+        dep = owner.deployment([workload])
+        await owner.deploy(nodes[0], dep)  # type: ignore[arg-type]
+        await owner.wait_states(nodes[0], dep.contract_id, {"mesh": "ok"})  # type: ignore[arg-type]
+        from zos.gridtypes.names import network_id
+
+        netid = network_id(owner.twin_id, "mesh")
+        entry = nodes[0].entry
+        wg = wireguard.WireGuard(
+            Path(entry.data_dir) / "networks" / "wireguard", prefix=entry.netns_prefix
+        )
+        status = await wg.status(netid)
+        assert status is not None and status.name == f"w-{netid}"
+        assert status.public_key == wireguard.public_key(data["wireguard_private_key"])
+        assert status.listen_port == data["wireguard_listen_port"] == 19683
+        assert {
+            p.public_key: (
+                sorted(p.allowed_ips),
+                p.endpoint if p.endpoint == local_endpoint else "",
+            )
+            for p in status.peers
+        } == {
+            p["wireguard_public_key"]: (sorted(p["allowed_ips"]), p["endpoint"])
+            for p in data["peers"]
+        }
+        ns = network_namespace(entry.netns_prefix, netid)
+        assert links.addresses(status.name, ns) == [ip_interface("100.64.40.2/16")]
+        routes = await netns.exec_in(ns, "ip", "route", "show", "10.40.0.0/16")
+        assert f"dev {status.name}" in routes
+        assert 19683 in await owner.node(nodes[0]).list_wg_ports()  # type: ignore[arg-type]
+        await owner.node(nodes[0]).delete(dep.contract_id)  # type: ignore[arg-type]
+        await owner.wait_states(nodes[0], dep.contract_id, {"mesh": "deleted"})  # type: ignore[arg-type]
+        assert await wg.status(netid) is None
+        assert not netns.exists(ns)
+        assert 19683 not in await owner.node(nodes[0]).list_wg_ports()  # type: ignore[arg-type]
     finally:
         await close(owner)
