@@ -198,6 +198,17 @@ async def apply(
         await user.wait_states(p.node, p.contract_id, {NAME: "ok", "vm": "ok"})  # type: ignore[arg-type]
 
 
+async def deployed(
+    grid: GridState, owner: User, nodes: list[GridNode], rootfs: Path, tmp: Path
+) -> tuple[NetworkPlan, dict[int, Placed]]:
+    """The owner's network over `nodes`, a machine on each; the plan and the machines."""
+    flist = await push_busybox(grid, owner, rootfs, tmp)
+    placed: dict[int, Placed] = {}
+    the_plan = await plan(grid, owner, nodes, IP_RANGE)
+    await apply(owner, the_plan, {n.node_id: n for n in nodes}, flist, placed)
+    return the_plan, placed
+
+
 async def reaches(ns: str, ip: str, guard: float = 30.0) -> bool:
     """Ping until it answers (the first packets wait for a handshake; after a restart,
     for the node to build the machine and its network again); False past `guard`."""
@@ -425,10 +436,7 @@ async def test_mesh_after_kill_9_and_after_a_reboot(
     by_id = {n.node_id: n for n in nodes}
     owner = await tenant(grid)
     try:
-        flist = await push_busybox(grid, owner, busybox_rootfs, tmp_path)
-        placed: dict[int, Placed] = {}
-        the_plan = await plan(grid, owner, nodes, IP_RANGE)
-        await apply(owner, the_plan, by_id, flist, placed)
+        the_plan, placed = await deployed(grid, owner, nodes, busybox_rootfs, tmp_path)
         await mesh_works(owner.twin_id, placed)
         twin = owner.twin_id
         a, b, hidden = (placed[n.node_id] for n in nodes)
@@ -485,13 +493,9 @@ async def test_only_the_networks_own_peers_get_in(
     plain packets sent from the grid's side at the network's subnet, its uplink or its
     tunnel address reach nothing either."""
     nodes = nodes_of(grid)
-    by_id = {n.node_id: n for n in nodes}
     owner = await tenant(grid)
     try:
-        flist = await push_busybox(grid, owner, busybox_rootfs, tmp_path)
-        placed: dict[int, Placed] = {}
-        the_plan = await plan(grid, owner, nodes[:2], IP_RANGE)
-        await apply(owner, the_plan, by_id, flist, placed)
+        the_plan, placed = await deployed(grid, owner, nodes[:2], busybox_rootfs, tmp_path)
         target = placed[nodes[0].node_id]
         node1 = the_plan.node(nodes[0].node_id)
         assert await reaches(placed[nodes[1].node_id].namespace(owner.twin_id), target.ip)
@@ -599,3 +603,10 @@ async def test_a_network_the_typescript_client_built_provisions_here(grid: GridS
         assert 19683 not in await owner.node(nodes[0]).list_wg_ports()  # type: ignore[arg-type]
     finally:
         await close(owner)
+
+
+@pytest.mark.parametrize("hidden", [-1, 3, 4])
+def test_hidden_nodes_leave_a_public_one(tmp_path: Path, hidden: int) -> None:
+    with pytest.raises(local.GridError, match=r"--hidden: .* must be from 0 to 2"):
+        local.up(tmp_path / "grid", nodes=3, hidden=hidden, say=quiet)
+    assert not (tmp_path / "grid").exists()

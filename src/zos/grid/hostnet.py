@@ -57,9 +57,10 @@ def ensure_bridge(tag: str, host: IPv4Interface) -> str:
     return name
 
 
-def ensure_node(tag: str, index: int, host: IPv4Interface) -> tuple[str, IPv4Interface, str]:
-    """The node's namespace, its veth on the bridge and its address; returns all three."""
-    ns, veth = node_netns(tag, index), node_veth(tag, index)
+def _on_bridge(tag: str, index: int, host: IPv4Interface, ns: str) -> IPv4Interface:
+    """Namespace `ns` with `eth0` on the bridge at node `index`'s address, the host as
+    its default route; returns the address."""
+    veth = node_veth(tag, index)
     addr = IPv4Interface(f"{host.network[NODE_BASE + index]}/{host.network.prefixlen}")
     netns.create(ns)
     links.ensure_veth(veth, "eth0", None, ns)
@@ -69,7 +70,13 @@ def ensure_node(tag: str, index: int, host: IPv4Interface) -> tuple[str, IPv4Int
     links.set_addresses("eth0", [addr], ns)
     links.set_up("eth0", ns)
     links.set_default_route(host.ip, ns)
-    return ns, addr, veth
+    return addr
+
+
+def ensure_node(tag: str, index: int, host: IPv4Interface) -> tuple[str, IPv4Interface, str]:
+    """The node's namespace, its veth on the bridge and its address; returns all three."""
+    ns = node_netns(tag, index)
+    return ns, _on_bridge(tag, index, host, ns), node_veth(tag, index)
 
 
 def router_netns(tag: str, index: int) -> str:
@@ -83,16 +90,8 @@ def hidden_lan(index: int) -> IPv4Network:
 def ensure_hidden_node(tag: str, index: int, host: IPv4Interface) -> tuple[str, IPv4Interface, str]:
     """The node's namespace behind its router (which has the bridge address and the
     veth on the bridge); returns the node's namespace, its LAN address, the veth."""
-    router, ns, veth = router_netns(tag, index), node_netns(tag, index), node_veth(tag, index)
-    wan = IPv4Interface(f"{host.network[NODE_BASE + index]}/{host.network.prefixlen}")
-    netns.create(router)
-    links.ensure_veth(veth, "eth0", None, router)
-    links.set_master(veth, bridge_name(tag))
-    links.set_up(veth)
-    links.set_up("lo", router)
-    links.set_addresses("eth0", [wan], router)
-    links.set_up("eth0", router)
-    links.set_default_route(host.ip, router)
+    router, ns = router_netns(tag, index), node_netns(tag, index)
+    _on_bridge(tag, index, host, router)
     lan = hidden_lan(index)
     gateway = IPv4Interface(f"{lan[1]}/{lan.prefixlen}")
     addr = IPv4Interface(f"{lan[2]}/{lan.prefixlen}")
@@ -105,7 +104,7 @@ def ensure_hidden_node(tag: str, index: int, host: IPv4Interface) -> tuple[str, 
     links.set_up("eth0", ns)
     links.set_default_route(gateway.ip, ns)
     asyncio.run(nat.apply_router_rules(router, "eth0", "lan"))
-    return ns, addr, veth
+    return ns, addr, node_veth(tag, index)
 
 
 def guard_host(tag: str, host: IPv4Interface, ports: list[int]) -> None:

@@ -52,6 +52,10 @@ BLOCKED = (
 )
 
 _alloc_lock = threading.Lock()
+# An input chain that lets in only loopback and answers (what the rules after it add).
+_INPUT_DROP = """type filter hook input priority 0; policy drop;
+        iif lo accept
+        ct state established,related accept"""
 
 
 class NatError(Exception):
@@ -148,9 +152,7 @@ def router_rules(wan: str, lan: str) -> str:
         ROUTER_TABLE,
         f"""
     chain input {{
-        type filter hook input priority 0; policy drop;
-        iif lo accept
-        ct state established,related accept
+        {_INPUT_DROP}
     }}
     chain forward {{
         type filter hook forward priority 0; policy drop;
@@ -233,9 +235,7 @@ def namespace_rules(
         NS_TABLE,
         f"""
     chain input {{
-        type filter hook input priority 0; policy drop;
-        iif lo accept
-        ct state established,related accept
+        {_INPUT_DROP}
         iifname "{bridge}" icmp type echo-request accept
         {ping_tunnel}
     }}
