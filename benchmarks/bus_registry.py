@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from figures import pct  # beside this script
+
 from zos.bus import BusClient, Request, Router, StaticResolver, connect
 from zos.bus.subjects import twin_subject
 from zos.grid.natsserver import NatsServer
@@ -39,11 +41,6 @@ from zos.identity import Identity
 from zos.registry import Capacity, RegistryClient, RegistryService
 
 PAYLOAD = {"command": "deployment.get", "contract_id": 1234, "note": "x" * 200}
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def latency(

@@ -8,6 +8,9 @@ same length and concurrency, over kept-alive connections:
 
   backend, http          wrk -> caddy :8080                 (the baseline)
   gateway, https         wrk -> traefik :443 (TLS ends) -> caddy :8080
+  gateway, https, fwd    wrk -> traefik :443 -> nsforward (dialling from the backend's
+                         namespace, as for a backend on a private network) -> caddy :8080
+                         (beside "gateway, https": what the forwarder adds)
   backend, https         wrk -> caddy :8443 (caddy's TLS)  (the passthrough baseline)
   gateway, passthrough   wrk -> traefik :443 (by SNI, unopened) -> caddy :8443
 
@@ -33,10 +36,11 @@ from pathlib import Path
 
 from zos.grid.acme import LocalAcme, self_signed
 from zos.grid.gatewaylab import GatewayLab
-from zos.primitives import netns, nsclient
+from zos.primitives import netns, nsclient, nsforward
 from zos.primitives.proxy import HttpRoute, PassthroughRoute, Proxy, ProxySettings
 
-APP, TLS = "app.example.test", "tls.example.test"
+APP, NET, TLS = "app.example.test", "net.example.test", "tls.example.test"
+FORWARD_PORT = 18080  # the forwarder's, on the proxy namespace's loopback
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -75,7 +79,7 @@ def _wait_port(ns: str, host: str, port: int, proc: subprocess.Popen[bytes]) -> 
             return
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("caddy did not start") from None
+                raise RuntimeError(f"nothing listens on {host}:{port} in {ns}") from None
             time.sleep(0.05)
 
 
@@ -91,13 +95,14 @@ async def main() -> int:
     run = Path(tempfile.mkdtemp(prefix="zos-bench-gateway-"))
     lab = GatewayLab(f"b{os.getpid() % 100000}")
     gw, be = lab.gateway_ip, lab.backend_ip
-    acme = LocalAcme(run / "acme", lab.world_ip, lab.world_ns, addresses={APP: (gw,)})
+    acme = LocalAcme(run / "acme", lab.world_ip, lab.world_ns, addresses={APP: (gw,), NET: (gw,)})
     proxy = Proxy(
         ProxySettings(
             run / "proxy", lab.public_ns, acme_url=acme.directory_url, acme_ca=acme.api_ca
         )
     )
     caddy: subprocess.Popen[bytes] | None = None
+    forwarder: subprocess.Popen[bytes] | None = None
     try:
         await asyncio.to_thread(lab.create)
         await asyncio.to_thread(acme.start)
@@ -118,49 +123,61 @@ async def main() -> int:
                 netns.argv_in(lab.backend_ns, caddy_argv), stdout=log, stderr=subprocess.STDOUT
             )
         await asyncio.to_thread(_wait_port, lab.backend_ns, be, 8443, caddy)
+        mapping = nsforward.Mapping("127.0.0.1", FORWARD_PORT, be, 8080)
+        forwarder = subprocess.Popen(nsforward.argv(lab.public_ns, lab.backend_ns, [mapping]))
+        await asyncio.to_thread(_wait_port, lab.public_ns, "127.0.0.1", FORWARD_PORT, forwarder)
 
         await proxy.ensure()
         await proxy.set_route(HttpRoute("app", APP, (f"http://{be}:8080",)))
         await proxy.set_route(PassthroughRoute("tls", TLS, (f"{be}:8443",)))
+        await proxy.set_route(HttpRoute("net", NET, (f"http://127.0.0.1:{FORWARD_PORT}",)))
         ca = ssl.create_default_context(cafile=str(acme.root_file))
         deadline = time.monotonic() + 120
-        while True:  # until pebble's certificate is in place (Traefik's own one before)
-            try:
-                await asyncio.to_thread(
-                    nsclient.http_get, lab.world_ns, gw, 443, "/", hostname=APP, tls=ca
-                )
-                break
-            except (TimeoutError, ssl.SSLError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
+        for host in (APP, NET):  # until pebble's certificates are in place (Traefik's before)
+            while True:
+                try:
+                    await asyncio.to_thread(
+                        nsclient.http_get, lab.world_ns, gw, 443, "/", hostname=host, tls=ca
+                    )
+                    break
+                except (TimeoutError, ssl.SSLError, OSError):
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
 
+        # (label, url, hosts, the load it is compared with: None for a baseline)
         loads = [
-            ("backend, http", f"http://{APP}:8080/", {APP: be}),
-            ("gateway, https", f"https://{APP}/", {APP: gw}),
-            ("backend, https", f"https://{TLS}:8443/", {TLS: be}),
-            ("gateway, passthrough", f"https://{TLS}/", {TLS: gw}),
+            ("backend, http", f"http://{APP}:8080/", {APP: be}, None),
+            ("gateway, https", f"https://{APP}/", {APP: gw}, "backend, http"),
+            ("gateway, https, fwd", f"https://{NET}/", {NET: gw}, "gateway, https"),
+            ("backend, https", f"https://{TLS}:8443/", {TLS: be}, None),
+            ("gateway, passthrough", f"https://{TLS}/", {TLS: gw}, "backend, https"),
         ]
         print(f"wrk -t2 -c{args.connections} -d{args.duration}s, one after the other\n")
-        print(f"{'load':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  vs baseline")
-        base: dict[str, float] = {}
-        for i, (label, url, hosts) in enumerate(loads):
+        print(f"{'load':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  compared with")
+        done: dict[str, dict] = {}
+        for label, url, hosts, against in loads:
             r = await asyncio.to_thread(
                 wrk, lab.world_ns, url, hosts, args.duration, args.connections, run
             )
-            if i % 2 == 0:
-                base = r
+            done[label] = r
+            if against is None:
                 ratio = "(baseline)"
             else:
-                ratio = f"{r['rps'] / base['rps']:.2f}x req/s, +{r['p50'] - base['p50']:.2f} ms p50"
+                base = done[against]
+                ratio = (
+                    f"{r['rps'] / base['rps']:.2f}x req/s, {r['p50'] - base['p50']:+.2f} ms p50"
+                    f" (vs {against})"
+                )
             print(f"{label:<22} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}  {ratio}")
             if r["errors"]:
                 print(f"{'':<22} errors: {r['errors'].group(0)}")
     finally:
         await proxy.stop()
-        if caddy is not None:
-            caddy.kill()
-            caddy.wait()
+        for proc in (caddy, forwarder):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
         await asyncio.to_thread(acme.stop)
         await asyncio.to_thread(lab.destroy)
         subprocess.run(["rm", "-rf", str(run)], check=False)

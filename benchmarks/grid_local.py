@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from figures import pct  # beside this script
+
 from zos.client import GridClient
 from zos.grid.local import down, up
 from zos.identity import Identity
@@ -41,10 +43,6 @@ def http_get(make: Callable[[], socket.socket], addr: tuple[str, int]) -> float:
         while s.recv(65536):
             pass
     return time.perf_counter() - started
-
-
-def pct(values: list[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
 async def deploys(state_dir: Path, app: Path, count: int, gets: int) -> None:
@@ -68,11 +66,12 @@ async def deploys(state_dir: Path, app: Path, count: int, gets: int) -> None:
             http_get(lambda: netns.run_in(ns, socket.socket), (ip, 8080)) for _ in range(gets)
         ]
         print(
-            f"GET via forwarder 127.0.0.1: p50 {pct(via, 0.5):.2f} ms, p99 {pct(via, 0.99):.2f} ms"
+            f"GET via forwarder 127.0.0.1: p50 {pct(via, 0.5) * 1000:.2f} ms, "
+            f"p99 {pct(via, 0.99) * 1000:.2f} ms"
         )
         print(
-            f"GET inside the machine's netns (baseline): p50 {pct(direct, 0.5):.2f} ms, "
-            f"p99 {pct(direct, 0.99):.2f} ms"
+            f"GET inside the machine's netns (baseline): p50 {pct(direct, 0.5) * 1000:.2f} ms, "
+            f"p99 {pct(direct, 0.99) * 1000:.2f} ms"
         )
         await grid.rm(info.name)
     finally:

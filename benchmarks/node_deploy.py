@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures import pct  # beside this script
+
 from zos.bus import BusClient
 from zos.grid.natsserver import NatsServer
 from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
@@ -83,11 +85,6 @@ class Twin:
             if state == "error":
                 raise RuntimeError(got["workloads"][0]["result"]["message"])
             await asyncio.sleep(0.002)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def baseline(work: Path, count: int) -> list[float]:
@@ -185,11 +182,11 @@ async def main(count: int, twins: int, per_twin: int, work: Path) -> None:
     print(f"{'':44} {'p50 ms':>9} {'p99 ms':>9}")
     print(
         f"{'node: deploy -> ok, one twin (n=' + str(count) + ')':44} "
-        f"{pct(latencies, 50) * ms:9.1f} {pct(latencies, 99) * ms:9.1f}"
+        f"{pct(latencies, 0.5) * ms:9.1f} {pct(latencies, 0.99) * ms:9.1f}"
     )
     print(
         f"{'baseline: truncate+mkfs+mount (n=' + str(count) + ')':44} "
-        f"{pct(base, 50) * ms:9.1f} {pct(base, 99) * ms:9.1f}"
+        f"{pct(base, 0.5) * ms:9.1f} {pct(base, 0.99) * ms:9.1f}"
     )
     print(
         f"node: {total} deployments from {twins} concurrent twins (contract + deploy + ok): "

@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from figures import pct  # beside this script
+
 KiB = 1024
 SIZES = (64, 4 * KiB, 512 * KiB)
 PIPELINES = (1, 16)
@@ -243,11 +245,6 @@ def redis_benchmark(port: int, size: int, pipeline: int, n: int, get_range: int 
     if done.returncode != 0 or len(rows) < 2:
         raise RuntimeError(f"redis-benchmark failed ({done.returncode}): {done.stderr[-500:]}")
     return float(rows[-1][1])
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def latencies(port: int, n: int) -> dict[str, float]:

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from figures import pct  # beside this script
+
 from zos.flist import Router, pack
 from zos.flist.cache import FlistCache
 from zos.gridtypes import Deployment
@@ -79,11 +81,6 @@ def machine(contract: int, rootfs: Path, ip: str) -> Deployment:
 
 def ip_for(i: int) -> str:
     return f"10.200.{i // 250}.{2 + i % 250}"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def row(name: str, values: list[float]) -> str:

@@ -138,3 +138,8 @@ def test_a_machine_is_found_in_its_own_nodes_deployment() -> None:
     assert find(deps, "mesh/b") == (deps[1], "b")
     assert find(deps, "b") == (deps[1], "b")
     assert find(deps, "mesh") == (deps[0], None)
+
+
+def test_gateways_are_not_yet_in_a_manifest_over_several_nodes() -> None:
+    with pytest.raises(ManifestError, match="gateways: not yet with machines on several nodes"):
+        parse_manifest(MESH + "gateways: [{name: web, machine: a, port: 80}]\n", "app.yaml")

@@ -8,8 +8,10 @@ TLS; the routes survive Traefik and the agent being killed; removal stops the ro
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import random
 import signal
 import ssl
 import subprocess
@@ -27,13 +29,14 @@ from gridhelpers import GRID_MARKS, close_grid, quiet, web_rootfs
 
 from zos.bus import BusError
 from zos.client import GridClient
+from zos.client.manifest import ManifestError
 from zos.grid import procs
 from zos.grid.acme import self_signed, until_trusted
 from zos.grid.local import up
 from zos.grid.state import GridState, NodeEntry
 from zos.gridtypes import Deployment, SignatureRequest, SignatureRequirement, Workload
 from zos.identity import Identity
-from zos.primitives import netns, nsclient
+from zos.primitives import netns, nsclient, wireguard
 
 pytestmark = [*GRID_MARKS, pytest.mark.timeout(600), pytest.mark.asyncio(loop_scope="module")]
 
@@ -57,6 +60,7 @@ class World:
     other: GridClient
     machine_ip: str
     app_contract: int
+    run: Path  # the example app's rootfs is here
 
     @property
     def gateway(self) -> NodeEntry:
@@ -172,7 +176,7 @@ async def world(
         other = await GridClient.connect(state_dir=state_dir, identity=Identity.generate())
         info = await owner.deploy(run / "app.yaml")
         [machine] = info.machines
-        yield World(state, owner, other, machine.ip, info.contract_id)
+        yield World(state, owner, other, machine.ip, info.contract_id, run)
     finally:
         await close_grid(state_dir, [owner, other])
 
@@ -253,6 +257,148 @@ async def test_a_name_proxy_over_https_to_a_machine_on_the_owners_network(world:
     # Removed: the route is gone.
     await world.remove(world.owner, world.gateway, dep["contract_id"])
     assert (await world.get(fqdn)).status == 404
+
+
+# The example machine again, under another deployment and network, with a gateway.
+PUBLISHED = (
+    APP.replace("gwapp", "{deployment}").replace(
+        "gwnet, subnet: 10.20.77.0/24", "pubnet, subnet: 10.20.78.0/24"
+    )
+    + "gateways:\n  - {{name: {name}, machine: web, port: 8080{extra}}}\n"
+)
+
+
+def published(world: World, deployment: str, name: str, node: str = "", extra: str = "") -> Path:
+    path = world.run / f"{deployment}-{name}.yaml"
+    path.write_text(PUBLISHED.format(deployment=deployment, name=name, node=node or "null",
+                                     extra=extra))  # fmt: skip
+    return path
+
+
+async def test_a_manifests_gateway_is_published_with_its_machine(world: World) -> None:
+    """`gateways:` in a manifest: deployed on the node that serves gateways (none named),
+    its name contract taken, the URL in what deploy returns; another twin's manifest with
+    the name is refused naming the field; `rm` stops the route and frees the name."""
+    assert world.owner.registry is not None and world.other.registry is not None
+    name = f"pub{os.getpid()}"
+    info = await world.owner.deploy(published(world, "pub", name))
+    fqdn = f"{name}.{world.gateway.domain}"
+    assert info.node_id == world.gateway.node_id
+    assert [(g.name, g.url, g.state) for g in info.gateways] == [
+        (f"gw_{name}", f"https://{fqdn}", "ok")
+    ]
+    assert (await world.owner.registry.get_name_contract(name)).owner_twin == world.owner.twin_id
+    assert (await world.verified(fqdn)).text == PAGE
+    # Deployed again (replaced): the same name, still served.
+    again = await world.owner.deploy(published(world, "pub", name))
+    assert again.contract_id != info.contract_id and again.gateways[0].state == "ok"
+    assert (await world.verified(fqdn)).text == PAGE
+
+    # Another twin: refused before anything is sent, naming the field.
+    before = len(await world.other.ps())
+    with pytest.raises(
+        ManifestError,
+        match=rf"gateways\[0\]\.name: name '{name}' is taken by twin {world.owner.twin_id}",
+    ):
+        await world.other.deploy(published(world, "theirs", name))
+    assert len(await world.other.ps()) == before
+    # A gateway on another node than its machine (the mesh is not planned yet), or a
+    # machine on a node that serves no gateways: refused before anything is sent.
+    elsewhere = published(
+        world, "theirs", f"x{name}", str(world.gateway.node_id), f", node: {world.plain.node_id}"
+    )
+    with pytest.raises(ManifestError, match=r"gateways\[0\]\.node: machine 'web' runs on node"):
+        await world.other.deploy(elsewhere)
+    with pytest.raises(ManifestError, match="serves no gateways"):
+        await world.other.deploy(published(world, "theirs", f"x{name}", str(world.plain.node_id)))
+    assert len(await world.other.ps()) == before
+    with pytest.raises(BusError, match="no name contract"):
+        await world.other.registry.get_name_contract(f"x{name}")
+
+    # Removed with its deployment: the route stops, the name is free again.
+    await world.owner.rm("pub")
+    assert (await world.get(fqdn)).status == 404
+    await world.other.registry.create_name_contract(name)
+    await world.other.registry.cancel_name_contract(name)
+
+
+def network_part(
+    nodes: list[NodeEntry], i: int, subnets: list[str], keys: list[str], ports: list[int]
+) -> dict[str, Any]:
+    """Node `i`'s part of a network spanning `nodes`: its subnet, key and port, and each
+    other node as a peer reached at its address on the grid bridge."""
+    peers = [
+        {
+            "subnet": subnets[j],
+            "wireguard_public_key": wireguard.public_key(keys[j]),
+            "allowed_ips": [subnets[j], f"{wireguard.tunnel_address(subnets[j]).ip}/32"],
+            "endpoint": f"{nodes[j].address.split('/')[0]}:{ports[j]}",
+        }
+        for j in range(len(nodes))
+        if j != i
+    ]
+    data = {
+        "ip_range": "10.20.0.0/16",
+        "subnet": subnets[i],
+        "wireguard_private_key": keys[i],
+        "wireguard_listen_port": ports[i],
+        "peers": peers,
+    }
+    return {"name": "meshnet", "type": "network", "data": data}
+
+
+async def test_a_name_proxy_to_a_machine_on_another_node_of_the_network(world: World) -> None:
+    """The owner's network on both nodes, joined by its WireGuard tunnel; the machine on
+    the node without gateways, the name proxy (and the network's part) on the gateway
+    node: HTTPS by name reaches the machine over the tunnel. Another twin's proxy
+    cannot use the network there."""
+    assert world.owner.registry is not None and world.other.registry is not None
+    [app] = [d for d in await world.owner.ps() if d.contract_id == world.app_contract]
+    nodes = [world.gateway, world.plain]
+    subnets = ["10.20.90.0/24", "10.20.91.0/24"]
+    keys = [base64.b64encode(os.urandom(32)).decode() for _ in nodes]
+    ports = random.sample(range(40000, 60000), len(nodes))
+    machine = {
+        "name": "web",
+        "type": "zmachine",
+        "data": {
+            "flist": app.machines[0].flist,
+            "network": {"public_ip": "", "planetary": False,
+                        "interfaces": [{"network": "meshnet", "ip": "10.20.91.2"}]},
+            "size": 0,
+            "compute_capacity": {"cpu": 1, "memory": 256 << 20},
+            "mounts": [],
+            "entrypoint": "/bin/busybox httpd -f -v -p 8080 -h /www",
+            "env": {},
+        },
+    }  # fmt: skip
+    far = await world.deploy(
+        world.owner, world.plain, [network_part(nodes, 1, subnets, keys, ports), machine]
+    )
+    assert {w["name"]: w["result"]["state"] for w in far["workloads"]} == {
+        "meshnet": "ok",
+        "web": "ok",
+    }, far
+    name = f"far{os.getpid()}"
+    await world.owner.registry.create_name_contract(name)
+    backend = "http://10.20.91.2:8080"
+    proxy = name_proxy(name, [backend], network="meshnet")
+    near = await world.deploy(
+        world.owner, world.gateway, [network_part(nodes, 0, subnets, keys, ports), proxy]
+    )
+    assert result(near, "gw")["state"] == "ok", near
+    fqdn = f"{name}.{world.gateway.domain}"
+    assert (await world.verified(fqdn)).text == PAGE
+    # Another twin, its own name, pointed at the owner's network: not found for it.
+    stolen = f"farx{os.getpid()}"
+    await world.other.registry.create_name_contract(stolen)
+    sneaky = await world.deploy(
+        world.other, world.gateway, [name_proxy(stolen, [backend], network="meshnet")]
+    )
+    assert "network 'meshnet' does not exist" in result(sneaky, "gw")["message"]
+    await world.remove(world.owner, world.gateway, near["contract_id"])
+    assert (await world.get(fqdn)).status == 404
+    await world.remove(world.owner, world.plain, far["contract_id"])
 
 
 async def test_fqdn_proxies(world: World) -> None:

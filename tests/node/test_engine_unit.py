@@ -520,3 +520,37 @@ async def test_a_deployment_deleted_while_an_update_is_checked_stays_deleted(
     await setup.engine.wait_idle()
     got = await setup.engine.get(setup.owner.id, dep.contract_id)
     assert got["version"] == 0 and got["workloads"][0]["result"]["state"] == "deleted"
+
+
+async def test_a_workload_a_manager_reports_failed_is_an_error_and_stays_one(setup: Setup) -> None:
+    """`Engine.fail` (a gateway whose name contract went): the workload's result is an
+    error saying why, in its history too; another twin's id, or an unknown one, changes
+    nothing; the next start does not build it again."""
+    dep = setup.deployment(10 * MiB)
+    setup.contract(dep)
+    await setup.engine.deploy(setup.owner.id, dep.to_dict())
+    await setup.engine.wait_idle()
+    wid = f"7-{dep.contract_id}-disk"
+    await setup.engine.fail(f"8-{dep.contract_id}-disk", "not yours")
+    await setup.engine.fail(f"7-{dep.contract_id + 1}-disk", "no such contract")
+    got = await setup.engine.get(setup.owner.id, dep.contract_id)
+    assert got["workloads"][0]["result"]["state"] == "ok"
+    await setup.engine.fail(wid, "name: gone; the route is removed")
+    got = await setup.engine.get(setup.owner.id, dep.contract_id)
+    result = got["workloads"][0]["result"]
+    assert (result["state"], result["message"]) == ("error", "name: gone; the route is removed")
+    changes = await setup.engine.changes(setup.owner.id, dep.contract_id)
+    assert changes[-1]["result"]["state"] == "error"
+    # A restart: the failed workload is not built again (the start's cleanup is told it
+    # is not to be kept).
+    built = list(setup.manager.built)
+    again = Engine(
+        setup.engine.store, {"zmount": setup.manager}, setup.manager.node,
+        setup.engine.offer, setup.grid, NODE,
+    )  # fmt: skip
+    await again.start()
+    await again.wait_idle()
+    assert setup.manager.built == built
+    state = (await again.get(setup.owner.id, dep.contract_id))["workloads"][0]["result"]["state"]
+    assert state == "error"
+    await again.close()

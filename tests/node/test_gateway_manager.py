@@ -335,3 +335,75 @@ async def test_a_backend_on_the_owners_private_network(site: Site) -> None:
         httpd.kill()
         httpd.wait()
         netns.delete(machine)
+
+
+async def test_a_gateway_keeps_the_network_it_uses(site: Site) -> None:
+    """The gateway counts as a user of the network it names: the network workload going
+    does not remove it while the gateway reaches backends there; the gateway going
+    then does, as a network's last machine does."""
+    subnet = IPv4Network("10.77.5.0/24")
+    net = {"name": "kept", "type": "network", "data": network_data(str(subnet))}
+    net_dep = deployment(TWIN, next(_contract), [net])
+    networks = NetworkManager(site.node)
+    await networks.provision(ctx(site.node, net_dep, "kept"))
+    info = site.node.networks.lookup(TWIN, "kept")
+    site.registry.own("kept", TWIN)
+    dep, name = one(name_proxy("kept", [f"http://{subnet[2]}:8080"], network="kept"))
+    await site.names.provision(ctx(site.node, dep, name))
+    await networks.deprovision(ctx(site.node, net_dep, "kept"))
+    assert site.node.networks.lookup(TWIN, "kept").namespace == info.namespace
+    assert site.node.networks.state.load(info.netid).users == []  # only the gateway holds it
+    await site.names.deprovision(ctx(site.node, dep, name))
+    assert site.node.networks.state.load(info.netid) is None
+    assert not netns.exists(info.namespace)
+
+
+async def test_a_name_no_longer_its_owners_loses_its_route(site: Site) -> None:
+    """The node re-checks name contracts (hourly; here every 50 ms): a name cancelled or
+    now another twin's is unrouted and its workload reported failed; one still its
+    owner's is served on, and a registry that does not answer removes nothing."""
+    failed: list[tuple[str, str]] = []
+
+    async def report(wid: str, why: str) -> None:
+        failed.append((wid, why))
+
+    names = GatewayNameManager(site.node)
+    names.watch.period = 0.05
+    site.node.report_failure = report
+    site.registry.own("stays", TWIN)
+    site.registry.own("moves", TWIN)
+    site.registry.own("ends", TWIN)
+    deps = {n: one(name_proxy(n, [site.http_backend])) for n in ("stays", "moves", "ends")}
+    try:
+        for dep, name in deps.values():
+            await names.provision(ctx(site.node, dep, name))
+        for host in ("stays", "moves", "ends"):
+            assert (await site.verified(f"{host}.{DOMAIN}")).text == PAGE
+        other = unique_twin()
+        site.registry.own("moves", other)
+        site.registry.own("ends", TWIN, active=False)
+        gone = {await asyncio.wait_for(names.watch.revoked.get(), 30) for _ in range(2)}
+        wid = {n: ctx(site.node, dep, name).workload_id for n, (dep, name) in deps.items()}
+        assert gone == {wid["moves"], wid["ends"]}
+        assert (await site.get(f"moves.{DOMAIN}")).status == 404
+        assert (await site.get(f"ends.{DOMAIN}")).status == 404
+        assert (await site.get(f"stays.{DOMAIN}")).text == PAGE
+        why = dict(failed)
+        assert f"'moves' is now owned by twin {other}, not twin {TWIN}" in why[wid["moves"]]
+        assert "the name contract of 'ends' is cancelled" in why[wid["ends"]]
+
+        # The registry does not answer: a round removes nothing.
+        async def silent(name: str) -> None:
+            raise TimeoutError("no answer")
+
+        site.registry.name_contract = silent  # type: ignore[method-assign]
+        del site.registry.names["stays"]
+        await names.watch.check()
+        assert (await site.get(f"stays.{DOMAIN}")).text == PAGE
+        assert names.watch.revoked.empty()
+    finally:
+        await names.close()
+        site.node.report_failure = None
+        vars(site.registry).pop("name_contract", None)
+        for dep, name in deps.values():
+            await names.deprovision(ctx(site.node, dep, name))

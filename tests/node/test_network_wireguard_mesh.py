@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_interface
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,14 @@ from netzm_helpers import can_connect, free_udp_port, listen_in, machine
 from nodehelpers import User, owned_deployment
 
 from zos.bus import BusClient
-from zos.client.networks import NetworkPlan, NetworkRequest, NodeInfo, plan_network
+from zos.client.networks import (
+    AccessRequest,
+    NetworkPlan,
+    NetworkRequest,
+    NodeInfo,
+    plan_network,
+    wg_quick,
+)
 from zos.client.networks.endpoints import is_public
 from zos.flist import HubSigner, Router, pack
 from zos.grid import local, procs
@@ -429,6 +436,56 @@ async def hidden_status(
     return status
 
 
+def wg_quick_in(ns: str, verb: str, conf: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
+    argv = ["ip", "netns", "exec", ns, "wg-quick", verb, str(conf)]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+async def test_a_laptop_from_its_wg_quick_file(
+    grid: GridState, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    """A laptop (a namespace on the grid's bridge) brought up with the real `wg-quick`
+    from the file the client writes reaches the machines on every node, the hidden one
+    through the access node; once its access is revoked (an update of the access node)
+    it reaches none, and the machines still reach each other."""
+    nodes = nodes_of(grid)
+    by_id = {n.node_id: n for n in nodes}
+    owner = await tenant(grid)
+    conf = tmp_path / f"{grid.tag}lap.conf"  # its name is the laptop's interface's
+    try:
+        flist = await push_busybox(grid, owner, busybox_rootfs, tmp_path)
+        infos = [await node_info(owner, n) for n in nodes]
+        request = NetworkRequest(
+            name=NAME, ip_range=IP_RANGE, nodes=infos, accesses=[AccessRequest("laptop")]
+        )
+        public = grid_public(grid)
+        key = owner.identity.public_key
+        with_laptop = plan_network(request, owner_public_key=key, public=public)
+        placed: dict[int, Placed] = {}
+        await apply(owner, with_laptop, by_id, flist, placed)
+        with on_bridge(grid, "laptop", 201) as laptop:
+            conf.write_text(wg_quick(with_laptop, "laptop", owner=owner.identity))
+            conf.chmod(0o600)
+            up = wg_quick_in(laptop, "up", conf)
+            assert up.returncode == 0, up.stderr
+            try:
+                for p in placed.values():
+                    assert await reaches(laptop, p.ip), (p.node.entry.index, diagnose(grid))
+                revoked = plan_network(
+                    replace(request, accesses=[]), with_laptop, owner_public_key=key, public=public
+                )
+                await apply(owner, revoked, by_id, flist, placed)
+                for p in placed.values():
+                    assert await never_reaches(laptop, p.ip)
+                await mesh_works(owner.twin_id, placed)
+            finally:
+                wg_quick_in(laptop, "down", conf)
+                (wireguard.UAPI_DIR / f"{conf.stem}.sock").unlink(missing_ok=True)
+    finally:
+        await close(owner)
+
+
 async def test_mesh_after_kill_9_and_after_a_reboot(
     grid: GridState, busybox_rootfs: Path, tmp_path: Path
 ) -> None:
@@ -467,10 +524,10 @@ async def test_mesh_after_kill_9_and_after_a_reboot(
 
 
 @contextlib.contextmanager
-def rogue_on_bridge(grid: GridState) -> Iterator[str]:
-    """A namespace of the test's on the grid bridge, beside the nodes (swept with the
-    grid's prefix if the test fails)."""
-    ns, veth = f"{grid.tag}-rogue", f"{grid.tag}rg"
+def on_bridge(grid: GridState, name: str, host: int) -> Iterator[str]:
+    """A namespace of the test's on the grid bridge at its address `.host`, beside the
+    nodes (swept with the grid's prefix if the test fails)."""
+    ns, veth = f"{grid.tag}-{name}", f"{grid.tag}{name[:3]}"
     bridge = ip_interface(grid.host_address).network
     netns.create(ns)
     try:
@@ -478,7 +535,7 @@ def rogue_on_bridge(grid: GridState) -> Iterator[str]:
         links.set_master(veth, grid.bridge)
         links.set_up(veth)
         links.set_up("lo", ns)
-        links.set_addresses("eth0", [ip_interface(f"{bridge[200]}/{bridge.prefixlen}")], ns)
+        links.set_addresses("eth0", [ip_interface(f"{bridge[host]}/{bridge.prefixlen}")], ns)
         links.set_up("eth0", ns)
         yield ns
     finally:
@@ -500,7 +557,7 @@ async def test_only_the_networks_own_peers_get_in(
         node1 = the_plan.node(nodes[0].node_id)
         assert await reaches(placed[nodes[1].node_id].namespace(owner.twin_id), target.ip)
 
-        with rogue_on_bridge(grid) as rogue:
+        with on_bridge(grid, "rogue", 200) as rogue:
             # A stranger's WireGuard, configured as if it were a peer of the network.
             wg = wireguard.WireGuard(tmp_path / "rogue-wg", public_ns=rogue, prefix=rogue)
             stranger_key = base64.b64encode(os.urandom(32)).decode()

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from zos.bus import BusError, Request
 from zos.node.api import node_router
 from zos.node.api_keys import keys_router
+from zos.node.api_network import network_router
 from zos.node.engine import EngineError
 from zos.nodeapi import NodeClient
 from zos.nodeapi import commands as api
@@ -51,6 +52,7 @@ async def _dispatch(engine: FakeEngine, command: str, payload: Any = None) -> An
 def test_the_node_serves_every_command_of_the_contract_and_no_other() -> None:
     router = node_router(FakeEngine())  # type: ignore[arg-type]
     router.include(keys_router(None, None, None, None, 1, 1))  # type: ignore[arg-type]
+    router.include(network_router(None, None))  # type: ignore[arg-type]
     assert router.commands == sorted(api.COMMANDS)
 
 

@@ -4,6 +4,7 @@ the registry key to trust, and a command's group of actions."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,27 @@ def add_actions(
     actions = command.add_subparsers(dest=f"{name}_command", metavar="ACTION")
     actions.required = True
     return actions
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    help: str,
+    *options: Callable[[argparse.ArgumentParser], None],
+) -> argparse.ArgumentParser:
+    """`zos ... NAME`, run by `handler`, with the option groups `options` (e.g.
+    add_grid_options); its own options are added to the parser it returns."""
+    parser = sub.add_parser(name, help=help)
+    for add in options:
+        add(parser)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def add_twin_key_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--twin-key TWIN=PUBHEX`, repeatable (read by zos.cli._io.parse_twin_keys)."""
+    parser.add_argument("--twin-key", action="append", default=[], metavar="TWIN=PUBHEX", help=help)
 
 
 def add_nats_option(parser: argparse.ArgumentParser) -> None:

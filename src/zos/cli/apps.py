@@ -19,16 +19,19 @@ from typing import Any, TypeVar
 
 from zos.cli import CliError
 from zos.cli._io import identity_from_args
-from zos.cli._options import add_actions, add_grid_options, connect_grid
+from zos.cli._options import add_actions, add_command, add_grid_options, connect_grid
 
 T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    n = sub.add_parser(
-        "nodes", help="list the grid's nodes (by farm, status, free capacity) and their gateways"
+    n = add_command(
+        sub,
+        "nodes",
+        cmd_nodes,
+        "list the grid's nodes (by farm, status, free capacity) and their gateways",
+        add_grid_options,
     )
-    add_grid_options(n)
     n.add_argument("--farm", type=int, help="only nodes of this farm")
     n.add_argument("--status", choices=["up", "down"], help="only nodes up or down")
     n.add_argument("--free-memory", default="0", help="at least this much memory free, e.g. 1G")
@@ -37,10 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.add_argument(
         "--gateway", action="store_true", help="only nodes that serve gateways (with a domain)"
     )
-    n.set_defaults(handler=cmd_nodes)
 
-    d = sub.add_parser("deploy", help="deploy a manifest (replaces a deployment of that name)")
-    add_grid_options(d)
+    d = add_command(
+        sub,
+        "deploy",
+        cmd_deploy,
+        "deploy a manifest (replaces a deployment of that name)",
+        add_grid_options,
+    )
     d.add_argument("-f", "--file", required=True, type=Path, help="the manifest (YAML)")
     d.add_argument("--timeout", type=float, default=300, help="seconds to wait (default 300)")
     d.add_argument("--check", action="store_true", help="only check the manifest, send nothing")
@@ -52,29 +59,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the image of a machine, from any path (a manifest's own images must be inside "
         "its directory); repeat for several",
     )
-    d.set_defaults(handler=cmd_deploy)
 
-    ps = sub.add_parser("ps", help="your deployments and the state of their workloads")
-    add_grid_options(ps)
-    ps.set_defaults(handler=cmd_ps)
+    add_command(
+        sub, "ps", cmd_ps, "your deployments and the state of their workloads", add_grid_options
+    )
 
-    lg = sub.add_parser("logs", help="a machine's output")
+    lg = add_command(sub, "logs", cmd_logs, "a machine's output")
     add_grid_options(lg, json_flag=False)
     lg.add_argument("name", help="deployment, deployment/machine, or a machine's name")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    lg.set_defaults(handler=cmd_logs)
 
-    rm = sub.add_parser("rm", help="remove a deployment (and cancel its contract)")
-    add_grid_options(rm)
+    rm = add_command(
+        sub, "rm", cmd_rm, "remove a deployment (and cancel its contract)", add_grid_options
+    )
     rm.add_argument("name")
-    rm.set_defaults(handler=cmd_rm)
 
     ims = add_actions(sub, "image", "container images as flists on the hub")
-    push = ims.add_parser("push", help="pack a directory or image archive and publish it")
-    add_grid_options(push)
+    push = add_command(
+        ims,
+        "push",
+        cmd_image_push,
+        "pack a directory or image archive and publish it",
+        add_grid_options,
+    )
     push.add_argument("path", type=Path, help="directory, tar, OCI layout or docker save")
     push.add_argument("--name", help="name on the hub (default: from the path)")
-    push.set_defaults(handler=cmd_image_push)
 
 
 def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:

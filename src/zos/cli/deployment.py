@@ -7,7 +7,7 @@ import json
 
 from zos.cli import CliError
 from zos.cli._io import add_key_options, identity_from_args, parse_twin_keys, read_input
-from zos.cli._options import add_actions
+from zos.cli._options import add_actions, add_twin_key_option
 from zos.gridtypes import Deployment, GridTypeError, capacity, validate, verify_signatures
 
 
@@ -34,13 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = ds.add_parser("verify", help="check the signatures against twin public keys")
     v.add_argument("file", metavar="FILE", help="deployment JSON, or - for stdin")
-    v.add_argument(
-        "--twin-key",
-        action="append",
-        default=[],
-        metavar="TWIN=PUBHEX",
-        help="public key (hex) of a twin; repeat for every signing twin",
-    )
+    add_twin_key_option(v, "public key (hex) of a twin; repeat for every signing twin")
     v.add_argument(
         "--validate", action="store_true", help="also check the structural rules (as a node does)"
     )

@@ -126,7 +126,7 @@ async def _serve(args: argparse.Namespace, identity: Identity, host: str, port: 
     from zos.explorer.live import Live
     from zos.explorer.mine import MyDeployments
     from zos.explorer.snapshot import read_snapshot
-    from zos.primitives.signals import stop_on_signals
+    from zos.primitives.signals import serve_until_stopped
 
     mine = None
     try:
@@ -150,13 +150,6 @@ async def _serve(args: argparse.Namespace, identity: Identity, host: str, port: 
     explorer = await Explorer(live, mine).start(host, port)
     who = f"yours, twin {mine.twin_id}" if mine else f"twin {registry.twin_id}"
     print(f"explorer ({who}) at {explorer.session_url}", flush=True)
-    stop = stop_on_signals()
-    try:
-        await stop.wait()
-    finally:
-        await explorer.stop()
-        await live.stop()
-        if mine is not None:
-            await mine.close()
-        else:
-            await registry.close()
+    await serve_until_stopped(
+        explorer.stop, live.stop, mine.close if mine is not None else registry.close
+    )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from zos.cli import CliError
-from zos.cli._options import add_actions
+from zos.cli._options import add_actions, add_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,13 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     up.set_defaults(handler=cmd_up)
 
-    down = gs.add_parser("down", help="stop the grid and remove everything it made")
-    common(down)
-    down.set_defaults(handler=cmd_down)
-
-    status = gs.add_parser("status", help="where the grid's pieces are and whether they run")
-    common(status)
-    status.set_defaults(handler=cmd_status)
+    add_command(gs, "down", cmd_down, "stop the grid and remove everything it made", common)
+    add_command(
+        gs, "status", cmd_status, "where the grid's pieces are and whether they run", common
+    )
 
 
 def _state_dir(args: argparse.Namespace) -> Path:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from zos.cli import CliError
 from zos.cli._io import parse_listen, parse_twin_keys
-from zos.cli._options import add_actions
+from zos.cli._options import add_actions, add_twin_key_option
 from zos.identity import Identity, KeyError_, load_key_file, public_key_from_hex, write_key_file
-from zos.primitives.signals import stop_on_signals
+from zos.primitives.signals import serve_until_stopped
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,13 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --nats: the hub's own key, its twin on the grid (default: "
         "ROOT/hub-key.json, made on first start)",
     )
-    s.add_argument(
-        "--twin-key",
-        action="append",
-        default=[],
-        metavar="ID=PUBHEX",
-        help="a twin allowed to write, without a registry (repeatable)",
-    )
+    add_twin_key_option(s, "a twin allowed to write, without a registry (repeatable)")
     s.set_defaults(handler=cmd_serve)
 
 
@@ -46,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     static = parse_twin_keys(args.twin_key)
     if not static and not args.nats:
-        raise CliError("pass --nats URL (registry) or at least one --twin-key ID=PUBHEX")
+        raise CliError("pass --nats URL (registry) or at least one --twin-key TWIN=PUBHEX")
     registry_key = None
     if args.nats:
         text = args.registry_key or os.environ.get("ZOS_REGISTRY_KEY")
@@ -101,11 +95,10 @@ async def _serve(
 
     hub = await Hub(root, lookup).start(host, port)
     print(f"hub serving {root} at {hub.url}", flush=True)
-    stop = stop_on_signals()
-    try:
-        await stop.wait()
-    finally:
-        await hub.stop()
+
+    async def close_registry() -> None:
         if registry is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(registry.close(), 5)
+
+    await serve_until_stopped(hub.stop, close_registry)

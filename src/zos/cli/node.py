@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -30,6 +31,16 @@ def _env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def _env_option(
+    parser: argparse.ArgumentParser, flag: str, text: str = "", *, default: Any = None, **kw: Any
+) -> None:
+    """A flag that falls back to the environment variable named after it (`--cache-size`:
+    ZOS_CACHE_SIZE, named in its help), then to `default`."""
+    env = "ZOS_" + flag.removeprefix("--").upper().replace("-", "_")
+    help_text = f"{text} [{env}]" if text else f"[{env}]"
+    parser.add_argument(flag, default=_env(env) or default, help=help_text, **kw)
+
+
 def _stores(flags: list[str] | None) -> list[str]:
     """`--store` flags, else ZOS_STORES; each checked now so a typo ends the start."""
     from zos.flist.errors import StoreError
@@ -54,48 +65,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="register this machine as a node of a farm and serve deployments",
         description="Every setting also reads from the environment variable named in brackets.",
     )
-    run.add_argument("--farm-id", type=int, default=_env("ZOS_FARM_ID"), help="[ZOS_FARM_ID]")
-    run.add_argument(
-        "--nats", default=_env("ZOS_NATS"), help="NATS URL(s), comma-separated [ZOS_NATS]"
-    )
-    run.add_argument(
-        "--data-dir", type=Path, default=_env("ZOS_DATA_DIR"), help="node state [ZOS_DATA_DIR]"
-    )
-    run.add_argument(
+    option = functools.partial(_env_option, run)
+    option("--farm-id", type=int)
+    option("--nats", "NATS URL(s), comma-separated")
+    option("--data-dir", "node state", type=Path)
+    option(
         "--join-token-file",
+        "file holding the farm join token, needed on first start (or the token itself "
+        "in ZOS_JOIN_TOKEN)",
         type=Path,
-        default=_env("ZOS_JOIN_TOKEN_FILE"),
         metavar="FILE",
-        help="file holding the farm join token, needed on first start (or the token itself "
-        "in ZOS_JOIN_TOKEN) [ZOS_JOIN_TOKEN_FILE]",
     )
     # Refused with a reason: argv is readable by every user of the machine.
     run.add_argument("--join-token", help=argparse.SUPPRESS)
-    run.add_argument(
-        "--cores", type=int, default=_env("ZOS_CORES"), help="cores offered [ZOS_CORES]"
-    )
-    run.add_argument(
-        "--memory", default=_env("ZOS_MEMORY"), help="memory offered, e.g. 8G [ZOS_MEMORY]"
-    )
-    run.add_argument("--disk", default=_env("ZOS_DISK"), help="disk offered, e.g. 100G [ZOS_DISK]")
-    run.add_argument(
+    option("--cores", "cores offered", type=int)
+    option("--memory", "memory offered, e.g. 8G")
+    option("--disk", "disk offered, e.g. 100G")
+    option(
         "--hdd",
-        default=_env("ZOS_HDD"),
-        help="of the disk, how much is offered as HDD units (hru: zdb namespaces), e.g. 50G; "
-        "default: none [ZOS_HDD]",
+        "of the disk, how much is offered as HDD units (hru: zdb namespaces), e.g. 50G; "
+        "default: none",
     )
-    run.add_argument(
-        "--heartbeat",
-        type=float,
-        default=_env("ZOS_HEARTBEAT"),
-        help="seconds between heartbeats (default: the registry's period) [ZOS_HEARTBEAT]",
-    )
-    run.add_argument(
-        "--cache-size",
-        default=_env("ZOS_CACHE_SIZE"),
-        help="flist cache size, e.g. 2G (default: 10%% of the data disk, at most 4G) "
-        "[ZOS_CACHE_SIZE]",
-    )
+    option("--heartbeat", "seconds between heartbeats (default: the registry's period)", type=float)
+    option("--cache-size", "flist cache size, e.g. 2G (default: 10%% of the data disk, at most 4G)")
     run.add_argument(
         "--store",
         action="append",
@@ -105,34 +97,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "repeat for several; default: the stores each flist names "
         "[ZOS_STORES, comma-separated]",
     )
-    run.add_argument(
+    option(
         "--netns-prefix",
-        default=_env("ZOS_NETNS_PREFIX") or "",
-        help="prefix of every network namespace this node makes, so several nodes "
-        "share one machine [ZOS_NETNS_PREFIX]",
+        "prefix of every network namespace this node makes, so several nodes share one machine",
+        default="",
     )
-    run.add_argument(
+    option(
         "--zdb-listen",
-        default=_env("ZOS_ZDB_LISTEN") or "",
+        "where the zdb server listens while zdb workloads exist (default: the node's "
+        "address, port 9900)",
+        default="",
         metavar="[HOST]:PORT",
-        help="where the zdb server listens while zdb workloads exist (default: the "
-        "node's address, port 9900) [ZOS_ZDB_LISTEN]",
     )
-    run.add_argument(
+    option(
         "--acme-url",
-        default=_env("ZOS_ACME_URL") or None,
+        "ACME directory gateway certificates come from (default: Let's Encrypt)",
         metavar="URL",
-        help="ACME directory gateway certificates come from (default: Let's Encrypt) "
-        "[ZOS_ACME_URL]",
     )
-    run.add_argument(
+    option(
         "--acme-ca",
-        default=_env("ZOS_ACME_CA") or None,
+        "CA (PEM) the ACME server's own TLS is checked with (default: the system's)",
         metavar="FILE",
-        help="CA (PEM) the ACME server's own TLS is checked with (default: the system's) "
-        "[ZOS_ACME_CA]",
     )
-    run.add_argument("--log-level", default=_env("ZOS_LOG_LEVEL") or "info")
+    option("--log-level", default="info")
     run.set_defaults(handler=cmd_run)
 
     wipe = ns.add_parser(
@@ -141,12 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="For a machine leaving the grid: run it after the agent has stopped. "
         "Works from the data directory alone.",
     )
-    wipe.add_argument("--data-dir", default=_env("ZOS_DATA_DIR"), help="[ZOS_DATA_DIR]")
-    wipe.add_argument(
-        "--netns-prefix",
-        default=_env("ZOS_NETNS_PREFIX") or "",
-        help="the prefix the node ran with [ZOS_NETNS_PREFIX]",
-    )
+    _env_option(wipe, "--data-dir")
+    _env_option(wipe, "--netns-prefix", "the prefix the node ran with", default="")
     wipe.set_defaults(handler=cmd_wipe)
 
 

@@ -18,6 +18,8 @@
         runtime: container      # or `vm`: its own kernel (a light VM), beside runc
         # node: 2               # this machine on node 2 (or `nodes: {farm: 1}`): the
                                 # manifest then spans nodes, one network across them
+    gateways:                   # optional: published to the web (zos.client.gatewayspec)
+      - {name: hello, machine: web, port: 8080}
 
 `load_manifest` refuses a mistake before anything is sent, with the file, the line and
 the rule: `app.yaml:12: machines[0].memory: ...`.
@@ -43,6 +45,7 @@ from pydantic import (
     model_validator,
 )
 
+from zos.client.gatewayspec import GatewaySpec, check_gateways
 from zos.gridtypes.names import name_error
 
 MiB = 1 << 20
@@ -197,6 +200,7 @@ class Manifest(Model):
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     disks: list[DiskSpec] = Field(default_factory=list)
     machines: list[MachineSpec] = Field(min_length=1)
+    gateways: list[GatewaySpec] = Field(default_factory=list)
     base_dir: str = Field(default=".", exclude=True)  # where relative image paths start
     _source: str = PrivateAttr(default="manifest")
     _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
@@ -266,6 +270,7 @@ class Manifest(Model):
                 if mount.disk in seen:
                     raise ValueError(f"machines[{i}].mounts[{j}].disk: '{mount.disk}' twice")
                 seen.add(mount.disk)
+        check_gateways(self.gateways, [x.name for x in self.machines], {*names, self.network_name})
         return self
 
     @property
@@ -339,6 +344,11 @@ def _check_spanning(m: Manifest, ip_range: ipaddress.IPv4Network) -> None:
         raise ValueError(
             f"network.ip_range: {ip_range} must be a private /16 (e.g. 10.40.0.0/16) for "
             "machines on several nodes"
+        )
+    if m.gateways:
+        raise ValueError(
+            "gateways: not yet with machines on several nodes (deploy the gateway in a "
+            "manifest of its own, on the node of its machine)"
         )
     for i, x in enumerate(m.machines):
         if x.ip is not None:
@@ -478,7 +488,7 @@ def _known(path: list[Any], data: Any) -> str:
         ann = model.model_fields.get(p)
         model = None
         if ann is not None:
-            for cand in (DiskSpec, MountSpec, MachineSpec, NodeFilter, NetworkSpec):
+            for cand in (DiskSpec, MountSpec, MachineSpec, NodeFilter, NetworkSpec, GatewaySpec):
                 if cand.__name__ in str(ann.annotation):
                     model = cand
     if model is None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from zos.bus import BusClient, BusError
-from zos.client import building, deploying, placement, spanning
+from zos.client import building, deploying, gateways, placement, spanning
 from zos.client.config import ConfigError, find_grid, find_identity
 from zos.client.datakeys import DataKeys, refusals
 from zos.client.deploying import Progress
@@ -231,7 +231,7 @@ class GridClient:
         memory, disk = placement.needs(m)
         if m.node is None:
             up = await self.nodes(farm=m.nodes.farm if m.nodes else None, status="up")
-            return placement.choose(m, up, memory, disk)
+            return placement.choose(m, gateways.prefer_gateway_nodes(m, up), memory, disk)
         try:
             node = await self._node(m.node)
         except GridClientError as e:
@@ -255,16 +255,28 @@ class GridClient:
                 f"'{m.name}' puts machines on several nodes: deploy it with deploy_across"
             )
         node = await self._place(m)
+        gateways.check_nodes(m, {x.name: node for x in m.machines})
+        await building.check_flists(m)
+        # Names before images: a name another twin holds is refused with nothing pushed.
+        claimed = await gateways.claim_names(self._reg, self.twin_id, m)
         flists, published = await self._images(m)
         mine = await self.ps()
         taken = building.taken_ips(mine, node.id, m)
         dep = building.build_deployment(self.twin_id, m, flists, taken, published)
-        await self._replace(m, mine, flists, progress)
+        gateways.add_gateways(dep, m)
+        replaced = [d for d in mine if d.name == m.name]
+        others = await self._replace(m, mine, flists, progress)
+        kept = {g.name for g in m.gateways} | gateways.names_of(others)
+        await gateways.release_names(self._reg, gateways.names_of(replaced) - kept)
         api = self._on(node)
         # The data key first: the node encrypts what the deployment stores from the start.
-        contract_id = await deploying.submit(
-            self._reg, self.identity, node.id, api, dep, m.name, before=self._keys.give_new
-        )
+        try:
+            contract_id = await deploying.submit(
+                self._reg, self.identity, node.id, api, dep, m.name, before=self._keys.give_new
+            )
+        except GridClientError:
+            await gateways.release_names(self._reg, claimed)
+            raise
         info = await deploying.wait_ok(api, node.id, contract_id, m.name, progress, timeout)
         await self._expose(m, info)
         return info
@@ -290,7 +302,6 @@ class GridClient:
     async def _images(self, m: Manifest) -> tuple[dict[str, str], list[str]]:
         """Each machine's flist (its image packed and pushed), and those this pushed.
         Images first: nothing is on the grid for this deployment yet if packing fails."""
-        await building.check_flists(m)
         paths = {x.name: m.image_path(x) for x in m.machines if not x.flist}
         flists: dict[str, str] = {}
         for x in m.machines:
@@ -315,6 +326,7 @@ class GridClient:
         up = lambda farm: self.nodes(farm=farm, status="up")  # noqa: E731
         where = await spanning.place_machines(m, self._node, up)
         parts = spanning.parts(m, where)
+        await building.check_flists(m)
         flists, published = await self._images(m)
         mine = await self.ps()
         others = await self._replace(m, mine, flists, progress)
@@ -463,7 +475,10 @@ class GridClient:
         removed = [d for d in mine if d.name == info.name]
         for d in removed:
             await self._remove(d)
-        await self._unpublish(removed, [d for d in mine if d.name != info.name])
+        others = [d for d in mine if d.name != info.name]
+        await self._unpublish(removed, others)
+        names = gateways.names_of(removed) - gateways.names_of(others)
+        await gateways.release_names(self._reg, names)
         return removed
 
     async def _unpublish(

@@ -43,6 +43,7 @@ class WorkloadInfo(BaseModel):
 class GatewayInfo(BaseModel):
     name: str
     fqdn: str = ""  # a name proxy's comes from the node's result, once it is built
+    proxy_name: str = ""  # a name proxy's name (its name contract)
     url: str = ""
     state: str = ""
     backends: list[str] = Field(default_factory=list)
@@ -81,6 +82,7 @@ def gateway_of(wl: Workload, state: str) -> GatewayInfo:
     return GatewayInfo(
         name=wl.name,
         fqdn=fqdn,
+        proxy_name=data.name if isinstance(data, GatewayNameProxy) else "",
         url=f"https://{fqdn}" if fqdn else "",
         state=state,
         backends=list(data.backends),  # type: ignore[union-attr]

@@ -42,7 +42,7 @@ class Forwarder:
             )
             writer.close()
             return
-        await asyncio.gather(nsforward.pipe(reader, w2), nsforward.pipe(r2, writer))
+        await nsforward.relay(reader, writer, r2, w2)
 
     async def sync(self) -> None:
         wanted = {

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from zos.flist.blocks import MAX_CIPHERTEXT
 from zos.flist.errors import FlistError
@@ -45,6 +46,22 @@ def _refuse(status: int, message: str) -> web.Response:
     resp = _error(status, message)
     resp.force_close()
     return resp
+
+
+class _Refused(Exception):
+    """A write turned down before its body is read (answered by `_refusals`)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@web.middleware
+async def _refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except _Refused as e:
+        return _refuse(e.status, str(e))
 
 
 def _send_file(path: Path | None, bad_name: str, missing: str) -> web.StreamResponse:
@@ -76,7 +93,7 @@ class Hub:
         self.url = ""
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_FLIST_BYTES)
+        app = web.Application(client_max_size=MAX_FLIST_BYTES, middlewares=[_refusals])
         app.router.add_get("/", self._index)
         app.router.add_get("/flists", self._list_twins)
         app.router.add_get(r"/flists/{twin:\d+}", self._list_flists)
@@ -113,16 +130,16 @@ class Hub:
 
     async def _admit(
         self, request: web.Request, path: Path | None, bad_name: str, limit: int, what: str
-    ) -> tuple[Path, int, int] | web.Response:
-        """A PUT before its body is read: (path, declared length, signing twin), or the
-        refusal (a bad name, then a missing or too large length, then a bad signature)."""
+    ) -> tuple[Path, int, int]:
+        """A PUT before its body is read: (path, declared length, signing twin), or
+        _Refused (a bad name, then a missing or too large length, then a bad signature)."""
         if path is None:
-            return _refuse(400, bad_name)
+            raise _Refused(400, bad_name)
         try:
             length = _declared_length(request, limit, what)
             twin = await self._authorize(request)
         except AuthError as e:
-            return _refuse(e.status, str(e))
+            raise _Refused(e.status, str(e)) from None
         return path, length, twin
 
     def _block_path(self, request: web.Request) -> Path | None:
@@ -146,12 +163,9 @@ class Hub:
         return _send_file(self._block_path(request), BAD_BLOCK_ID, "no such block")
 
     async def _put_block(self, request: web.Request) -> web.Response:
-        put = await self._admit(
+        path, length, _ = await self._admit(
             request, self._block_path(request), BAD_BLOCK_ID, MAX_CIPHERTEXT, "a block"
         )
-        if isinstance(put, web.Response):
-            return put
-        path, length, _ = put
         if request.headers[HEADER_HASH] != path.name:
             return _refuse(400, "block id is not the BLAKE2b-256 hash of its bytes")
         body = await _read_limited(request, length)
@@ -193,12 +207,9 @@ class Hub:
         return _send_file(self._flist_path(request), BAD_FLIST_NAME, "no such flist")
 
     async def _put_flist(self, request: web.Request) -> web.Response:
-        put = await self._admit(
+        path, length, twin = await self._admit(
             request, self._flist_path(request), BAD_FLIST_NAME, MAX_FLIST_BYTES, "an flist"
         )
-        if isinstance(put, web.Response):
-            return put
-        path, length, twin = put
         if twin != int(request.match_info["twin"]):
             return _refuse(403, f"twin {twin} cannot publish under another twin's name")
         path.parent.mkdir(parents=True, exist_ok=True)

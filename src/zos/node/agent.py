@@ -224,6 +224,7 @@ class Agent:
             grid,
             self.node_id,
         )
+        self.services.report_failure = self.engine.fail
         await self.engine.start()
         self._tasks.append(asyncio.create_task(self._start_proxy(grid)))
         self.bus = BusClient(self.conn, self.identity, self.twin_id, resolver)

@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 from zos.gridtypes import Capacity, Deployment, GridTypeError, Result, Workload, validate
 from zos.node.body import DeploymentBody, Step
 from zos.node.capacity import Offer
+from zos.node.errors import Refused
 from zos.node.services import ContractInfo
 from zos.node.store import ACTIVE, DELETED, DELETING, DiskFull, Record, Store
 from zos.node.workloads.base import (
@@ -51,13 +52,8 @@ NETWORK_TYPES = ("network", "network-light")
 OK, ERROR, INIT, DELETED_STATE, UNCHANGED = "ok", "error", "init", "deleted", "unchanged"
 
 
-class EngineError(Exception):
-    """A refused request; `code` is a bus error code, the message names the field or rule."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class EngineError(Refused):
+    """A refused deployment request."""
 
 
 class Grid(Protocol):
@@ -428,6 +424,26 @@ class Engine:
     def _locked(self, contract_id: int) -> bool:
         keys = self.services.keys
         return keys is not None and keys.locked(contract_id)
+
+    async def fail(self, workload_id: str, message: str) -> None:
+        """A manager removed a running workload that can no longer be (a gateway whose
+        name contract went): its result becomes an error saying why. It stays failed
+        after a restart (not ensured again, so the next start's cleanup sees it gone)."""
+        twin, contract, name = workload_id.split("-", 2)
+        contract_id = int(contract)
+        async with self._locks.setdefault(contract_id, asyncio.Lock()):
+            rec = self.store.get(contract_id)
+            if rec is None or rec.state != ACTIVE or rec.twin_id != int(twin):
+                return
+            body = _body(rec)
+            changed = []
+            for wl in body.workloads:
+                if wl["name"] == name and wl["result"]["state"] in (OK, UNCHANGED):
+                    wl["result"] = _result(ERROR, message)
+                    changed.append(wl)
+            if changed:
+                self.store.put(rec.twin_id, contract_id, body.to_json(), changed=changed)
+                self._used[contract_id] = _usage(body)
 
     def resume(self, contract_id: int) -> None:
         """The deployment's key is back (it was locked): do what it has pending."""

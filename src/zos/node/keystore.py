@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zos.identity.datakey import KEY_SIZE
+from zos.node.errors import Refused
 from zos.primitives import fscrypt, keyring
 
 _SCHEMA = """
@@ -42,13 +43,8 @@ CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL
 """
 
 
-class KeyStoreError(Exception):
-    """A refused key operation; `code` is a bus error code, the message names the rule."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class KeyStoreError(Refused):
+    """A refused key operation."""
 
 
 class Locked(KeyStoreError):

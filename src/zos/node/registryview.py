@@ -20,14 +20,39 @@ ABSENT = ("not_found", "invalid")
 T = TypeVar("T")
 
 
-async def _found(lookup: Awaitable[T]) -> T | None:
-    """The registry's answer, or None where it says there is no such thing."""
+async def _found(lookup: Awaitable[object], kind: type[T]) -> T | None:
+    """The registry's answer if it is a `kind`, or None where there is no such thing."""
     try:
-        return await lookup
+        found = await lookup
     except BusError as e:
         if e.code in ABSENT:
             return None
         raise
+    return found if isinstance(found, kind) else None
+
+
+def _active(contract: NodeContract | NameContract) -> bool:
+    """A contract binds until it is deleted (its state is then `deleted`)."""
+    return contract.state == "created"
+
+
+def _contract_info(contract: NodeContract) -> ContractInfo:
+    return ContractInfo(
+        id=contract.id,
+        node_id=contract.node_id,
+        owner_twin=contract.owner_twin,
+        deployment_hash=contract.deployment_hash,
+        active=_active(contract),
+    )
+
+
+def _name_info(contract: NameContract) -> NameContractInfo:
+    return NameContractInfo(
+        id=contract.id,
+        name=contract.name,
+        owner_twin=contract.owner_twin,
+        active=_active(contract),
+    )
 
 
 class SignedRegistry:
@@ -40,27 +65,12 @@ class SignedRegistry:
         return await self.resolver(twin_id)
 
     async def node_contract(self, contract_id: int) -> ContractInfo | None:
-        contract = await _found(self.registry.get_contract(contract_id))
-        if not isinstance(contract, NodeContract):
-            return None
-        return ContractInfo(
-            id=contract.id,
-            node_id=contract.node_id,
-            owner_twin=contract.owner_twin,
-            deployment_hash=contract.deployment_hash,
-            active=contract.state == "created",
-        )
+        contract = await _found(self.registry.get_contract(contract_id), NodeContract)
+        return None if contract is None else _contract_info(contract)
 
     async def name_contract(self, name: str) -> NameContractInfo | None:
-        contract = await _found(self.registry.get_name_contract(name))
-        if not isinstance(contract, NameContract):
-            return None
-        return NameContractInfo(
-            id=contract.id,
-            name=contract.name,
-            owner_twin=contract.owner_twin,
-            active=contract.state == "created",
-        )
+        contract = await _found(self.registry.get_name_contract(name), NameContract)
+        return None if contract is None else _name_info(contract)
 
     async def public_config(self) -> PublicConfig | None:
         config = (await self.registry.get_node(self.node_id)).public_config

@@ -11,6 +11,7 @@ are small protocols; None when the node has none (no key store in `wipe`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -124,6 +125,9 @@ class NodeServices:
     machine_runtime: str = "runc"
     proxy: ReverseProxy | None = None
     keys: KeyStore | None = None
+    # A manager tells the engine that a workload it built can no longer be (by workload
+    # id, with why): a gateway whose name contract went (`Engine.fail`).
+    report_failure: Callable[[str, str], Awaitable[None]] | None = None
     _networks: Networks | None = field(default=None, init=False, repr=False, compare=False)
 
     def storage_dir(self, kind: str) -> Path:

@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -70,6 +70,19 @@ def _index(sock: IPRoute, name: str) -> int | None:
     return found[0] if found else None
 
 
+def _existing(sock: IPRoute, name: str, ns: str | None) -> int:
+    """The index of `name`, which must exist (LinkError naming it and its namespace)."""
+    idx = _index(sock, name)
+    if idx is None:
+        raise LinkError(f"no link {name} in namespace {ns or 'host'}")
+    return idx
+
+
+def _ipv4(msg: Any) -> IPv4Interface:
+    """The address of a netlink address message, with its prefix."""
+    return IPv4Interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
+
+
 @_off_loop
 def exists(name: str, ns: str | None = None) -> bool:
     with ipr(ns) as sock:
@@ -79,10 +92,7 @@ def exists(name: str, ns: str | None = None) -> bool:
 @_off_loop
 def index(name: str, ns: str | None = None) -> int:
     with ipr(ns) as sock:
-        idx = _index(sock, name)
-    if idx is None:
-        raise LinkError(f"no link {name} in namespace {ns or 'host'}")
-    return idx
+        return _existing(sock, name, ns)
 
 
 @_off_loop
@@ -179,9 +189,7 @@ def ports(bridge: str, ns: str | None = None) -> list[str]:
 @_off_loop
 def set_up(name: str, ns: str | None = None) -> None:
     with ipr(ns) as sock:
-        idx = _index(sock, name)
-        if idx is None:
-            raise LinkError(f"no link {name} in namespace {ns or 'host'}")
+        idx = _existing(sock, name, ns)
         sock.link("set", index=idx, state="up")
 
 
@@ -197,9 +205,7 @@ def set_down(name: str, ns: str | None = None) -> None:
 def rename(name: str, new: str, ns: str | None = None) -> None:
     check_ifname(new)
     with ipr(ns) as sock:
-        idx = _index(sock, name)
-        if idx is None:
-            raise LinkError(f"no link {name} in namespace {ns or 'host'}")
+        idx = _existing(sock, name, ns)
         sock.link("set", index=idx, state="down")
         sock.link("set", index=idx, ifname=new)
 
@@ -223,32 +229,21 @@ def addresses(name: str, ns: str | None = None) -> list[IPv4Interface]:
         idx = _index(sock, name)
         if idx is None:
             return []
-        return [
-            IPv4Interface(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
-            for a in sock.get_addr(index=idx, family=2)
-        ]
+        return [_ipv4(a) for a in sock.get_addr(index=idx, family=2)]
 
 
 @_off_loop
 def all_addresses(ns: str | None = None) -> list[IPv4Interface]:
     with ipr(ns) as sock:
-        return [
-            IPv4Interface(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
-            for a in sock.get_addr(family=2)
-        ]
+        return [_ipv4(a) for a in sock.get_addr(family=2)]
 
 
 @_off_loop
 def set_addresses(name: str, wanted: list[IPv4Interface], ns: str | None = None) -> None:
     """Make `wanted` exactly the IPv4 addresses of `name`."""
     with ipr(ns) as sock:
-        idx = _index(sock, name)
-        if idx is None:
-            raise LinkError(f"no link {name} in namespace {ns or 'host'}")
-        have = {
-            IPv4Interface(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
-            for a in sock.get_addr(index=idx, family=2)
-        }
+        idx = _existing(sock, name, ns)
+        have = {_ipv4(a) for a in sock.get_addr(index=idx, family=2)}
         for addr in have - set(wanted):
             sock.addr("del", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
         for addr in wanted:

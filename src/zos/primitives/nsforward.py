@@ -49,16 +49,19 @@ def listener_in(ns: str | None, host: str, port: int) -> socket.socket:
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy until EOF or an error, then close the writing side."""
+    """Copy until EOF, then pass the EOF on (a half-close: the other direction may still
+    be carrying the answer); on an error, close the writer."""
     try:
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+            return
     except (ConnectionError, OSError):
         pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
+    with contextlib.suppress(Exception):
+        writer.close()
 
 
 async def dial_in(ns: str | None, host: str, port: int, timeout: float = 10.0):
@@ -82,7 +85,20 @@ async def splice(
         log.info("cannot reach %s:%s from %s: %s", host, port, ns or "here", e)
         writer.close()
         return
-    await asyncio.gather(pipe(reader, w2), pipe(r2, writer))
+    await relay(reader, writer, r2, w2)
+
+
+async def relay(
+    r1: asyncio.StreamReader,
+    w1: asyncio.StreamWriter,
+    r2: asyncio.StreamReader,
+    w2: asyncio.StreamWriter,
+) -> None:
+    """Copy both ways between two connections until both directions are done; close both."""
+    await asyncio.gather(pipe(r1, w2), pipe(r2, w1))
+    for w in (w1, w2):
+        with contextlib.suppress(Exception):
+            w.close()
 
 
 @dataclass(frozen=True)

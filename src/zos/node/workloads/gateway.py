@@ -14,7 +14,8 @@ Both need the node's public config (set by its farmer, read from the registry).
 
 Backends are IP literals; never loopback, link-local, the node's own addresses (its
 public config's too), the grid's control plane, or the node's tenant uplinks. With
-`network`, backends are addresses of the owner's private network on this node: a
+`network`, backends are addresses of the owner's private network (its subnet on this
+node, or a peer's: another node's, reached over the network's WireGuard tunnel): a
 forwarder (`zos.primitives.nsforward`, a process that outlives the agent) listens on
 the proxy namespace's loopback and connects from inside the network's namespace; the
 route's backends are those loopback ports.
@@ -28,11 +29,13 @@ import json
 import logging
 import os
 import socket
-from ipaddress import IPv4Address, IPv6Address, ip_interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, ip_interface
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from zos.node.networks import Attachment, NetworkInfo, network_lock
 from zos.node.workloads.base import Manager, NodeServices, WorkloadContext, WorkloadError
+from zos.node.workloads.namewatch import NameWatch
 from zos.primitives import links, nat, netns, nsclient, nsforward
 from zos.primitives.dnsrecords import within
 from zos.primitives.hostproc import HostProcess, HostProcessError
@@ -67,9 +70,9 @@ def _fail(ctx: WorkloadContext, field: str, why: str) -> WorkloadError:
 class GatewayManager(Manager):
     """What both gateway types share: the public config, backends, forwarders, the route."""
 
-    kind: ClassVar[str]  # the route names' prefix: "name" or "fqdn"
+    kind: ClassVar[str]  # the route names' prefix, and the field that names the host
     rank = 80  # after the machines and networks its backends are on
-    host_field: ClassVar[str]  # the field errors about the host name are named after
+    updatable = True
 
     def __init__(self, node: NodeServices) -> None:
         super().__init__(node)
@@ -137,24 +140,78 @@ class GatewayManager(Manager):
             found.append(backend)
         return found
 
-    def _network(self, ctx: WorkloadContext, data: Any, backends: list[Backend]) -> str:
-        """The namespace of the owner's network that every backend lies in."""
+    def _network(self, ctx: WorkloadContext, data: Any, backends: list[Backend]) -> NetworkInfo:
+        """The owner's network that every backend lies in: its subnet on this node, or
+        the subnet of one of its peers (another node of the network, over its tunnel)."""
         try:
             info = self.node.networks.lookup(ctx.twin_id, data.network)
         except WorkloadError as e:
             raise _fail(ctx, "network", str(e)) from None
+        ip_range = IPv4Network(info.ip_range)
+        peers = [IPv4Network(p["subnet"]) for p in info.wireguard.get("peers", [])]
+        remote = [n for n in peers if n.subnet_of(ip_range)]
         for i, b in enumerate(backends):
-            if isinstance(b.ip, IPv6Address) or b.ip not in info.network:
+            subnet = next((n for n in (info.network, *remote) if b.ip in n), None)
+            if subnet is None:
                 raise _fail(
                     ctx,
                     f"backends[{i}]",
-                    f"{b.ip} is not in network '{data.network}' on this node ({info.subnet}); "
-                    "backends on the network's other nodes need its WireGuard mesh, "
-                    "which this node does not build yet",
+                    f"{b.ip} is not in network '{data.network}': neither its subnet on this "
+                    f"node ({info.subnet}) nor one its peers on other nodes hold",
                 )
-            if b.ip == info.gateway:
+            if b.ip == subnet[1]:
                 raise _fail(ctx, f"backends[{i}]", f"{b.ip} is the network's own gateway")
-        return info.namespace
+        return info
+
+    # --- the network a gateway uses -------------------------------------------------------
+
+    @property
+    def _user_kind(self) -> str:
+        """The kind of the record that makes this gateway a user of its network."""
+        return f"gateway-{self.kind}"
+
+    async def _hold(self, ctx: WorkloadContext, info: NetworkInfo) -> None:
+        """Recorded as attached to the network (with no link of its own), so the network
+        is not removed while the gateway uses it; let go of any network it used before."""
+        nets, wid = self.node.networks, ctx.workload_id
+        async with network_lock(info.netid):
+            if nets.state.load(info.netid) is None or not netns.exists(info.namespace):
+                raise _fail(ctx, "network", f"network '{info.name}' was just removed")
+            prefix = info.network.prefixlen
+            nets.state.record(
+                Attachment(
+                    workload_id=wid,
+                    kind=self._user_kind,
+                    netid=info.netid,
+                    network=info.name,
+                    port="",
+                    namespace=info.namespace,
+                    address=IPv4Interface(f"{info.gateway}/{prefix}"),  # none a machine takes
+                    gateway=info.gateway,
+                )
+            )
+        await self._let_go(wid, keep=info.netid)
+
+    def _held(self) -> dict[str, list[str]]:
+        """Workload id -> the networks this type of gateway is recorded as using."""
+        nets = self.node.networks
+        held: dict[str, list[str]] = {}
+        for netid in nets.state.netids():
+            for a in nets.attachments(netid):
+                if a.kind == self._user_kind:
+                    held.setdefault(a.workload_id, []).append(netid)
+        return held
+
+    async def _let_go(self, wid: str, keep: str = "") -> None:
+        """No longer a user of its networks (but `keep`): each is removed if nothing else
+        uses it, as when its last machine goes."""
+        nets = self.node.networks
+        for netid in self._held().get(wid, []):
+            if netid == keep:
+                continue
+            async with network_lock(netid):
+                nets.state.drop(netid, wid)
+                await nets.release_if_unused(netid)
 
     # --- forwarders (backends on a private network) ---------------------------------------
 
@@ -246,7 +303,7 @@ class GatewayManager(Manager):
             urls = tuple(f"http://{b.address}" for b in backends)
             return HttpRoute(name, host, urls, wildcard)
         except RouteError as e:
-            raise _fail(ctx, self.host_field, str(e)) from None
+            raise _fail(ctx, self.kind, str(e)) from None
 
     def _wildcard(self, config: PublicConfig) -> str | None:
         return None
@@ -262,10 +319,13 @@ class GatewayManager(Manager):
         backends = self._backends(ctx, data, config)
         wid = ctx.workload_id
         if data.network:
-            dial_ns = self._network(ctx, data, backends)
-            backends = await self._forward(wid, dial_ns, backends)
-        elif self._state_file(wid).exists():
-            await self._stop_forwarder(wid)  # an update dropped the network
+            info = self._network(ctx, data, backends)
+            await self._hold(ctx, info)
+            backends = await self._forward(wid, info.namespace, backends)
+        else:  # an update may have dropped the network
+            if self._state_file(wid).exists():
+                await self._stop_forwarder(wid)
+            await self._let_go(wid)
         route = self._route(ctx, data, host, backends, self._wildcard(config))
         try:
             await self.proxy.ensure(config)
@@ -276,7 +336,7 @@ class GatewayManager(Manager):
             why = str(e)
             if "already routed" in why:
                 why = f"{host!r} is already served on this node by another workload"
-            raise _fail(ctx, self.host_field, why) from None
+            raise _fail(ctx, self.kind, why) from None
         except ProxyError as e:
             raise WorkloadError(str(e)) from None
         return self._result(host)
@@ -293,6 +353,7 @@ class GatewayManager(Manager):
         except ProxyError as e:
             raise WorkloadError(f"the route could not be removed: {e}") from None
         await self._stop_forwarder(wid)
+        await self._let_go(wid)
 
     async def cleanup(self, keep: set[str]) -> None:
         if self.node.proxy is None:
@@ -301,6 +362,7 @@ class GatewayManager(Manager):
         wids = {n.removeprefix(prefix) for n in self.proxy.routes() if n.startswith(prefix)}
         for path in self._dir().glob(f"{prefix}*.json"):
             wids.add(path.stem.removeprefix(prefix))
+        wids |= set(self._held())
         for wid in wids - keep:
             log.info("removing gateway leftover %s%s", prefix, wid)
             await self._remove(wid)
@@ -318,8 +380,36 @@ async def _connect(ns: str | None, port: int) -> None:
 class GatewayNameManager(GatewayManager):
     type = "gateway-name-proxy"
     kind = "name"
-    host_field = "name"
-    updatable = True
+
+    def __init__(self, node: NodeServices) -> None:
+        super().__init__(node)
+        self.watch = NameWatch(lambda: self.node.registry, self._hosts, self._revoke)
+
+    def _hosts(self) -> dict[str, str]:
+        if self.node.proxy is None:
+            return {}
+        prefix = f"{self.kind}-"
+        routes = self.proxy.routes()
+        return {n.removeprefix(prefix): r.host for n, r in routes.items() if n.startswith(prefix)}
+
+    async def _revoke(self, wid: str, why: str) -> None:
+        await self._remove(wid)
+        if self.node.report_failure is not None:
+            await self.node.report_failure(wid, why)
+
+    async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
+        result = await super().provision(ctx)
+        self.watch.start()
+        return result
+
+    async def cleanup(self, keep: set[str]) -> None:
+        await super().cleanup(keep)
+        if self.node.proxy is not None and self._hosts():
+            self.watch.start()
+
+    async def close(self) -> None:
+        await self.watch.close()
+        await super().close()
 
     def host(self, ctx: WorkloadContext, data: Any, config: PublicConfig) -> str:
         if not config.domain:
@@ -350,8 +440,6 @@ class GatewayNameManager(GatewayManager):
 class GatewayFqdnManager(GatewayManager):
     type = "gateway-fqdn-proxy"
     kind = "fqdn"
-    host_field = "fqdn"
-    updatable = True
 
     def host(self, ctx: WorkloadContext, data: Any, config: PublicConfig) -> str:
         fqdn = data.fqdn.lower()

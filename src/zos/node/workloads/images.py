@@ -6,11 +6,13 @@ import contextlib
 import os
 import re
 from abc import abstractmethod
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from zos.node.workloads.base import Manager, WorkloadContext, WorkloadError
 from zos.primitives import filesystem, loop
+from zos.primitives.command import CommandError
 from zos.primitives.durable import sync_dir
 
 _ID = re.compile(r"^(\d+-\d+-[A-Za-z0-9_]+)(\.img|\.img\.tmp|\.grow)?$")
@@ -26,19 +28,38 @@ class ImageFiles:
         self.marker = directory / f"{workload_id}.grow"
         self.mount = directory / workload_id
 
-    def commit_tmp(self) -> None:
+    async def create(
+        self, size: int, prepare: Callable[[Path], Awaitable[None]] | None = None
+    ) -> None:
+        """Make the image whole or not at all: a sparse `.img.tmp` of `size` bytes,
+        `prepare`d (formatted) before it is renamed to `.img`."""
+        self.tmp.unlink(missing_ok=True)
+        filesystem.create_sparse(self.tmp, size)
+        if prepare is not None:
+            await prepare(self.tmp)
         os.replace(self.tmp, self.image)
         sync_dir(self.directory)
 
-    def mark_growing(self) -> None:
-        self.marker.touch()
-        sync_dir(self.directory)
-
-    def growing(self) -> bool:
-        return self.marker.exists()
-
-    def done_growing(self) -> None:
-        self.marker.unlink(missing_ok=True)
+    async def ensure_ext4(self, size: int, label: str = "", *, encrypt: bool) -> None:
+        """An ext4 image of at least `size` bytes, mounted at `mount`; each step a no-op
+        when done already. Growth writes the `.grow` marker first, so a crash half way
+        through a resize is finished by the next call."""
+        if not self.image.exists():
+            await self.create(size, lambda tmp: filesystem.mkfs_ext4(tmp, label, encrypt=encrypt))
+        elif self.image.stat().st_size < size:
+            self.marker.touch()
+            sync_dir(self.directory)
+            filesystem.grow_sparse(self.image, size)
+        if filesystem.mount_of(self.mount) is None:
+            try:
+                await filesystem.mount_image(self.image, self.mount)
+            except CommandError:
+                # A `mount` started by an agent that was killed may have won the race.
+                if filesystem.mount_of(self.mount) is None:
+                    raise
+        if self.marker.exists():
+            await filesystem.grow_ext4(self.image, self.mount)
+            self.marker.unlink(missing_ok=True)
 
     async def unmount(self) -> None:
         """Unmount the image and free its loop devices (CommandError if that fails)."""
@@ -93,6 +114,13 @@ class ImageManager(Manager):
 
     def files(self, workload_id: str) -> ImageFiles:
         return ImageFiles(self.node.storage_dir(self.directory), workload_id)
+
+    async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
+        return await self.build(ctx, self.files(ctx.workload_id), data_size(ctx))
+
+    @abstractmethod
+    async def build(self, ctx: WorkloadContext, files: ImageFiles, size: int) -> dict[str, Any]:
+        """Make (or grow) the image of `ctx`'s workload to `size` bytes; its result."""
 
     async def update(self, ctx: WorkloadContext, previous: Any) -> dict[str, Any]:
         check_not_shrinking(ctx, self.files(ctx.workload_id).image)

@@ -16,8 +16,7 @@ from typing import Any
 
 from zos.node.workloads.base import NodeServices, WorkloadContext, WorkloadError
 from zos.node.workloads.encrypted import deployment_key, open_tree, tree_of
-from zos.node.workloads.images import ImageManager, data_size
-from zos.primitives import filesystem
+from zos.node.workloads.images import ImageFiles, ImageManager
 from zos.primitives.command import CommandError
 
 
@@ -37,29 +36,10 @@ class VolumeManager(ImageManager):
     rank = 20
     directory = "volumes"
 
-    async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
-        size = data_size(ctx)
-        files = self.files(ctx.workload_id)
+    async def build(self, ctx: WorkloadContext, files: ImageFiles, size: int) -> dict[str, Any]:
         key = deployment_key(ctx)
         try:
-            if not files.image.exists():
-                files.tmp.unlink(missing_ok=True)
-                filesystem.create_sparse(files.tmp, size)
-                await filesystem.mkfs_ext4(files.tmp, encrypt=key is not None)
-                files.commit_tmp()
-            elif files.image.stat().st_size < size:
-                files.mark_growing()
-                filesystem.grow_sparse(files.image, size)
-            if filesystem.mount_of(files.mount) is None:
-                try:
-                    await filesystem.mount_image(files.image, files.mount)
-                except CommandError:
-                    # A `mount` started by an agent that was killed may have won the race.
-                    if filesystem.mount_of(files.mount) is None:
-                        raise
-            if files.growing():
-                await filesystem.grow_ext4(files.image, files.mount)
-                files.done_growing()
+            await files.ensure_ext4(size, encrypt=key is not None)
             if key is not None:
                 open_tree(files.mount, key)
         except (CommandError, RuntimeError, OSError) as e:

@@ -49,19 +49,7 @@ class NamespaceVolumes:
         files = self.files(name)
         want = image_size(size)
         try:
-            if not files.image.exists():
-                files.tmp.unlink(missing_ok=True)
-                filesystem.create_sparse(files.tmp, want)
-                await filesystem.mkfs_ext4(files.tmp, name[-16:], encrypt=True)
-                files.commit_tmp()
-            elif files.image.stat().st_size < want:
-                files.mark_growing()
-                filesystem.grow_sparse(files.image, want)
-            if filesystem.mount_of(files.mount) is None:
-                await filesystem.mount_image(files.image, files.mount)
-            if files.growing():
-                await filesystem.grow_ext4(files.image, files.mount)
-                files.done_growing()
+            await files.ensure_ext4(want, name[-16:], encrypt=True)
             tree = open_tree(files.mount, key)
             target = self.server_root / name
             target.mkdir(parents=True, exist_ok=True)

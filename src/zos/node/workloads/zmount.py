@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from zos.node.workloads.base import NodeServices, WorkloadContext, WorkloadError
-from zos.node.workloads.images import ImageManager, data_size
+from zos.node.workloads.images import ImageFiles, ImageManager
 from zos.primitives import filesystem, loop
 
 
@@ -23,13 +23,10 @@ class ZMountManager(ImageManager):
     rank = 10
     directory = "zmounts"
 
-    async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
-        size = data_size(ctx)
-        files = self.files(ctx.workload_id)
+    async def build(self, ctx: WorkloadContext, files: ImageFiles, size: int) -> dict[str, Any]:
         try:
             if not files.image.exists():
-                filesystem.create_sparse(files.tmp, size)
-                files.commit_tmp()
+                await files.create(size)
             else:
                 filesystem.grow_sparse(files.image, size)
         except OSError as e:
