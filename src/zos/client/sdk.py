@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -69,24 +70,18 @@ __all__ = [
 ]
 
 
+@dataclass(eq=False, repr=False)
 class GridClient:
-    def __init__(
-        self,
-        identity: Identity,
-        nats_url: str,
-        registry_key: bytes,
-        hub_url: str = "",
-        local: GridState | None = None,
-    ) -> None:
-        self.identity = identity
-        self.nats_url = nats_url
-        self.registry_key = registry_key
-        self.hub_url = hub_url
-        self.local = local
-        self.twin_id = 0
-        self.registry: RegistryClient | None = None
-        self.bus: BusClient | None = None
-        self._nodes: dict[int, Node] = {}
+    identity: Identity
+    nats_url: str
+    registry_key: bytes
+    hub_url: str = ""
+    local: GridState | None = None
+    # set by `open`: your twin, and the connections to the registry and the bus
+    twin_id: int = field(default=0, init=False)
+    registry: RegistryClient | None = field(default=None, init=False)
+    bus: BusClient | None = field(default=None, init=False)
+    _nodes: dict[int, Node] = field(default_factory=dict, init=False)
 
     # ---- connection ----------------------------------------------------------------
 
