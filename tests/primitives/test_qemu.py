@@ -132,8 +132,10 @@ async def test_a_vm_that_powers_off_is_started_again(tmp_path: Path) -> None:
                 seen += chunk
                 if seen.count(vminit.PROBE_MARKER) >= 2:
                     break
-        assert vm.restarts >= 1 and vm.pid != first  # a new QEMU booted the second time
+        assert (
+            vm.process.restarts >= 1 and vm.process.pid != first
+        )  # a new QEMU booted the second time
     finally:
         await vm.remove(grace=0)
         logd.stop_daemon(tmp_path / "logs")
-    assert not vm.alive() and not (tmp_path / "vm").exists()
+    assert not vm.process.alive() and not (tmp_path / "vm").exists()

@@ -322,52 +322,36 @@ async def _wait_gone(pid: int, started: int, timeout: float) -> bool:
         os.close(fd)
 
 
+@dataclass(eq=False)
 class Vm:
     """One machine: its QEMU process, QMP socket, console and cgroup.
 
     `directory` holds what the machine needs at run time (the process record, the QMP
     socket, QEMU's log, and whatever files the caller puts there, such as fw_cfg
-    settings); `console` is its logd directory (`<logs root>/<name>`).
+    settings); `console` is its logd directory (`<logs root>/<name>`). `process` is the
+    QEMU (its pid, restarts, whether it is alive).
     """
 
-    def __init__(
-        self,
-        spec: VmSpec,
-        directory: Path,
-        accel: Accel,
-        console: Path,
-        cgroup: Cgroup | None = None,
-        backoff: Backoff | None = None,
-    ) -> None:
-        self.spec = spec
-        self.accel = accel
-        self.directory = directory
-        self.console = console
-        self.cgroup = cgroup
-        self.qmp_socket = directory / "qmp.sock"
+    spec: VmSpec
+    directory: Path
+    accel: Accel
+    console: Path
+    cgroup: Cgroup | None = None
+    backoff: Backoff | None = None
+
+    def __post_init__(self) -> None:
+        self.qmp_socket = self.directory / "qmp.sock"
         if len(str(self.qmp_socket)) > MAX_SOCKET_PATH:
             raise VmError(f"{self.qmp_socket}: too long for a unix socket")
-        argv = qemu_argv(spec, accel, self.qmp_socket, console / "fifo")
-        if spec.netns:
-            argv = ["nsenter", f"--net={netns_path(spec.netns)}", "--", *argv]
-        if cgroup is not None:
-            joins = [str(p) for p in cgroup.procs_files()]
+        argv = qemu_argv(self.spec, self.accel, self.qmp_socket, self.console / "fifo")
+        if self.spec.netns:
+            argv = ["nsenter", f"--net={netns_path(self.spec.netns)}", "--", *argv]
+        if self.cgroup is not None:
+            joins = [str(p) for p in self.cgroup.procs_files()]
             argv = ["/bin/sh", "-c", _JOIN, "zos-vm", *joins, "--", *argv]
-        self.process = HostProcess(
-            f"vm {spec.name}", argv, directory / "process.json", directory / "qemu.log", backoff
-        )
+        record, log = self.directory / "process.json", self.directory / "qemu.log"
+        self.process = HostProcess(f"vm {self.spec.name}", argv, record, log, self.backoff)
         self._lock = asyncio.Lock()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def restarts(self) -> int:
-        return self.process.restarts
-
-    def alive(self) -> bool:
-        return self.process.alive()
 
     async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         async with self._lock:
