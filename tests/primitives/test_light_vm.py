@@ -117,18 +117,19 @@ async def test_found_again_after_the_agent_is_killed(booted: Booted) -> None:
     vm = booted.vm
     assert booted.adopted_pid == booted.agent_pid  # the same process, not a new one
     assert await vm.ensure() == booted.agent_pid  # and again: ensure is idempotent
-    assert vm.restarts == 0 and vm.alive()
+    assert vm.process.restarts == 0 and vm.process.alive()
     assert await vm.status() == "running"
     assert booted.console.count(vminit.READY_MARKER.encode()) == 1  # booted once
 
 
 @SHARED
-async def test_the_entrypoint_runs_with_its_env_args_and_hostname(booted: Booted) -> None:
+async def test_the_entrypoint_runs_with_its_env_args_cwd_and_hostname(booted: Booted) -> None:
     out = booted.console.decode()
     assert f"env=[{LightMachine.HOSTILE}]" in out  # one value, nothing evaluated
     args = [line[5:-1] for line in out.splitlines() if line.startswith("arg=[")]
     assert args == list(LightMachine.ARGS)
     assert "hostname=vm-test" in out
+    assert f"pwd={LightMachine.CWD}\n" in out  # the working directory, in the root
     assert f"nameserver {booted.machine.gateway}\n" in out  # from the ip= DNS field
     assert not (booted.upper / "pwned").exists()
 
@@ -143,7 +144,7 @@ async def test_vcpus_and_memory_are_as_asked(booted: Booted) -> None:
 
 @SHARED
 async def test_qemu_runs_in_the_machines_cgroup(booted: Booted) -> None:
-    pid = booted.vm.pid
+    pid = booted.vm.process.pid
     assert pid in booted.cgroup.pids()
     limits = cgroups.limits(pid)
     assert limits.memory == qemu.memory_limit(booted.vm.spec, booted.vm.accel)
@@ -175,9 +176,9 @@ async def test_the_nic_on_a_tap_answers_ping(booted: Booted) -> None:
 @SHARED
 async def test_stop_powers_off_cleanly_and_remove_leaves_nothing(booted: Booted) -> None:
     vm = booted.vm
-    pid, started = vm.pid, start_time(vm.pid)
+    pid, started = vm.process.pid, start_time(vm.process.pid)
     await vm.stop(grace=120)
-    assert start_time(pid) != started and not vm.alive()
+    assert start_time(pid) != started and not vm.process.alive()
     log = logd.read(vm.console).decode()
     assert "zos-init: power button: stopping" in log  # not a hard quit
     assert not (vm.directory / "process.json").exists()

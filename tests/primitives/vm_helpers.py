@@ -68,6 +68,7 @@ class LightMachine:
 printf 'env=[%s]\n' "$GREETING"
 for a in "$@"; do printf 'arg=[%s]\n' "$a"; done
 echo "hostname=$(hostname)"
+echo "pwd=$(pwd)"
 echo "nproc=$(nproc)"
 grep MemTotal /proc/meminfo
 cat /data/hello
@@ -79,6 +80,7 @@ exec sleep 1000000
 """
     HOSTILE = 'it\'s "quoted" $(touch /pwned) `id`; rm -rf / \n-- second line'
     ARGS = ("a b", "--", "$(id)", "'", "")
+    CWD = "/srv/app"  # not in the tree: made, as runc makes it
 
     def config(self) -> vminit.GuestConfig:
         return vminit.GuestConfig(
@@ -87,6 +89,7 @@ exec sleep 1000000
             env={"GREETING": self.HOSTILE},
             mounts=[vminit.Mount("blk", "vol1", "/data")],
             files={"/etc/hosts": "127.0.0.1\tlocalhost\n"},
+            cwd=self.CWD,
         )
 
     def vm(self) -> qemu.Vm:
