@@ -69,6 +69,7 @@ printf 'env=[%s]\n' "$GREETING"
 for a in "$@"; do printf 'arg=[%s]\n' "$a"; done
 echo "hostname=$(hostname)"
 echo "pwd=$(pwd)"
+/bin/sh -c 'echo "symlink=$(readlink /bin/sh)"'
 echo "nproc=$(nproc)"
 grep MemTotal /proc/meminfo
 cat /data/hello
@@ -110,7 +111,7 @@ exec sleep 1000000
                 Path(self.kernel), Path(self.initrd), vminit.kernel_cmdline([nic])
             ),
             disks=[qemu.Disk(Path(self.volume), "vol1")],
-            shares=[qemu.Share(Path(self.rootfs), vminit.ROOT_TAG)],
+            shares=[qemu.Share(Path(self.rootfs), vminit.ROOT_TAG, passthrough=True)],
             nics=[qemu.Nic(self.tap, self.mac)],
             fw_cfg=[qemu.FwCfg(vminit.CONFIG_NAME, settings)],
             netns=self.ns,

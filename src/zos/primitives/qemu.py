@@ -14,8 +14,11 @@ an exit is noticed through a pidfd and followed by a restart with back-off.
   its TSC against (no PIT, no HPET) and hangs early: the host's TSC rate, which TCG's
   guest TSC follows, goes on its command line (`tsc_early_khz`).
 - Devices: virtio-blk disks (raw only: a guest-written qcow2 header is never
-  interpreted), virtio-9p shares (`mapped-xattr`: the guest's owners and modes are kept
-  in xattrs, so it can plant no setuid file or device node on the host), virtio-net on a
+  interpreted), virtio-9p shares (`mapped-xattr` by default: the guest's owners and
+  modes are kept in xattrs, so it can plant no setuid file or device node on the host;
+  but QEMU then cannot read a symlink the host made, ELOOP, so a tree the host
+  unpacked, such as an flist's root, is shared `passthrough`, and only from a `nodev`
+  mount: a device node the guest makes there opens nothing), virtio-net on a
   tap (opened by name in the tap's network namespace: QEMU is started there), a
   virtio-rng, fw_cfg files.
 - The serial console goes to a `zos.primitives.logd` FIFO (bounded ring files that
@@ -96,6 +99,8 @@ class Share:
     path: Path
     tag: str
     readonly: bool = False
+    # The host's own owners, modes and symlinks, as they are (see the module's note).
+    passthrough: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,7 +205,8 @@ def qemu_argv(spec: VmSpec, accel: Accel, qmp_socket: Path, console: Path) -> li
             dev += ",bootindex=0"
         argv += ["-device", dev]
     for i, s in enumerate(spec.shares):
-        fsdev = f"local,id=fs{i},path={_opt(s.path)},security_model=mapped-xattr,multidevs=remap"
+        model = "passthrough" if s.passthrough else "mapped-xattr"
+        fsdev = f"local,id=fs{i},path={_opt(s.path)},security_model={model},multidevs=remap"
         argv += ["-fsdev", fsdev + (",readonly=on" if s.readonly else "")]
         argv += ["-device", f"virtio-9p-{bus},fsdev=fs{i},mount_tag={s.tag}"]
     for i, n in enumerate(spec.nics):
