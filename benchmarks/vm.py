@@ -271,7 +271,7 @@ async def main() -> None:
                 [s.get("total_cache", s.get("file", 0)) for s in vm_stats],
             )
         )
-        qemu_rss = statistics.median(rss_kib(v.pid) for v in vms) / 1024
+        qemu_rss = statistics.median(rss_kib(v.process.pid) for v in vms) / 1024
         print(f"  {'':26} QEMU RSS p50 {qemu_rss:6.1f} MiB")
         print(
             idle_row(

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from netzm_helpers import network_data
-from nodehelpers import MiB, NodeProcess, leftovers
+from nodehelpers import NodeProcess, leftovers
 from test_node_zmachine_e2e import busybox_flist, prefix, sweep, wipe
+from test_zmachine_manager import machine
 
 from zos.bus import BusError
 from zos.node.runtimes.vm import VmRuntime, cgroup_of
@@ -54,23 +55,10 @@ async def test_a_vm_through_the_agent(
     args = ["--disk", "4G", "--store", store, "--netns-prefix", prefix, "--cache-size", "256M"]
     node = await make_node(owner, *args)
     sweep.append(node)
-    dep = owner.deployment(
-        [
-            {"name": "net", "type": "network", "data": network_data("10.78.1.0/24")},
-            {
-                "name": "vm",
-                "type": "zmachine",
-                "data": {
-                    "flist": url,
-                    "network": {"interfaces": [{"network": "net", "ip": "10.78.1.2"}]},
-                    "compute_capacity": {"cpu": 1, "memory": 256 * MiB},
-                    "entrypoint": f"sh -c '{TICKS}'",
-                    "env": {"WHO": "here"},
-                    "runtime": "vm",
-                },
-            },
-        ]
-    )
+    vm = machine("vm", "net", "10.78.1.2", f"sh -c '{TICKS}'", env={"WHO": "here"}, runtime="vm")
+    vm["data"]["flist"] = url
+    net = {"name": "net", "type": "network", "data": network_data("10.78.1.0/24")}
+    dep = owner.deployment([net, vm])
     await owner.deploy(node, dep)
     got = await owner.wait_states(node, dep.contract_id, {"net": "ok", "vm": "ok"})
     result = next(w for w in got["workloads"] if w["name"] == "vm")["result"]["data"]
