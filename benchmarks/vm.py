@@ -257,7 +257,7 @@ async def main() -> None:
         print(row("light VM to its entrypoint (9p root, tap)", light))
         ct_pids = await idle_containers(work, rootfs, args.idle)
         await asyncio.sleep(args.settle)  # let boot-time allocations settle
-        vm_stats = [memory_stat(vm.pid) for vm in vms]
+        vm_stats = [memory_stat(vm.process.pid) for vm in vms]
         ct_stats = [memory_stat(pid) for pid in ct_pids]
         drop_kib = before - mem_available_kib()
         print(
@@ -266,12 +266,12 @@ async def main() -> None:
         print(
             idle_row(
                 "light VM",
-                [cgroups.usage(vm.pid).memory for vm in vms],
+                [cgroups.usage(vm.process.pid).memory for vm in vms],
                 [s.get("total_rss", s.get("anon", 0)) for s in vm_stats],
                 [s.get("total_cache", s.get("file", 0)) for s in vm_stats],
             )
         )
-        qemu_rss = statistics.median(rss_kib(v.pid) for v in vms) / 1024
+        qemu_rss = statistics.median(rss_kib(v.process.pid) for v in vms) / 1024
         print(f"  {'':26} QEMU RSS p50 {qemu_rss:6.1f} MiB")
         print(
             idle_row(

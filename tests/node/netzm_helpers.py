@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import random
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from zos.flist import Router, pack
+from zos.flist.cache import FlistCache
 from zos.gridtypes import Deployment
 from zos.node.runtimes.runc import RuncRuntime
 from zos.node.workloads.base import NodeServices, WorkloadContext
@@ -17,6 +21,7 @@ from zos.node.workloads.network import NetworkManager
 from zos.node.workloads.volume import VolumeManager
 from zos.node.workloads.zmachine import ZMachineManager
 from zos.primitives import filesystem, logd, netns
+from zos.primitives.supervisor import Backoff
 
 WG_KEY = base64.b64encode(bytes(range(32))).decode()
 
@@ -144,3 +149,26 @@ async def remove_everything(svc: NodeServices) -> None:
     await VolumeManager(svc).cleanup(set())
     await asyncio.to_thread(logd.stop_daemon, runc_runtime(zm).logs_root)
     assert filesystem.mounts_under(svc.data_dir) == []
+
+
+@contextlib.asynccontextmanager
+async def node_with_flist(
+    tmp_path: Path, tree: Path, name: str, tags: dict[str, str] | None = None
+) -> AsyncIterator[NodeServices]:
+    """A node whose flist cache prepares `tree`, packed here as `<tmp_path>/<name>` with
+    its blocks in a dir:// store; everything the test left on it removed afterwards."""
+    router = Router.parse([f"dir://{tmp_path / 'store'}"])
+    await pack(tree, tmp_path / name, router, tags=tags or {})
+    cache = FlistCache(tmp_path / "cache", 1 << 30, router)
+    svc = NodeServices(
+        data_dir=tmp_path / "node",
+        flist_cache=cache,
+        local_flists=(tmp_path,),
+        backoff=Backoff(base=0.2),
+    )
+    try:
+        yield svc
+    finally:
+        await remove_everything(svc)
+        cache.close()
+        await router.close()

@@ -9,13 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from netzm_helpers import ctx, deployment, machines, network_data, remove_everything, unique_twin
+from netzm_helpers import ctx, deployment, machines, network_data, node_with_flist, unique_twin
 
-from zos.flist import Router, pack
-from zos.flist.cache import FlistCache
 from zos.node.workloads.base import NodeServices, WorkloadError
 from zos.node.workloads.network import NetworkManager
-from zos.primitives.supervisor import Backoff
 
 pytestmark = [pytest.mark.runc, pytest.mark.netns, pytest.mark.root]
 
@@ -24,26 +21,13 @@ MiB = 1 << 20
 
 @pytest.fixture
 async def node(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[NodeServices]:
-    router = Router.parse([f"dir://{tmp_path / 'store'}"])
     tags = {
         "entrypoint": json.dumps(["sh", "-c"]),
         "cmd": json.dumps(["echo image says $IMG; exec sleep 1000"]),
         "env": json.dumps(["IMG=tagged", "PATH=/bin"]),
     }
-    await pack(busybox_rootfs, tmp_path / "busybox.fl", router, tags=tags)
-    cache = FlistCache(tmp_path / "cache", 1 << 30, router)
-    svc = NodeServices(
-        data_dir=tmp_path / "node",
-        flist_cache=cache,
-        local_flists=(tmp_path,),
-        backoff=Backoff(base=0.2),
-    )
-    try:
+    async with node_with_flist(tmp_path, busybox_rootfs, "busybox.fl", tags) as svc:
         yield svc
-    finally:
-        await remove_everything(svc)
-        cache.close()
-        await router.close()
 
 
 async def test_zmachine_from_flist_with_image_entrypoint(

@@ -1,7 +1,8 @@
 """A VM image flist (a tree holding `/image.raw`, built by the test: extlinux, Debian's
 kernel and a busybox init that reads cloud-init) deployed through the node's managers:
 written to the machine's first zmount, booted by firmware, configured from the NoCloud
-disk (hostname, address by MAC, root's keys from SSH_KEY), reachable on its address; its
+disk (hostname, address by MAC, root's keys from SSH_KEY), reachable on its address; the
+zmount it runs from refused to any other machine (a container, a VM) while it runs; its
 removal leaves no process, tap or file. One boot."""
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from pathlib import Path
 
 import pytest
 from netzm_helpers import ctx, deployment, machines, network_data, remove_everything, unique_twin
-from test_zmachine_manager import deploy, logs_until, machine, services
+from test_zmachine_manager import deploy, logs_until, machine
 
 from zos.gridtypes.names import network_id
 from zos.node.runtimes.vm import cgroup_of
-from zos.node.workloads.base import NodeServices
+from zos.node.workloads.base import NodeServices, WorkloadError
 from zos.primitives import links, taps
 from zos.primitives.hostproc import start_time
+from zos.primitives.supervisor import Backoff
 
 # The image builder and ping of the primitives' VM image test (one image recipe).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "primitives"))
@@ -32,11 +34,14 @@ BOOT = 900.0
 
 
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[tuple[NodeServices, Path]]:
+async def node(tmp_path: Path, busybox_rootfs: Path) -> AsyncIterator[tuple[NodeServices, Path]]:
     flist = tmp_path / "image-flist"
     flist.mkdir()
     await build_image(flist / "image.raw", tmp_path / "cache")
-    svc = services(tmp_path / "node", flist)
+    # busybox: the root of the machines that try to take its disk
+    svc = NodeServices(
+        data_dir=tmp_path / "node", local_flists=(flist, busybox_rootfs), backoff=Backoff(base=0.2)
+    )
     try:
         yield svc, flist
     finally:
@@ -55,15 +60,9 @@ async def test_a_vm_image_flist_boots_with_cloud_init(node: tuple[NodeServices, 
         mounts=[{"name": "disk", "mountpoint": "/boot-disk"}],
     )
     vm["data"]["flist"] = str(flist)
-    dep = deployment(
-        twin,
-        501,
-        [
-            {"name": "net", "type": "network", "data": network_data("10.74.1.0/24")},
-            {"name": "disk", "type": "zmount", "data": {"size": 128 * MiB}},
-            vm,
-        ],
-    )
+    net = {"name": "net", "type": "network", "data": network_data("10.74.1.0/24")}
+    disk = {"name": "disk", "type": "zmount", "data": {"size": 128 * MiB}}
+    dep = deployment(twin, 501, [net, disk, vm])
     results = await deploy(svc, dep)
     wid = f"{twin}-501-imagevm"
     assert results["imagevm"]["runtime"] == "vm"  # an image is always a VM
@@ -75,6 +74,15 @@ async def test_a_vm_image_flist_boots_with_cloud_init(node: tuple[NodeServices, 
     net_ns = svc.networks.namespace(netid)
     result = ping(net_ns, IPv4Address("10.74.1.5"))
     assert result.returncode == 0, result.stdout + result.stderr
+
+    # Its disk is QEMU's drive, never a loop device: still no other machine may mount it.
+    for i, runtime in enumerate(("container", "vm")):
+        taker = machine("taker", "net", f"10.74.1.{6 + i}", "sleep 1000", runtime=runtime)
+        taker["data"]["flist"] = str(svc.local_flists[1])
+        taker["data"]["mounts"] = [{"name": "disk", "mountpoint": "/disk"}]
+        with pytest.raises(WorkloadError, match=r"mounts\[0\]\.name: zmount 'disk' is in use"):
+            await zm.provision(ctx(svc, deployment(twin, 501, [net, disk, vm, taker]), "taker"))
+        assert not (svc.data_dir / "zmachines" / f"{twin}-501-taker").exists()
 
     stats = await zm.stats(wid)
     assert stats is not None and stats.pid

@@ -36,7 +36,9 @@ def test_modules_come_after_what_they_depend_on(kernel: initramfs.Kernel) -> Non
 
 
 def test_the_image_holds_busybox_modules_and_init(kernel: initramfs.Kernel, tmp_path: Path) -> None:
-    data = initramfs.build(kernel, INIT, ["virtio_net"], files={"/etc/motd": b"hi\n"})
+    data = initramfs.build(
+        initramfs.Recipe(kernel, INIT, ["virtio_net"], files={"/etc/motd": b"hi\n"})
+    )
     listing = subprocess.run(
         ["busybox", "cpio", "-t"], input=data, capture_output=True, check=True
     ).stdout.decode()
@@ -51,20 +53,27 @@ def test_the_image_holds_busybox_modules_and_init(kernel: initramfs.Kernel, tmp_
     assert load[-1] == "virtio_net.ko" and load.index("failover.ko") < load.index("virtio_net.ko")
     assert (out / "bin/sh").is_symlink() and (out / "bin/busybox").stat().st_size > 100_000
     # Deterministic: the same inputs give the same bytes.
-    assert initramfs.build(kernel, INIT, ["virtio_net"], files={"/etc/motd": b"hi\n"}) == data
+    assert (
+        initramfs.build(
+            initramfs.Recipe(kernel, INIT, ["virtio_net"], files={"/etc/motd": b"hi\n"})
+        )
+        == data
+    )
 
 
 def test_built_once_per_kernel_and_content(kernel: initramfs.Kernel, tmp_path: Path) -> None:
-    first = initramfs.ensure(tmp_path, kernel, INIT, ["virtio_net"])
+    first = initramfs.ensure(tmp_path, initramfs.Recipe(kernel, INIT, ["virtio_net"]))
     assert kernel.version in first.name
     mtime = first.stat().st_mtime_ns
-    assert initramfs.ensure(tmp_path, kernel, INIT, ["virtio_net"]) == first
+    assert initramfs.ensure(tmp_path, initramfs.Recipe(kernel, INIT, ["virtio_net"])) == first
     assert first.stat().st_mtime_ns == mtime  # not rebuilt
-    other = initramfs.ensure(tmp_path, kernel, INIT + "# changed\n", ["virtio_net"])
+    other = initramfs.ensure(
+        tmp_path, initramfs.Recipe(kernel, INIT + "# changed\n", ["virtio_net"])
+    )
     assert other != first and other.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, other.name])
 
 
 def test_no_busybox_is_a_clear_error(kernel: initramfs.Kernel, tmp_path: Path) -> None:
     with pytest.raises(initramfs.InitramfsError, match="busybox-static"):
-        initramfs.build(kernel, INIT, [], busybox=tmp_path / "none")
+        initramfs.build(initramfs.Recipe(kernel, INIT, [], busybox=tmp_path / "none"))

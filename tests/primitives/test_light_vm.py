@@ -117,18 +117,20 @@ async def test_found_again_after_the_agent_is_killed(booted: Booted) -> None:
     vm = booted.vm
     assert booted.adopted_pid == booted.agent_pid  # the same process, not a new one
     assert await vm.ensure() == booted.agent_pid  # and again: ensure is idempotent
-    assert vm.restarts == 0 and vm.alive()
+    assert vm.process.restarts == 0 and vm.process.alive()
     assert await vm.status() == "running"
     assert booted.console.count(vminit.READY_MARKER.encode()) == 1  # booted once
 
 
 @SHARED
-async def test_the_entrypoint_runs_with_its_env_args_and_hostname(booted: Booted) -> None:
+async def test_the_entrypoint_runs_with_its_env_args_cwd_and_hostname(booted: Booted) -> None:
     out = booted.console.decode()
     assert f"env=[{LightMachine.HOSTILE}]" in out  # one value, nothing evaluated
     args = [line[5:-1] for line in out.splitlines() if line.startswith("arg=[")]
     assert args == list(LightMachine.ARGS)
     assert "hostname=vm-test" in out
+    assert f"pwd={LightMachine.CWD}\n" in out  # the working directory, in the root
+    assert "symlink=busybox\n" in out  # the tree's own symlinks work (exec'd, read)
     assert f"nameserver {booted.machine.gateway}\n" in out  # from the ip= DNS field
     assert not (booted.upper / "pwned").exists()
 
@@ -143,7 +145,7 @@ async def test_vcpus_and_memory_are_as_asked(booted: Booted) -> None:
 
 @SHARED
 async def test_qemu_runs_in_the_machines_cgroup(booted: Booted) -> None:
-    pid = booted.vm.pid
+    pid = booted.vm.process.pid
     assert pid in booted.cgroup.pids()
     limits = cgroups.limits(pid)
     assert limits.memory == qemu.memory_limit(booted.vm.spec, booted.vm.accel)
@@ -160,8 +162,9 @@ async def test_the_volume_disk_is_mounted_inside(booted: Booted) -> None:
 async def test_root_writes_land_in_the_writable_layer(booted: Booted) -> None:
     written = booted.upper / "written-in-vm"
     assert written.read_text() == "layer\n"
-    # The guest's ownership is kept in xattrs (mapped-xattr), not as host owners.
-    assert any(name.startswith("user.virtfs.") for name in os.listxattr(written))
+    # The root is shared passthrough (the host's symlinks readable), from a nodev mount.
+    assert written.stat().st_uid == 0
+    assert os.statvfs(booted.machine.rootfs).f_flag & os.ST_NODEV
 
 
 @SHARED
@@ -175,9 +178,9 @@ async def test_the_nic_on_a_tap_answers_ping(booted: Booted) -> None:
 @SHARED
 async def test_stop_powers_off_cleanly_and_remove_leaves_nothing(booted: Booted) -> None:
     vm = booted.vm
-    pid, started = vm.pid, start_time(vm.pid)
+    pid, started = vm.process.pid, start_time(vm.process.pid)
     await vm.stop(grace=120)
-    assert start_time(pid) != started and not vm.alive()
+    assert start_time(pid) != started and not vm.process.alive()
     log = logd.read(vm.console).decode()
     assert "zos-init: power button: stopping" in log  # not a hard quit
     assert not (vm.directory / "process.json").exists()

@@ -32,7 +32,7 @@ def test_direct_boot_is_a_microvm_with_mmio_devices(tmp_path: Path) -> None:
     spec = _spec(
         tmp_path,
         disks=[qemu.Disk(tmp_path / "a,b.img", "vol1", readonly=True)],
-        shares=[qemu.Share(tmp_path / "root", "root")],
+        shares=[qemu.Share(tmp_path / "root", "root", passthrough=True), qemu.Share(tmp_path, "v")],
         nics=[qemu.Nic("t-abc", "02:00:00:00:00:01")],
         fw_cfg=[qemu.FwCfg("opt/zos/config", tmp_path / "cfg")],
     )
@@ -44,7 +44,9 @@ def test_direct_boot_is_a_microvm_with_mmio_devices(tmp_path: Path) -> None:
     assert "virtio-blk-device,drive=disk0,serial=vol1" in line
     # raw only (a guest-written qcow2 header is never read), read-only, commas doubled
     assert f"file={tmp_path}/a,,b.img,if=none,id=disk0,format=raw" in line and "readonly=on" in line
-    assert "security_model=mapped-xattr" in line and "mount_tag=root" in line
+    assert "id=fs0,path=" in line and "security_model=passthrough" in line  # the root tree
+    assert f"id=fs1,path={tmp_path},security_model=mapped-xattr" in line  # a volume
+    assert "mount_tag=root" in line
     assert "ifname=t-abc,script=no,downscript=no" in line and "mac=02:00:00:00:00:01" in line
     assert argv[argv.index("-append") + 1] == "console=ttyS0 tsc_early_khz=2000000"
     assert argv[argv.index("-smp") + 1] == "2" and argv[argv.index("-m") + 1] == "256M"
@@ -132,8 +134,10 @@ async def test_a_vm_that_powers_off_is_started_again(tmp_path: Path) -> None:
                 seen += chunk
                 if seen.count(vminit.PROBE_MARKER) >= 2:
                     break
-        assert vm.restarts >= 1 and vm.pid != first  # a new QEMU booted the second time
+        assert (
+            vm.process.restarts >= 1 and vm.process.pid != first
+        )  # a new QEMU booted the second time
     finally:
         await vm.remove(grace=0)
         logd.stop_daemon(tmp_path / "logs")
-    assert not vm.alive() and not (tmp_path / "vm").exists()
+    assert not vm.process.alive() and not (tmp_path / "vm").exists()

@@ -43,7 +43,7 @@ async def build_image(path: Path, cache: Path) -> None:
     """A whole-disk ext4 (no partition table: extlinux's boot sector is the disk's first
     sector) holding the kernel, an initramfs with IMAGE_INIT, and extlinux."""
     kernel = initramfs.default_kernel()
-    initrd = initramfs.ensure(cache, kernel, IMAGE_INIT, IMAGE_MODULES)
+    initrd = initramfs.ensure(cache, initramfs.Recipe(kernel, IMAGE_INIT, IMAGE_MODULES))
     filesystem.create_sparse(path, 64 * MiB)
     # extlinux reads ext4 without the 64bit and metadata_csum features
     await run("mkfs.ext4", "-q", "-F", "-O", "^64bit,^metadata_csum", str(path))
@@ -98,7 +98,7 @@ async def test_a_vm_image_boots_by_firmware_and_takes_its_cloud_init(tmp_path: P
         assert f"image: hostname=from-cloud-init eth0={address} keys=2" in out
         result = ping(ns, address.ip)
         assert result.returncode == 0, result.stdout + result.stderr
-        pid = vm.pid
+        pid = vm.process.pid
         await vm.remove(grace=0)
         assert not Path(f"/proc/{pid}").exists()  # gone, and reaped: this test started it
     finally:

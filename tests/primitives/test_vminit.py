@@ -32,6 +32,7 @@ show() { for a in "$@"; do printf '%s\0' "$a"; done; }
 zos_hostname() { show hostname "$@"; }
 zos_mount() { show mount "$@"; }
 zos_file() { show file "$@"; }
+zos_cwd() { show cwd "$@"; }
 set --
 . ./config
 show "$@"
@@ -49,12 +50,14 @@ def test_settings_round_trip_through_a_shell_unchanged(tmp_path: Path) -> None:
         env={"A": HOSTILE[1], "B": HOSTILE[2], "EMPTY": ""},
         mounts=[vminit.Mount("blk", "vol-1", "/data/my dir"), vminit.Mount("9p", "share0", "/s")],
         files={"/etc/hosts": "127.0.0.1 localhost\n$(x) 'y'\n"},
+        cwd="/srv/my app/$(id)",
     )
     got = _source(tmp_path, cfg.render())
     expected = ["hostname", "web_1"]
     expected += ["mount", "blk", "vol-1", "/data/my dir", "ext4"]
     expected += ["mount", "9p", "share0", "/s", "ext4"]
     expected += ["file", "/etc/hosts", "127.0.0.1 localhost\n$(x) 'y'\n"]
+    expected += ["cwd", "/srv/my app/$(id)"]
     expected += [f"PATH={vminit.DEFAULT_PATH}", "HOSTNAME=web_1"]
     expected += [f"A={HOSTILE[1]}", f"B={HOSTILE[2]}", "EMPTY="]
     expected += ["--", "/bin/prog", *HOSTILE]
@@ -83,6 +86,9 @@ def test_the_env_can_override_path_and_hostname(tmp_path: Path) -> None:
         (vminit.GuestConfig("h", ["x"], mounts=[vminit.Mount("blk", "a;b", "/d")]), "serial"),
         (vminit.GuestConfig("h", ["x"], mounts=[vminit.Mount("nfs", "a", "/d")]), "kind"),
         (vminit.GuestConfig("h", ["x"], files={"etc/hosts": ""}), "file"),
+        (vminit.GuestConfig("h", ["x"], cwd="srv"), "cwd: 'srv' must be an absolute path"),
+        (vminit.GuestConfig("h", ["x"], cwd="/srv/../.."), "cwd"),
+        (vminit.GuestConfig("h", ["x"], cwd="/a\nb"), "cwd"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_field(cfg: vminit.GuestConfig, message: str) -> None:

@@ -68,6 +68,8 @@ class LightMachine:
 printf 'env=[%s]\n' "$GREETING"
 for a in "$@"; do printf 'arg=[%s]\n' "$a"; done
 echo "hostname=$(hostname)"
+echo "pwd=$(pwd)"
+/bin/sh -c 'echo "symlink=$(readlink /bin/sh)"'
 echo "nproc=$(nproc)"
 grep MemTotal /proc/meminfo
 cat /data/hello
@@ -79,6 +81,7 @@ exec sleep 1000000
 """
     HOSTILE = 'it\'s "quoted" $(touch /pwned) `id`; rm -rf / \n-- second line'
     ARGS = ("a b", "--", "$(id)", "'", "")
+    CWD = "/srv/app"  # not in the tree: made, as runc makes it
 
     def config(self) -> vminit.GuestConfig:
         return vminit.GuestConfig(
@@ -87,6 +90,7 @@ exec sleep 1000000
             env={"GREETING": self.HOSTILE},
             mounts=[vminit.Mount("blk", "vol1", "/data")],
             files={"/etc/hosts": "127.0.0.1\tlocalhost\n"},
+            cwd=self.CWD,
         )
 
     def vm(self) -> qemu.Vm:
@@ -107,7 +111,7 @@ exec sleep 1000000
                 Path(self.kernel), Path(self.initrd), vminit.kernel_cmdline([nic])
             ),
             disks=[qemu.Disk(Path(self.volume), "vol1")],
-            shares=[qemu.Share(Path(self.rootfs), vminit.ROOT_TAG)],
+            shares=[qemu.Share(Path(self.rootfs), vminit.ROOT_TAG, passthrough=True)],
             nics=[qemu.Nic(self.tap, self.mac)],
             fw_cfg=[qemu.FwCfg(vminit.CONFIG_NAME, settings)],
             netns=self.ns,

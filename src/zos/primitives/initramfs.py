@@ -6,8 +6,9 @@ applets linked, the modules asked for and everything they depend on (from the ke
 own `modules.dep`, in load order), and an init script. It is an uncompressed newc cpio:
 under TCG the guest would spend longer inflating it than QEMU spends loading it.
 
-`ensure` keeps one built image per kernel version and content (init, modules, busybox)
-in a cache directory: built once, at run time, and again only when one of them changes.
+A `Recipe` names what goes in; `ensure` keeps one built image per kernel version and
+content (init, modules, busybox, files) in a cache directory: built once, at run time,
+and again only when one of them changes.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import os
 import re
 import stat
 import subprocess
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cramjam
@@ -182,19 +183,37 @@ def _applets(busybox: Path) -> list[str]:
     return sorted(a for a in out.stdout.split() if a and a != "busybox" and "/" not in a)
 
 
-def build(
-    kernel: Kernel,
-    init: str,
-    modules: Sequence[str],
-    busybox: Path = BUSYBOX,
-    files: dict[str, bytes] | None = None,
-) -> bytes:
-    """The initramfs: busybox in /bin with every applet, the modules (and their
-    dependencies) in /lib/modules with their load order in /lib/modules/load, `init`
-    as /init, and `files` (path -> content) beside them."""
+@dataclass(frozen=True)
+class Recipe:
+    """What an initramfs holds: busybox in /bin with every applet, the kernel's `modules`
+    (and their dependencies) in /lib/modules with their load order in /lib/modules/load,
+    `init` as /init, and `files` (path -> content) beside them."""
+
+    kernel: Kernel
+    init: str
+    modules: Sequence[str]
+    busybox: Path = BUSYBOX
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        """Changes with any input (the kernel by its version, busybox by its bytes)."""
+        h = hashlib.sha256()
+        for part in (self.kernel.version, self.init, *self.modules):
+            h.update(part.encode() + b"\0")
+        h.update(
+            hashlib.sha256(self.busybox.read_bytes()).digest() if self.busybox.is_file() else b""
+        )
+        for path, content in sorted(self.files.items()):
+            h.update(path.encode() + b"\0" + hashlib.sha256(content).digest())
+        return h.hexdigest()
+
+
+def build(recipe: Recipe) -> bytes:
+    """The initramfs of `recipe`, as a deterministic newc archive."""
+    kernel, busybox = recipe.kernel, recipe.busybox
     if not busybox.is_file():
         raise InitramfsError(f"{busybox} is missing: install busybox-static")
-    order = resolve_modules(kernel, modules)
+    order = resolve_modules(kernel, recipe.modules)
     cpio = _Cpio()
     for d in ("bin", "dev", "etc", "lib", MODULE_DIR, "proc", "run", "sys", "tmp", "newroot"):
         cpio.directory(d)
@@ -209,34 +228,22 @@ def build(
         names.append(name)
         cpio.file(f"{MODULE_DIR}/{name}", _module_bytes(kernel.modules / rel))
     cpio.file(LOAD_ORDER, "".join(f"{n}\n" for n in names).encode())
-    for path, content in sorted((files or {}).items()):
+    for path, content in sorted(recipe.files.items()):
         cpio.file(path.lstrip("/"), content)
-    cpio.file(INIT_PATH, init.encode(), 0o755)
+    cpio.file(INIT_PATH, recipe.init.encode(), 0o755)
     return cpio.bytes()
 
 
-def ensure(
-    cache: Path,
-    kernel: Kernel,
-    init: str,
-    modules: Sequence[str],
-    busybox: Path = BUSYBOX,
-    files: dict[str, bytes] | None = None,
-) -> Path:
-    """The cached initramfs for these inputs, built first if it is not there yet."""
-    digest = hashlib.sha256()
-    for part in (kernel.version, init, *modules):
-        digest.update(part.encode() + b"\0")
-    digest.update(hashlib.sha256(busybox.read_bytes()).digest() if busybox.is_file() else b"")
-    for path, content in sorted((files or {}).items()):
-        digest.update(path.encode() + b"\0" + hashlib.sha256(content).digest())
-    target = cache / f"initramfs-{kernel.version}-{digest.hexdigest()[:16]}.cpio"
+def ensure(cache: Path, recipe: Recipe) -> Path:
+    """The cached initramfs of `recipe`, built first if it is not there yet."""
+    version = recipe.kernel.version
+    target = cache / f"initramfs-{version}-{recipe.digest()[:16]}.cpio"
     if target.is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(build(kernel, init, modules, busybox, files))
+        tmp.write_bytes(build(recipe))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

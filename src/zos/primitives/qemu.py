@@ -14,8 +14,11 @@ an exit is noticed through a pidfd and followed by a restart with back-off.
   its TSC against (no PIT, no HPET) and hangs early: the host's TSC rate, which TCG's
   guest TSC follows, goes on its command line (`tsc_early_khz`).
 - Devices: virtio-blk disks (raw only: a guest-written qcow2 header is never
-  interpreted), virtio-9p shares (`mapped-xattr`: the guest's owners and modes are kept
-  in xattrs, so it can plant no setuid file or device node on the host), virtio-net on a
+  interpreted), virtio-9p shares (`mapped-xattr` by default: the guest's owners and
+  modes are kept in xattrs, so it can plant no setuid file or device node on the host;
+  but QEMU then cannot read a symlink the host made, ELOOP, so a tree the host
+  unpacked, such as an flist's root, is shared `passthrough`, and only from a `nodev`
+  mount: a device node the guest makes there opens nothing), virtio-net on a
   tap (opened by name in the tap's network namespace: QEMU is started there), a
   virtio-rng, fw_cfg files.
 - The serial console goes to a `zos.primitives.logd` FIFO (bounded ring files that
@@ -96,6 +99,8 @@ class Share:
     path: Path
     tag: str
     readonly: bool = False
+    # The host's own owners, modes and symlinks, as they are (see the module's note).
+    passthrough: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,7 +205,8 @@ def qemu_argv(spec: VmSpec, accel: Accel, qmp_socket: Path, console: Path) -> li
             dev += ",bootindex=0"
         argv += ["-device", dev]
     for i, s in enumerate(spec.shares):
-        fsdev = f"local,id=fs{i},path={_opt(s.path)},security_model=mapped-xattr,multidevs=remap"
+        model = "passthrough" if s.passthrough else "mapped-xattr"
+        fsdev = f"local,id=fs{i},path={_opt(s.path)},security_model={model},multidevs=remap"
         argv += ["-fsdev", fsdev + (",readonly=on" if s.readonly else "")]
         argv += ["-device", f"virtio-9p-{bus},fsdev=fs{i},mount_tag={s.tag}"]
     for i, n in enumerate(spec.nics):
@@ -322,52 +328,36 @@ async def _wait_gone(pid: int, started: int, timeout: float) -> bool:
         os.close(fd)
 
 
+@dataclass(eq=False)
 class Vm:
     """One machine: its QEMU process, QMP socket, console and cgroup.
 
     `directory` holds what the machine needs at run time (the process record, the QMP
     socket, QEMU's log, and whatever files the caller puts there, such as fw_cfg
-    settings); `console` is its logd directory (`<logs root>/<name>`).
+    settings); `console` is its logd directory (`<logs root>/<name>`). `process` is the
+    QEMU (its pid, restarts, whether it is alive).
     """
 
-    def __init__(
-        self,
-        spec: VmSpec,
-        directory: Path,
-        accel: Accel,
-        console: Path,
-        cgroup: Cgroup | None = None,
-        backoff: Backoff | None = None,
-    ) -> None:
-        self.spec = spec
-        self.accel = accel
-        self.directory = directory
-        self.console = console
-        self.cgroup = cgroup
-        self.qmp_socket = directory / "qmp.sock"
+    spec: VmSpec
+    directory: Path
+    accel: Accel
+    console: Path
+    cgroup: Cgroup | None = None
+    backoff: Backoff | None = None
+
+    def __post_init__(self) -> None:
+        self.qmp_socket = self.directory / "qmp.sock"
         if len(str(self.qmp_socket)) > MAX_SOCKET_PATH:
             raise VmError(f"{self.qmp_socket}: too long for a unix socket")
-        argv = qemu_argv(spec, accel, self.qmp_socket, console / "fifo")
-        if spec.netns:
-            argv = ["nsenter", f"--net={netns_path(spec.netns)}", "--", *argv]
-        if cgroup is not None:
-            joins = [str(p) for p in cgroup.procs_files()]
+        argv = qemu_argv(self.spec, self.accel, self.qmp_socket, self.console / "fifo")
+        if self.spec.netns:
+            argv = ["nsenter", f"--net={netns_path(self.spec.netns)}", "--", *argv]
+        if self.cgroup is not None:
+            joins = [str(p) for p in self.cgroup.procs_files()]
             argv = ["/bin/sh", "-c", _JOIN, "zos-vm", *joins, "--", *argv]
-        self.process = HostProcess(
-            f"vm {spec.name}", argv, directory / "process.json", directory / "qemu.log", backoff
-        )
+        record, log = self.directory / "process.json", self.directory / "qemu.log"
+        self.process = HostProcess(f"vm {self.spec.name}", argv, record, log, self.backoff)
         self._lock = asyncio.Lock()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def restarts(self) -> int:
-        return self.process.restarts
-
-    def alive(self) -> bool:
-        return self.process.alive()
 
     async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         async with self._lock:

@@ -3,20 +3,22 @@
 A container flist runs as a light VM: Debian's kernel, an initramfs built on the node
 (`zos.primitives.initramfs`) whose init mounts the flist tree (a virtio-9p share) as the
 root, configures the network, sets the hostname, mounts the volumes, and runs the
-entrypoint with its environment inside that root (`chroot`, so the entrypoint is found
-on the machine's PATH as runc would find it). The init stays PID 1: when the entrypoint
-exits it logs the status and powers the machine off (the host restarts it); the power
-button (QMP `system_powerdown`) stops the entrypoint, syncs and powers off cleanly.
+entrypoint with its environment and working directory inside that root (busybox
+`nsenter -r -w`: a chroot that keeps the directory, so the entrypoint is found on the
+machine's PATH and starts where runc would start it, the directory made if missing).
+The init stays PID 1: when the entrypoint exits it logs the status and powers the
+machine off (the host restarts it); the power button (QMP `system_powerdown`) stops the
+entrypoint, syncs and powers off cleanly.
 
 Two channels, each for what it carries best:
 - the kernel command line, in the syntax other initramfs tools know too: `root=`,
   `rootfstype=`, `ifname=<name>:<mac>`, `ip=<ip>::<gw>:<mask>::<name>:off:<dns>…`,
   `rd.route=<net>:<gw>:<name>`. Only values we generated go there (addresses, MACs).
-- everything a tenant chooses (hostname, environment, entrypoint, mount points, file
-  contents) goes in a file QEMU hands the guest as fw_cfg `opt/zos/config`, never on the
-  command line: a shell fragment in which every value is single-quoted (`shlex.quote`),
-  so the init sources it without a value ever being parsed as shell. Keys, paths and
-  serials are checked here, NUL bytes refused.
+- everything a tenant chooses (hostname, environment, entrypoint, working directory,
+  mount points, file contents) goes in a file QEMU hands the guest as fw_cfg
+  `opt/zos/config`, never on the command line: a shell fragment in which every value is
+  single-quoted (`shlex.quote`), so the init sources it without a value ever being
+  parsed as shell. Keys, paths and serials are checked here, NUL bytes refused.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class GuestConfig:
     mounts: Sequence[Mount] = ()
     # path -> content, bind-mounted read-only over the root (/etc/hosts, resolv.conf …)
     files: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = "/"  # the entrypoint's working directory in the root
 
     def check(self) -> None:
         if not HOSTNAME.match(self.hostname):
@@ -129,6 +132,8 @@ class GuestConfig:
         for path, content in self.files.items():
             _guest_path("file", path)
             _no_nul(f"file {path}", content)
+        if self.cwd != "/":
+            _guest_path("cwd", self.cwd)
 
     def render(self) -> str:
         """The shell fragment the init sources: calls of its own functions, then the
@@ -142,6 +147,8 @@ class GuestConfig:
             lines.append(f"zos_mount {q(m.kind)} {q(m.source)} {q(m.target)} {q(m.fstype)}")
         for path, content in self.files.items():
             lines.append(f"zos_file {q(_guest_path('file', path))} {q(content)}")
+        if self.cwd != "/":
+            lines.append(f"zos_cwd {q(_guest_path('cwd', self.cwd))}")
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname, **self.env}
         words = [q(f"{k}={v}") for k, v in env.items()] + ["--"] + [q(a) for a in self.entrypoint]
         lines.append("set -- " + " ".join(words))
@@ -188,7 +195,7 @@ def probe_cmdline() -> str:
 
 def ensure_initramfs(cache: Path, kernel: initramfs.Kernel) -> Path:
     """The light VM initramfs for `kernel`, from the cache (built on first use)."""
-    return initramfs.ensure(cache, kernel, INIT, MODULES)
+    return initramfs.ensure(cache, initramfs.Recipe(kernel, INIT, MODULES))
 
 
 INIT = r"""#!/bin/sh
@@ -310,19 +317,28 @@ bind_file() {
 zos_file() {
     nfiles=$((nfiles+1)); printf '%s' "$2" > "/run/file$nfiles"; bind_file "$1" "/run/file$nfiles"
 }
+cwd=/
+zos_cwd() { cwd=$1; }
 cfg=/sys/firmware/qemu_fw_cfg/by_name/opt/zos/config/raw
 [ -r "$cfg" ] || fail "no settings (fw_cfg opt/zos/config)"
 cat "$cfg" > /run/config
 set --
 . /run/config
 [ -f /run/resolv.conf ] && bind_file /etc/resolv.conf /run/resolv.conf
+# A missing working directory is made, as runc makes it (not on a read-only root).
+mkdir -p "/newroot$cwd" 2>/dev/null
+[ -d "/newroot$cwd" ] || { log "no working directory $cwd: starting in /"; cwd=/; }
+wd=/newroot$cwd
 
-# env -i "<env>"... chroot /newroot "<argv>"...: the eval'd text holds only "${N}"
-# references, never a value.
+# env -i "<env>"... nsenter -r/newroot -w"$wd" "<argv>"...: the eval'd text holds only
+# "${N}" and "$wd" references, never a value. nsenter opens the directory, then enters
+# the root (chroot would change to its /).
 cmd="env -i"; i=0; split=""
 for a in "$@"; do
     i=$((i+1))
-    if [ -z "$split" ] && [ "$a" = -- ]; then split=1; cmd="$cmd /bin/chroot /newroot"; continue; fi
+    if [ -z "$split" ] && [ "$a" = -- ]; then
+        split=1; cmd="$cmd /bin/nsenter -F -r/newroot \"-w\$wd\""; continue
+    fi
     cmd="$cmd \"\${$i}\""
 done
 [ -n "$split" ] || fail "the settings name no entrypoint"

@@ -30,12 +30,14 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
+import shlex
 import shutil
 from pathlib import Path
 from typing import ClassVar
 
 from zos.node.networks import Attachment
-from zos.node.runtimes.base import MachinePlan, MachineRuntimeError, MachineStats
+from zos.node.runtimes.base import MachinePlan, MachineRuntimeError, MachineStats, Mount
 from zos.node.services import NodeServices
 from zos.primitives import (
     blockdev,
@@ -54,10 +56,12 @@ from zos.primitives.cgroups import CgroupError
 from zos.primitives.hostproc import HostProcess, HostProcessError
 
 MiB = 1 << 20
+MIN_MEMORY = 64 * MiB  # QEMU's floor (qemu.VmSpec), room for the kernel and its init
 VM_DIR = "vm"  # in the machine's workdir: settings, kernel copies, cloud-init disk
 OWN_KERNEL = "boot/vmlinuz"
 OWN_INITRD = "boot/initrd.img"
 IMAGE = "image.raw"  # a VM image flist's disk
+_INIT_PATH = re.compile(r"^/[A-Za-z0-9_./+-]{1,255}$")
 START_TIMEOUT = 300.0  # QMP answers well before the guest boots; TCG under load is slow
 
 
@@ -83,7 +87,7 @@ def _vm_spec(
     return qemu.VmSpec(
         name=f"zm-{plan.workload_id}"[:64],
         vcpus=plan.cpu,
-        memory=max(64 * MiB, plan.memory // MiB * MiB),
+        memory=plan.memory // MiB * MiB,
         boot=boot,
         disks=disks,
         shares=shares,
@@ -140,11 +144,19 @@ class VmRuntime:
     async def _spec(self, plan: MachinePlan, directory: Path) -> qemu.VmSpec:
         if any(i.kind != self.interface_kind for i in plan.interfaces):
             raise MachineRuntimeError("a VM's interfaces are taps")
+        # What the tenant asks is what the VM gets (and the node accounts): never more.
+        if plan.memory < MIN_MEMORY:
+            raise MachineRuntimeError(
+                f"compute_capacity.memory: a VM needs at least {MIN_MEMORY // MiB} MiB"
+            )
         if (plan.rootfs / IMAGE).exists() or (plan.rootfs / IMAGE).is_symlink():
             return await self._image_spec(plan, directory)
         pairs = [_nic(i, a) for i, a in enumerate(plan.interfaces)]
         nics, inside = [p[0] for p in pairs], [p[1] for p in pairs]
-        shares = [qemu.Share(plan.rootfs, vminit.ROOT_TAG)]
+        # The flist's tree has the host's symlinks (passthrough): only from a nodev mount.
+        if not os.statvfs(plan.rootfs).f_flag & os.ST_NODEV:
+            raise MachineRuntimeError("the machine's root is not mounted nodev")
+        shares = [qemu.Share(plan.rootfs, vminit.ROOT_TAG, passthrough=True)]
         disks, mounts = [], []
         for i, m in enumerate(plan.mounts):
             tag = f"vol{i}"
@@ -160,7 +172,7 @@ class VmRuntime:
         own_kernel = await asyncio.to_thread(_copy_out, plan.rootfs, OWN_KERNEL, directory)
         if own_kernel is not None:
             initrd = await asyncio.to_thread(_copy_out, plan.rootfs, OWN_INITRD, directory)
-            cmdline = vminit.kernel_cmdline(inside, extra=[f"init={plan.args[0]}"])
+            cmdline = vminit.kernel_cmdline(inside, extra=[f"init={_kernel_init(plan.args)}"])
             boot = qemu.KernelBoot(own_kernel, initrd, cmdline)
         else:
             kernel, initrd = await self._kernel()
@@ -171,6 +183,7 @@ class VmRuntime:
             env=plan.env,
             mounts=mounts,
             files=plan.files,
+            cwd=plan.cwd,
         )
         try:
             settings = config.render()
@@ -184,11 +197,11 @@ class VmRuntime:
     async def _image_spec(self, plan: MachinePlan, directory: Path) -> qemu.VmSpec:
         zmounts = [m for m in plan.mounts if m.image is not None]
         if not zmounts:
-            raise MachineRuntimeError("a VM image flist needs a zmount to be written to")
+            raise MachineRuntimeError("mounts: a VM image flist needs a zmount to be written to")
         directory.mkdir(parents=True, exist_ok=True)
         written = directory / "image.written"
         if not written.exists():  # not again under a running machine
-            await asyncio.to_thread(_write_image, plan.rootfs, zmounts[0].image)
+            await asyncio.to_thread(_write_image, plan.rootfs, zmounts[0])
             written.touch()
         disks = [qemu.Disk(m.image, f"disk{i}") for i, m in enumerate(zmounts) if m.image]
         shares, seeds = [], []
@@ -219,9 +232,9 @@ class VmRuntime:
     async def ensure(self, plan: MachinePlan) -> None:
         wid = plan.workload_id
         directory = self._directory(wid)
-        accel = await self.accelerator()
         try:
-            spec = await self._spec(plan, directory)
+            spec = await self._spec(plan, directory)  # refusals first: no probe boot for them
+            accel = await self.accelerator()
             cgroup = cgroup_of(wid)
             await asyncio.to_thread(
                 cgroup.create, qemu.memory_limit(spec, accel), float(spec.vcpus)
@@ -273,13 +286,13 @@ class VmRuntime:
         vm = self._vms.get(workload_id)
         if vm is None:
             return None
-        running = vm.alive()
+        running = vm.process.alive()
         memory = cpu_ns = None
         if running:
             with contextlib.suppress(cgroups.CgroupError, OSError, ValueError):
-                use = await asyncio.to_thread(cgroups.usage, vm.pid)
+                use = await asyncio.to_thread(cgroups.usage, vm.process.pid)
                 memory, cpu_ns = use.memory, use.cpu_ns
-        return MachineStats(running, vm.pid or None, vm.restarts, memory, cpu_ns)
+        return MachineStats(running, vm.process.pid or None, vm.process.restarts, memory, cpu_ns)
 
     async def idle(self) -> None:
         if self._vms:
@@ -291,6 +304,18 @@ class VmRuntime:
     def close(self) -> None:
         for vm in self._vms.values():
             vm.close()
+
+
+def _kernel_init(args: tuple[str, ...]) -> str:
+    """The entrypoint as the flist's kernel's `init=`: one absolute path of plain
+    characters (the kernel command line has no quoting a tenant's value could not leave,
+    and nothing of its own may be added: `init=/bin/sh rdinit=...`)."""
+    if len(args) != 1 or not _INIT_PATH.match(args[0]) or ".." in args[0].split("/"):
+        raise MachineRuntimeError(
+            "entrypoint: with the flist's own kernel it is the kernel's init= and must be "
+            f"one absolute path of A-Z a-z 0-9 _ . / + - (got {shlex.join(args)!r})"
+        )
+    return args[0]
 
 
 def _open_tenant_file(root: Path, relative: str) -> int | None:
@@ -318,15 +343,19 @@ def _copy_out(root: Path, relative: str, directory: Path) -> Path | None:
     return target
 
 
-def _write_image(root: Path, disk: Path) -> None:
+def _write_image(root: Path, zmount: Mount) -> None:
     """Copy the flist's image onto the zmount's disk (which keeps its size)."""
+    assert zmount.image is not None
     fd = _open_tenant_file(root, IMAGE)
     if fd is None:
         raise MachineRuntimeError(f"/{IMAGE}: missing")
-    with os.fdopen(fd, "rb") as src, disk.open("r+b") as dst:
+    with os.fdopen(fd, "rb") as src, zmount.image.open("r+b") as dst:
         size, room = os.fstat(src.fileno()).st_size, os.fstat(dst.fileno()).st_size
         if size > room:
-            raise MachineRuntimeError(f"{IMAGE}: {size} bytes do not fit the zmount of {room}")
+            raise MachineRuntimeError(
+                f"mounts: the zmount at {zmount.destination} ({room} bytes) is smaller than "
+                f"the flist's /{IMAGE} ({size} bytes)"
+            )
         shutil.copyfileobj(src, dst, 1 << 20)
         dst.flush()
         os.fsync(dst.fileno())

@@ -96,6 +96,12 @@ def _etc_files(name: str, ip: IPv4Address) -> dict[str, str]:
     }
 
 
+def _mount_record(m: Mount) -> dict[str, str]:
+    # A zmount's disk too: no other machine may use it while this one exists.
+    image = {"image": str(m.image)} if m.image is not None else {}
+    return {"source": str(m.source), "destination": m.destination} | image
+
+
 class ZMachineManager(Manager):
     type = "zmachine"
     rank = 70
@@ -195,6 +201,7 @@ class ZMachineManager(Manager):
     def _mounts(self, ctx: WorkloadContext) -> list[Mount]:
         result = []
         seen: set[str] = set()
+        disks: set[str] = set()
         for i, m in enumerate(ctx.workload.data.mounts):
             where = f"mounts[{i}]"
             point = posixpath.normpath(str(m.mountpoint or ""))
@@ -202,6 +209,8 @@ class ZMachineManager(Manager):
                 raise WorkloadError(
                     f"{where}.mountpoint: {m.mountpoint!r} must be an absolute path"
                 )
+            if any(ord(c) < 32 or c == "\x7f" for c in point):
+                raise WorkloadError(f"{where}.mountpoint: may not contain control characters")
             if point in FORBIDDEN_MOUNTPOINTS or any(
                 point.startswith(f"{f}/") for f in FORBIDDEN_MOUNTPOINTS[1:]
             ):
@@ -214,6 +223,9 @@ class ZMachineManager(Manager):
                 raise WorkloadError(f"{where}.name: no volume named '{m.name}' in the deployment")
             target_id = ctx.workload_id_of(m.name)
             if target.type == "zmount":
+                if m.name in disks:  # one disk, two file system mounts (or two VM drives)
+                    raise WorkloadError(f"{where}.name: zmount '{m.name}' is mounted twice")
+                disks.add(m.name)
                 result.append(self._disk_mount(ctx.workload_id, target_id, m.name, point, where))
                 continue
             source = volume_path(self.node, target_id)
@@ -233,8 +245,12 @@ class ZMachineManager(Manager):
             raise WorkloadError(f"{where}.name: zmount '{name}' is not ready on this node")
         mount = self._disks_dir(wid) / name
         mine = filesystem.mount_of(mount) is not None
-        if not mine and loop.devices_for(image):
-            # one file system mounted twice at once would be corrupted
+        # One file system mounted twice at once would be corrupted: by a container (a loop
+        # device of the node) or a VM (QEMU's drive, recorded in the machine's state).
+        others = (s for s in self.states() if s.wid != wid)
+        if (not mine and loop.devices_for(image)) or any(
+            m.get("image") == str(image) for s in others for m in s.mounts
+        ):
             raise WorkloadError(f"{where}.name: zmount '{name}' is in use by another machine")
         return Mount(mount, point, image=image)
 
@@ -352,7 +368,7 @@ class ZMachineManager(Manager):
             ip=str(ip),
             tree=str(tree),
             cached=cached,
-            mounts=[{"source": str(m.source), "destination": m.destination} for m in mounts],
+            mounts=[_mount_record(m) for m in mounts],
             runtime=runtime.name,
         )
         self._save(state)
