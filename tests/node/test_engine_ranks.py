@@ -9,6 +9,7 @@ engine's `start` must carry out exactly its pending steps, in rank order.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -247,3 +248,45 @@ def test_a_type_without_a_manager_ranks_last(tmp_path: Path) -> None:
         assert ranks == [5, 50, LAST_RANK]
     finally:
         store.close()
+
+
+async def test_networks_other_deployments_use_come_back_first(
+    node: tuple[Store, NodeServices],
+) -> None:
+    # A reboot: a machine's deployment (stored first) attaches to a network another
+    # deployment of the twin holds. The network deployment must be whole before the
+    # other one starts, even though building the network takes several turns of the loop.
+    store, services = node
+    log: list[tuple[str, str]] = []
+
+    class SlowNet(Recording):
+        type = "network"
+        rank = 40
+        shared = True
+
+        async def provision(self, ctx: WorkloadContext) -> dict[str, Any]:
+            for _ in range(20):
+                await asyncio.sleep(0)
+            return await super().provision(ctx)
+
+    class Disk(Recording):
+        type = "zmount"
+        rank = 10
+
+    managers: dict[str, Manager] = {}
+    for cls in (Disk, SlowNet):
+        manager = cls(services)
+        manager.log = log
+        managers[cls.type] = manager
+    for contract, wl in (
+        (CONTRACT, workload("disk", "zmount", "ok")),
+        (CONTRACT + 1, workload("net", "network", "ok")),
+    ):
+        raw = deployment([wl]) | {"contract_id": contract}
+        store.add(TWIN, contract, {"deployment": Deployment.from_dict(raw).to_dict()})
+    offer = Offer(total=Capacity(cru=4, mru=1 << 30, sru=1 << 30), system=Capacity())
+    engine = Engine(store, managers, services, offer, NoGrid(), 1)
+    await engine.start()
+    await engine.wait_idle()
+    await engine.close()
+    assert log == [("provision network", "net"), ("provision zmount", "disk")]

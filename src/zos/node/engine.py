@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from zos.gridtypes import Capacity, Deployment, GridTypeError, Result, Workload, validate
@@ -156,6 +156,10 @@ class Engine:
                 await self.managers[wtype].cleanup(keep[wtype])
             except Exception:
                 log.exception("cleanup of %s leftovers failed", wtype)
+        # Deployments with a shared workload (a network) first: a machine in another
+        # deployment that attaches to it would otherwise find it missing after a reboot.
+        first: list[asyncio.Task[None]] = []
+        later: list[int] = []
         for rec in self.store.list(states=(ACTIVE,)):
             body = _body(rec)
             for wl in body.workloads:
@@ -165,9 +169,23 @@ class Engine:
                 ):
                     body.pending[wl["name"]] = Step("ensure")
             self.store.put(rec.twin_id, rec.contract_id, body.to_json())
-            self._schedule(rec.contract_id)
+            if any(self._shared(wl["type"]) for wl in body.workloads):
+                first.append(self._schedule(rec.contract_id))
+            else:
+                later.append(rec.contract_id)
+        if later:
+            self._track(self._after(first, later))
         for rec in self.store.list(states=(DELETING,)):
             self._schedule(rec.contract_id)
+
+    def _shared(self, wtype: str) -> bool:
+        manager = self.managers.get(wtype)
+        return manager is not None and manager.shared
+
+    async def _after(self, first: list[asyncio.Task[None]], later: list[int]) -> None:
+        await asyncio.gather(*first, return_exceptions=True)
+        for contract_id in later:
+            self._schedule(contract_id)
 
     async def wait_idle(self) -> None:
         """Wait until no job is running (tests, shutdown)."""
@@ -449,10 +467,14 @@ class Engine:
         """The deployment's key is back (it was locked): do what it has pending."""
         self._schedule(contract_id)
 
-    def _schedule(self, contract_id: int) -> None:
-        job = asyncio.create_task(self._job(contract_id))
+    def _schedule(self, contract_id: int) -> asyncio.Task[None]:
+        return self._track(self._job(contract_id))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        job = asyncio.create_task(work)
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
+        return job
 
     async def _job(self, contract_id: int) -> None:
         # One lock per contract, kept: dropping it while a job waits would let two run.

@@ -58,6 +58,9 @@ class Manager(ABC):
     rank: ClassVar[int] = LAST_RANK
     # Whether an update with a new version may change this type's data in place.
     updatable: ClassVar[bool] = False
+    # Whether the twin's other deployments use what it builds (a network, by name): at
+    # start, deployments holding such a workload are brought back before the others.
+    shared: ClassVar[bool] = False
 
     def __init__(self, node: NodeServices) -> None:
         self.node = node

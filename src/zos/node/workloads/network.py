@@ -131,6 +131,7 @@ def _port_in_use(e: PortInUse) -> WorkloadError:
 class NetworkManager(Manager):
     type = "network"
     rank = 40
+    shared = True  # machines and gateways of other deployments attach to it by name
     updatable = True
 
     @property
