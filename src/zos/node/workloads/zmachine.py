@@ -170,6 +170,15 @@ class ZMachineManager(Manager):
                     found.append(st)
         return found
 
+    def disk_holder(self, image: Path, other_than: str = "") -> tuple[str, str] | None:
+        """(machine, mount point) of the machine whose state records zmount disk `image`
+        (a VM's drive or a container's file system), if any but `other_than` does."""
+        for s in self.states():
+            for m in s.mounts:
+                if s.wid != other_than and m.get("image") == str(image):
+                    return s.wid, m["destination"]
+        return None
+
     # ---- checks ------------------------------------------------------------------
 
     def _check(self, ctx: WorkloadContext) -> tuple[Any, NetworkInfo, IPv4Address]:
@@ -247,10 +256,7 @@ class ZMachineManager(Manager):
         mine = filesystem.mount_of(mount) is not None
         # One file system mounted twice at once would be corrupted: by a container (a loop
         # device of the node) or a VM (QEMU's drive, recorded in the machine's state).
-        others = (s for s in self.states() if s.wid != wid)
-        if (not mine and loop.devices_for(image)) or any(
-            m.get("image") == str(image) for s in others for m in s.mounts
-        ):
+        if (not mine and loop.devices_for(image)) or self.disk_holder(image, other_than=wid):
             raise WorkloadError(f"{where}.name: zmount '{name}' is in use by another machine")
         return Mount(mount, point, image=image)
 

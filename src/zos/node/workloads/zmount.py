@@ -34,7 +34,16 @@ class ZMountManager(ImageManager):
         return {"volume_id": ctx.workload_id}
 
     async def remove(self, workload_id: str) -> None:
+        from zos.node.workloads.zmachine import ZMachineManager  # it imports this module
+
         files = self.files(workload_id)
+        # A VM's drive is no loop device: the machine's state says who holds the disk.
+        held = ZMachineManager(self.node).disk_holder(files.image)
+        if held is not None:
+            raise WorkloadError(
+                f"zmount {workload_id}: disk is still in use: zmachine {held[0]} mounts it "
+                f"at {held[1]} (its mounts[].name); remove that mount first"
+            )
         if loop.devices_for(files.image):
             # A machine still has the disk attached; removing the file would not free it.
             raise WorkloadError(f"zmount {workload_id}: disk is still in use")
