@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 from netzm_helpers import network_data
-from nodehelpers import NodeProcess, leftovers
-from test_node_zmachine_e2e import busybox_flist, prefix, sweep, wipe
+from nodehelpers import NodeProcess, leftovers, wipe
 from test_zmachine_manager import machine
 
 from zos.bus import BusError
@@ -23,7 +22,6 @@ from zos.primitives import filesystem, netns
 from zos.primitives.hostproc import start_time
 
 pytestmark = [pytest.mark.nats, pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
-__all__ = ["busybox_flist", "prefix", "sweep"]  # fixtures of the container test, used here
 BOOT = 900.0  # a TCG boot on a loaded 2-core machine
 TICKS = "echo started $WHO; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done"
 

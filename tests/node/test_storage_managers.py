@@ -13,6 +13,8 @@ from nodehelpers import MiB, leftovers, remove_leftovers
 from zos.gridtypes import Deployment, Workload
 from zos.node.store import Store
 from zos.node.workloads import NodeServices, WorkloadContext, WorkloadError, default_managers
+from zos.node.workloads.zmachine import MachineState, ZMachineManager
+from zos.node.workloads.zmount import zmount_path
 from zos.primitives import filesystem, loop
 from zos.primitives.command import run
 
@@ -101,6 +103,26 @@ async def test_zmount_grows_refuses_shrink_and_removal_while_in_use(
         await zmounts.deprovision(c)
     assert image.exists()
     await loop.detach(dev)
+    await zmounts.deprovision(c)
+    assert leftovers(services.data_dir) == NOTHING
+
+
+async def test_a_zmount_a_vm_holds_is_not_removed(services: NodeServices) -> None:
+    """A VM's drive is no loop device: the machine's state says who holds the disk."""
+    zmounts = default_managers(services)["zmount"]
+    c = ctx(services, "zmount", 16 * MiB)
+    await zmounts.provision(c)
+    image = zmount_path(services, "3-7-w")
+    held = {"source": "", "destination": "/disk", "image": str(image)}
+    vm = MachineState("3-7-vm", "n", "10.1.1.2", "", False, mounts=[held], runtime="vm")
+    ZMachineManager(services)._save(vm)  # what provisioning the VM recorded
+    with pytest.raises(
+        WorkloadError,
+        match=r"zmount 3-7-w: disk is still in use: zmachine 3-7-vm mounts it at /disk",
+    ):
+        await zmounts.deprovision(c)
+    assert image.exists()
+    (services.data_dir / "zmachines" / "3-7-vm" / "state.json").unlink()  # the VM went
     await zmounts.deprovision(c)
     assert leftovers(services.data_dir) == NOTHING
 
