@@ -26,7 +26,13 @@ from zos.primitives.supervisor import Backoff
 pytestmark = [pytest.mark.runc, pytest.mark.netns, pytest.mark.root]
 SHARED = pytest.mark.asyncio(loop_scope="module")
 MiB = 1 << 20
-NET = {"name": "net", "type": "network", "data": network_data("10.77.1.0/24")}
+
+
+def net() -> dict[str, Any]:
+    """The twin's network (a listen port of its own: the node refuses one two hold)."""
+    return {"name": "net", "type": "network", "data": network_data("10.77.1.0/24")}
+
+
 DISK = {"name": "disk", "type": "zmount", "data": {"size": 64 * MiB}}
 
 
@@ -67,12 +73,12 @@ async def refused(node: NodeServices, dep: Deployment, match: str) -> None:
 async def test_a_zmount_a_container_holds_is_refused_to_a_vm(
     node: NodeServices, busybox_rootfs: Path
 ) -> None:
-    twin = unique_twin()
+    twin, network = unique_twin(), net()
     holder = machine("holder", "net", "10.77.1.2", "sleep 1000")
     holder["data"]["mounts"] = [{"name": "disk", "mountpoint": "/disk"}]
-    await deploy(node, with_rootfs(deployment(twin, 701, [NET, DISK, holder]), busybox_rootfs))
+    await deploy(node, with_rootfs(deployment(twin, 701, [network, DISK, holder]), busybox_rootfs))
     taker = vm("10.77.1.3", mounts=[{"name": "disk", "mountpoint": "/disk"}])
-    dep = with_rootfs(deployment(twin, 701, [NET, DISK, holder, taker]), busybox_rootfs)
+    dep = with_rootfs(deployment(twin, 701, [network, DISK, holder, taker]), busybox_rootfs)
     await refused(node, dep, r"mounts\[0\]\.name: zmount 'disk' is in use by another machine")
 
 
@@ -103,7 +109,7 @@ async def test_a_zmount_a_container_holds_is_refused_to_a_vm(
 async def test_hostile_vm_settings_are_refused_naming_the_field(
     node: NodeServices, busybox_rootfs: Path, extra: dict[str, Any], match: str
 ) -> None:
-    dep = deployment(unique_twin(), 702, [NET, DISK, vm("10.77.1.4", **extra)])
+    dep = deployment(unique_twin(), 702, [net(), DISK, vm("10.77.1.4", **extra)])
     await refused(node, with_rootfs(dep, busybox_rootfs), match)
 
 
@@ -122,5 +128,5 @@ async def test_hostile_vm_settings_are_refused_naming_the_field(
 async def test_a_vm_image_needs_a_zmount_it_fits(
     node: NodeServices, mounts: list[dict[str, str]], match: str
 ) -> None:
-    dep = deployment(unique_twin(), 703, [NET, DISK, vm("10.77.1.5", mounts=mounts)])
+    dep = deployment(unique_twin(), 703, [net(), DISK, vm("10.77.1.5", mounts=mounts)])
     await refused(node, with_rootfs(dep, Path(str(node.local_flists[1]))), match)
