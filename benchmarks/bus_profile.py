@@ -1,0 +1,191 @@
+"""Where a signed, sealed bus round trip spends its time (client and server side).
+
+    .venv/bin/python benchmarks/bus_profile.py [--requests 2000] [--top 25] [--rounds 7]
+
+Two parts, both with the payload `bus_registry.py` sends:
+
+- steps: each step of one signed, sealed round trip timed on its own, in this process,
+  no server (median over `--rounds` rounds of a few hundred calls each, in
+  microseconds): what the caller does to build its request, what the node does to check,
+  open and answer it, and what the caller does with the answer;
+- profile: `--requests` round trips one at a time between a registered twin and a node
+  through the grid's nats-server (auth callout, permissions), both ends in this process:
+  first unprofiled, printing per round trip the wall time, this process's CPU time and
+  nats-server's; then the same under cProfile, so one profile covers the caller, the
+  node, asyncio and nats-py. The profile counts CPU time (user + system: a shared
+  machine's other load and the time this process waits for a core fall out) and prints
+  it by where it goes (own time of the functions, grouped: PyNaCl/libsodium, pydantic,
+  json, hashing, zos.bus, nats-py, asyncio and sockets), then the `--top` functions by
+  own time. cProfile slows Python code down more than C code, so read its groups as
+  shares, and the steps and the unprofiled figures as costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bus_registry import PAYLOAD, Grid
+
+from zos.bus import BusClient, Envelope, ReplayCache, Request, Router, StaticResolver
+from zos.bus.envelope import Keys
+from zos.grid.natsserver import NatsServer
+from zos.identity import Identity
+
+
+def step_costs(rounds: int, calls: int = 300) -> list[tuple[str, float]]:
+    """Median microseconds of each step of one round trip, alice (1) asking bob (2)."""
+    alice, bob = Identity.generate(), Identity.generate()
+    ka, kb = Keys(alice), Keys(bob)
+    replay = ReplayCache(max_entries=10_000_000)
+    data = json.dumps(PAYLOAD, separators=(",", ":")).encode()
+    answer = json.dumps({"ok": True, "result": PAYLOAD}, separators=(",", ":")).encode()
+    request = Envelope.create(ka, 1, 2, "echo", data, seal_to=bob.public_key)
+    request_wire = request.to_bytes()
+    response = Envelope.create(
+        kb, 2, 1, "echo", answer, seal_to=alice.public_key, reply_to=request.id
+    )
+    response_wire = response.to_bytes()
+    ids = iter(range(1 << 62))
+
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("caller: build the request (seal, sign)",
+         lambda: Envelope.create(ka, 1, 2, "echo", data, seal_to=bob.public_key)),
+        ("caller: encode the request", request.to_bytes),
+        ("node: parse the request", lambda: Envelope.from_bytes(request_wire)),
+        ("node: check its time", request.check_time),
+        ("node: verify its signature", lambda: request.verify(alice.public_key)),
+        ("node: replay cache", lambda: replay.check_and_add(1, f"{next(ids):032x}", 1 << 50)),
+        ("node: open and decode the payload", lambda: request.decode_payload(kb)),
+        ("node: build the response (seal, sign)",
+         lambda: Envelope.create(
+             kb, 2, 1, "echo", answer, seal_to=alice.public_key, reply_to=request.id
+         )),
+        ("node: encode the response", response.to_bytes),
+        ("caller: parse the response", lambda: Envelope.from_bytes(response_wire)),
+        ("caller: verify its signature", lambda: response.verify(bob.public_key)),
+        ("caller: open and decode the payload", lambda: response.decode_payload(ka)),
+    ]  # fmt: skip
+    samples: dict[str, list[float]] = {name: [] for name, _ in steps}
+    for _ in range(rounds):  # interleaved, so a change in load falls on every step alike
+        for name, call in steps:
+            t = time.perf_counter()
+            for _ in range(calls):
+                call()
+            samples[name].append((time.perf_counter() - t) / calls * 1e6)
+    return [(name, statistics.median(samples[name])) for name, _ in steps]
+
+
+GROUPS = [  # (group, substrings of a cProfile entry's file or function name)
+    ("PyNaCl / libsodium", ("/nacl/", "crypto_", "randombytes", "sodium")),
+    ("pydantic", ("pydantic",)),
+    ("json", ("/json/", "_json.", "encode_basestring", "scanstring")),
+    ("hashing", ("_hashlib", "hexdigest")),
+    ("base64", ("base64", "binascii")),
+    ("zos.bus", ("/zos/bus/",)),
+    ("nats-py", ("/nats/",)),
+    ("asyncio, sockets", ("/asyncio/", "selectors", "socket", "_asyncio", "_contextvars")),
+]
+
+
+def cpu_seconds(server: NatsServer) -> float:
+    """User + system CPU time nats-server has used so far."""
+    fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_of(entry: tuple[str, int, str]) -> str:
+    text = f"{entry[0]}:{entry[2]}"
+    for group, needles in GROUPS:
+        if any(n in text for n in needles):
+            return group
+    return "other"
+
+
+async def profiled_round_trips(n: int, top: int) -> None:
+    grid_key = Identity.generate()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(store_dir=Path(tmp), registry_key=grid_key.public_key).start()
+        grid = None
+        try:
+            grid = await Grid(server, grid_key).start()
+            alice, bob = await grid.twin(), await grid.node()
+            keys = StaticResolver(
+                {alice.twin_id: alice.identity.public_key, bob.twin_id: bob.identity.public_key}
+            )
+            router = Router()
+
+            async def echo(req: Request) -> Any:
+                return req.payload
+
+            router.add("echo", echo)
+            node = BusClient(bob.conn, bob.identity, bob.twin_id, keys)
+            caller = BusClient(alice.conn, alice.identity, alice.twin_id, keys)
+            await node.serve(router)
+            await bob.conn.settle()
+            for _ in range(200):  # warm up
+                await caller.request(bob.twin_id, "echo", PAYLOAD)
+            t, cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(server)
+            for _ in range(n):
+                await caller.request(bob.twin_id, "echo", PAYLOAD)
+            wall = (time.perf_counter() - t) / n * 1e6
+            cpu = (time.process_time() - cpu) / n * 1e6
+            server_cpu = (cpu_seconds(server) - server_cpu) / n * 1e6
+            profile = cProfile.Profile(time.process_time)
+            profile.enable()
+            for _ in range(n):
+                await caller.request(bob.twin_id, "echo", PAYLOAD)
+            profile.disable()
+            await node.close()
+        finally:
+            if grid is not None:
+                await grid.stop()
+            server.stop()
+    stats = pstats.Stats(profile)
+    own: dict[str, float] = {}
+    for entry, (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        group = group_of(entry)
+        own[group] = own.get(group, 0.0) + tottime
+    total = sum(own.values())
+    print(f"profile: {n} signed, sealed round trips one at a time, then {n} under cProfile")
+    print(
+        f"  per round trip (unprofiled): {wall:.0f} us wall, {cpu:.0f} us CPU in this "
+        f"process (caller and node), {server_cpu:.0f} us CPU in nats-server"
+    )
+    profiled = total / n * 1e6
+    print(f"  this process's CPU by group (own time of its functions, {profiled:.0f} us profiled):")
+    for group, seconds in sorted(own.items(), key=lambda kv: -kv[1]):
+        print(f"  {group:<42} {seconds / n * 1e6:7.0f} us  {seconds / total:6.1%}")
+    print(f"  top {top} functions by own time (us per round trip, calls per round trip):")
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]  # type: ignore[attr-defined]
+    for (path, line, func), (_, calls, tottime, _, _) in rows:
+        where = f"{Path(path).name}:{line}" if path != "~" else ""
+        print(f"  {tottime / n * 1e6:7.1f} us  {calls / n:5.1f}x  {func[:60]} {where}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    costs = step_costs(args.rounds)
+    print(f"steps of one signed, sealed round trip (median of {args.rounds} rounds, no server)")
+    for name, us in costs:
+        print(f"  {name:<44} {us:8.1f} us")
+    print(f"  {'sum':<44} {sum(us for _, us in costs):8.1f} us")
+    await profiled_round_trips(args.requests, args.top)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
