@@ -37,8 +37,7 @@ from typing import Any
 
 from bus_registry import PAYLOAD, Grid
 
-from zos.bus import BusClient, Envelope, ReplayCache, Request, Router, StaticResolver
-from zos.bus.envelope import Keys
+from zos.bus import BusClient, Envelope, Keys, ReplayCache, Request, Router, StaticResolver
 from zos.grid.natsserver import NatsServer
 from zos.identity import Identity
 
@@ -66,7 +65,8 @@ def step_costs(rounds: int, calls: int = 300) -> list[tuple[str, float]]:
         ("node: check its time", request.check_time),
         ("node: verify its signature", lambda: request.verify(alice.public_key)),
         ("node: replay cache", lambda: replay.check_and_add(1, f"{next(ids):032x}", 1 << 50)),
-        ("node: open and decode the payload", lambda: request.decode_payload(kb)),
+        ("node: open and decode the payload",
+         lambda: request.decode_payload(kb, alice.public_key)),
         ("node: build the response (seal, sign)",
          lambda: Envelope.create(
              kb, 2, 1, "echo", answer, seal_to=alice.public_key, reply_to=request.id
@@ -74,7 +74,8 @@ def step_costs(rounds: int, calls: int = 300) -> list[tuple[str, float]]:
         ("node: encode the response", response.to_bytes),
         ("caller: parse the response", lambda: Envelope.from_bytes(response_wire)),
         ("caller: verify its signature", lambda: response.verify(bob.public_key)),
-        ("caller: open and decode the payload", lambda: response.decode_payload(ka)),
+        ("caller: open and decode the payload",
+         lambda: response.decode_payload(ka, bob.public_key)),
     ]  # fmt: skip
     samples: dict[str, list[float]] = {name: [] for name, _ in steps}
     for _ in range(rounds):  # interleaved, so a change in load falls on every step alike

@@ -15,6 +15,7 @@ from zos.bus import (
     BusClient,
     BusError,
     Envelope,
+    Keys,
     Request,
     Router,
     StaticResolver,
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.nats
 
 ALICE, BOB, MALLORY = Identity.generate(), Identity.generate(), Identity.generate()
 KEYS = StaticResolver({1: ALICE.public_key, 2: BOB.public_key})  # as enrolled below
+A, B, M = Keys(ALICE), Keys(BOB), Keys(MALLORY)
 
 
 def router() -> Router:
@@ -127,7 +129,7 @@ async def raw_request(nc: nats.NATS, data: bytes) -> dict[str, object]:
     msg = await nc.request(twin_subject(2), data, timeout=5)
     reply = Envelope.from_bytes(msg.data)
     assert reply.source == 2 and reply.verify(BOB.public_key)
-    body = json.loads(reply.open(ALICE) if reply.sealed else reply.payload)
+    body = json.loads(reply.open(A, BOB.public_key))
     return body
 
 
@@ -141,35 +143,40 @@ async def test_refusals_reach_the_caller(pair: tuple[BusClient, BusClient]) -> N
         assert body["ok"] is False
         return body["error"]["code"]  # type: ignore[index]
 
-    good = Envelope.create(ALICE, 1, 2, "echo", b'"x"', seal_to=BOB.public_key)
+    good = Envelope.create(A, 1, 2, "echo", b'"x"', seal_to=BOB.public_key)
     assert (await raw_request(nc, good.to_bytes()))["ok"] is True
     assert await code_of(good) == "replayed"
 
-    forged = Envelope.create(MALLORY, 1, 2, "echo", b'"x"')
+    forged = Envelope.create(M, 1, 2, "echo", b'"x"')
     assert await code_of(forged) == "bad_signature"
-    tampered = Envelope.create(ALICE, 1, 2, "echo", b'"x"')
+    tampered = Envelope.create(A, 1, 2, "echo", b'"x"')
     tampered.command = "refuse"
     assert await code_of(tampered) == "bad_signature"
-    stranger = Envelope.create(MALLORY, 7, 2, "echo", b'"x"')
+    stranger = Envelope.create(M, 7, 2, "echo", b'"x"')
     assert await code_of(stranger) == "unknown_twin"
-    old = Envelope.create(ALICE, 1, 2, "echo", b'"x"')
+    old = Envelope.create(A, 1, 2, "echo", b'"x"')
     old.timestamp -= 600_000
     old.expiry -= 600_000
     old.signature = ALICE.sign(old.signing_bytes())
     assert await code_of(old) == "expired"
-    future = Envelope.create(ALICE, 1, 2, "echo", b'"x"')
+    future = Envelope.create(A, 1, 2, "echo", b'"x"')
     future.timestamp += 120_000
     future.expiry += 120_000
     future.signature = ALICE.sign(future.signing_bytes())
     assert await code_of(future) == "expired"
     assert await code_of(b"{not json") == "malformed"
     assert await code_of(b"x" * (3 << 20)) == "too_large"
-    sealed_to_other = Envelope.create(ALICE, 1, 2, "echo", b'"x"', seal_to=ALICE.public_key)
+    sealed_to_other = Envelope.create(A, 1, 2, "echo", b'"x"', seal_to=ALICE.public_key)
     assert await code_of(sealed_to_other) == "malformed"
-    not_json = Envelope.create(ALICE, 1, 2, "echo", b"\xff\xfe", seal_to=BOB.public_key)
+    not_json = Envelope.create(A, 1, 2, "echo", b"\xff\xfe", seal_to=BOB.public_key)
     assert await code_of(not_json) == "malformed"
-    unsealed = Envelope.create(ALICE, 1, 2, "echo", b'"x"')
+    unsealed = Envelope.create(A, 1, 2, "echo", b'"x"')
     assert await code_of(unsealed) == "unsealed"
+    # Mallory's box to Bob, carried in an envelope Alice signed: it opens only as Mallory's.
+    copied = Envelope.create(A, 1, 2, "echo", b"")
+    copied.payload, copied.sealed = M.seal(2, BOB.public_key, b'"x"'), True
+    copied.signature = ALICE.sign(copied.signing_bytes())
+    assert await code_of(copied) == "malformed"
 
 
 async def test_nobody_else_serves_a_twin(pair: tuple[BusClient, BusClient], enroll) -> None:
@@ -207,7 +214,7 @@ async def test_envelope_for_another_twin_is_refused(pair: tuple[BusClient, BusCl
     re-routes it, or a replay): Bob is not its destination and runs nothing. Sealed to
     Bob's key, so that neither the seal nor the unsealed rule is what stops it."""
     alice, _ = pair
-    for_carol = Envelope.create(ALICE, 1, 3, "echo", b'"for twin 3"', seal_to=BOB.public_key)
+    for_carol = Envelope.create(A, 1, 3, "echo", b'"for twin 3"', seal_to=BOB.public_key)
     body = await raw_request(alice.nc, for_carol.to_bytes())
     assert body["ok"] is False
     assert body["error"] == {"code": "malformed", "message": "envelope is for twin 3"}
@@ -241,7 +248,7 @@ async def test_response_to_another_request_is_refused(
     """Bob's genuine, signed and sealed answer to one request, replayed as the answer to
     a later one: the client takes only an answer bound to its own request's id."""
     alice, bob = pair
-    first = Envelope.create(ALICE, 1, 2, "echo", b'"first"', seal_to=BOB.public_key)
+    first = Envelope.create(A, 1, 2, "echo", b'"first"', seal_to=BOB.public_key)
     recorded = (await alice.nc.request(twin_subject(2), first.to_bytes(), timeout=5)).data
     assert Envelope.from_bytes(recorded).reply_to == first.id
     await bob.close()  # Bob goes away; the recorder answers in his place
@@ -264,7 +271,7 @@ async def test_request_is_not_taken_as_a_response(
     insider = await connect(nats_server.url, bus_insider)
     try:
         lookalike = Envelope.create(
-            BOB, 2, 1, "echo", b'{"ok":true,"result":"forged"}', seal_to=ALICE.public_key
+            B, 2, 1, "echo", b'{"ok":true,"result":"forged"}', seal_to=ALICE.public_key
         )
         await serve_canned(insider, [lookalike.to_bytes()])
         with pytest.raises(BusError) as e:
@@ -289,7 +296,7 @@ async def serve_crafted(conn: Connection, answer: Callable[[Envelope], Envelope 
 
 def signed_by_bob(request: Envelope, body: bytes, **changes: object) -> Envelope:
     """Bob's signed answer to `request`, with some fields changed before signing."""
-    env = Envelope.create(BOB, 2, request.source, request.command, body, reply_to=request.id)
+    env = Envelope.create(B, 2, request.source, request.command, body, reply_to=request.id)
     env = env.model_copy(update=changes)
     env.signature = BOB.sign(env.signing_bytes())
     return env
@@ -374,6 +381,66 @@ async def test_requests_past_the_concurrency_bound_are_answered_busy(enroll) -> 
     finally:
         release.set()
         await alice.close()
+        await bob.close()
+
+
+@pytest.mark.parametrize("box_between", ["bob and mallory", "mallory and alice"])
+async def test_a_response_sealed_between_other_twins_is_refused(enroll, box_between: str) -> None:
+    """Twin 2 answers Alice, signed by its own key and for her request, but with a payload
+    sealed to another peer, or by a key other than the response's source: refused."""
+    a, b = await enroll(ALICE), await enroll(BOB, node=True)
+    bob_keys = Keys(BOB)
+
+    async def answer(msg: nats.aio.msg.Msg) -> None:
+        request = Envelope.from_bytes(msg.data)
+        body = b'{"ok":true,"result":"leaked"}'
+        if box_between == "bob and mallory":
+            sealed = bob_keys.seal(3, MALLORY.public_key, body)
+        else:
+            sealed = M.seal(1, ALICE.public_key, body)
+        reply = Envelope.create(bob_keys, 2, 1, request.command, b"", reply_to=request.id)
+        reply.payload, reply.sealed = sealed, True
+        reply.signature = BOB.sign(reply.signing_bytes())
+        await msg.respond(reply.to_bytes())
+
+    await b.conn.subscribe(twin_subject(2), answer)
+    await b.conn.settle()
+    alice = BusClient(a.conn, ALICE, 1, KEYS)
+    with pytest.raises(BusError) as e:
+        await alice.request(2, "echo", 1)
+    assert e.value.code == "malformed" and "cannot be opened" in e.value.message
+
+
+async def test_a_rotated_twin_key_replaces_its_cached_box_key(enroll) -> None:
+    """Bob caches the box key he shares with Alice's key; once the resolver gives Alice's
+    new key (issue 11's rotation), that entry is dropped: what is sealed with the old key
+    no longer opens, even in an envelope the new key signed, and the new key works."""
+    a, b = await enroll(ALICE), await enroll(BOB, node=True)
+    keys = StaticResolver(KEYS.keys)
+    bob = BusClient(b.conn, BOB, 2, keys)
+    await bob.serve(router())
+    await b.conn.settle()
+    old_alice = BusClient(a.conn, ALICE, 1, keys)
+    new_key = Identity.generate()
+    new_alice = BusClient(a.conn, new_key, 1, keys)
+    try:
+        assert (await old_alice.request(2, "echo", 1))["payload"] == 1
+        assert bob.keys.cached_peer_key(1) == ALICE.public_key
+        keys.keys[1] = new_key.public_key  # what the registry's key change event leads to
+        with pytest.raises(BusError) as e:
+            await old_alice.request(2, "echo", 2)
+        assert e.value.code == "bad_signature"
+        # Signed by the new key, sealed with the old one's box key: does not open.
+        stale = Envelope.create(new_alice.keys, 1, 2, "echo", b"")
+        stale.payload, stale.sealed = A.seal(2, BOB.public_key, b"3"), True
+        stale.signature = new_key.sign(stale.signing_bytes())
+        msg = await a.conn.request(twin_subject(2), stale.to_bytes(), 5)
+        with pytest.raises(BusError) as e:
+            new_alice._read_response(msg.data, stale, BOB.public_key)
+        assert e.value.code == "malformed" and "cannot be opened" in e.value.message
+        assert bob.keys.cached_peer_key(1) == new_key.public_key
+        assert (await new_alice.request(2, "echo", 4))["payload"] == 4
+    finally:
         await bob.close()
 
 

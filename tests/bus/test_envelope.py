@@ -9,16 +9,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zos.bus import MAX_ENVELOPE, MAX_PAYLOAD, BusError, Envelope, ReplayCache
+from zos.bus import MAX_ENVELOPE, MAX_PAYLOAD, BusError, Envelope, Keys, ReplayCache
 from zos.bus.envelope import ALLOWED_SKEW, MAX_TTL, nests_too_deep, now_ms
-from zos.identity import Identity
+from zos.identity import Identity, SealError
 
-ALICE = Identity(bytes(range(32)))
-BOB = Identity(bytes(range(1, 33)))
+ALICE = Identity(bytes(range(32)))  # twin 1
+BOB = Identity(bytes(range(1, 33)))  # twin 2
+MALLORY = Identity(bytes(range(2, 34)))  # twin 3
 
 
 def make(sealed: bool = True, payload: bytes = b'{"x":1}') -> Envelope:
-    return Envelope.create(ALICE, 1, 2, "echo", payload, seal_to=BOB.public_key if sealed else None)
+    seal_to = BOB.public_key if sealed else None
+    return Envelope.create(Keys(ALICE), 1, 2, "echo", payload, seal_to=seal_to)
 
 
 def test_signed_sealed_round_trip() -> None:
@@ -26,16 +28,66 @@ def test_signed_sealed_round_trip() -> None:
     assert env.verify(ALICE.public_key)
     assert not env.verify(BOB.public_key)
     assert b'"x"' not in env.payload  # the relay sees ciphertext only
-    assert env.decode_payload(BOB) == {"x": 1}
-    with pytest.raises(BusError) as e:
-        env.decode_payload(ALICE)
-    assert e.value.code == "malformed"
+    assert env.decode_payload(Keys(BOB), ALICE.public_key) == {"x": 1}
+    for keys, source_key in (
+        (Keys(MALLORY), ALICE.public_key),  # another receiver
+        (Keys(BOB), MALLORY.public_key),  # another sender
+    ):
+        with pytest.raises(BusError) as e:
+            env.decode_payload(keys, source_key)
+        assert e.value.code == "malformed" and "cannot be opened" in e.value.message
 
 
 def test_unsealed_round_trip() -> None:
     env = Envelope.from_bytes(make(sealed=False).to_bytes())
     assert env.verify(ALICE.public_key)
-    assert env.decode_payload(BOB) == {"x": 1}
+    assert env.decode_payload(Keys(BOB), ALICE.public_key) == {"x": 1}
+
+
+def test_a_sealed_payload_opens_only_under_its_own_source() -> None:
+    """Mallory copies Alice's sealed payload into an envelope of her own, signed by her:
+    the signature is good, but the box is Alice's and Bob's, so Bob cannot open it as
+    Mallory's (with protocol 1's anonymous boxes he could, and would have answered
+    Mallory with what Alice asked)."""
+    stolen = make().payload
+    copied = Envelope.create(Keys(MALLORY), 3, 2, "echo", b"")
+    copied.payload = stolen
+    copied.sealed = True
+    copied.signature = Keys(MALLORY).sign(copied.signing_bytes())
+    assert copied.verify(MALLORY.public_key)
+    with pytest.raises(BusError) as e:
+        copied.decode_payload(Keys(BOB), MALLORY.public_key)
+    assert e.value.code == "malformed"
+
+
+def test_sealing_to_an_unusable_key_is_refused() -> None:
+    with pytest.raises(BusError) as e:
+        Envelope.create(Keys(ALICE), 1, 2, "echo", b"{}", seal_to=bytes([1]) + bytes(31))
+    assert e.value.code == "malformed" and "twin 2" in e.value.message
+
+
+def test_shared_keys_are_cached_per_peer_and_dropped_when_its_key_changes() -> None:
+    bob = Keys(BOB, max_peers=2)
+    new_alice = Identity(bytes(range(3, 35)))  # twin 1 rotated its key to this one
+    old_box = make().payload
+    assert bob.open(1, ALICE.public_key, old_box) == b'{"x":1}'
+    first = bob.shared_key(1, ALICE.public_key)
+    assert bob.shared_key(1, ALICE.public_key) is first  # derived once
+    assert bob.cached_peer_key(1) == ALICE.public_key
+    # After the rotation the resolver gives twin 1's new key: the old entry is dropped,
+    # nothing boxed with the old key opens, and the new key's boxes do.
+    with pytest.raises(SealError):
+        bob.open(1, new_alice.public_key, old_box)
+    assert bob.cached_peer_key(1) == new_alice.public_key
+    assert bob.shared_key(1, new_alice.public_key) != first
+    rotated = Envelope.create(Keys(new_alice), 1, 2, "echo", b"{}", seal_to=BOB.public_key)
+    assert rotated.decode_payload(bob, new_alice.public_key) == {}
+    # Bounded: the least recently used peer goes first.
+    bob.shared_key(3, MALLORY.public_key)
+    bob.shared_key(1, new_alice.public_key)
+    bob.shared_key(4, ALICE.public_key)
+    assert bob.cached_peer_key(3) is None
+    assert bob.cached_peer_key(1) == new_alice.public_key
 
 
 @pytest.mark.parametrize(
@@ -142,10 +194,10 @@ def test_the_nesting_check_matches_the_parsed_depth(value, limit, ascii_only) ->
 def test_ttl_bounds_when_creating() -> None:
     for ttl in (0, -1, MAX_TTL + 0.001):
         with pytest.raises(BusError) as e:
-            Envelope.create(ALICE, 1, 2, "echo", b"", ttl=ttl)
+            Envelope.create(Keys(ALICE), 1, 2, "echo", b"", ttl=ttl)
         assert e.value.code == "malformed" and "ttl must be in" in e.value.message
     for ttl in (0.001, 1.5, MAX_TTL):
-        env = Envelope.create(ALICE, 1, 2, "echo", b"", ttl=ttl)
+        env = Envelope.create(Keys(ALICE), 1, 2, "echo", b"", ttl=ttl)
         assert env.expiry - env.timestamp == int(ttl * 1000)
         env.check_time(env.timestamp)  # at its creation: a 1 ms ttl outlives no busy core
 

@@ -14,6 +14,7 @@ from zos.identity import (
     new_mnemonic,
     open_sealed,
     seal,
+    shared_key,
     verify_ed25519,
     verify_sr25519,
     write_key_file,
@@ -58,14 +59,26 @@ def test_signatures_verify_and_refuse_other_keys() -> None:
     assert not verify_sr25519(b.sr25519_public_key, b"message", sr)
 
 
-def test_sealing_opens_only_for_recipient() -> None:
-    a, b = Identity.generate(), Identity.generate()
-    box = seal(a.public_key, b"secret")
-    assert open_sealed(a, box) == b"secret"
+def test_sealing_opens_only_between_the_two_twins() -> None:
+    a, b, c = Identity.generate(), Identity.generate(), Identity.generate()
+    ab = shared_key(a.x25519_private, b.public_key)
+    assert shared_key(b.x25519_private, a.public_key) == ab  # both twins derive it
+    box = seal(ab, b"secret")
+    assert b"secret" not in box
+    assert open_sealed(ab, box) == b"secret"
+    assert seal(ab, b"secret") != box  # a fresh nonce every time
+    for other in (
+        shared_key(c.x25519_private, a.public_key),
+        shared_key(c.x25519_private, b.public_key),
+    ):
+        with pytest.raises(SealError):
+            open_sealed(other, box)  # a third twin opens nothing, whichever peer it pairs with
     with pytest.raises(SealError):
-        open_sealed(b, box)
+        open_sealed(ab, box[:-1] + bytes([box[-1] ^ 1]))
     with pytest.raises(SealError):
-        open_sealed(a, box[:-1] + bytes([box[-1] ^ 1]))
+        open_sealed(ab, box[:20])
+    with pytest.raises(SealError, match="not a usable"):
+        shared_key(a.x25519_private, bytes([1]) + bytes(31))  # the identity point
 
 
 def test_key_file_mode_and_round_trip(tmp_path) -> None:

@@ -2,10 +2,12 @@
 
 Nodes and users never talk directly: each twin serves commands on its own NATS subject
 (`zos.twin.<id>`) and every request and response is an `Envelope` signed by its sender
-and, by default, sealed to its receiver. Every connection proves its key to nats-server
-(`connection`), which lets each key use only the subjects of its role (`subjects`). See
-`envelope` for the format and the checks, `client` for request/response, `router` for
-handlers, `resolver` for twin keys.
+and, by default, sealed between sender and receiver. Every connection proves its key to
+nats-server (`connection`), which lets each key use only the subjects of its role
+(`subjects`). See
+`envelope` for the format and the checks, `keys` for a twin's keys and the box key it
+shares with each peer, `client` for request/response, `router` for handlers, `resolver`
+for twin keys.
 """
 
 from zos.bus.client import BusClient
@@ -19,6 +21,7 @@ from zos.bus.envelope import (
     ReplayCache,
 )
 from zos.bus.errors import BusError
+from zos.bus.keys import Keys
 from zos.bus.resolver import CachedResolver, KeyResolver, StaticResolver
 from zos.bus.router import Handler, Request, Router
 from zos.bus.subjects import twin_subject
@@ -35,6 +38,7 @@ __all__ = [
     "Envelope",
     "Handler",
     "KeyResolver",
+    "Keys",
     "ReplayCache",
     "Request",
     "Router",

@@ -30,8 +30,9 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from zos.bus.connection import Connection, NatsHolder, Subscription
-from zos.bus.envelope import DEFAULT_TTL, MAX_TTL, Envelope, Keys, ReplayCache
+from zos.bus.envelope import DEFAULT_TTL, MAX_TTL, Envelope, ReplayCache
 from zos.bus.errors import BusError
+from zos.bus.keys import Keys
 from zos.bus.resolver import KeyResolver
 from zos.bus.router import Request, Router
 from zos.bus.subjects import twin_subject
@@ -146,7 +147,7 @@ class BusClient(NatsHolder):
         if not resp.verify(key):
             raise BusError("bad_signature", f"response signature of twin {resp.source} is bad")
         resp.check_time()
-        body = resp.decode_payload(self.keys)
+        body = resp.decode_payload(self.keys, key)
         if not isinstance(body, dict) or not isinstance(body.get("ok"), bool):
             raise BusError("malformed", "response payload has no 'ok'")
         if not body["ok"]:
@@ -196,7 +197,7 @@ class BusClient(NatsHolder):
             if not env.sealed and env.command not in self.unsealed_commands:
                 raise BusError("unsealed", f"{env.command} must be sealed to twin {self.twin_id}")
             self.replay.check_and_add(env.source, env.id, env.expiry)
-            payload = env.decode_payload(self.keys)
+            payload = env.decode_payload(self.keys, key)
         except BusError as e:
             await self._reply(msg, env, {"ok": False, "error": e.to_dict()}, None)
             return

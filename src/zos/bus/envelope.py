@@ -1,14 +1,21 @@
 """The signed envelope every bus message travels in.
 
 Fields: `id` (32 hex chars, random), `source` and `destination` twin ids, `command`,
-`payload` (bytes; sealed to the destination's X25519 key when `sealed` is true),
-`timestamp` and `expiry` (unix milliseconds), `reply_to` (the id of the request a
+`payload` (bytes; sealed between the source and the destination twin when `sealed` is
+true), `timestamp` and `expiry` (unix milliseconds), `reply_to` (the id of the request a
 response answers, "" on requests) and `signature`.
 
 The signature is ed25519 by the source twin over `signing_bytes()`: the canonical JSON
-array `["zos-bus-1", id, source, destination, command, sealed, timestamp, expiry,
+array `["zos-bus-2", id, source, destination, command, sealed, timestamp, expiry,
 reply_to, sha256(payload) hex]` (no spaces, ASCII). Every field but the signature is
 covered, so nothing can be altered or moved to another twin or command.
+
+A sealed payload is a `crypto_box` with the key the two twins' static X25519 keys
+share (`zos.identity.sealing`): nonce, ciphertext, tag. Only the destination (and the
+source) can open it, and it opens only with the key of the twin the envelope names as
+its source, so a payload copied into another twin's envelope does not open. Each side
+derives the shared key once per peer (`zos.bus.keys`). (Protocol 1 sealed each payload
+in an anonymous box, one ephemeral X25519 key and two exchanges per message.)
 
 On the wire an envelope is JSON with `payload` and `signature` in base64.
 
@@ -16,14 +23,14 @@ A receiver refuses: an envelope over MAX_ENVELOPE bytes or a payload over MAX_PA
 (too_large), anything that does not parse (malformed), a timestamp more than
 ALLOWED_SKEW in the future or an expiry in the past or more than MAX_TTL after the
 timestamp (expired), an unknown source twin (unknown_twin), a bad signature
-(bad_signature), and an id it has already accepted from that source (replayed). The
-replay cache keeps ids only until their expiry (plus the skew), so its memory is bounded
-by the message rate times MAX_TTL, and by `max_entries` beyond that.
+(bad_signature), a sealed payload that does not open with the source's key (malformed),
+and an id it has already accepted from that source (replayed). The replay cache keeps
+ids only until their expiry (plus the skew), so its memory is bounded by the message
+rate times MAX_TTL, and by `max_entries` beyond that.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import heapq
 import itertools
@@ -33,16 +40,13 @@ import re
 import time
 from typing import Any
 
-import nacl.exceptions
-import nacl.public
-import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zos.bus.errors import BusError, describe_error
-from zos.identity import Identity, SealError, open_sealed, verify_ed25519
-from zos.identity.sealing import x25519_public_from_ed25519
+from zos.bus.keys import Keys
+from zos.identity import SealError, verify_ed25519
 
-PROTOCOL = "zos-bus-1"
+PROTOCOL = "zos-bus-2"
 MAX_PAYLOAD = 1 << 20  # bytes of payload as carried (after sealing)
 MAX_ENVELOPE = (MAX_PAYLOAD * 4) // 3 + 4096  # base64 payload plus the other fields
 ALLOWED_SKEW = 30.0  # seconds a timestamp may be ahead of the receiver's clock
@@ -58,39 +62,6 @@ def now_ms() -> int:
 
 def new_id() -> str:
     return os.urandom(16).hex()
-
-
-class Keys:
-    """An identity's signing and opening keys, built once.
-
-    Building a libsodium signing key costs about as much as a signature, so the bus
-    keeps one `Keys` per client instead of deriving them on every message.
-    """
-
-    def __init__(self, identity: Identity) -> None:
-        self.identity = identity
-        self.public_key = identity.public_key
-        self._signing = nacl.signing.SigningKey(identity.seed)
-        self._box = nacl.public.SealedBox(nacl.public.PrivateKey(identity.x25519_private))
-
-    def sign(self, message: bytes) -> bytes:
-        return self._signing.sign(message).signature
-
-    def open(self, ciphertext: bytes) -> bytes:
-        try:
-            return self._box.decrypt(ciphertext)
-        except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, ValueError):
-            raise SealError("sealed data cannot be opened with this key") from None
-
-
-@functools.lru_cache(maxsize=4096)
-def _box_to(ed25519_public: bytes) -> nacl.public.SealedBox:
-    return nacl.public.SealedBox(nacl.public.PublicKey(x25519_public_from_ed25519(ed25519_public)))
-
-
-def _seal(ed25519_public: bytes, plaintext: bytes) -> bytes:
-    """zos.identity.seal, with the recipient's X25519 key derived once per key."""
-    return _box_to(ed25519_public).encrypt(plaintext)
 
 
 class Envelope(BaseModel):
@@ -125,7 +96,7 @@ class Envelope(BaseModel):
     @classmethod
     def create(
         cls,
-        identity: Identity | Keys,
+        keys: Keys,
         source: int,
         destination: int,
         command: str,
@@ -135,10 +106,14 @@ class Envelope(BaseModel):
         ttl: float = DEFAULT_TTL,
         reply_to: str = "",
     ) -> Envelope:
-        """A signed envelope; `seal_to` is the destination's ed25519 public key."""
+        """An envelope signed by `keys`, sealed between them and the destination twin when
+        `seal_to` (the destination's ed25519 public key) is given."""
         if not 0 < ttl <= MAX_TTL:
             raise BusError("malformed", f"ttl must be in (0, {MAX_TTL}] seconds, got {ttl}")
-        body = _seal(seal_to, payload) if seal_to is not None else payload
+        try:
+            body = keys.seal(destination, seal_to, payload) if seal_to is not None else payload
+        except SealError as e:
+            raise BusError("malformed", f"cannot seal to twin {destination}: {e}") from None
         if len(body) > MAX_PAYLOAD:
             raise BusError("too_large", f"payload is {len(body)} bytes, limit {MAX_PAYLOAD}")
         ts = now_ms()
@@ -153,7 +128,7 @@ class Envelope(BaseModel):
             expiry=ts + int(ttl * 1000),
             reply_to=reply_to,
         )
-        env.signature = identity.sign(env.signing_bytes())
+        env.signature = keys.sign(env.signing_bytes())
         return env
 
     def to_bytes(self) -> bytes:
@@ -184,21 +159,22 @@ class Envelope(BaseModel):
         if self.expiry < now:
             raise BusError("expired", "envelope has expired")
 
-    def open(self, identity: Identity | Keys) -> bytes:
-        """The payload in clear (opening it when sealed)."""
+    def open(self, keys: Keys, source_key: bytes) -> bytes:
+        """The payload in clear; when sealed, opened by the destination's `keys` with the
+        box key they share with the source twin, whose ed25519 key is `source_key`."""
         if not self.sealed:
             return self.payload
         try:
-            if isinstance(identity, Keys):
-                return identity.open(self.payload)
-            return open_sealed(identity, self.payload)
+            return keys.open(self.source, source_key, self.payload)
         except SealError:
             raise BusError(
-                "malformed", "sealed payload cannot be opened by its destination"
+                "malformed",
+                f"sealed payload cannot be opened: not sealed between twin {self.source} "
+                f"and twin {self.destination}, or altered",
             ) from None
 
-    def decode_payload(self, identity: Identity | Keys) -> Any:
-        data = self.open(identity)
+    def decode_payload(self, keys: Keys, source_key: bytes) -> Any:
+        data = self.open(keys, source_key)
         if not data:
             return None
         if nests_too_deep(data):

@@ -1,4 +1,4 @@
-"""Keys of twins and nodes: ed25519 signing keys, X25519 keys for sealing data to a twin."""
+"""Keys of twins and nodes: ed25519 signing keys, X25519 keys for sealing data between twins."""
 
 from zos.identity.keys import (
     Identity,
@@ -11,7 +11,13 @@ from zos.identity.keys import (
     verify_sr25519,
     write_key_file,
 )
-from zos.identity.sealing import SealError, open_sealed, seal, x25519_public_from_ed25519
+from zos.identity.sealing import (
+    SealError,
+    open_sealed,
+    seal,
+    shared_key,
+    x25519_public_from_ed25519,
+)
 
 __all__ = [
     "Identity",
@@ -23,6 +29,7 @@ __all__ = [
     "public_key_from_hex",
     "seal",
     "seed_from_mnemonic",
+    "shared_key",
     "verify_ed25519",
     "verify_sr25519",
     "write_key_file",
