@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import nacl.public
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from zos.bus import MAX_ENVELOPE, MAX_PAYLOAD, BusError, Envelope, Keys, ReplayCache
 from zos.bus.envelope import ALLOWED_SKEW, MAX_TTL, nests_too_deep, now_ms
 from zos.identity import Identity, SealError
+from zos.identity.sealing import x25519_public_from_ed25519
 
 ALICE = Identity(bytes(range(32)))  # twin 1
 BOB = Identity(bytes(range(1, 33)))  # twin 2
@@ -88,6 +90,65 @@ def test_shared_keys_are_cached_per_peer_and_dropped_when_its_key_changes() -> N
     bob.shared_key(4, ALICE.public_key)
     assert bob.cached_peer_key(3) is None
     assert bob.cached_peer_key(1) == new_alice.public_key
+
+
+def test_the_shared_key_cache_never_mixes_peers() -> None:
+    """Bob holds box keys for Alice (twin 1) and Mallory (twin 3) at once: each opens only
+    its own peer's boxes, whatever order they were derived and used in. A cache that
+    answered one peer with another's key (by last use, or by a key collision) fails here."""
+    bob, alice, mallory = Keys(BOB), Keys(ALICE), Keys(MALLORY)
+    from_alice = alice.seal(2, BOB.public_key, b"alice")
+    from_mallory = mallory.seal(2, BOB.public_key, b"mallory")
+    for _ in range(2):  # derived, then from the cache
+        assert bob.open(1, ALICE.public_key, from_alice) == b"alice"
+        assert bob.open(3, MALLORY.public_key, from_mallory) == b"mallory"
+        with pytest.raises(SealError):
+            bob.open(3, MALLORY.public_key, from_alice)
+        with pytest.raises(SealError):
+            bob.open(1, ALICE.public_key, from_mallory)
+    assert bob.shared_key(1, ALICE.public_key) != bob.shared_key(3, MALLORY.public_key)
+    # A twin id whose resolved key is another's gets that key's box key, not the cached one.
+    assert bob.shared_key(3, ALICE.public_key) == bob.shared_key(1, ALICE.public_key)
+    with pytest.raises(SealError):
+        bob.open(3, ALICE.public_key, from_mallory)
+    # The sender's side: Alice's boxes to Bob and to Mallory open only for their receiver.
+    to_mallory = alice.seal(3, MALLORY.public_key, b"for mallory")
+    to_bob = alice.seal(2, BOB.public_key, b"for bob")
+    assert mallory.open(1, ALICE.public_key, to_mallory) == b"for mallory"
+    with pytest.raises(SealError):
+        mallory.open(1, ALICE.public_key, to_bob)
+    with pytest.raises(SealError):
+        bob.open(1, ALICE.public_key, to_mallory)
+
+
+def protocol_1_envelope(sealed: bool) -> Envelope:
+    """An envelope as a protocol-1 sender made it: signed over the "zos-bus-1" array,
+    sealed (when sealed) in an anonymous box to the destination's X25519 key."""
+    payload = b'{"x":1}'
+    if sealed:
+        to_bob = nacl.public.PublicKey(x25519_public_from_ed25519(BOB.public_key))
+        payload = nacl.public.SealedBox(to_bob).encrypt(payload)
+    env = Envelope.create(Keys(ALICE), 1, 2, "echo", b"")
+    env.payload, env.sealed = payload, sealed
+    fields = json.loads(env.signing_bytes())
+    assert fields[0] == "zos-bus-2"
+    fields[0] = "zos-bus-1"
+    env.signature = ALICE.sign(json.dumps(fields, separators=(",", ":")).encode())
+    return env
+
+
+@pytest.mark.parametrize("sealed", [True, False])
+def test_protocol_1_envelopes_are_refused(sealed: bool) -> None:
+    """Protocol 2 is a flag day: a protocol-1 signature does not verify (the protocol is
+    the first signed field), so an old envelope, sealed or not, is refused as
+    bad_signature before anything looks at its payload; nor does its anonymous box open
+    as a protocol-2 box."""
+    old = Envelope.from_bytes(protocol_1_envelope(sealed).to_bytes())
+    assert not old.verify(ALICE.public_key)
+    if sealed:
+        with pytest.raises(BusError) as e:
+            old.decode_payload(Keys(BOB), ALICE.public_key)
+        assert e.value.code == "malformed"
 
 
 @pytest.mark.parametrize(

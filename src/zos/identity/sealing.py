@@ -51,9 +51,7 @@ def open_sealed(key: bytes, data: bytes) -> bytes:
     if len(data) < OVERHEAD:
         raise SealError("sealed data is shorter than a nonce and a tag")
     try:
-        return nacl.bindings.crypto_box_open_easy_afternm(
-            data[NONCE_SIZE:], data[:NONCE_SIZE], key
-        )
+        return nacl.bindings.crypto_box_open_easy_afternm(data[NONCE_SIZE:], data[:NONCE_SIZE], key)
     except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, ValueError):
         raise SealError(
             "sealed data cannot be opened with this key pair (other keys, or altered)"
