@@ -362,6 +362,8 @@ class Mirror(Generic[M]):
         self._dumped: dict[str, tuple[int, dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        # Told every change (key, value or None), as it is applied (the node index).
+        self.listeners: list[Callable[[str, M | None], None]] = []
 
     def apply(self, key: str, revision: int, value: M | None) -> None:
         have = self.items.get(key)
@@ -369,6 +371,8 @@ class Mirror(Generic[M]):
             return
         self.items[key] = (revision, value)
         self._sorted = None
+        for listener in self.listeners:
+            listener(key, value)
 
     def values(self) -> list[M]:
         """Live values ordered by numeric key (ids); do not modify the list."""
@@ -433,28 +437,56 @@ class Mirror(Generic[M]):
 
     async def _run(self) -> None:
         bucket = f"zos-{self.bucket}"
-        while True:
-            sub = None
-            try:
-                sub = await self.store.js.subscribe(
-                    f"$KV.{bucket}.>",
-                    stream=f"KV_{bucket}",
-                    cb=self._on_msg,
-                    ordered_consumer=True,
-                    deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                    idle_heartbeat=1.0,
-                )
-                if (await sub.consumer_info()).num_pending == 0:
-                    self._ready.set()  # an empty bucket sends nothing to wait for
-                while True:
-                    await asyncio.sleep(self.resync_every)
-                    await self.resync()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("mirror %s: watch failed (%r); restarting", self.bucket, e)
-            finally:
-                if sub is not None:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-            await asyncio.sleep(0.5)
+        await follow(
+            self.store.js,
+            f"$KV.{bucket}.>",
+            f"KV_{bucket}",
+            self._on_msg,
+            self._ready.set,
+            what=f"mirror {self.bucket}",
+            every=self.resync_every,
+            then=self.resync,
+        )
+
+
+async def follow(
+    js: JetStreamContext,
+    subject: str,
+    stream: str,
+    on_msg: Callable[[Msg], Awaitable[None]],
+    on_empty: Callable[[], None],
+    *,
+    what: str,
+    every: float = 3600.0,
+    then: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Feed `on_msg` the last message of every subject of `stream`, then every new one,
+    for ever: an ordered push consumer with a 1 s idle heartbeat, recreated when lost
+    (a server died). `on_empty` when there is nothing to read at the start; `then`
+    every `every` seconds."""
+    while True:
+        sub = None
+        try:
+            sub = await js.subscribe(
+                subject,
+                stream=stream,
+                cb=on_msg,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                idle_heartbeat=1.0,
+            )
+            if (await sub.consumer_info()).num_pending == 0:
+                on_empty()  # an empty stream sends nothing to wait for
+            while True:
+                await asyncio.sleep(every)
+                if then is not None:
+                    await then()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("%s: watch failed (%r); restarting", what, e)
+        finally:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        await asyncio.sleep(0.5)
