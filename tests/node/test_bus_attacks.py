@@ -102,7 +102,7 @@ async def test_the_bus_refuses_every_attack(make_user, make_node, farm, attacker
             await refused_subscribe(conn, f"zos.twin.{node.twin_id}", queue="q")
             await refused_subscribe(conn, f"zos.registry.events.{n}")
             # 6. heartbeats for another node
-            await refused_publish(conn, f"zos.registry.heartbeat.{n}", b"{}")
+            await refused_publish(conn, f"zos.heartbeat.{n}", b"{}")
             # more: answer the auth callout, speak for another key, reply into an inbox
             await refused_subscribe(conn, "$SYS.REQ.USER.AUTH")
             await refused_publish(conn, "$SYS.REQ.USER.AUTH", b"x")

@@ -7,7 +7,7 @@ Keys appear in subjects as lowercase hex of the ed25519 public key.
     zos.registry.register.<key hex>    registration of that key (open to any key)
     zos.registry.tx                    signed transactions (registered twins)
     zos.registry.query                 queries (registered twins)
-    zos.registry.heartbeat.<node id>   that node's heartbeats (that node only)
+    zos.heartbeat.<node id>            that node's signed status, kept in a stream (that node only)
     zos.registry.events.<node id>      contract events pushed to that node (registry only)
     zos.registry.keys                  twin key changes, pushed to everyone (registry only)
     $SYS.REQ.USER.AUTH                 nats-server's auth callout (registry only)
@@ -20,7 +20,7 @@ INBOX_ROOT = "_INBOX"
 REGISTRY_TX = "zos.registry.tx"
 REGISTRY_QUERY = "zos.registry.query"
 REGISTER_PREFIX = "zos.registry.register."
-HEARTBEAT_PREFIX = "zos.registry.heartbeat."
+NODE_STATUS_PREFIX = "zos.heartbeat."
 EVENTS_PREFIX = "zos.registry.events."
 KEY_EVENTS = "zos.registry.keys"
 AUTH_CALLOUT = "$SYS.REQ.USER.AUTH"
@@ -39,8 +39,8 @@ def register_subject(public_key: bytes) -> str:
     return f"{REGISTER_PREFIX}{public_key.hex()}"
 
 
-def heartbeat_subject(node_id: int) -> str:
-    return f"{HEARTBEAT_PREFIX}{node_id}"
+def node_status_subject(node_id: int) -> str:
+    return f"{NODE_STATUS_PREFIX}{node_id}"
 
 
 def node_events_subject(node_id: int) -> str:

@@ -38,11 +38,12 @@ from zos.bus.subjects import (
     KEY_EVENTS,
     REGISTRY_QUERY,
     REGISTRY_TX,
-    heartbeat_subject,
     node_events_subject,
+    node_status_subject,
     register_subject,
 )
 from zos.identity import Identity
+from zos.registry import heartbeats
 from zos.registry.models import (
     Capacity,
     Contract,
@@ -58,7 +59,7 @@ from zos.registry.models import (
     Twin,
     rotation_message,
 )
-from zos.registry.signing import RegistryKey
+from zos.registry.signing import RegistryKey, RegistrySigner
 from zos.registry.tx import Transaction, new_nonce, read_answer
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class RegistryClient(NatsHolder):
         self.timeout = timeout
         self._resolvers: list[CachedResolver] = []
         self._key_sub: Subscription | None = None
+        self._signer: RegistrySigner | None = None  # this key, signing heartbeats
 
     async def connect(self) -> RegistryClient:
         conn = await self._open_nats()
@@ -112,20 +114,23 @@ class RegistryClient(NatsHolder):
     async def _ask(self, subject: str, data: bytes, nonce: str, *, renew: bool = True) -> Any:
         """Send a request; its result once the answer is shown to be the registry's own,
         for this request."""
+        msg = await self._request(subject, lambda: data, renew)
+        return read_answer(self.registry.open(f"answer/{nonce}", msg.data))
+
+    async def _request(self, subject: str, data: Callable[[], bytes], renew: bool = True) -> Msg:
         try:
-            msg = await self.conn.request(subject, data, self.timeout)
+            return await self.conn.request(subject, data(), self.timeout)
         except BusError as e:
             if e.code != "not_permitted" or not renew:
                 raise
             await self.conn.renew()  # our role may have changed since we connected
-            return await self._ask(subject, data, nonce, renew=False)
+            return await self._request(subject, data, renew=False)
         except nats.errors.NoRespondersError:
             raise BusError("unavailable", "no registry service is running") from None
         except (TimeoutError, nats.errors.TimeoutError):
             raise BusError("timeout", f"registry did not answer in {self.timeout}s") from None
         except nats.errors.ConnectionClosedError:
             raise BusError("unavailable", "the NATS connection is closed") from None
-        return read_answer(self.registry.open(f"answer/{nonce}", msg.data))
 
     async def query(self, query_name: str, /, **args: Any) -> Any:
         nonce = new_nonce()
@@ -147,8 +152,6 @@ class RegistryClient(NatsHolder):
     def _subject_of(self, tx: Transaction) -> str:
         if tx.kind == "register_twin":
             return register_subject(self.identity.public_key)
-        if tx.kind == "heartbeat":
-            return heartbeat_subject(int(tx.body.get("node_id", 0)))
         return REGISTRY_TX
 
     async def submit(self, tx: Transaction) -> Any:
@@ -314,10 +317,16 @@ class RegistryClient(NatsHolder):
     async def heartbeat(
         self, node_id: int, used_capacity: Capacity | dict[str, int] | None = None
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"node_id": node_id}
-        if used_capacity is not None:
-            body["used"] = _plain(used_capacity)
-        return await self.transact("heartbeat", body)
+        """The node's status, signed, appended to the heartbeat stream (`heartbeats`):
+        {node_id, at (unix ms), seq (its stream sequence)} once JetStream stored it."""
+        used = Capacity.model_validate(_plain(used_capacity) if used_capacity else {})
+        if self._signer is None:
+            self._signer = RegistrySigner(self.identity)
+        signer = self._signer
+        msg = await self._request(
+            node_status_subject(node_id), lambda: heartbeats.sign(signer, node_id, used)
+        )
+        return heartbeats.stored(msg.data, node_id)
 
     async def remove_node(self, node_id: int) -> dict[str, Any]:
         return await self.transact("remove_node", {"node_id": node_id})
@@ -346,11 +355,12 @@ class RegistryClient(NatsHolder):
         free_hru: int = 0,
         *,
         gateway: bool | None = None,
+        after_id: int = 0,
         offset: int = 0,
         limit: int = 100,
     ) -> list[Node]:
         """Nodes by farm, status, free capacity and whether they serve gateways (a
-        public IPv4 and a domain)."""
+        public IPv4 and a domain), in id order: a page starts after node `after_id`."""
         # `gateway` only when asked, so a registry that does not know it still answers.
         wanted = {} if gateway is None else {"gateway": gateway}
         found = await self.query(
@@ -361,6 +371,7 @@ class RegistryClient(NatsHolder):
             free_mru=free_mru,
             free_sru=free_sru,
             free_hru=free_hru,
+            after_id=after_id,
             offset=offset,
             limit=limit,
             **wanted,

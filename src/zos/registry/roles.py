@@ -7,7 +7,7 @@ returns for every connection; nats-server enforces them (subjects: `zos.bus.subj
     unknown  zos.registry.register.<key>                 _INBOX.<key>.>
     twin     + zos.twin.*, zos.registry.tx,              + zos.registry.keys
                zos.registry.query
-    node     + zos.registry.heartbeat.<node id>          + zos.twin.<twin id>,
+    node     + zos.heartbeat.<node id> (its status)      + zos.twin.<twin id>,
              + replies to the requests it receives         zos.registry.events.<node id>
 
 The registry service itself is a user of nats-server's own configuration with every
@@ -26,9 +26,9 @@ from zos.bus.subjects import (
     REGISTRY_QUERY,
     REGISTRY_TX,
     TWIN_PREFIX,
-    heartbeat_subject,
     inbox_prefix,
     node_events_subject,
+    node_status_subject,
     register_subject,
     twin_subject,
 )
@@ -60,7 +60,7 @@ class Role:
             sub += [KEY_EVENTS]
         perms: dict[str, Any] = {"pub": {"allow": pub}, "sub": {"allow": sub}}
         if self.kind == "node":
-            pub.append(heartbeat_subject(self.node_id))
+            pub.append(node_status_subject(self.node_id))
             sub += [twin_subject(self.twin_id), node_events_subject(self.node_id)]
             perms["resp"] = {"max": 1, "ttl": RESPONSE_TTL_NS}
         return perms

@@ -43,7 +43,6 @@ from zos.bus.connection import Connection, NatsHolder, Subscription
 from zos.bus.errors import BusError, describe_error
 from zos.bus.subjects import (
     AUTH_CALLOUT,
-    HEARTBEAT_PREFIX,
     REGISTER_PREFIX,
     REGISTRY_QUERY,
     REGISTRY_QUEUE,
@@ -52,6 +51,7 @@ from zos.bus.subjects import (
 )
 from zos.identity import Identity
 from zos.registry.callout import AuthCallout
+from zos.registry.index import NodeIndex
 from zos.registry.models import DOWN_AFTER
 from zos.registry.objects import ON_CANCEL, QUERIES, TRANSACTIONS, base, nodes, twins
 from zos.registry.roles import Role
@@ -142,6 +142,7 @@ class RegistryService(NatsHolder):
         self.farms = Mirror(self.store, "farms", base.FARM)
         self.nodes = Mirror(self.store, "nodes", base.NODE)
         self.contracts = Mirror(self.store, "contracts", base.CONTRACT)
+        self.index = NodeIndex(self.store, self.nodes, self.down_after)
         self.context = base.Context(
             self.store,
             self.signer,
@@ -150,18 +151,19 @@ class RegistryService(NatsHolder):
             self.farms,
             self.nodes,
             self.contracts,
+            self.index,
             ON_CANCEL,
         )
         # First, so that connections are let in while the mirrors fill.
         self._subs.append(await conn.subscribe(AUTH_CALLOUT, self._on_callout, REGISTRY_QUEUE))
         for mirror in (self.farms, self.nodes, self.contracts):
             await mirror.start()
+        await self.index.start()
         # A transaction's id is its nonce; a query carries one.
         routes: list[tuple[str, Handle, str]] = [
             (REGISTRY_TX, self.handle_tx, "id"),
             (REGISTRY_QUERY, self.handle_query, "nonce"),
             (f"{REGISTER_PREFIX}*", self.handle_register, "id"),
-            (f"{HEARTBEAT_PREFIX}*", self.handle_heartbeat, "id"),
         ]
         for subject, handle, nonce_field in routes:
             on_message = self._dispatcher(handle, nonce_field)
@@ -189,6 +191,8 @@ class RegistryService(NatsHolder):
         self._subs = []
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
+        if hasattr(self, "index"):
+            await self.index.stop()
         for mirror in (
             getattr(self, "farms", None),
             getattr(self, "nodes", None),
@@ -280,15 +284,6 @@ class RegistryService(NatsHolder):
             raise BusError("forbidden", "register_twin registers the key of its own subject")
         return await self._transact(tx, twin_key=bytes.fromhex(key_hex))
 
-    async def handle_heartbeat(self, subject: str, body: dict[str, Any]) -> Any:
-        """`heartbeat`, on the heartbeat subject of its node."""
-        tx = Transaction.parse(body)
-        if tx.kind != OWN_SUBJECT["heartbeat"]:
-            raise BusError("malformed", f"only heartbeats go to {subject}")
-        if str(tx.body.get("node_id")) != last_token(subject):
-            raise BusError("forbidden", f"a heartbeat on {subject} is for that node only")
-        return await self._transact(tx)
-
     async def handle_tx(self, subject: str, body: dict[str, Any]) -> Any:
         tx = Transaction.parse(body)
         if tx.kind in OWN_SUBJECT.values():
@@ -320,12 +315,11 @@ class RegistryService(NatsHolder):
         if not await self.store.claim_tx(tx.id):
             raise BusError("replayed", f"transaction {tx.id} was already submitted")
         result = await rule.apply(self.context, tx, args)
-        if rule.audited:
-            await self.store.publish(
-                f"{AUDIT_PREFIX}.{tx.kind}",
-                {"tx": tx.model_dump(mode="json"), "result": result},
-                msg_id=tx.id,
-            )
+        await self.store.publish(
+            f"{AUDIT_PREFIX}.{tx.kind}",
+            {"tx": tx.model_dump(mode="json"), "result": result},
+            msg_id=tx.id,
+        )
         return result
 
     async def handle_query(self, subject: str, body: dict[str, Any]) -> Any:

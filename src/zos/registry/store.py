@@ -12,9 +12,9 @@ Buckets (history 1, `replicas` copies each):
   zos-counters    twin|farm|node|contract -> "<last id given> <nonce>"
   zos-txids       <tx id>          -> accepted time   (entries expire after TX_ID_TTL)
 
-Stream ZOS_REGISTRY holds `zos.registry.audit.<kind>` (every accepted transaction but
-heartbeats, with its result), `zos.registry.contracts.<node id>` (ContractEvent) and
-`zos.registry.keychanges.<twin id>` (KeyChange).
+Stream ZOS_REGISTRY holds `zos.registry.audit.<kind>` (every accepted transaction, with
+its result; heartbeats are no transactions: `heartbeats`), `zos.registry.contracts.<node
+id>` (ContractEvent) and `zos.registry.keychanges.<twin id>` (KeyChange).
 
 Every value and stream message is signed by the registry's key (`signing`, context
 `kv/<bucket>/<key>` or `stream/<subject>`) and checked when read, mirrors included: a

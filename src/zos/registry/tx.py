@@ -12,8 +12,7 @@ TX_ID_TTL (longer than TX_MAX_AGE + ALLOWED_SKEW), so a replay is refused for as
 as the transaction would otherwise be accepted.
 
 Subjects (`zos.bus.subjects`): `register_twin` goes to `zos.registry.register.<key hex>`
-(the only subject an unregistered key may use), a node's `heartbeat` to
-`zos.registry.heartbeat.<node id>` (that node's alone), every other transaction to
+(the only subject an unregistered key may use), every other transaction to
 `zos.registry.tx`, and queries (not signed by the asker: everything in the registry is
 public) to `zos.registry.query` as `{"query": name, "args": {...}, "nonce": hex}`. Every
 answer is `{"ok": true, "result": ...}` or `{"ok": false, "error": {"code", "message"}}`,

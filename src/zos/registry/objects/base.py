@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
@@ -26,6 +26,9 @@ from zos.registry.models import Contract, Farm, Id, NameContract, Node, NodeCont
 from zos.registry.signing import RegistrySigner
 from zos.registry.store import Mirror, Store
 from zos.registry.tx import Transaction
+
+if TYPE_CHECKING:
+    from zos.registry.index import NodeIndex
 
 MAX_LIST = 1000
 
@@ -52,7 +55,8 @@ def dumped(model: BaseModel) -> dict[str, Any]:
 @dataclass
 class Context:
     """The registry's state as every rule sees it: the store, the mirrors the list
-    queries read, and the key that signs what the registry pushes."""
+    queries read, the node index (statuses from the heartbeat stream), and the key
+    that signs what the registry pushes."""
 
     store: Store
     signer: RegistrySigner
@@ -61,6 +65,7 @@ class Context:
     farms: Mirror[Farm]
     nodes: Mirror[Node]
     contracts: Mirror[NodeContract | NameContract]
+    index: NodeIndex
     on_cancel: Mapping[str, CancelHook] = field(default_factory=dict)
 
     async def event(self, stored_subject: str, push_subject: str, event: Any, msg_id: str) -> None:
@@ -77,8 +82,8 @@ TxApply = Callable[[Context, Transaction, A], Awaitable[Any]]
 QueryAnswer = Callable[[Context, A], Awaitable[Any]]
 CancelHook = Callable[[Context, Transaction, Any], Awaitable[None]]
 # Where a kind is sent: the registry's transaction subject, or its own subject
-# (`zos.bus.subjects`): the registering key's, or the heartbeating node's.
-Route = Literal["tx", "register", "heartbeat"]
+# (`zos.bus.subjects`): the registering key's.
+Route = Literal["tx", "register"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,6 @@ class TxRule:
     args: type[Args]
     apply: TxApply[Any]
     route: Route = "tx"
-    audited: bool = True  # stored with its result on the audit stream
 
 
 @dataclass(frozen=True)
@@ -107,10 +111,10 @@ class ObjectRules:
     on_cancel: dict[str, CancelHook] = field(default_factory=dict)
 
     def tx(
-        self, kind: str, args: type[A], *, route: Route = "tx", audited: bool = True
+        self, kind: str, args: type[A], *, route: Route = "tx"
     ) -> Callable[[TxApply[A]], TxApply[A]]:
         def add(apply: TxApply[A]) -> TxApply[A]:
-            self.transactions.append(TxRule(kind, args, apply, route, audited))
+            self.transactions.append(TxRule(kind, args, apply, route))
             return apply
 
         return add

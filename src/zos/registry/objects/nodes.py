@@ -3,8 +3,6 @@
 - register_node: the signer twin becomes (or updates) a node of the farm, only with a
   join token signed by the farm's owner, for that farm, not expired, naming the signer
   or any twin (0). A twin already a node of another farm is refused.
-- heartbeat: only the node's own twin, on the node's own heartbeat subject; sets
-  last_heartbeat and used capacity. Not on the audit stream (it would drown it).
 - remove_node: only the owner of the node's farm.
 - set_node_public_config: only the owner of the node's farm sets (or, with an empty
   config, clears) the node's public config: an IPv4 with its gateway, optionally an
@@ -12,8 +10,15 @@
   an IPv4 and a domain serves gateways (`list_nodes` with `gateway`). A registration
   that names no public config keeps the one the node has.
 
-Buckets: `nodes` (id -> Node) and `node-twins` (twin id -> node id); listed from the
-`nodes` mirror. A node's status is derived when read (`Node.with_status`).
+Heartbeats are no transaction: a node appends its signed status to its own subject in
+the heartbeat stream (`zos.registry.heartbeats`, where a status's rules are), and
+nats-server lets only that node publish there (`roles`).
+
+Buckets: `nodes` (id -> Node) and `node-twins` (twin id -> node id). A node's status
+(up/down, used capacity, last heartbeat) is what it last signed, as the service's node
+index (`zos.registry.index`) read it from the stream; `get_node` and `list_nodes` (by
+farm, status, free capacity, gateway; pages from `after_id`, then `offset`) answer
+from that index.
 """
 
 from __future__ import annotations
@@ -38,11 +43,6 @@ class RegisterNodeArgs(Args):
     capacity: Capacity
     location: Location = Field(default_factory=Location)
     public_config: PublicConfig = Field(default_factory=PublicConfig)
-
-
-class HeartbeatArgs(Args):
-    node_id: Id
-    used: Capacity = Field(default_factory=Capacity)
 
 
 class NodeIdArgs(Args):
@@ -72,16 +72,18 @@ class ListNodesArgs(Args):
     free_sru: int = Field(default=0, ge=0)
     free_hru: int = Field(default=0, ge=0)
     gateway: bool | None = None  # only nodes that serve gateways (True) or do not (False)
+    after_id: int = Field(default=0, ge=0)  # a page starts after this node id
     offset: int = Field(default=0, ge=0)
     limit: int = Field(default=100, ge=1, le=MAX_LIST)
 
 
 async def get(ctx: Context, node_id: int) -> Node:
-    """The node with its status now; not_found if there is none."""
+    """The node with its status now (from its last signed heartbeat); not_found if
+    there is none."""
     got = await ctx.store.get("nodes", node_id, NODE)
     if got is None:
         raise BusError("not_found", f"node {node_id} does not exist")
-    return got[0].with_status(time.time(), ctx.down_after)
+    return await ctx.index.node(got[0])
 
 
 async def of_twin(ctx: Context, twin_id: int) -> Node | None:
@@ -143,20 +145,6 @@ async def register_node(ctx: Context, tx: Transaction, args: RegisterNodeArgs) -
     return dumped(node.with_status(time.time(), ctx.down_after))
 
 
-@RULES.tx("heartbeat", HeartbeatArgs, route="heartbeat", audited=False)
-async def heartbeat(ctx: Context, tx: Transaction, args: HeartbeatArgs) -> Any:
-    now = time.time()
-
-    def beat(node: Node) -> Node:
-        if node.twin_id != tx.twin:
-            raise BusError("forbidden", f"node {node.id} is twin {node.twin_id}'s, not {tx.twin}'s")
-        return node.model_copy(update={"last_heartbeat": now, "used": args.used})
-
-    node, rev = await ctx.store.update("nodes", args.node_id, NODE, beat)
-    ctx.nodes.apply(str(node.id), rev, node)
-    return {"node_id": node.id, "last_heartbeat": now}
-
-
 @RULES.tx("remove_node", NodeIdArgs)
 async def remove_node(ctx: Context, tx: Transaction, args: NodeIdArgs) -> Any:
     node = await _farmers_node(ctx, tx, args.node_id, "removes nodes")
@@ -175,7 +163,7 @@ async def set_node_public_config(ctx: Context, tx: Transaction, args: SetPublicC
 
     changed, rev = await ctx.store.update("nodes", node.id, NODE, configure)
     ctx.nodes.apply(str(node.id), rev, changed)
-    return dumped(changed.with_status(time.time(), ctx.down_after))
+    return dumped(await ctx.index.node(changed))
 
 
 async def _farmers_node(ctx: Context, tx: Transaction, node_id: int, what: str) -> Node:
@@ -205,31 +193,4 @@ async def node_by_twin(ctx: Context, args: TwinIdArgs) -> Any:
 
 @RULES.query("list_nodes", ListNodesArgs)
 async def list_nodes(ctx: Context, args: ListNodesArgs) -> Any:
-    # Plain arithmetic over the mirror: no model is built for a node filtered out.
-    now = time.time()
-    skip, found = args.offset, []
-    for node in ctx.nodes.values():
-        if args.farm_id is not None and node.farm_id != args.farm_id:
-            continue
-        status = "up" if now - node.last_heartbeat <= ctx.down_after else "down"
-        if args.status is not None and status != args.status:
-            continue
-        # Free is never below 0 (cores may be overbooked; what a node reports as used
-        # must not hide it from a listing that asks for nothing).
-        c, u = node.capacity, node.used
-        if (
-            max(0, c.cru - u.cru) < args.free_cru
-            or max(0, c.mru - u.mru) < args.free_mru
-            or max(0, c.sru - u.sru) < args.free_sru
-            or max(0, c.hru - u.hru) < args.free_hru
-        ):
-            continue
-        if args.gateway is not None and node.public_config.gateway != args.gateway:
-            continue
-        if skip:
-            skip -= 1
-            continue
-        found.append({**ctx.nodes.dumped(str(node.id)), "status": status})
-        if len(found) == args.limit:
-            break
-    return found
+    return await ctx.index.search(args)
