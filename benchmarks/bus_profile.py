@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import cProfile
 import json
-import os
 import pstats
 import tempfile
 import time
@@ -40,6 +39,7 @@ from bus_registry import PAYLOAD, Grid
 from zos.bus import BusClient, Envelope, Keys, ReplayCache, Request, Router, StaticResolver
 from zos.grid.natsserver import NatsServer
 from zos.identity import Identity
+from zos.primitives.capacity import cpu_seconds
 
 
 def step_costs(rounds: int, calls: int = 300) -> list[tuple[str, float]]:
@@ -99,12 +99,6 @@ GROUPS = [  # (group, substrings of a cProfile entry's file or function name)
 ]
 
 
-def cpu_seconds(server: NatsServer) -> float:
-    """User + system CPU time nats-server has used so far."""
-    fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def group_of(entry: tuple[str, int, str]) -> str:
     text = f"{entry[0]}:{entry[2]}"
     for group, needles in GROUPS:
@@ -136,12 +130,13 @@ async def profiled_round_trips(n: int, top: int) -> None:
             await bob.conn.settle()
             for _ in range(200):  # warm up
                 await caller.request(bob.twin_id, "echo", PAYLOAD)
-            t, cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(server)
+            pid = server.pid or 0
+            t, cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(pid)
             for _ in range(n):
                 await caller.request(bob.twin_id, "echo", PAYLOAD)
             wall = (time.perf_counter() - t) / n * 1e6
             cpu = (time.process_time() - cpu) / n * 1e6
-            server_cpu = (cpu_seconds(server) - server_cpu) / n * 1e6
+            server_cpu = (cpu_seconds(pid) - server_cpu) / n * 1e6
             profile = cProfile.Profile(time.process_time)
             profile.enable()
             for _ in range(n):

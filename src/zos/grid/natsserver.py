@@ -176,10 +176,15 @@ class NatsServer:
 
 
 def start_cluster(
-    base_dir: Path, registry_key: bytes, size: int = 3, host: str = "127.0.0.1"
+    base_dir: Path,
+    registry_key: bytes,
+    size: int = 3,
+    host: str = "127.0.0.1",
+    insiders: Sequence[bytes] = (),
 ) -> list[NatsServer]:
     """Start `size` JetStream servers routed to each other (for replicated KV), each with
-    the grid's authorization and routes that authenticate with a fresh shared secret."""
+    the grid's authorization and routes that authenticate with a fresh shared secret
+    (`insiders`: as `authorization_config`)."""
     cluster_ports = [free_port(host) for _ in range(size)]
     secret = os.urandom(16).hex()
     servers = []
@@ -194,6 +199,7 @@ def start_cluster(
                 cluster_port=cluster_ports[i],
                 routes=routes,
                 route_secret=secret,
+                insiders=list(insiders),
             )
         )
     for s in servers:

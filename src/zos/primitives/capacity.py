@@ -46,6 +46,15 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far, 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def listening_sockets(pid: int) -> list[str]:
     """Listening TCP and bound UDP sockets that process `pid` holds (e.g. ['tcp 0.0.0.0:80']).
 

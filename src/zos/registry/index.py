@@ -95,7 +95,7 @@ class NodeIndex:
 
     # -- life ------------------------------------------------------------------------
 
-    async def start(self, timeout: float = 60.0) -> NodeIndex:
+    async def start(self, timeout: float = 120.0) -> NodeIndex:
         await heartbeats.setup_stream(self.store.js, self.store.replicas)
         for key, (_, node) in list(self.nodes.items.items()):
             self._on_record(key, node)

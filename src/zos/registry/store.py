@@ -392,7 +392,8 @@ class Mirror(Generic[M]):
             self._dumped[key] = cached
         return cached[1]
 
-    async def start(self, timeout: float = 10.0) -> None:
+    async def start(self, timeout: float = 120.0) -> None:
+        # 100,000 nodes take a while to read on a loaded machine.
         self._task = asyncio.create_task(self._run())
         await asyncio.wait_for(self._ready.wait(), timeout)
 

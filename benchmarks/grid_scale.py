@@ -1,0 +1,502 @@
+"""A simulated grid on a real 3-server NATS cluster: N nodes heartbeating, M users
+searching and creating contracts, against registry service copies run as `zos registry
+serve` processes.
+
+    .venv/bin/python benchmarks/grid_scale.py --nodes 100000 --period 10 --duration 30
+    .venv/bin/python benchmarks/grid_scale.py --nodes 100000 --kill-server   # one dies mid-run
+
+Seeding: N nodes (each with its own ed25519 key, derived from its number so worker
+processes can sign for it) and their twins are written into the registry's buckets as
+its service writes them once it has accepted `register_twin` and `register_node`:
+through its own `Store`, on the registry key's connection, every value signed by that
+key, ids from its counters in one block, each index before its record. Not through
+transactions (at the registry's ~800 tx/s on this machine 100,000 registrations would
+take minutes; `bus_registry.py` measures that path). The users register for real.
+
+Heartbeats: W worker processes sign each node's status with that node's key and
+publish it on the node's own subject, at N / period per second, with up to
+--in-flight waiting for JetStream's ack; a beat not acknowledged is retried (up to 3
+times) and counted lost if it never is. They publish over benchmark connections with
+every permission (nats-server's config names their key): 100,000 node connections do
+not fit on this machine. A few nodes (--own-connections) beat over their own
+connection, let in by the registry's auth callout with a node's permissions, and one
+checks it cannot publish another node's status.
+
+Baseline in the same run, from the same workers: bare JetStream KV puts (replicas 3,
+values as large as a status, same in-flight) on the same cluster.
+
+Printed: sustained heartbeats/s (acknowledged), beside the rate N nodes need at the
+default 10 s period; what the stream holds afterwards (one status per node, and for a
+sample of nodes the last one acknowledged); search p50/p99 through the service
+(a farm's page, up nodes with free memory, a page of the grid after an id); contract
+creations/s; CPU (% of one core over the run) and RSS of each nats-server, each service
+copy and the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from zos.bus import BusError, connect
+from zos.bus.subjects import node_status_subject
+from zos.grid.natsserver import start_cluster
+from zos.grid.procs import tail
+from zos.identity import Identity, write_key_file
+from zos.primitives.capacity import cpu_seconds, rss_bytes
+from zos.registry import Capacity, Farm, Location, Node, RegistryClient, Twin
+from zos.registry import heartbeats as hb
+from zos.registry.models import HEARTBEAT_PERIOD
+from zos.registry.signing import RegistrySigner
+from zos.registry.store import Store
+
+GiB = 1 << 30
+FARM_SIZE = 1000  # nodes per seeded farm
+SAMPLE_EVERY = 997  # nodes whose last acknowledged status is checked in the stream
+
+
+def node_identity(i: int) -> Identity:
+    return Identity(hashlib.sha256(b"grid-scale node %d" % i).digest())
+
+
+def pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
+
+
+# -- seeding ---------------------------------------------------------------------------
+
+
+async def seed(urls: list[str], registry: Identity, n: int) -> tuple[int, list[int], float]:
+    """Twins, farms and nodes as the service writes them; (first node id, farm ids, s)."""
+    t0 = time.perf_counter()
+    conn = await connect(urls, registry, name="zos-registry-seed")
+    try:
+        store = Store(conn.nc.jetstream(timeout=20.0), RegistrySigner(registry), replicas=3)
+        deadline = time.monotonic() + 60
+        while True:  # a cluster just started elects its JetStream leaders first
+            try:
+                await store.setup()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        farmer = Identity.generate()
+        farmer_id = await store.next_id("twin")
+        await store.create("twin-keys", farmer.public_hex, farmer_id)
+        await store.create(
+            "twins",
+            farmer_id,
+            Twin(id=farmer_id, public_key=farmer.public_hex, created=time.time()),
+        )
+        farms = (n + FARM_SIZE - 1) // FARM_SIZE
+        first_farm = await store.next_id("farm", farms)
+        for f in range(farms):
+            farm = Farm(
+                id=first_farm + f,
+                name=f"scale-{first_farm + f}",
+                owner_twin=farmer_id,
+                created=time.time(),
+            )
+            await store.create("farm-names", farm.name.lower(), farm.id)
+            await store.create("farms", farm.id, farm)
+        first_twin = await store.next_id("twin", n)
+        first_node = await store.next_id("node", n)
+        gate = asyncio.Semaphore(256)
+
+        async def write(op: Awaitable[int | None]) -> None:
+            async with gate:
+                assert await op is not None, "the seed wrote over a key the registry had"
+
+        async def one(i: int) -> None:
+            now = time.time()
+            key = node_identity(i).public_hex
+            twin = Twin(id=first_twin + i, public_key=key, created=now)
+            await write(store.create("twin-keys", key, twin.id))
+            await write(store.create("twins", twin.id, twin))
+            node = Node(
+                id=first_node + i,
+                farm_id=first_farm + i // FARM_SIZE,
+                twin_id=twin.id,
+                capacity=Capacity(cru=1 + i % 32, mru=(1 + i % 64) * GiB, sru=(10 + i % 500) * GiB),
+                location=Location(country="BE", city=f"city-{i % 97}"),
+                created=now,
+                last_heartbeat=now,
+            )
+            await write(store.create("node-twins", twin.id, node.id))
+            await write(store.create("nodes", node.id, node))
+
+        for start in range(0, n, 5000):  # a bounded number of coroutines at once
+            await asyncio.gather(*(one(i) for i in range(start, min(n, start + 5000))))
+        await hb.setup_stream(store.js, 3)
+        farm_ids = list(range(first_farm, first_farm + farms))
+        return first_node, farm_ids, time.perf_counter() - t0
+    finally:
+        await conn.close()
+
+
+# -- workers (separate processes) ------------------------------------------------------
+
+
+async def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    insider = Identity(bytes.fromhex(os.environ["GRID_SCALE_INSIDER"]))
+    conn = await connect(spec["urls"], insider, name=f"grid-scale-{spec['index']}")
+    sem = asyncio.Semaphore(spec["in_flight"])
+    try:
+        if spec["phase"] == "kv":  # the baseline: bare KV puts of status-sized values
+            kv = await conn.nc.jetstream(timeout=10.0).key_value("bench-kv")
+            t0 = time.perf_counter()
+
+            async def put(k: int) -> None:
+                async with sem:
+                    await kv.put(f"k{spec['index']}.{k}", b"x" * 250)
+
+            await asyncio.gather(*(put(k) for k in range(spec["kv_puts"])))
+            return {"kv_rate": spec["kv_puts"] / (time.perf_counter() - t0)}
+
+        mine = list(range(spec["index"], spec["nodes"], spec["workers"]))
+        signers = {i: RegistrySigner(node_identity(i)) for i in mine}
+        first_node, period, duration = spec["first_node"], spec["period"], spec["duration"]
+        rate = len(mine) / period
+        acked = retried = lost = 0
+        last_at: dict[int, int] = {}
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def beat(i: int) -> None:
+            nonlocal acked, retried, lost
+            node_id = first_node + i
+            async with sem:
+                for attempt in range(4):
+                    blob = hb.sign(signers[i], node_id, Capacity(cru=i % 2, mru=(i % 3) * GiB))
+                    try:
+                        msg = await conn.request(node_status_subject(node_id), blob, 10.0)
+                        hb.stored(msg.data, node_id)
+                    except Exception:
+                        retried += attempt < 3
+                        await asyncio.sleep(0.2)
+                        continue
+                    acked += 1
+                    if i % SAMPLE_EVERY == 0:
+                        last_at[i] = hb.unverified(blob).at  # type: ignore[union-attr]
+                    return
+                lost += 1
+
+        start = time.perf_counter()
+        k = 0
+        while (now := time.perf_counter() - start) < duration:
+            due = int(now * rate)
+            while k < due:
+                task = asyncio.create_task(beat(mine[k % len(mine)]))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                k += 1
+            await asyncio.sleep(0.005)
+        if tasks:
+            await asyncio.wait(tasks)
+        elapsed = time.perf_counter() - start
+        return {
+            "acked": acked,
+            "retried": retried,
+            "lost": lost,
+            "sent": k,
+            "elapsed": elapsed,
+            "last_at": last_at,
+            "cpu": time.process_time() / elapsed,  # its share of a core while beating
+            "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        }
+    finally:
+        await conn.close()
+
+
+# -- users -----------------------------------------------------------------------------
+
+
+async def users(
+    urls: list[str],
+    key: bytes,
+    m: int,
+    farms: list[int],
+    first_node: int,
+    n: int,
+    stop: asyncio.Event,
+) -> tuple[dict[str, list[float]], int, float]:
+    clients = []
+    for i in range(m):
+        c = await RegistryClient(
+            urls[i % len(urls)], Identity.generate(), registry_key=key, timeout=20
+        ).connect()
+        await c.register_twin()
+        clients.append(c)
+    lat: dict[str, list[float]] = {"farm page": [], "up, free mru": [], "after id": []}
+    contracts = 0
+    refusals: dict[str, int] = {}
+    t0 = time.perf_counter()
+
+    async def user(c: RegistryClient) -> None:
+        nonlocal contracts
+        while not stop.is_set():
+            kind = random.choice(list(lat))
+            t = time.perf_counter()
+            try:
+                if kind == "farm page":
+                    page = await c.list_nodes(farm=random.choice(farms), limit=50)
+                elif kind == "up, free mru":
+                    page = await c.list_nodes(
+                        status="up", free_mru=random.randint(1, 64) * GiB, limit=50
+                    )
+                else:
+                    page = await c.list_nodes(after_id=first_node + random.randrange(n), limit=50)
+                lat[kind].append(time.perf_counter() - t)
+                if page and random.random() < 0.3:
+                    await c.create_node_contract(random.choice(page).id, os.urandom(16).hex())
+                    contracts += 1
+            except BusError as e:  # e.g. a node not beaten yet since the seed: down
+                refusals[e.code] = refusals.get(e.code, 0) + 1
+                await asyncio.sleep(0.2)
+
+    try:
+        await asyncio.gather(*(user(c) for c in clients))
+        if refusals:
+            print(f"users were refused: {refusals}")
+        return lat, contracts, time.perf_counter() - t0
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def own_connections(urls: list[str], key: bytes, first_node: int, count: int) -> str:
+    """A few nodes beat over their own connection, with their role's permissions."""
+    ok = 0
+    refused = False
+    for i in range(count):
+        c = await RegistryClient(urls[i % 3], node_identity(i), registry_key=key).connect()
+        try:
+            await c.heartbeat(first_node + i, Capacity(cru=1))
+            ok += 1
+            if i == 0:
+                try:
+                    await c.heartbeat(first_node + 1, Capacity(cru=9))
+                except BusError as e:
+                    refused = e.code == "not_permitted"
+        finally:
+            await c.close()
+    return f"{ok}/{count} beat over their own connection; another node's subject refused: {refused}"
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def proc_stats(pids: dict[str, int]) -> dict[str, tuple[float, int]]:
+    return {name: (cpu_seconds(pid), rss_bytes(pid)) for name, pid in pids.items()}
+
+
+async def main(args: argparse.Namespace) -> None:
+    registry, insider = Identity.generate(), Identity.generate()
+    load0 = f"{os.getloadavg()[0]:.1f}"
+    with tempfile.TemporaryDirectory(prefix="grid-scale-") as tmp:
+        servers = start_cluster(Path(tmp), registry.public_key, 3, insiders=[insider.public_key])
+        urls = [s.url for s in servers]
+        services: list[subprocess.Popen[bytes]] = []
+        workers: list[subprocess.Popen[bytes]] = []
+        try:
+            first_node, farms, seeded = await seed(urls, registry, args.nodes)
+            print(
+                f"seeded {args.nodes} nodes in {len(farms)} farms in {seeded:.1f} s "
+                f"({4 * args.nodes / seeded:.0f} signed records/s, as the service writes them)"
+            )
+            key_file = Path(tmp) / "registry.key"
+            write_key_file(key_file, registry)
+            t0 = time.perf_counter()
+            for i in range(args.copies):
+                services.append(
+                    subprocess.Popen(
+                        [
+                            str(Path(sys.executable).parent / "zos"),
+                            "registry",
+                            "serve",
+                            "--nats",
+                            urls[i % 3],
+                            "--key-file",
+                            str(key_file),
+                            "--replicas",
+                            "3",
+                            "--log-level",
+                            "warning",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=open(Path(tmp) / f"service-{i}.log", "wb"),  # noqa: SIM115
+                    )
+                )
+            probe = RegistryClient(urls, Identity.generate(), registry_key=registry.public_key)
+            while True:  # let in by the auth callout once a copy has read the buckets
+                try:
+                    await probe.connect()
+                    await probe.register_twin()
+                    break
+                except BusError:
+                    if any(p.poll() is not None for p in services):
+                        logs = [tail(Path(tmp) / f"service-{i}.log") for i in range(args.copies)]
+                        raise SystemExit("a service copy exited:\n" + "\n".join(logs)) from None
+                    await probe.close()
+                    await asyncio.sleep(0.5)
+            print(
+                f"{args.copies} service copies answering {time.perf_counter() - t0:.1f} s "
+                f"after start (each mirrors {args.nodes} nodes)"
+            )
+            print(
+                await own_connections(urls, registry.public_key, first_node, args.own_connections)
+            )
+            conn = await connect(urls, insider)
+            await conn.nc.jetstream().create_key_value(bucket="bench-kv", history=1, replicas=3)
+            before = (await conn.nc.jetstream().stream_info(hb.STREAM)).state.last_seq
+
+            env = {**os.environ, "GRID_SCALE_INSIDER": insider.seed.hex()}
+
+            def spawn(phase: str) -> list[subprocess.Popen[bytes]]:
+                procs = []
+                for w in range(args.workers):
+                    spec = {
+                        "phase": phase,
+                        "index": w,
+                        "workers": args.workers,
+                        "nodes": args.nodes,
+                        "first_node": first_node,
+                        "urls": urls[w % 3 :] + urls[: w % 3],
+                        "period": args.period,
+                        "duration": args.duration,
+                        "in_flight": args.in_flight,
+                        "kv_puts": args.kv_puts // args.workers,
+                    }
+                    argv = [sys.executable, __file__, "--worker", json.dumps(spec)]
+                    procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, env=env))
+                workers.extend(procs)
+                return procs
+
+            async def results_of(procs: list[subprocess.Popen[bytes]]) -> list[dict[str, Any]]:
+                outs = await asyncio.gather(*(asyncio.to_thread(p.communicate) for p in procs))
+                return [json.loads(o[0]) for o in outs]
+
+            kv_rate = sum(r["kv_rate"] for r in await results_of(spawn("kv")))
+            beating = spawn("beat")
+            pids = {f"nats-server {i}": s.pid or 0 for i, s in enumerate(servers)}
+            pids |= {f"service {i}": p.pid for i, p in enumerate(services)}
+            stats0, wall0, cpu0 = proc_stats(pids), time.perf_counter(), time.process_time()
+            stop = asyncio.Event()
+            user_run = asyncio.create_task(
+                users(urls, registry.public_key, args.users, farms, first_node, args.nodes, stop)
+            )
+            if args.kill_server:
+                await asyncio.sleep(args.duration / 2 + 2)
+                servers[2].kill()
+                print(f"killed nats-server 2 at {time.perf_counter() - wall0:.1f} s")
+            results = await results_of(beating)
+            stats1, wall = proc_stats(pids), time.perf_counter() - wall0
+            stop.set()
+            lat, contracts, user_time = await user_run
+
+            acked = sum(r["acked"] for r in results)
+            elapsed = max(r["elapsed"] for r in results)
+            need = args.nodes / HEARTBEAT_PERIOD
+            print(
+                f"\nheartbeats: {acked / elapsed:,.0f}/s acknowledged "
+                f"(target {args.nodes / args.period:,.0f}/s "
+                f"= {args.nodes} nodes every {args.period:g} s; {args.nodes} nodes at the default "
+                f"{HEARTBEAT_PERIOD:g} s need {need:,.0f}/s)"
+            )
+            print(
+                f"  sent {sum(r['sent'] for r in results)}, acknowledged {acked}, retried "
+                f"{sum(r['retried'] for r in results)}, lost {sum(r['lost'] for r in results)}"
+            )
+            print(
+                f"baseline, bare KV puts (R3, same workers, {args.in_flight} in flight each): "
+                f"{kv_rate:,.0f}/s"
+            )
+            js = conn.nc.jetstream(timeout=20.0)
+            info = (await js.stream_info(hb.STREAM)).state
+            print(
+                f"stream: {info.messages} statuses held (one per node beaten), sequence "
+                f"{before} -> {info.last_seq} ({info.last_seq - before} appended)"
+            )
+            behind = 0
+            sample = {int(i): at for r in results for i, at in r["last_at"].items()}
+            for i, at in sample.items():
+                msg = await js.get_last_msg(hb.STREAM, node_status_subject(first_node + i))
+                status = hb.unverified(msg.data or b"")
+                behind += status is None or status.at < at
+            print(
+                f"sampled {len(sample)} nodes: {behind} hold a status older than "
+                "their last acknowledged one"
+            )
+            up, after = 0, 0
+            while page := await probe.list_nodes(status="up", after_id=after, limit=1000):
+                up, after = up + len(page), page[-1].id
+            print(
+                f"service: {up} of {args.nodes} seeded nodes up "
+                "(paged by after_id through the service)"
+            )
+            for kind, samples in lat.items():
+                print(
+                    f"search {kind:<14} p50 {pct(samples, 0.5) * 1e3:7.1f} ms  p99 "
+                    f"{pct(samples, 0.99) * 1e3:7.1f} ms  ({len(samples)} searches)"
+                )
+            print(f"contracts: {contracts / user_time:.1f} created/s by {args.users} users")
+            print(f"\n{'process':<14} {'CPU % of a core':>16} {'RSS MiB':>9}")
+            for name in pids:
+                cpu = (stats1[name][0] - stats0[name][0]) / wall * 100
+                print(f"{name:<14} {cpu:16.0f} {stats1[name][1] / 2**20:9.0f}")
+            for i, r in enumerate(results):
+                print(f"{'worker ' + str(i):<14} {r['cpu'] * 100:16.0f} {r['rss'] / 2**20:9.0f}")
+            print(f"this process   {(time.process_time() - cpu0) / wall * 100:16.0f} (users)")
+            print(
+                f"load average before/after: {load0} / {os.getloadavg()[0]:.1f} (a shared machine)"
+            )
+            await probe.close()
+            await conn.close()
+        finally:
+            for p in workers + services:
+                if p.poll() is None:
+                    p.terminate()
+                    try:
+                        p.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+            for s in servers:
+                s.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument(
+        "--period", type=float, default=HEARTBEAT_PERIOD, help="seconds between a node's beats"
+    )
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--in-flight", type=int, default=512)
+    parser.add_argument("--copies", type=int, default=2, help="registry service copies")
+    parser.add_argument("--kv-puts", type=int, default=50_000)
+    parser.add_argument("--own-connections", type=int, default=10)
+    parser.add_argument("--kill-server", action="store_true", help="kill one nats-server mid-run")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+    if ns.worker:
+        print(json.dumps(asyncio.run(worker(json.loads(ns.worker)))))
+    else:
+        asyncio.run(main(ns))
