@@ -2,11 +2,12 @@
 
 Authorization is on, as on any grid: every client proves its key and is let in by the
 registry's auth callout, routes authenticate with the cluster's secret. Clients keep
-writing (twins, each from its own new connection, and name contracts) and reading while
-the server the registry service is connected to is killed. Every write that was
-acknowledged must still be there afterwards, and the service must go on answering. The
-test waits for those events (acknowledged writes, answered reads), never for a time: how
-fast a cluster fails over is a benchmark's business. The timeout marker stops a hang.
+writing (twins, each from its own new connection, name contracts, a node's heartbeats)
+and reading while the server the registry service is connected to is killed. Every write
+that was acknowledged must still be there afterwards, and the service must go on
+answering. The test waits for those events (acknowledged writes and heartbeats, answered
+reads), never for a time: how fast a cluster fails over is a benchmark's business. The
+timeout marker stops a hang.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hangguard import HANG_GUARD
 from zos.bus import BusError, connect
 from zos.grid.natsserver import start_cluster
 from zos.identity import Identity
-from zos.registry import RegistryClient, RegistryService
+from zos.registry import Capacity, RegistryClient, RegistryService
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -48,6 +49,26 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path, registry_identity:
             c = await RegistryClient(urls, Identity.generate(), registry_key=key).connect()
             await retry(c.register_twin)
             clients.append(c)
+
+        # A node heartbeating through it all; its status goes to the heartbeat stream.
+        farm = await clients[0].create_farm("cluster-farm")
+        node_client = await RegistryClient(urls, Identity.generate(), registry_key=key).connect()
+        clients.append(node_client)
+        await node_client.register_twin()
+        token = await clients[0].farm_join_token(farm.id)
+        node = await node_client.register_node(farm.id, token, Capacity(cru=1 << 20))
+        beats = {"acked": 0, "sent": 0}
+
+        async def beater() -> None:
+            while not stop.is_set():
+                beats["sent"] += 1
+                try:
+                    await node_client.heartbeat(node.id, Capacity(cru=beats["sent"]))
+                    beats["acked"] = beats["sent"]
+                    await advanced()
+                except BusError as e:
+                    print(f"{time.monotonic():.1f} beater: {e}")  # shown on a failure
+                await asyncio.sleep(0.02)
 
         acked: list[tuple[RegistryClient, str, int]] = []  # client, name, contract id
         twins: list[int] = []
@@ -95,18 +116,23 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path, registry_identity:
                     await advanced()
                 await asyncio.sleep(0.01)
 
-        tasks = [asyncio.create_task(writer(i, c)) for i, c in enumerate(clients)]
+        tasks = [asyncio.create_task(writer(i, c)) for i, c in enumerate(clients[:3])]
         tasks.append(asyncio.create_task(reader(clients[0])))
-        await until(lambda: len(acked) >= 5 and reads > 0)
+        tasks.append(asyncio.create_task(beater()))
+        await until(lambda: len(acked) >= 5 and reads > 0 and beats["acked"] > 0)
 
         # Kill the server the service is connected to, as a crash would.
         assert service.nc.connected_url is not None
         port = service.nc.connected_url.port
         victim = next(s for s in servers if s.port == port)
         victim.kill()
-        killed_at, reads_at_kill = len(acked), reads
-        # JetStream elects new leaders; writes and reads must resume.
-        await until(lambda: len(acked) >= killed_at + 30 and reads > reads_at_kill)
+        killed_at, reads_at_kill, beats_at_kill = len(acked), reads, beats["acked"]
+        # JetStream elects new leaders; writes, reads and heartbeats must resume.
+        await until(
+            lambda: len(acked) >= killed_at + 30
+            and reads > reads_at_kill
+            and beats["acked"] > beats_at_kill
+        )
         stop.set()
         await asyncio.gather(*tasks)
 
@@ -118,6 +144,11 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path, registry_identity:
         # Ids stayed unique through the failover.
         assert len({cid for _, _, cid in acked}) == len(acked)
         assert len(set(twins)) == len(twins)
+        # The node's newest acknowledged status (or a later one sent) is what it reads as.
+        beaten = await retry(lambda: clients[0].get_node(node.id))
+        assert beats["acked"] <= beaten.used.cru <= beats["sent"]
+        [listed] = await retry(lambda: clients[0].list_nodes(farm=farm.id))
+        assert listed.used.cru == beaten.used.cru and listed.status == "up"
         mine = await clients[0].list_contracts(clients[0].twin_id)
         assert {c.id for c in mine} >= {cid for c, _, cid in acked if c is clients[0]}
     finally:
