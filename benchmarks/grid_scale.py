@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,21 +79,29 @@ def pct(samples: list[float], q: float) -> float:
 # -- seeding ---------------------------------------------------------------------------
 
 
+async def until_done(
+    step: Callable[[], Awaitable[object]], errors: type[Exception], seconds: float = 60
+) -> None:
+    """Run `step` until it does not raise `errors`, retrying for up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            await step()
+            return
+        except errors:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def seed(urls: list[str], registry: Identity, n: int) -> tuple[int, list[int], float]:
     """Twins, farms and nodes as the service writes them; (first node id, farm ids, s)."""
     t0 = time.perf_counter()
     conn = await connect(urls, registry, name="zos-registry-seed")
     try:
         store = Store(conn.nc.jetstream(timeout=20.0), RegistrySigner(registry), replicas=3)
-        deadline = time.monotonic() + 60
-        while True:  # a cluster just started elects its JetStream leaders first
-            try:
-                await store.setup()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
+        # A cluster just started elects its JetStream leaders first.
+        await until_done(store.setup, Exception)
         farmer = Identity.generate()
         farmer_id = await store.next_id("twin")
         await store.create("twin-keys", farmer.public_hex, farmer_id)
@@ -243,15 +251,7 @@ async def users(
             urls[i % len(urls)], Identity.generate(), registry_key=key, timeout=20
         ).connect()
         clients.append(c)
-        deadline = time.monotonic() + 60
-        while True:  # through a server's death, if that is the run
-            try:
-                await c.register_twin()
-                break
-            except BusError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
+        await until_done(c.register_twin, BusError)  # through a server's death, if that is the run
     lat: dict[str, list[float]] = {"farm page": [], "up, free mru": [], "after id": []}
     contracts = 0
     refusals: dict[str, int] = {}
