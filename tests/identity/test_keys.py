@@ -10,6 +10,8 @@ from zos.identity import (
     Identity,
     KeyError_,
     SealError,
+    box_open,
+    box_seal,
     load_key_file,
     new_mnemonic,
     open_sealed,
@@ -59,24 +61,34 @@ def test_signatures_verify_and_refuse_other_keys() -> None:
     assert not verify_sr25519(b.sr25519_public_key, b"message", sr)
 
 
-def test_sealing_opens_only_between_the_two_twins() -> None:
+def test_sealing_opens_only_for_recipient() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    box = seal(a.public_key, b"secret")
+    assert open_sealed(a, box) == b"secret"
+    with pytest.raises(SealError):
+        open_sealed(b, box)
+    with pytest.raises(SealError):
+        open_sealed(a, box[:-1] + bytes([box[-1] ^ 1]))
+
+
+def test_a_box_opens_only_between_the_two_twins() -> None:
     a, b, c = Identity.generate(), Identity.generate(), Identity.generate()
     ab = shared_key(a.x25519_private, b.public_key)
     assert shared_key(b.x25519_private, a.public_key) == ab  # both twins derive it
-    box = seal(ab, b"secret")
+    box = box_seal(ab, b"secret")
     assert b"secret" not in box
-    assert open_sealed(ab, box) == b"secret"
-    assert seal(ab, b"secret") != box  # a fresh nonce every time
+    assert box_open(ab, box) == b"secret"
+    assert box_seal(ab, b"secret") != box  # a fresh nonce every time
     for other in (
         shared_key(c.x25519_private, a.public_key),
         shared_key(c.x25519_private, b.public_key),
     ):
         with pytest.raises(SealError):
-            open_sealed(other, box)  # a third twin opens nothing, whichever peer it pairs with
+            box_open(other, box)  # a third twin opens nothing, whichever peer it pairs with
     with pytest.raises(SealError):
-        open_sealed(ab, box[:-1] + bytes([box[-1] ^ 1]))
+        box_open(ab, box[:-1] + bytes([box[-1] ^ 1]))
     with pytest.raises(SealError):
-        open_sealed(ab, box[:20])
+        box_open(ab, box[:20])
     with pytest.raises(SealError, match="not a usable"):
         shared_key(a.x25519_private, bytes([1]) + bytes(31))  # the identity point
 

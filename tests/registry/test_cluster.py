@@ -129,9 +129,11 @@ async def test_cluster_survives_a_dead_server(tmp_path: Path, registry_identity:
         killed_at, reads_at_kill, beats_at_kill = len(acked), reads, beats["acked"]
         # JetStream elects new leaders; writes, reads and heartbeats must resume.
         await until(
-            lambda: len(acked) >= killed_at + 30
-            and reads > reads_at_kill
-            and beats["acked"] > beats_at_kill
+            lambda: (
+                len(acked) >= killed_at + 30
+                and reads > reads_at_kill
+                and beats["acked"] > beats_at_kill
+            )
         )
         stop.set()
         await asyncio.gather(*tasks)

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import nacl.signing
 
-from zos.identity import Identity, open_sealed, seal, shared_key
+from zos.identity import Identity, box_open, box_seal, shared_key
 
 
 class Keys:
@@ -51,7 +51,7 @@ class Keys:
         return entry[0] if entry is not None else None
 
     def seal(self, twin_id: int, public_key: bytes, plaintext: bytes) -> bytes:
-        return seal(self.shared_key(twin_id, public_key), plaintext)
+        return box_seal(self.shared_key(twin_id, public_key), plaintext)
 
     def open(self, twin_id: int, public_key: bytes, data: bytes) -> bytes:
-        return open_sealed(self.shared_key(twin_id, public_key), data)
+        return box_open(self.shared_key(twin_id, public_key), data)

@@ -13,6 +13,8 @@ from zos.identity.keys import (
 )
 from zos.identity.sealing import (
     SealError,
+    box_open,
+    box_seal,
     open_sealed,
     seal,
     shared_key,
@@ -23,6 +25,8 @@ __all__ = [
     "Identity",
     "KeyError_",
     "SealError",
+    "box_open",
+    "box_seal",
     "load_key_file",
     "new_mnemonic",
     "open_sealed",
