@@ -50,8 +50,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from zos.bus import BusError, connect
-from zos.bus.subjects import node_status_subject
+from nats.aio.msg import Msg
+
+from zos.bus import BusError, Connection, connect
+from zos.bus.subjects import last_token, node_status_subject
 from zos.grid.natsserver import start_cluster
 from zos.grid.procs import tail
 from zos.identity import Identity, write_key_file
@@ -65,6 +67,8 @@ from zos.registry.store import Store
 GiB = 1 << 30
 FARM_SIZE = 1000  # nodes per seeded farm
 SAMPLE_EVERY = 997  # nodes whose last acknowledged status is checked in the stream
+ACK_WAIT = 5.0  # seconds before a status not acknowledged is sent again
+RETRIES = 3
 
 
 def node_identity(i: int) -> Identity:
@@ -94,8 +98,11 @@ async def until_done(
             await asyncio.sleep(0.5)
 
 
-async def seed(urls: list[str], registry: Identity, n: int) -> tuple[int, list[int], float]:
-    """Twins, farms and nodes as the service writes them; (first node id, farm ids, s)."""
+async def seed(
+    urls: list[str], registry: Identity, n: int, spawn: Callable[[dict[str, Any]], Awaitable[Any]]
+) -> tuple[int, list[int], float]:
+    """Twins, farms and nodes as the service writes them; (first node id, farm ids, s).
+    This process takes the ids and writes the farms; the workers write the nodes."""
     t0 = time.perf_counter()
     conn = await connect(urls, registry, name="zos-registry-seed")
     try:
@@ -123,49 +130,73 @@ async def seed(urls: list[str], registry: Identity, n: int) -> tuple[int, list[i
             await store.create("farms", farm.id, farm)
         first_twin = await store.next_id("twin", n)
         first_node = await store.next_id("node", n)
-        gate = asyncio.Semaphore(256)
-
-        async def write(op: Awaitable[int | None]) -> None:
-            async with gate:
-                assert await op is not None, "the seed wrote over a key the registry had"
-
-        async def one(i: int) -> None:
-            now = time.time()
-            key = node_identity(i).public_hex
-            twin = Twin(id=first_twin + i, public_key=key, created=now)
-            await write(store.create("twin-keys", key, twin.id))
-            await write(store.create("twins", twin.id, twin))
-            node = Node(
-                id=first_node + i,
-                farm_id=first_farm + i // FARM_SIZE,
-                twin_id=twin.id,
-                capacity=Capacity(cru=1 + i % 32, mru=(1 + i % 64) * GiB, sru=(10 + i % 500) * GiB),
-                location=Location(country="BE", city=f"city-{i % 97}"),
-                created=now,
-                last_heartbeat=now,
-            )
-            await write(store.create("node-twins", twin.id, node.id))
-            await write(store.create("nodes", node.id, node))
-
-        for start in range(0, n, 5000):  # a bounded number of coroutines at once
-            await asyncio.gather(*(one(i) for i in range(start, min(n, start + 5000))))
         await hb.setup_stream(store.js, 3)
-        farm_ids = list(range(first_farm, first_farm + farms))
-        return first_node, farm_ids, time.perf_counter() - t0
     finally:
         await conn.close()
+    await spawn({"first_twin": first_twin, "first_node": first_node, "first_farm": first_farm})
+    return first_node, list(range(first_farm, first_farm + farms)), time.perf_counter() - t0
+
+
+async def seed_nodes(conn: Connection, spec: dict[str, Any]) -> dict[str, Any]:
+    """This worker's share of the nodes and their twins, through the registry's Store on
+    a connection of the registry key: the four records `register_twin` and
+    `register_node` write, each signed by that key, each index before its record, with
+    many writes in flight."""
+    store = Store(conn.nc.jetstream(timeout=20.0), RegistrySigner(conn.identity), replicas=3)
+    await until_done(store.setup, Exception)
+    first_twin, first_node, first_farm = spec["first_twin"], spec["first_node"], spec["first_farm"]
+
+    async def write(op: Awaitable[int | None]) -> None:
+        assert await op is not None, "the seed wrote over a key the registry had"
+
+    async def one(i: int) -> None:
+        now = time.time()
+        key = node_identity(i).public_hex
+        twin = Twin(id=first_twin + i, public_key=key, created=now)
+        await asyncio.gather(  # the two indexes, then the two records
+            write(store.create("twin-keys", key, twin.id)),
+            write(store.create("node-twins", twin.id, first_node + i)),
+        )
+        node = Node(
+            id=first_node + i,
+            farm_id=first_farm + i // FARM_SIZE,
+            twin_id=twin.id,
+            capacity=Capacity(cru=1 + i % 32, mru=(1 + i % 64) * GiB, sru=(10 + i % 500) * GiB),
+            location=Location(country="BE", city=f"city-{i % 97}"),
+            created=now,
+            last_heartbeat=now,
+        )
+        await asyncio.gather(
+            write(store.create("twins", twin.id, twin)),
+            write(store.create("nodes", node.id, node)),
+        )
+
+    mine = iter(range(spec["index"], spec["nodes"], spec["workers"]))
+
+    async def lane() -> None:  # one node at a time, two writes in flight
+        for i in mine:
+            await one(i)
+
+    # in_flight writes at once, without a semaphore (its waiters cost per wake-up)
+    await asyncio.gather(*(lane() for _ in range(max(1, spec["in_flight"] // 2))))
+    return {}
 
 
 # -- workers (separate processes) ------------------------------------------------------
 
 
 async def worker(spec: dict[str, Any]) -> dict[str, Any]:
-    insider = Identity(bytes.fromhex(os.environ["GRID_SCALE_INSIDER"]))
-    conn = await connect(spec["urls"], insider, name=f"grid-scale-{spec['index']}")
-    sem = asyncio.Semaphore(spec["in_flight"])
+    who = "GRID_SCALE_REGISTRY" if spec["phase"] == "seed" else "GRID_SCALE_INSIDER"
+    identity = Identity(bytes.fromhex(os.environ[who]))
+    # Signed before connecting: a connection idle for that long would be dropped.
+    signed = presign(spec) if spec["phase"] == "beat" else ([], [])
+    conn = await connect(spec["urls"], identity, name=f"grid-scale-{spec['index']}")
     try:
+        if spec["phase"] == "seed":
+            return await seed_nodes(conn, spec)
         if spec["phase"] == "kv":  # the baseline: bare KV puts of status-sized values
             kv = await conn.nc.jetstream(timeout=10.0).key_value("bench-kv")
+            sem = asyncio.Semaphore(spec["in_flight"])
             t0 = time.perf_counter()
 
             async def put(k: int) -> None:
@@ -174,85 +205,156 @@ async def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
             await asyncio.gather(*(put(k) for k in range(spec["kv_puts"])))
             return {"kv_rate": spec["kv_puts"] / (time.perf_counter() - t0)}
-
-        mine = list(range(spec["index"], spec["nodes"], spec["workers"]))
-        signers = {i: RegistrySigner(node_identity(i)) for i in mine}
-        first_node, period, duration = spec["first_node"], spec["period"], spec["duration"]
-        rate = len(mine) / period
-        acked = retried = lost = behind = 0
-        last_at: dict[int, int] = {}
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def beat(i: int) -> None:
-            nonlocal acked, retried, lost, behind
-            node_id = first_node + i
-            async with sem:
-                if time.perf_counter() - start > duration:
-                    behind += 1  # its turn came after the run: the rate was not met
-                    return
-                for attempt in range(4):
-                    blob = hb.sign(signers[i], node_id, Capacity(cru=i % 2, mru=(i % 3) * GiB))
-                    try:
-                        msg = await conn.request(node_status_subject(node_id), blob, 10.0)
-                        hb.stored(msg.data, node_id)
-                    except Exception:
-                        retried += attempt < 3
-                        await asyncio.sleep(0.2)
-                        continue
-                    acked += 1
-                    if i % SAMPLE_EVERY == 0:
-                        last_at[i] = hb.unverified(blob).at  # type: ignore[union-attr]
-                    return
-                lost += 1
-
-        start = time.perf_counter()
-        k = 0
-        while (now := time.perf_counter() - start) < duration:
-            due = int(now * rate)
-            while k < due:
-                task = asyncio.create_task(beat(mine[k % len(mine)]))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                k += 1
-            await asyncio.sleep(0.005)
-        if tasks:
-            await asyncio.wait(tasks)
-        elapsed = time.perf_counter() - start
-        return {
-            "acked": acked,
-            "retried": retried,
-            "lost": lost,
-            "sent": k - behind,
-            "behind": behind,
-            "elapsed": elapsed,
-            "last_at": last_at,
-            "cpu": time.process_time() / elapsed,  # its share of a core while beating
-            "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        }
+        return await beat(conn, spec, *signed)
     finally:
         await conn.close()
+
+
+def presign(spec: dict[str, Any]) -> tuple[list[int], list[bytes]]:
+    """Every status this worker's nodes send in the run, signed by each node's key and
+    dated when it is due (from spec["start"]). Signing is the nodes' own work, done on
+    as many machines as there are nodes; done here during the run it would take this
+    machine's cores from the servers and services measured."""
+    mine = list(range(spec["index"], spec["nodes"], spec["workers"]))
+    rate = len(mine) / spec["period"]
+    count = int(spec["duration"] * rate)
+    signers = [RegistrySigner(node_identity(i)) for i in mine[: min(len(mine), count)]]
+    first_node, start_ms = spec["first_node"], spec["start"] * 1000
+    nodes, blobs = [], []
+    for k in range(count):
+        i = mine[k % len(mine)]
+        used = Capacity(cru=k % 2, mru=(k % 3) * GiB)
+        nodes.append(i)
+        blobs.append(
+            hb.sign(signers[k % len(mine)], first_node + i, used, int(start_ms + k / rate * 1000))
+        )
+    return nodes, blobs
+
+
+async def beat(
+    conn: Connection, spec: dict[str, Any], nodes: list[int], blobs: list[bytes]
+) -> dict[str, Any]:
+    """Publish the signed statuses at their rate, up to spec["in_flight"] waiting for
+    JetStream's ack at once (acks come to one subscription, matched by a token in the
+    reply subject); a status not acknowledged in ACK_WAIT s is sent again, up to
+    RETRIES times, and counted lost if it never is."""
+    signed_by = time.time()
+    first_node, duration = spec["first_node"], spec["duration"]
+    rate = len(blobs) / duration if blobs else 1.0
+    pending: dict[int, tuple[float, int]] = {}  # beat -> (sent at, attempts)
+    room = asyncio.Event()
+    room.set()
+    acked = retried = lost = 0
+    per_second: list[int] = []  # acks in each second of the run
+    last_at: dict[int, int] = {}
+    nc = conn.nc
+    start = time.perf_counter() + 3600  # set when the run starts
+
+    async def on_ack(msg: Msg) -> None:
+        nonlocal acked
+        k = int(last_token(msg.subject))
+        if k not in pending:
+            return  # acknowledged already (a retry's answer)
+        try:
+            hb.stored(msg.data, first_node + nodes[k])
+        except BusError:
+            pending[k] = (time.perf_counter() - ACK_WAIT + 0.2, pending[k][1])  # again soon
+            return
+        del pending[k]
+        acked += 1
+        second = int(time.perf_counter() - start)
+        per_second.extend([0] * (second + 1 - len(per_second)))
+        per_second[second] += 1
+        if nodes[k] % SAMPLE_EVERY == 0:
+            last_at[nodes[k]] = hb.unverified(blobs[k]).at  # type: ignore[union-attr]
+        if len(pending) < spec["in_flight"]:
+            room.set()
+
+    async def send(k: int) -> None:
+        subject = node_status_subject(first_node + nodes[k])
+        await nc.publish(subject, blobs[k], reply=f"{conn.inbox}.hb.{k}")
+
+    async def resend_late(now: float) -> None:
+        nonlocal retried, lost
+        for k, (sent, attempts) in list(pending.items()):
+            if now - sent < ACK_WAIT:
+                continue
+            if attempts > RETRIES:
+                del pending[k]
+                lost += 1
+                continue
+            pending[k] = (now, attempts + 1)
+            retried += 1
+            await send(k)
+
+    await nc.subscribe(f"{conn.inbox}.hb.*", cb=on_ack)
+    await nc.flush()
+    await asyncio.sleep(max(0.0, spec["start"] - time.time()))
+    start, cpu0 = time.perf_counter(), time.process_time()
+    late_start = time.time() - spec["start"]
+    k, checked = 0, start
+    while (now := time.perf_counter() - start) < duration:
+        due = min(len(blobs), int(now * rate))
+        while k < due:
+            if len(pending) >= spec["in_flight"]:
+                room.clear()
+                await room.wait()
+            pending[k] = (time.perf_counter(), 0)
+            await send(k)
+            k += 1
+        if time.perf_counter() - checked > 1.0:
+            checked = time.perf_counter()
+            await resend_late(checked)
+        await asyncio.sleep(0.002)
+    sent_in_run = k
+    while pending:  # the last ones' acks, and their retries
+        await resend_late(time.perf_counter())
+        await asyncio.sleep(0.2)
+    elapsed = time.perf_counter() - start
+    return {
+        "acked": acked,
+        "retried": retried,
+        "lost": lost,
+        "sent": sent_in_run,
+        "behind": len(blobs) - sent_in_run,
+        "elapsed": elapsed,
+        "late_start": late_start,
+        "signed_late": signed_by - spec["start"],
+        "last_at": last_at,
+        "per_second": per_second,
+        "cpu": (time.process_time() - cpu0) / elapsed,  # its share of a core while beating
+        "sign_cpu": cpu0,  # seconds, before the run
+        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
 
 
 # -- users -----------------------------------------------------------------------------
 
 
-async def users(
-    urls: list[str],
-    key: bytes,
-    m: int,
-    farms: list[int],
-    first_node: int,
-    n: int,
-    stop: asyncio.Event,
-) -> tuple[dict[str, list[float]], int, float]:
+async def register_users(urls: list[str], key: bytes, m: int) -> list[RegistryClient]:
     clients = []
     for i in range(m):
         c = await RegistryClient(
             urls[i % len(urls)], Identity.generate(), registry_key=key, timeout=20
         ).connect()
         clients.append(c)
-        await until_done(c.register_twin, BusError)  # through a server's death, if that is the run
-    lat: dict[str, list[float]] = {"farm page": [], "up, free mru": [], "after id": []}
+        await until_done(c.register_twin, BusError)
+    return clients
+
+
+async def users(
+    clients: list[RegistryClient],
+    farms: list[int],
+    first_node: int,
+    n: int,
+    stop: asyncio.Event,
+) -> tuple[dict[str, list[tuple[float, float]]], int, float]:
+    """Searches (time into the run, seconds taken) and contracts until `stop`."""
+    lat: dict[str, list[tuple[float, float]]] = {
+        "farm page": [],
+        "up, free mru": [],
+        "after id": [],
+    }
     contracts = 0
     refusals: dict[str, int] = {}
     t0 = time.perf_counter()
@@ -271,7 +373,7 @@ async def users(
                     )
                 else:
                     page = await c.list_nodes(after_id=first_node + random.randrange(n), limit=50)
-                lat[kind].append(time.perf_counter() - t)
+                lat[kind].append((t - t0, time.perf_counter() - t))
                 if page and random.random() < 0.3:
                     await c.create_node_contract(random.choice(page).id, os.urandom(16).hex())
                     contracts += 1
@@ -311,6 +413,15 @@ async def own_connections(urls: list[str], key: bytes, first_node: int, count: i
 # -- main ------------------------------------------------------------------------------
 
 
+def signing_time(args: argparse.Namespace) -> float:
+    """Seconds a worker will take to sign its statuses (timed on a few here, with room)."""
+    t0 = time.perf_counter()
+    for i in range(200):
+        hb.sign(RegistrySigner(node_identity(i)), 1 + i, Capacity())
+    per = (time.perf_counter() - t0) / 200
+    return 1.5 * per * args.nodes * max(1.0, args.duration / args.period) / args.workers
+
+
 def proc_stats(pids: dict[str, int]) -> dict[str, tuple[float, int]]:
     return {name: (cpu_seconds(pid), rss_bytes(pid)) for name, pid in pids.items()}
 
@@ -324,7 +435,40 @@ async def main(args: argparse.Namespace) -> None:
         services: list[subprocess.Popen[bytes]] = []
         workers: list[subprocess.Popen[bytes]] = []
         try:
-            first_node, farms, seeded = await seed(urls, registry, args.nodes)
+            env = {
+                **os.environ,
+                "GRID_SCALE_INSIDER": insider.seed.hex(),
+                "GRID_SCALE_REGISTRY": registry.seed.hex(),
+            }
+
+            def spawn(phase: str, **more: Any) -> list[subprocess.Popen[bytes]]:
+                procs = []
+                for w in range(args.workers):
+                    spec = {
+                        **more,
+                        "phase": phase,
+                        "index": w,
+                        "workers": args.workers,
+                        "nodes": args.nodes,
+                        "urls": urls[w % 3 :] + urls[: w % 3],
+                        "period": args.period,
+                        "duration": args.duration,
+                        "in_flight": args.in_flight,
+                        "kv_puts": args.kv_puts // args.workers,
+                    }
+                    argv = [sys.executable, __file__, "--worker", json.dumps(spec)]
+                    procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, env=env))
+                workers.extend(procs)
+                return procs
+
+            async def results_of(procs: list[subprocess.Popen[bytes]]) -> list[dict[str, Any]]:
+                outs = await asyncio.gather(*(asyncio.to_thread(p.communicate) for p in procs))
+                return [json.loads(o[0]) for o in outs]
+
+            async def seeding(ids: dict[str, Any]) -> None:
+                await results_of(spawn("seed", **ids))
+
+            first_node, farms, seeded = await seed(urls, registry, args.nodes, seeding)
             print(
                 f"seeded {args.nodes} nodes in {len(farms)} farms in {seeded:.1f} s "
                 f"({4 * args.nodes / seeded:.0f} signed records/s, as the service writes them)"
@@ -377,45 +521,23 @@ async def main(args: argparse.Namespace) -> None:
             await conn.nc.jetstream().create_key_value(bucket="bench-kv", history=1, replicas=3)
             before = (await conn.nc.jetstream().stream_info(hb.STREAM)).state.last_seq
 
-            env = {**os.environ, "GRID_SCALE_INSIDER": insider.seed.hex()}
-
-            def spawn(phase: str) -> list[subprocess.Popen[bytes]]:
-                procs = []
-                for w in range(args.workers):
-                    spec = {
-                        "phase": phase,
-                        "index": w,
-                        "workers": args.workers,
-                        "nodes": args.nodes,
-                        "first_node": first_node,
-                        "urls": urls[w % 3 :] + urls[: w % 3],
-                        "period": args.period,
-                        "duration": args.duration,
-                        "in_flight": args.in_flight,
-                        "kv_puts": args.kv_puts // args.workers,
-                    }
-                    argv = [sys.executable, __file__, "--worker", json.dumps(spec)]
-                    procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, env=env))
-                workers.extend(procs)
-                return procs
-
-            async def results_of(procs: list[subprocess.Popen[bytes]]) -> list[dict[str, Any]]:
-                outs = await asyncio.gather(*(asyncio.to_thread(p.communicate) for p in procs))
-                return [json.loads(o[0]) for o in outs]
-
             kv_rate = sum(r["kv_rate"] for r in await results_of(spawn("kv")))
-            beating = spawn("beat")
+            clients = await register_users(urls, registry.public_key, args.users)
+            start = time.time() + signing_time(args) + 3
+            beating = spawn("beat", first_node=first_node, start=start)
             pids = {f"nats-server {i}": s.pid or 0 for i, s in enumerate(servers)}
             pids |= {f"service {i}": p.pid for i, p in enumerate(services)}
+            print(f"workers sign {args.nodes * args.duration / args.period:,.0f} statuses first")
+            await asyncio.sleep(max(0.0, start - time.time()))
             stats0, wall0, cpu0 = proc_stats(pids), time.perf_counter(), time.process_time()
             stop = asyncio.Event()
-            user_run = asyncio.create_task(
-                users(urls, registry.public_key, args.users, farms, first_node, args.nodes, stop)
-            )
+            user_run = asyncio.create_task(users(clients, farms, first_node, args.nodes, stop))
+            killed_at = None
             if args.kill_server:
-                await asyncio.sleep(args.duration / 2 + 2)
+                await asyncio.sleep(args.duration / 2)
                 servers[2].kill()
-                print(f"killed nats-server 2 at {time.perf_counter() - wall0:.1f} s")
+                killed_at = time.perf_counter() - wall0
+                print(f"killed nats-server 2 at {killed_at:.1f} s")
             results = await results_of(beating)
             stats1, wall = proc_stats(pids), time.perf_counter() - wall0
             stop.set()
@@ -435,6 +557,19 @@ async def main(args: argparse.Namespace) -> None:
                 f"{sum(r['retried'] for r in results)}, lost {sum(r['lost'] for r in results)}; "
                 f"{sum(r['behind'] for r in results)} not sent (their turn came after the run)"
             )
+            seconds = [
+                sum(r["per_second"][t] for r in results if t < len(r["per_second"]))
+                for t in range(int(args.duration))
+            ]
+            print(f"  acknowledged per second of the run: {seconds}")
+            if killed_at is not None:
+                cut = int(killed_at)
+                pre, post = seconds[:cut], seconds[cut + 1 :]
+                print(
+                    f"  before the kill {sum(pre) / max(1, len(pre)):,.0f}/s, after it "
+                    f"{sum(post) / max(1, len(post)):,.0f}/s (the second of the kill left out); "
+                    f"slowest second after it {min(post, default=0):,}"
+                )
             print(
                 f"baseline, bare KV puts (R3, same workers, {args.in_flight} in flight each): "
                 f"{kv_rate:,.0f}/s"
@@ -457,18 +592,23 @@ async def main(args: argparse.Namespace) -> None:
                 f"sampled {len(sample)} nodes: {behind} hold a status older than "
                 f"their last acknowledged one; read through the service: {', '.join(ages)}"
             )
+            for kind, timed in lat.items():
+                parts = [("", [d for _, d in timed])]
+                if killed_at is not None:
+                    parts.append((" after the kill", [d for t, d in timed if t > killed_at]))
+                for when, samples in parts:
+                    print(
+                        f"search {kind + when:<29} p50 {pct(samples, 0.5) * 1e3:7.1f} ms  p99 "
+                        f"{pct(samples, 0.99) * 1e3:7.1f} ms  ({len(samples)} searches)"
+                    )
+            t1 = time.perf_counter()
             up, after = 0, 0
             while page := await probe.list_nodes(status="up", after_id=after, limit=1000):
                 up, after = up + len(page), page[-1].id
             print(
-                f"service: {up} of {args.nodes} seeded nodes up "
-                "(paged by after_id through the service)"
+                f"service: {up} of {args.nodes} seeded nodes up (paged by after_id through the "
+                f"service, 1000 a page, each status checked: {time.perf_counter() - t1:.0f} s)"
             )
-            for kind, samples in lat.items():
-                print(
-                    f"search {kind:<14} p50 {pct(samples, 0.5) * 1e3:7.1f} ms  p99 "
-                    f"{pct(samples, 0.99) * 1e3:7.1f} ms  ({len(samples)} searches)"
-                )
             print(f"contracts: {contracts / user_time:.1f} created/s by {args.users} users")
             print(f"\n{'process':<14} {'CPU % of a core':>16} {'RSS MiB':>9}")
             for name in pids:
@@ -478,7 +618,11 @@ async def main(args: argparse.Namespace) -> None:
                     continue
                 print(f"{name:<14} {cpu:16.0f} {stats1[name][1] / 2**20:9.0f}")
             for i, r in enumerate(results):
-                print(f"{'worker ' + str(i):<14} {r['cpu'] * 100:16.0f} {r['rss'] / 2**20:9.0f}")
+                print(
+                    f"{'worker ' + str(i):<14} {r['cpu'] * 100:16.0f} {r['rss'] / 2**20:9.0f}"
+                    f"  (signed before the run in {r['sign_cpu']:.0f} CPU s; started "
+                    f"{r['late_start']:+.1f} s from the planned start)"
+                )
             print(f"this process   {(time.process_time() - cpu0) / wall * 100:16.0f} (users)")
             print(
                 f"load average before/after: {load0} / {os.getloadavg()[0]:.1f} (a shared machine)"
