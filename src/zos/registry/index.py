@@ -96,13 +96,13 @@ class NodeIndex:
     # -- life ------------------------------------------------------------------------
 
     async def start(self, timeout: float = 120.0) -> NodeIndex:
-        await heartbeats.setup_stream(self.store.js, self.store.replicas)
+        await heartbeats.setup_stream(self.store.admin_js, self.store.replicas)
         for key, (_, node) in list(self.nodes.items.items()):
             self._on_record(key, node)
         self.nodes.listeners.append(self._on_record)
         self._task = asyncio.create_task(
             follow(
-                self.store.js,
+                self.store.admin_js,
                 f"{NODE_STATUS_PREFIX}*",
                 heartbeats.STREAM,
                 self._on_status,

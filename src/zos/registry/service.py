@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 REGISTER_BURST = 10  # registrations a key may send at once
 REGISTER_EVERY = 6.0  # seconds to earn one more
+ADMIN_TIMEOUT = 30.0  # seconds for a consumer or stream to be made (a big grid's buckets take long)
 # The kinds sent on a subject of their own rather than the transaction subject.
 OWN_SUBJECT = {rule.route: kind for kind, rule in TRANSACTIONS.items() if rule.route != "tx"}
 
@@ -137,7 +138,12 @@ class RegistryService(NatsHolder):
                 f"nats-server {version.major}.{version.minor}.{version.patch} cannot keep a "
                 "replicated registry consistent; use 2.10 or newer",
             )
-        self.store = Store(nc.jetstream(timeout=2.0), self.signer, replicas=self.replicas)
+        self.store = Store(
+            nc.jetstream(timeout=2.0),
+            self.signer,
+            replicas=self.replicas,
+            admin_js=nc.jetstream(timeout=ADMIN_TIMEOUT),
+        )
         await self._setup_store()
         self.farms = Mirror(self.store, "farms", base.FARM)
         self.nodes = Mirror(self.store, "nodes", base.NODE)

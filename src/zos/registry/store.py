@@ -107,8 +107,12 @@ class Store:
         signer: RegistrySigner,
         replicas: int = 1,
         retry_for: float = 8.0,
+        admin_js: JetStreamContext | None = None,
     ) -> None:
         self.js = js
+        # For what the server takes long to answer on a big grid: creating the mirrors'
+        # consumers (last per subject over every key) and the heartbeat stream.
+        self.admin_js = admin_js or js
         self.signer = signer
         self.key = RegistryKey(signer.public_key)
         self.replicas = replicas
@@ -439,7 +443,7 @@ class Mirror(Generic[M]):
     async def _run(self) -> None:
         bucket = f"zos-{self.bucket}"
         await follow(
-            self.store.js,
+            self.store.admin_js,
             f"$KV.{bucket}.>",
             f"KV_{bucket}",
             self._on_msg,
