@@ -8,19 +8,23 @@ serve` processes.
 Seeding: N nodes (each with its own ed25519 key, derived from its number so worker
 processes can sign for it) and their twins are written into the registry's buckets as
 its service writes them once it has accepted `register_twin` and `register_node`:
-through its own `Store`, on the registry key's connection, every value signed by that
-key, ids from its counters in one block, each index before its record. Not through
-transactions (at the registry's ~800 tx/s on this machine 100,000 registrations would
-take minutes; `bus_registry.py` measures that path). The users register for real.
+through its own `Store`, on connections of the registry key, every value signed by that
+key, ids from its counters in one block, each index before its record, the nodes split
+over the worker processes with many writes in flight. Not through transactions (at the
+registry's ~800 tx/s on an idle machine, two per node, 100,000 registrations take
+minutes; `bus_registry.py` measures that path). The users register for real.
 
-Heartbeats: W worker processes sign each node's status with that node's key and
-publish it on the node's own subject, at N / period per second, with up to
---in-flight waiting for JetStream's ack; a beat not acknowledged is retried (up to 3
-times) and counted lost if it never is. They publish over benchmark connections with
-every permission (nats-server's config names their key): 100,000 node connections do
-not fit on this machine. A few nodes (--own-connections) beat over their own
-connection, let in by the registry's auth callout with a node's permissions, and one
-checks it cannot publish another node's status.
+Heartbeats: each worker first signs every status its nodes send in the run, with each
+node's key, dated when it is due (signing is each node's own work, on as many machines
+as there are nodes; here it would take the cores from the servers measured). Then it
+publishes them on each node's own subject at N / period per second, with up to
+--in-flight waiting for JetStream's ack (acks come to one subscription); a status not
+acknowledged in ACK_WAIT s is sent again (up to RETRIES times) and counted lost if it
+never is. They publish over benchmark connections with every permission (nats-server's
+config names their key): 100,000 node connections do not fit on this machine. A few
+nodes (--own-connections) beat over their own connection, let in by the registry's auth
+callout with a node's permissions, and one checks it cannot publish another node's
+status.
 
 Baseline in the same run, from the same workers: bare JetStream KV puts (replicas 3,
 values as large as a status, same in-flight) on the same cluster.
