@@ -54,6 +54,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from figures import pct  # beside this script
 from nats.aio.msg import Msg
 
 from zos.bus import BusError, Connection, connect
@@ -77,11 +78,6 @@ RETRIES = 3
 
 def node_identity(i: int) -> Identity:
     return Identity(hashlib.sha256(b"grid-scale node %d" % i).digest())
-
-
-def pct(samples: list[float], q: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
 
 
 # -- seeding ---------------------------------------------------------------------------
@@ -601,6 +597,9 @@ async def main(args: argparse.Namespace) -> None:
                 if killed_at is not None:
                     parts.append((" after the kill", [d for t, d in timed if t > killed_at]))
                 for when, samples in parts:
+                    if not samples:
+                        print(f"search {kind + when:<29} none answered")
+                        continue
                     print(
                         f"search {kind + when:<29} p50 {pct(samples, 0.5) * 1e3:7.1f} ms  p99 "
                         f"{pct(samples, 0.99) * 1e3:7.1f} ms  ({len(samples)} searches)"
