@@ -34,6 +34,12 @@ from zos.registry.signing import SIGNATURE_CHARS, RegistryKey, RegistrySigner
 
 STREAM = "ZOS_HEARTBEATS"
 MAX_STATUS = 1024  # bytes: a status is about 250
+# What the stream keeps: each node's last status, of at most MAX_STATUS bytes.
+LAST_PER_NODE = {
+    "max_msgs_per_subject": 1,
+    "max_msg_size": MAX_STATUS,
+    "discard": DiscardPolicy.OLD,
+}
 
 
 class Heartbeat(BaseModel):
@@ -85,16 +91,8 @@ def open_status(node_key: RegistryKey, node_id: int, blob: bytes, stored_at: flo
 
 async def setup_stream(js: JetStreamContext, replicas: int) -> None:
     """Create the stream if missing (idempotent; any service copy may do it)."""
-    config = StreamConfig(
-        name=STREAM,
-        subjects=[f"{NODE_STATUS_PREFIX}*"],
-        max_msgs_per_subject=1,
-        max_msg_size=MAX_STATUS,
-        discard=DiscardPolicy.OLD,
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        allow_direct=True,
-    )
+    config = StreamConfig(name=STREAM, subjects=[f"{NODE_STATUS_PREFIX}*"], **LAST_PER_NODE)
+    config.num_replicas, config.storage, config.allow_direct = replicas, StorageType.FILE, True
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:
