@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netzm_helpers import network_data
 from nodehelpers import owned_deployment
 
 from zos.gridtypes import Capacity, Deployment, Workload
@@ -67,6 +68,12 @@ class Recorder(Manager):
 
     async def deprovision(self, ctx: WorkloadContext) -> None:
         self.removed.append(ctx.workload_id)
+
+
+class NetworkRecorder(Recorder):
+    """The same, for `network` workloads (they cost no capacity, but are bounded)."""
+
+    type = "network"
 
 
 @dataclass
@@ -124,7 +131,8 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     manager = Recorder(services)
     offer = Offer(total=Capacity(cru=4, mru=1 << 30, sru=FREE), system=Capacity())
     store = Store(tmp_path / "state.db")
-    engine = Engine(store, {"zmount": manager}, services, offer, grid, NODE)
+    managers = {"zmount": manager, "network": NetworkRecorder(services)}
+    engine = Engine(store, managers, services, offer, grid, NODE)
     await engine.start()
     try:
         yield Setup(engine, grid, manager, owner, other)
@@ -554,3 +562,62 @@ async def test_a_workload_a_manager_reports_failed_is_an_error_and_stays_one(set
     state = (await again.get(setup.owner.id, dep.contract_id))["workloads"][0]["result"]["state"]
     assert state == "error"
     await again.close()
+
+
+# --- bounds on what costs no capacity -----------------------------------------------------
+
+
+def disks(count: int) -> list[dict[str, Any]]:
+    return [{"name": f"d{i}", "type": "zmount", "data": {"size": MiB}} for i in range(count)]
+
+
+def networks(names: range) -> list[dict[str, Any]]:
+    return [
+        {"name": f"n{i}", "type": "network", "data": network_data(f"10.68.{i}.0/24")} for i in names
+    ]
+
+
+async def test_workloads_per_deployment_are_bounded(setup: Setup) -> None:
+    """64 workloads in one deployment are taken; 65 are refused whole, on deploy and on
+    update (each a kernel object, whatever capacity it declares)."""
+    over = owned_deployment(setup.owner.id, disks(65))
+    setup.contract(over)
+    await deploy_refused(setup, over, "invalid", "workloads: 65 in one deployment, at most 64")
+    most = owned_deployment(setup.owner.id, disks(64))
+    setup.contract(most)
+    await setup.engine.deploy(setup.owner.id, most.to_dict())
+    most.version = 1
+    most.workloads.append(Workload.from_raw({"version": 1, **disks(65)[64]}))
+    setup.rehash(most)
+    await refused(
+        setup.engine.update(setup.owner.id, most.to_dict()),
+        "invalid",
+        "workloads: 65 in one deployment, at most 64",
+    )
+    got = await setup.engine.get(setup.owner.id, most.contract_id)
+    assert got["version"] == 0 and len(got["workloads"]) == 64
+
+
+async def test_networks_per_twin_on_the_node_are_bounded(setup: Setup) -> None:
+    """A twin's networks on this node are counted by name over all its deployments: 16
+    are taken, a 17th is refused (by a new deployment or by an update), one it already
+    has is shared; another twin's networks are its own."""
+    owner = setup.owner.id
+    first = owned_deployment(owner, networks(range(16)))
+    setup.contract(first)
+    await setup.engine.deploy(owner, first.to_dict())
+    too_many = f"networks: twin {owner} would have 17 networks on this node, at most 16"
+    over = owned_deployment(owner, networks(range(16, 17)))
+    setup.contract(over)
+    await refused(setup.engine.deploy(owner, over.to_dict()), "capacity", too_many)
+    shared = owned_deployment(owner, networks(range(3, 4)))
+    setup.contract(shared)
+    await setup.engine.deploy(owner, shared.to_dict())
+    shared.version = 1
+    shared.workloads.append(Workload.from_raw({"version": 1, **networks(range(16, 17))[0]}))
+    setup.rehash(shared)
+    await refused(setup.engine.update(owner, shared.to_dict()), "capacity", too_many)
+    assert sorted(setup.engine.active_contracts()) == [first.contract_id, shared.contract_id]
+    theirs = owned_deployment(setup.other.id, networks(range(16, 17)))
+    setup.contract(theirs)
+    await setup.engine.deploy(setup.other.id, theirs.to_dict())
