@@ -302,3 +302,29 @@ async def test_the_target_may_be_new_with_new_parents_or_empty(tmp_path: Path) -
     (tmp_path / "file").write_text("")
     with pytest.raises(FlistError, match="cannot create"):
         await unpack(tree.flist(), tmp_path / "file" / "sub", tree.fetch())
+
+
+async def test_nothing_is_open_to_others_until_its_metadata_is_set(tmp_path: Path) -> None:
+    """While blocks are fetched (contents not written, owners and modes not set yet),
+    every directory is 0700 and every file and fifo 0600: no other user reads a half
+    written file or enters the tree meanwhile. The flist's own modes come last."""
+    tree = Tree()
+    tree.add("dir", "d", perm=0o755)
+    tree.add("file", "d/f", data=b"content", perm=0o644)
+    tree.add("file", "empty", perm=0o644)
+    tree.add("fifo", "pipe", perm=0o666)
+    target = tmp_path / "target"
+    seen: dict[str, int] = {}
+    fetch = tree.fetch()
+
+    async def watching(block_id: bytes) -> bytes:
+        for p in target.rglob("*"):
+            seen[str(p.relative_to(target))] = stat.S_IMODE(os.lstat(p).st_mode)
+        return await fetch(block_id)
+
+    await unpack(tree.flist(), target, watching, owners=True)
+    assert seen == {"d": 0o700, "d/f": 0o600, "empty": 0o600, "pipe": 0o600}
+    after = {
+        str(p.relative_to(target)): stat.S_IMODE(os.lstat(p).st_mode) for p in target.rglob("*")
+    }
+    assert after == {"d": 0o755, "d/f": 0o644, "empty": 0o644, "pipe": 0o666}
