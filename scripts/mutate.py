@@ -72,7 +72,11 @@ TARGETS = {
             "ReplayCache._prune",
             "ReplayCache.check_and_add",
         ),
-        ("tests/bus/test_envelope.py", "tests/bus/test_bus_client.py"),
+        (
+            "tests/bus/test_envelope.py",
+            "tests/bus/test_bus_client.py",
+            "tests/bus/test_bus_client_rules.py",
+        ),
     ),
     "bus-client": Target(
         "src/zos/bus/client.py",
@@ -84,7 +88,7 @@ TARGETS = {
             "BusClient._handle",
             "BusClient._reply",
         ),
-        ("tests/bus/test_bus_client.py",),
+        ("tests/bus/test_bus_client.py", "tests/bus/test_bus_client_rules.py"),
     ),
     "engine": Target(
         "src/zos/node/engine.py",
