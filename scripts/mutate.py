@@ -156,9 +156,22 @@ TARGETS = {
 }
 
 # Survivors that change nothing a caller can observe, by target: (function, line text
-# the mutant is on, stripped, the mutation) -> why. Matched on text, not line numbers, so
-# the list survives edits elsewhere in the file.
-EQUIVALENT: dict[str, dict[tuple[str, str, str], str]] = {}
+# the mutant is on, stripped, the mutation) -> why (see `Mutant.key`). Matched on text,
+# not line numbers, so the list survives edits elsewhere in the file.
+EQUIVALENT: dict[str, dict[tuple[str, str, str], str]] = {
+    "bus-client": {
+        ("BusClient._handle", "key: bytes | None = None", "statement dropped"): (
+            "key is read only after the try block that assigns it ran to its end"
+        ),
+        ("BusClient._reply", "if not msg.reply:", "if-guard never taken"): (
+            "without a reply subject msg.respond raises, and the suppress around it drops it"
+        ),
+        ("BusClient._reply", "request.source if request else 0, [2]", "0 -> 1"): (
+            "(the second, too-large branch) request is None only for the small error "
+            "answers to bytes that are no envelope or to busy, which never exceed a payload"
+        ),
+    },
+}
 
 
 # --- mutants -------------------------------------------------------------------------------
@@ -199,10 +212,14 @@ class Mutant:
     line: int
     text: str  # the original source line, stripped
     what: str
+    repeat: int = 0  # how many earlier mutants of this function have the same text and what
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return (self.function, self.text, self.what)
+        """What EQUIVALENT is keyed by; the same line and mutation a second time in one
+        function (two identical lines) is told apart by a `[2]` after the text."""
+        text = self.text if not self.repeat else f"{self.text} [{self.repeat + 1}]"
+        return (self.function, text, self.what)
 
     def label(self, module: str) -> str:
         return f"{module}:{self.line} {self.function}: {self.what}   [{self.text}]"
@@ -354,9 +371,13 @@ def _all_sites(tree: ast.Module, target: Target) -> list[tuple[str, ast.AST, str
 def mutants(target_name: str, target: Target, source: str) -> list[Mutant]:
     lines = source.splitlines()
     out = []
+    seen: dict[tuple[str, str, str], int] = {}
     for i, (name, node, what, _) in enumerate(_all_sites(ast.parse(source), target)):
         line = getattr(node, "lineno", 0)
-        out.append(Mutant(target_name, i, name, line, lines[line - 1].strip(), what))
+        text = lines[line - 1].strip()
+        repeat = seen.get((name, text, what), 0)
+        seen[(name, text, what)] = repeat + 1
+        out.append(Mutant(target_name, i, name, line, text, what, repeat))
     return out
 
 
