@@ -166,10 +166,13 @@ EQUIVALENT: dict[str, dict[tuple[str, str, str], str]] = {
         ("BusClient._reply", "if not msg.reply:", "if-guard never taken"): (
             "without a reply subject msg.respond raises, and the suppress around it drops it"
         ),
-        ("BusClient._reply", "request.source if request else 0, [2]", "0 -> 1"): (
-            "(the second, too-large branch) request is None only for the small error "
-            "answers to bytes that are no envelope or to busy, which never exceed a payload"
-        ),
+        **{
+            ("BusClient._reply", "request.source if request else 0, [2]", what): (
+                "the too-large branch never has request None: answers without a request "
+                "(busy, no envelope) carry one error whose message BusError caps at 1000 chars"
+            )
+            for what in ("0 -> 1", "0 -> -1")
+        },
     },
 }
 
