@@ -663,3 +663,18 @@ async def test_a_refused_flist_names_no_path_of_the_hub(hub: Hub, tmp_path: Path
             await publish_flist(hub.url, signer, tmp_path / name)
         assert "400" in str(e.value) and f"not a valid flist: {name}:" in str(e.value)
         assert str(hub.root) not in str(e.value) and ".part" not in str(e.value)
+
+
+async def test_a_delete_is_signed_over_no_body(hub: Hub, flist_bytes: bytes) -> None:
+    """A DELETE whose signature covers the hash of some body (a signed upload's bytes,
+    say) is refused as such, and removes nothing; signed over no body, it removes."""
+    await published(hub, TWIN, "app.fl", OWNER, flist_bytes)
+    path = f"/flists/{TWIN}/app.fl"
+    with_body = sign_headers(OWNER, TWIN, "DELETE", path, flist_bytes)
+    assert await send(hub, "DELETE", path, headers=with_body) == (
+        400,
+        {"error": f"a DELETE has no body: {HEADER_HASH} must be the empty hash"},
+    )
+    assert flist_files(hub) == {f"{TWIN}/app.fl": flist_bytes}
+    own = sign_headers(OWNER, TWIN, "DELETE", path, b"")
+    assert await send(hub, "DELETE", path, headers=own) == (200, {"deleted": "app.fl"})
