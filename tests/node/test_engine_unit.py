@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netzm_helpers import network_data
+from netzm_helpers import machine, network_data
 from nodehelpers import owned_deployment
 
 from zos.gridtypes import Capacity, Deployment, Workload
@@ -295,6 +295,21 @@ async def test_capacity_fits_exactly_and_not_one_byte_more(setup: Setup) -> None
     setup.contract(exact)
     await setup.engine.deploy(setup.owner.id, exact.to_dict())
     assert setup.engine.used() == Capacity(sru=FREE)
+
+
+async def test_a_workload_needing_more_cores_than_the_node_has_is_refused(setup: Setup) -> None:
+    """Cores are not summed like memory: one machine may not ask for more than the
+    node has at all (4 here), however little else is running."""
+    big = machine("big", "http://hub.invalid/x.fl", "10.69.1.2")
+    big["data"]["compute_capacity"]["cpu"] = 8
+    dep = owned_deployment(setup.owner.id, [big])
+    setup.contract(dep)
+    await deploy_refused(
+        setup,
+        dep,
+        "capacity",
+        "workload 'big': compute_capacity.cpu: needs 8 cores, this node has 4",
+    )
 
 
 # --- the race for the last free capacity ---------------------------------------------------
