@@ -522,7 +522,9 @@ def main() -> int:
         return 0
 
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="zos-mutate-") as tmp:
+    # A mutant that breaks a test's clean-up can leave a mount or a server behind in the
+    # workspace: the report must still come, and say so.
+    with tempfile.TemporaryDirectory(prefix="zos-mutate-", ignore_cleanup_errors=True) as tmp:
         workers = [Workspace(Path(tmp), n) for n in range(max(1, args.jobs))]
         # A clean run of each target's tests first: they must pass, and their time bounds
         # how long a mutant may take (a mutant that hangs counts as killed).
@@ -575,6 +577,8 @@ def main() -> int:
                           flush=True)  # fmt: skip
 
     print()
+    if Path(tmp).exists():
+        print(f"left behind by a mutant's tests (mounts, servers): {tmp}\n")
     total_survivors = 0
     for name in names:
         mine = [o for o in outcomes if o.mutant.target == name]

@@ -470,7 +470,10 @@ async def test_update_adds_changes_keeps_and_removes_workloads(setup: Setup) -> 
         {"version": 1, "name": "new", "type": "zmount", "data": {"size": 2 * MiB}}
     )
     setup.rehash(dep)
+    history = len(await setup.engine.changes(setup.owner.id, dep.contract_id))
     await setup.engine.update(setup.owner.id, dep.to_dict())
+    recorded = (await setup.engine.changes(setup.owner.id, dep.contract_id))[history:]
+    assert [c["name"] for c in recorded] == ["new"]  # what changed, not what was kept
     got = await setup.engine.get(setup.owner.id, dep.contract_id)
     assert [(w["name"], w["result"]["state"]) for w in got["workloads"]] == [
         ("new", "init"),
