@@ -328,3 +328,16 @@ async def test_nothing_is_open_to_others_until_its_metadata_is_set(tmp_path: Pat
         str(p.relative_to(target)): stat.S_IMODE(os.lstat(p).st_mode) for p in target.rglob("*")
     }
     assert after == {"d": 0o755, "d/f": 0o644, "empty": 0o644, "pipe": 0o666}
+
+
+async def test_a_name_is_created_once_never_opened_again(tmp_path: Path) -> None:
+    """Two empty files of one name in one directory (read_flist's duplicate check
+    bypassed): the second create is refused (EEXIST, O_EXCL), not an open of the first.
+    (With O_EXCL, O_NOFOLLOW on that create changes nothing: an exclusive create never
+    follows a symlink; test_a_created_file_never_opens_an_existing_symlink covers both.)"""
+    tree = Tree()
+    tree.add("file", "dup", perm=0o600)
+    tree.add("file", "dup", perm=0o4755)
+    with pytest.raises(OSError) as e:
+        await unpack(tree.flist(), tmp_path / "target", tree.fetch(), owners=True)
+    assert e.value.errno == errno.EEXIST
