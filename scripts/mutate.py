@@ -155,10 +155,51 @@ TARGETS = {
     ),
 }
 
+# The flist-unpack lines EQUIVALENT names more than once.
+_CREATE = "flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC"
+_OPEN_FILE = "return os.open(entry.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)"
+_METADATA = "flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC"
+_DIR_FLAGS = "_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC"
+_POOL = (
+    'with ThreadPoolExecutor(min(8, os.cpu_count() or 2), thread_name_prefix="flist-unpack")'
+    " as pool:"
+)
+
 # Survivors that change nothing a caller can observe, by target: (function, line text
 # the mutant is on, stripped, the mutation) -> why (see `Mutant.key`). Matched on text,
 # not line numbers, so the list survives edits elsewhere in the file.
 EQUIVALENT: dict[str, dict[tuple[str, str, str], str]] = {
+    "flist-unpack": {
+        **{
+            ("unpack", "concurrency: int = 16,", what): "a throughput knob (blocks fetched at once)"
+            for what in ("16 -> 17", "16 -> 15")
+        },
+        **{
+            ("_write_contents", _POOL, what): "a throughput knob (threads that decrypt and write)"
+            for what in ("8 -> 9", "8 -> 7", "'or' -> 'and'", "2 -> 3", "2 -> 1")
+        },
+        ("_create_entries", _CREATE, "'| os.O_WRONLY' dropped"): (
+            "the empty file is created and closed at once: its access mode is never used"
+        ),
+        ("_create_entries", _CREATE, "'| os.O_NOFOLLOW' dropped"): (
+            "with O_CREAT | O_EXCL the kernel never follows a symlink (EEXIST) anyway"
+        ),
+        **{
+            (function, text, "'| os.O_CLOEXEC' dropped"): (
+                "os.open makes every descriptor non-inheritable anyway (PEP 446)"
+            )
+            for function, text in (
+                ("_create_entries", _CREATE),
+                ("_open_file", _OPEN_FILE),
+                ("_set_metadata", _METADATA),
+                ("<module>", _DIR_FLAGS),
+            )
+        },
+        **{
+            (function, text, "'| os.O_RDONLY' dropped"): "O_RDONLY is 0: no bit changes"
+            for function, text in (("_set_metadata", _METADATA), ("<module>", _DIR_FLAGS))
+        },
+    },
     "bus-client": {
         ("BusClient._handle", "key: bytes | None = None", "statement dropped"): (
             "key is read only after the try block that assigns it ran to its end"
