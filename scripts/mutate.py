@@ -158,6 +158,7 @@ TARGETS = {
 # The flist-unpack lines EQUIVALENT names more than once.
 _CREATE = "flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC"
 _OPEN_FILE = "return os.open(entry.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)"
+_DECRYPT = "plain = decrypt_block(entry.blocks[index], cipher, id_checked=True)"
 _METADATA = "flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC"
 _DIR_FLAGS = "_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC"
 _POOL = (
@@ -178,6 +179,19 @@ EQUIVALENT: dict[str, dict[tuple[str, str, str], str]] = {
             ("_write_contents", _POOL, what): "a throughput knob (threads that decrypt and write)"
             for what in ("8 -> 9", "8 -> 7", "'or' -> 'and'", "2 -> 3", "2 -> 1")
         },
+        **{
+            ("_write_contents", "file_limit = asyncio.Semaphore(max(1, concurrency))", what): (
+                "differs only for a concurrency below 1 or 2, which no caller passes"
+            )
+            for what in ("1 -> 2", "1 -> 0")
+        },
+        ("_write_contents", "t.cancel()", "statement dropped"): (
+            "after a failed block the other files finish instead of being cancelled: unpack "
+            "still raises the first error and returns only once nothing runs"
+        ),
+        ("_decrypt_write", _DECRYPT, "True -> False"): (
+            "the block's hash is checked a second time (fetch checked it already)"
+        ),
         ("_create_entries", _CREATE, "'| os.O_WRONLY' dropped"): (
             "the empty file is created and closed at once: its access mode is never used"
         ),
