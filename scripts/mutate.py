@@ -209,6 +209,10 @@ EQUIVALENT: dict[str, dict[tuple[str, str, str], str]] = {
                 ("<module>", _DIR_FLAGS),
             )
         },
+        ("<module>", _DIR_FLAGS, "'| os.O_DIRECTORY' dropped"): (
+            "a descriptor of a non-directory fails with ENOTDIR at its first use as dir_fd "
+            "(or listdir), before anything is written under it"
+        ),
         **{
             (function, text, "'| os.O_RDONLY' dropped"): "O_RDONLY is 0: no bit changes"
             for function, text in (("_set_metadata", _METADATA), ("<module>", _DIR_FLAGS))
