@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from zos.client import building, gateways
-from zos.client.manifest import ManifestError, parse_manifest
+from zos.client.errors import GridClientError
+from zos.client.manifest import Manifest, ManifestError, parse_manifest
 from zos.registry import Capacity, Node, PublicConfig
 
 GiB = 1 << 30
@@ -117,28 +118,79 @@ def test_the_nodes_that_serve_gateways_are_preferred() -> None:
     assert [n.id for n in gateways.prefer_gateway_nodes(named, up)] == [3]
     plain = parse_manifest(APP.removesuffix("gateways:\n"), "app.yaml")
     assert gateways.prefer_gateway_nodes(plain, up) == up
-    # None serves gateways: any node (check_nodes then says why it cannot serve one).
+    # None serves gateways: any node (place_gateways then says why none serves one).
     assert (
         gateways.prefer_gateway_nodes(manifest("{name: a, machine: web, port: 80}"), up[:1])
         == up[:1]
     )
 
 
-def test_a_gateway_needs_its_machines_node_to_serve_it() -> None:
-    m = manifest("{name: a, machine: web, port: 80}")
-    gateways.check_nodes(m, {"web": node(2, GATEWAY)})
-    for config, why in ((None, "has no public IPv4 and domain"), (IPV4_ONLY, "has no domain")):
-        with pytest.raises(ManifestError, match=why) as e:
-            gateways.check_nodes(m, {"web": node(1, config)})
-        assert e.value.where == "app.yaml:7" and "gateways[0]: node 1" in str(e.value)
+async def place(m: Manifest, machine_node: Node, up: list[Node]) -> list[int]:
+    """`place_gateways` over `up` (the nodes the registry knows, all up)."""
+
+    async def by_id(node_id: int) -> Node:
+        found = [n for n in up if n.id == node_id]
+        if not found:
+            raise GridClientError(f"node {node_id} does not exist")
+        return found[0]
+
+    async def up_nodes() -> list[Node]:
+        return up
+
+    placed = await gateways.place_gateways(m, {"web": machine_node}, by_id, up_nodes)
+    return [n.id for n in placed]
+
+
+async def test_a_gateway_goes_to_its_machines_node_when_that_serves_gateways() -> None:
+    up = [node(1), node(2, GATEWAY), node(3, GATEWAY)]
+    assert await place(manifest("{name: a, machine: web, port: 80}"), up[2], up) == [3]
     # An fqdn proxy needs only the IPv4.
-    gateways.check_nodes(
-        manifest("{fqdn: a.example, machine: web, port: 80}"), {"web": node(3, IPV4_ONLY)}
+    fqdn = manifest("{fqdn: a.example, machine: web, port: 80}")
+    assert await place(fqdn, node(4, IPV4_ONLY), [*up, node(4, IPV4_ONLY)]) == [4]
+
+
+async def test_a_machine_on_a_node_without_gateways_gets_one_of_another_node() -> None:
+    up = [node(1), node(3, GATEWAY), node(2, GATEWAY)]
+    two = manifest("{name: a, machine: web, port: 80}", "{name: b, machine: web, port: 81}")
+    assert await place(two, up[0], up) == [2, 2]  # the lowest id, then the one picked
+    named = manifest(
+        "{name: a, machine: web, port: 80, node: 3}", "{name: b, machine: web, port: 81}"
     )
-    # Another node than the machine's: the network would need its mesh there.
-    other = manifest("{name: a, machine: web, port: 80, node: 3}")
-    with pytest.raises(ManifestError, match=r"gateways\[0\].node: machine 'web' runs on node 2"):
-        gateways.check_nodes(other, {"web": node(2, GATEWAY)})
+    assert await place(named, up[0], up) == [3, 3]
+    # A name needs a domain: an IPv4 alone is no gateway for it.
+    with pytest.raises(ManifestError, match="no up node does") as e:
+        await place(
+            manifest("{name: a, machine: web, port: 80}"), up[0], [up[0], node(4, IPV4_ONLY)]
+        )
+    assert e.value.where == "app.yaml:7" and "gateways[0]: node 1, where machine 'web'" in str(
+        e.value
+    )
+
+
+async def test_a_named_gateway_node_must_exist_and_serve_gateways() -> None:
+    up = [node(1), node(2, GATEWAY), node(3, IPV4_ONLY)]
+    for yaml_, why in (
+        ("{name: a, machine: web, port: 80, node: 1}", "node 1 has no public IPv4 and domain"),
+        ("{name: a, machine: web, port: 80, node: 3}", "node 3 has no domain"),
+        ("{name: a, machine: web, port: 80, node: 9}", "node 9 does not exist"),
+    ):
+        with pytest.raises(ManifestError, match=rf"gateways\[0\].node: {why}") as e:
+            await place(manifest(yaml_), up[1], up)
+        assert e.value.where == "app.yaml:7" and e.value.field == "gateways[0].node"
+    assert await place(manifest("{name: a, machine: web, port: 80, node: 2}"), up[0], up) == [2]
+
+
+def test_a_gateway_off_its_machines_node_needs_a_network_that_can_span() -> None:
+    m = manifest("{name: a, machine: web, port: 80, node: 3}")  # APP fixes network.subnet
+    with pytest.raises(ManifestError, match=r"gateways\[0\]: served by node 3, its machine") as e:
+        gateways.check_spannable(m, 1, [3])
+    assert "network.subnet" in str(e.value) and e.value.where == "app.yaml:7"
+    spannable = parse_manifest(
+        APP.replace("{name: hellonet, subnet: 10.20.1.0/24}", "{name: hellonet}")
+        + "  - {name: a, machine: web, port: 80, node: 3}\n",
+        "app.yaml",
+    )
+    gateways.check_spannable(spannable, 1, [3])
 
 
 def test_the_gateway_workloads_point_at_the_machine_over_its_network() -> None:
@@ -147,7 +199,7 @@ def test_the_gateway_workloads_point_at_the_machine_over_its_network() -> None:
         "{fqdn: tls.example.com, machine: web, port: 8443, tls_passthrough: true}",
     )
     dep = building.build_deployment(7, m, {"web": "http://hub.example/flists/7/web.fl"})
-    gateways.add_gateways(dep, m)
+    gateways.add_gateways({1: dep}, m, [1, 1])
     raw = {w["name"]: w for w in dep.to_dict()["workloads"]}
     assert raw["gw_hello"]["type"] == "gateway-name-proxy"
     assert raw["gw_hello"]["data"] == {

@@ -5,14 +5,15 @@ tests/grid/test_network_mesh.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from ipaddress import IPv4Network
 
 import pytest
 from test_placement_building import GiB, MiB, node
 
-from zos.client import building, spanning
+from zos.client import building, gateways, spanning
 from zos.client.manifest import ManifestError, parse_manifest
-from zos.client.views import DeploymentInfo, MachineInfo, find
+from zos.client.views import DeploymentInfo, GatewayInfo, MachineInfo, find
 from zos.registry import Node
 
 MESH = """\
@@ -140,6 +141,41 @@ def test_a_machine_is_found_in_its_own_nodes_deployment() -> None:
     assert find(deps, "mesh") == (deps[0], None)
 
 
-def test_gateways_are_not_yet_in_a_manifest_over_several_nodes() -> None:
-    with pytest.raises(ManifestError, match="gateways: not yet with machines on several nodes"):
-        parse_manifest(MESH + "gateways: [{name: web, machine: a, port: 80}]\n", "app.yaml")
+def test_a_gateway_on_a_node_without_machines_gets_a_part_of_its_own() -> None:
+    m = parse_manifest(
+        MESH + "gateways: [{name: web, machine: b, port: 80, node: 3}]\n", "app.yaml"
+    )
+    where = {"a": 1, "b": 2, "c": 1, "d": 2}
+    parts = spanning.parts(m, where)
+    parts.setdefault(3, spanning.only(m, []))
+    flists = {x.name: x.flist or "" for x in m.machines}
+    deps = {
+        n: building.build_deployment(7, p, flists, subnet=IPv4Network(f"10.40.{n}.0/24"))
+        for n, p in parts.items()
+    }
+    gateways.add_gateways(deps, m, [3])
+    assert [w.type for w in deps[3].workloads] == ["gateway-name-proxy"]  # no machine, no disk
+    gw = deps[3].to_dict()["workloads"][0]["data"]
+    # the backend: machine b's address in node 2's /24, over the network's mesh
+    assert gw["backends"] == ["http://10.40.2.2:80"] and gw["network"] == "meshnet"
+    assert json.loads(deps[3].metadata)["name"] == "mesh"  # `rm mesh` takes it too
+    assert all(w.type != "gateway-name-proxy" for n in (1, 2) for w in deps[n].workloads)
+
+
+def test_rm_drops_the_network_only_where_gateways_alone_used_it() -> None:
+    def dep(
+        node_id: int, machines: list[str], gws: list[str], name: str = "mesh"
+    ) -> DeploymentInfo:
+        return DeploymentInfo(
+            name=name, contract_id=node_id, node_id=node_id, state="ok",
+            machines=[MachineInfo(name=x, network="meshnet") for x in machines],
+            gateways=[GatewayInfo(name=g, network="meshnet") for g in gws],
+        )  # fmt: skip
+
+    removed = [dep(1, ["a"], []), dep(2, ["b"], ["gw_b"]), dep(3, [], ["gw_web"])]
+    assert spanning.gateway_only_nodes(removed, []) == {("meshnet", 3)}
+    # another deployment of yours with a gateway on that network there keeps it
+    assert spanning.gateway_only_nodes(removed, [dep(3, [], ["gw_x"], "other")]) == set()
+    # a one-node manifest served from another node: shown as one deployment
+    one = spanning.as_one([removed[0], removed[2]], 1)
+    assert one.contract_id == 1 and [g.name for g in one.gateways] == ["gw_web"]

@@ -302,15 +302,15 @@ async def test_a_manifests_gateway_is_published_with_its_machine(world: World) -
     ):
         await world.other.deploy(published(world, "theirs", name))
     assert len(await world.other.ps()) == before
-    # A gateway on another node than its machine (the mesh is not planned yet), or a
-    # machine on a node that serves no gateways: refused before anything is sent.
+    # A gateway on another node than its machine, named or picked because the machine's
+    # node serves none, with a network fixed to one node (`subnet:`): refused before
+    # anything is sent (`test_a_gateway_on_another_node_than_its_machine` deploys one).
     elsewhere = published(
         world, "theirs", f"x{name}", str(world.gateway.node_id), f", node: {world.plain.node_id}"
     )
-    with pytest.raises(ManifestError, match=r"gateways\[0\]\.node: machine 'web' runs on node"):
-        await world.other.deploy(elsewhere)
-    with pytest.raises(ManifestError, match="serves no gateways"):
-        await world.other.deploy(published(world, "theirs", f"x{name}", str(world.plain.node_id)))
+    for far in (elsewhere, published(world, "theirs", f"x{name}", str(world.plain.node_id))):
+        with pytest.raises(ManifestError, match=r"gateways\[0\]: served by node .*network\.subnet"):
+            await world.other.deploy(far)
     assert len(await world.other.ps()) == before
     with pytest.raises(BusError, match="no name contract"):
         await world.other.registry.get_name_contract(f"x{name}")
@@ -320,6 +320,49 @@ async def test_a_manifests_gateway_is_published_with_its_machine(world: World) -
     assert (await world.get(fqdn)).status == 404
     await world.other.registry.create_name_contract(name)
     await world.other.registry.cancel_name_contract(name)
+
+
+# The example machine on the node that serves no gateways, its network left to the
+# planner: the gateway goes to the gateway node, the network with it.
+SPAN = (
+    APP.replace("gwapp", "{deployment}").replace("{{name: gwnet, subnet: 10.20.77.0/24}}",
+                                                 "{{name: spannet, ip_range: 10.50.0.0/16}}")
+    + "gateways:\n  - {{name: {name}, machine: web, port: 8080}}\n"
+)  # fmt: skip
+
+
+async def test_a_gateway_on_another_node_than_its_machine(world: World) -> None:
+    """A one-node manifest whose machine's node serves no gateways: the client picks the
+    gateway node, adds it to the network (its own part, the machine's node as its peer),
+    deploys the gateway there with the backend at the machine's private address, and
+    takes the name; HTTPS by name reaches the machine over the tunnel. `rm` frees the
+    name, stops the route, and takes the network off the gateway node."""
+    assert world.owner.registry is not None and world.other.registry is not None
+    name = f"span{os.getpid()}"
+    path = world.run / "span.yaml"
+    path.write_text(SPAN.format(deployment="span", node=world.plain.node_id, name=name))
+    info = await world.owner.deploy(path)
+    fqdn = f"{name}.{world.gateway.domain}"
+    assert info.node_id == world.plain.node_id and info.machines[0].ip.startswith("10.50.")
+    assert [(g.url, g.state) for g in info.gateways] == [(f"https://{fqdn}", "ok")]
+    assert (await world.owner.registry.get_name_contract(name)).owner_twin == world.owner.twin_id
+    resp = await world.verified(fqdn)
+    assert resp.status == 200 and resp.text == PAGE
+    mine = [d for d in await world.owner.ps() if d.name == "span"]
+    assert sorted(d.node_id for d in mine) == [world.gateway.node_id, world.plain.node_id]
+    [served] = [d for d in mine if d.node_id == world.gateway.node_id]
+    assert not served.machines
+    assert served.gateways[0].backends == [f"http://{info.machines[0].ip}:8080"]
+    plan = await world.owner.network_service().current("spannet")
+    assert plan is not None
+    assert sorted(n.node_id for n in plan.nodes) == [world.gateway.node_id, world.plain.node_id]
+
+    await world.owner.rm("span")
+    assert (await world.get(fqdn)).status == 404
+    await world.other.registry.create_name_contract(name)  # free again
+    await world.other.registry.cancel_name_contract(name)
+    plan = await world.owner.network_service().current("spannet")
+    assert plan is not None and [n.node_id for n in plan.nodes] == [world.plain.node_id]
 
 
 def network_part(

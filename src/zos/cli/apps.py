@@ -185,8 +185,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(info.model_dump_json(indent=2))
         return 0
     _print_deployed(info)
-    for g in info.gateways:
-        print(f"  gateway {g.name}: {g.url or g.state}")
     _offer_unlock(args, _run(args, lambda c: c.ps()))
     return 0
 
@@ -196,6 +194,8 @@ def _print_deployed(info: Any) -> None:
     for m in info.machines:
         reach = f"  reachable at {', '.join(m.urls)}" if m.urls else ""
         print(f"  machine {m.name}: {m.ip}{reach}")
+    for g in info.gateways:
+        print(f"  gateway {g.name}: {g.url or g.state}")
 
 
 def _deploy_across(args: argparse.Namespace, manifest: Any, progress: Any) -> int:

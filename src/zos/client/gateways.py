@@ -1,15 +1,17 @@
 """Deploying a manifest's `gateways:` (`zos.client.gatewayspec`): which node serves
 each, its name contract, and its workload in the deployment.
 
-A gateway is a workload of the machines' own deployment (`gateway-name-proxy` or
-`gateway-fqdn-proxy`, after the machines in the node's install order), on the machine's
-node, which must serve gateways (a public config its farmer set: an IPv4, and a domain
-for names). Its backend is the machine's address on the manifest's private network,
-so the workload names that network (`network`: the node reaches it from inside the
-network's namespace). A gateway on another node than its machine needs the network
-deployed there too and joined to the machine's node by the network's WireGuard mesh
-(multi-node networks); until the client plans those, such a gateway is refused before
-anything is sent.
+A gateway is a workload (`gateway-name-proxy` or `gateway-fqdn-proxy`) of the
+manifest's deployment on the node that serves it (a public config its farmer set: an
+IPv4, and a domain for names): its `node:`, else its machine's node when that serves
+gateways, else an up node that does (`place_gateways`). Its backend is the machine's
+address on the manifest's private network, and the workload names that network
+(`network`: the node reaches it from inside the network's namespace). A gateway on
+another node than its machine's has the network there too, joined to the machine's
+node by the network's WireGuard mesh: the manifest is then deployed as one spanning
+nodes (`GridClient.deploy_across`), the gateway in a deployment of the manifest's name
+on its node (beside the machines there, or alone); `rm` takes the gateway node's part of
+the network away again when nothing else of yours uses it there.
 
 Names are global: `claim_names` takes a name contract for each `name` (keeping one you
 own already) before the deployment is sent; `release_names` gives them back when the
@@ -18,12 +20,13 @@ deployment goes and no other deployment of yours serves them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from zos.bus import BusError
 from zos.client.errors import GridClientError
 from zos.client.gatewayspec import GatewaySpec
-from zos.client.manifest import Manifest, ManifestError
+from zos.client.manifest import Manifest, ManifestError, check_spanning
 from zos.client.views import DeploymentInfo
 from zos.gridtypes import Deployment, GridTypeError, Workload, ZMachine, validate
 from zos.registry import Node, RegistryClient
@@ -42,34 +45,76 @@ def prefer_gateway_nodes(m: Manifest, up: list[Node]) -> list[Node]:
     return wanted or up
 
 
-def check_nodes(m: Manifest, node_of: Mapping[str, Node]) -> None:
-    """Each gateway's node (its machine's) serves what it needs; ManifestError naming
-    the gateway's field if not. `node_of`: machine name -> the node it is placed on."""
+def _refusal(g: GatewaySpec, node: Node) -> str | None:
+    """Why `node` cannot serve `g` (None: it can)."""
+    config = node.public_config
+    if g.name is not None and not config.gateway:
+        return "has no public IPv4 and domain" if not config.ipv4 else "has no domain"
+    return None if config.ipv4 else "has no public IPv4"
+
+
+async def place_gateways(
+    m: Manifest,
+    node_of: Mapping[str, Node],
+    node_by_id: Callable[[int], Awaitable[Node]],
+    up_nodes: Callable[[], Awaitable[list[Node]]],
+) -> list[Node]:
+    """The node serving each gateway: its `node:`, else its machine's node if that serves
+    gateways, else an up node that does (one already picked first, then the lowest id).
+    ManifestError naming the field. `node_of`: machine name -> the node it is placed on."""
+    picked: list[Node] = []
+    up: list[Node] | None = None
     for i, g in enumerate(m.gateways):
-        node = node_of[g.machine]
-        if g.node is not None and g.node != node.id:
-            raise ManifestError(
-                f"gateways[{i}].node: machine '{g.machine}' runs on node {node.id}; a gateway "
-                f"on node {g.node} would reach it only over the network's WireGuard mesh "
-                "between the two nodes, which deployments do not plan yet (leave `node` out, "
-                "or put the machine on that node)",
-                m.source_line("gateways", i, "node"),
-                f"gateways[{i}].node",
-            )
-        config = node.public_config
-        if g.name is not None and not config.gateway:
-            why = "has no public IPv4 and domain" if not config.ipv4 else "has no domain"
-        elif not config.ipv4:
-            why = "has no public IPv4"
+        if g.node is not None:
+            try:
+                node = await node_by_id(g.node)
+            except GridClientError as e:
+                raise ManifestError(
+                    f"gateways[{i}].node: {e}",
+                    m.source_line("gateways", i, "node"),
+                    f"gateways[{i}].node",
+                ) from None
+            why = _refusal(g, node)
+            if why:
+                raise ManifestError(
+                    f"gateways[{i}].node: node {node.id} {why}: it serves no gateways "
+                    "(`zos nodes --gateway` lists those that do)",
+                    m.source_line("gateways", i, "node"),
+                    f"gateways[{i}].node",
+                )
+        elif _refusal(g, node_of[g.machine]) is None:
+            node = node_of[g.machine]
         else:
-            continue
+            up = await up_nodes() if up is None else up
+            serving = [n for n in up if _refusal(g, n) is None]
+            chosen = {n.id for n in picked}
+            serving.sort(key=lambda n: (n.id not in chosen, n.id))
+            if not serving:
+                raise ManifestError(
+                    f"gateways[{i}]: node {node_of[g.machine].id}, where machine "
+                    f"'{g.machine}' runs, serves no gateways, and no up node does "
+                    "(`zos nodes --gateway` lists them)",
+                    m.source_line("gateways", i),
+                    f"gateways[{i}]",
+                )
+            node = serving[0]
+        picked.append(node)
+    return picked
+
+
+def check_spannable(m: Manifest, machine_node: int, gateway_nodes: Sequence[int]) -> None:
+    """A one-node manifest whose gateway runs on another node: its network then spans
+    both, so it must be one that can (a private /16, addresses left to the planner)."""
+    i = next(i for i, n in enumerate(gateway_nodes) if n != machine_node)
+    try:
+        check_spanning(m, ipaddress.IPv4Network(m.network.ip_range))
+    except ValueError as e:
         raise ManifestError(
-            f"gateways[{i}]: node {node.id}, where machine '{g.machine}' runs, {why}: it "
-            "serves no gateways (`zos nodes --gateway` lists those that do; put the machine "
-            "on one with `node:`)",
+            f"gateways[{i}]: served by node {gateway_nodes[i]}, its machine runs on node "
+            f"{machine_node}: the network spans both nodes, and {e}",
             m.source_line("gateways", i),
             f"gateways[{i}]",
-        )
+        ) from None
 
 
 def _backend(g: GatewaySpec, ip: str) -> str:
@@ -85,24 +130,26 @@ def gateway_workload(g: GatewaySpec, ip: str, network: str) -> Workload:
     return Workload.from_raw({"version": 0, "name": g.workload_name, "type": kind, "data": data})
 
 
-def add_gateways(dep: Deployment, m: Manifest) -> None:
-    """Append the manifest's gateways to its deployment (built by `building`), each to its
-    machine's address on the manifest's network."""
+def add_gateways(deps: Mapping[int, Deployment], m: Manifest, nodes: Sequence[int]) -> None:
+    """Append each gateway of the manifest to the deployment on its node (`nodes`, by
+    gateway), to its machine's address on the manifest's network (in any of `deps`)."""
     if not m.gateways:
         return
     ips = {}
-    for wl in dep.workloads:
-        if isinstance(wl.data, ZMachine):
-            for inf in wl.data.network.interfaces:
-                if inf.network == m.network_name:
-                    ips[wl.name] = str(inf.ip)
-    for g in m.gateways:
-        dep.workloads.append(gateway_workload(g, ips[g.machine], m.network_name))
-    try:
-        validate(dep)
-    except GridTypeError as e:
-        i = next((i for i, g in enumerate(m.gateways) if g.workload_name == e.workload), None)
-        raise ManifestError(str(e), m.source_line("gateways", i)) from None
+    for dep in deps.values():
+        for wl in dep.workloads:
+            if isinstance(wl.data, ZMachine):
+                for inf in wl.data.network.interfaces:
+                    if inf.network == m.network_name:
+                        ips[wl.name] = str(inf.ip)
+    for g, node_id in zip(m.gateways, nodes, strict=True):
+        deps[node_id].workloads.append(gateway_workload(g, ips[g.machine], m.network_name))
+    for node_id in set(nodes):
+        try:
+            validate(deps[node_id])
+        except GridTypeError as e:
+            i = next((i for i, g in enumerate(m.gateways) if g.workload_name == e.workload), None)
+            raise ManifestError(str(e), m.source_line("gateways", i)) from None
 
 
 async def claim_names(registry: RegistryClient, twin_id: int, m: Manifest) -> list[str]:
@@ -147,6 +194,13 @@ async def release_names(registry: RegistryClient, names: Iterable[str]) -> None:
                     f"the name contract of {name!r} stays yours: {e.message} "
                     f"(cancel it with the SDK: `RegistryClient.cancel_name_contract`)"
                 ) from None
+
+
+def uses_network(d: DeploymentInfo, network: str) -> bool:
+    """Whether a machine or gateway of `d` is on `network`."""
+    return any(x.network == network for x in d.machines) or any(
+        g.network == network for g in d.gateways
+    )
 
 
 def names_of(deployments: Iterable[DeploymentInfo]) -> set[str]:

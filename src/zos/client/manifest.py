@@ -240,7 +240,7 @@ class Manifest(Model):
         except ValueError:
             raise ValueError(f"network.ip_range: {net.ip_range!r} is not an IPv4 network") from None
         if self.spans_nodes:
-            _check_spanning(self, ip_range)
+            check_spanning(self, ip_range)
         if net.subnet is not None:
             try:
                 subnet = ipaddress.IPv4Network(net.subnet)
@@ -333,7 +333,7 @@ class Manifest(Model):
             self._given_images.add(name)
 
 
-def _check_spanning(m: Manifest, ip_range: ipaddress.IPv4Network) -> None:
+def check_spanning(m: Manifest, ip_range: ipaddress.IPv4Network) -> None:
     """A manifest over several nodes: each node gets its own /24 of a private /16."""
     if m.network.subnet is not None:
         raise ValueError(
@@ -344,11 +344,6 @@ def _check_spanning(m: Manifest, ip_range: ipaddress.IPv4Network) -> None:
         raise ValueError(
             f"network.ip_range: {ip_range} must be a private /16 (e.g. 10.40.0.0/16) for "
             "machines on several nodes"
-        )
-    if m.gateways:
-        raise ValueError(
-            "gateways: not yet with machines on several nodes (deploy the gateway in a "
-            "manifest of its own, on the node of its machine)"
         )
     for i, x in enumerate(m.machines):
         if x.ip is not None:

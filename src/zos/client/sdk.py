@@ -57,6 +57,7 @@ from zos.registry import Node, NodeContract, RegistryClient
 if TYPE_CHECKING:
     from zos.client.networks import Applied, NetworkPlan, NetworkService
     from zos.client.networks.service import NodeView
+    from zos.gridtypes import Deployment
 
 T = TypeVar("T")
 
@@ -250,7 +251,15 @@ class GridClient:
                 f"'{m.name}' puts machines on several nodes: deploy it with deploy_across"
             )
         node = await self._place(m)
-        gateways.check_nodes(m, {x.name: node for x in m.machines})
+        gw_nodes = [
+            n.id for n in await self._place_gateways(m, {x.name: node.id for x in m.machines})
+        ]
+        if any(n != node.id for n in gw_nodes):
+            # a gateway on another node: the network spans both, as deploy_across has it
+            gateways.check_spannable(m, node.id, gw_nodes)
+            where = {x.name: node.id for x in m.machines}
+            done = await self._span(m, where, gw_nodes, progress, timeout)
+            return spanning.as_one(done.deployments, node.id)
         await building.check_flists(m)
         # Names before images: a name another twin holds is refused with nothing pushed.
         claimed = await gateways.claim_names(self._reg, self.twin_id, m)
@@ -258,7 +267,7 @@ class GridClient:
         mine = await self.ps()
         taken = building.taken_ips(mine, node.id, m)
         dep = building.build_deployment(self.twin_id, m, flists, taken, published)
-        gateways.add_gateways(dep, m)
+        gateways.add_gateways({node.id: dep}, m, gw_nodes)
         replaced = [d for d in mine if d.name == m.name]
         others = await self._replace(m, mine, flists, progress)
         kept = {g.name for g in m.gateways} | gateways.names_of(others)
@@ -320,14 +329,78 @@ class GridClient:
         m = _manifest(manifest, None)
         up = lambda farm: self.nodes(farm=farm, status="up")  # noqa: E731
         where = await spanning.place_machines(m, self._node, up)
+        gw_nodes = [n.id for n in await self._place_gateways(m, where)]
+        return await self._span(m, where, gw_nodes, progress, timeout)
+
+    async def _place_gateways(self, m: Manifest, where: dict[str, int]) -> list[Node]:
+        """The node of each gateway (`gateways.place_gateways`); `where`: machine -> node."""
+        node_of = {x: await self._node(n) for x, n in where.items()}
+        up = lambda: self.nodes(status="up")  # noqa: E731
+        return await gateways.place_gateways(m, node_of, self._node, up)
+
+    async def _span(
+        self,
+        m: Manifest,
+        where: dict[str, int],
+        gw_nodes: list[int],
+        progress: Progress | None,
+        timeout: float,
+    ) -> spanning.SpanningDeployment:
+        """`m`'s machines on the nodes `where` says, its gateways on `gw_nodes`: the
+        network across all of them first, then one deployment per node, all at once."""
         parts = spanning.parts(m, where)
+        for node_id in gw_nodes:
+            parts.setdefault(node_id, spanning.only(m, []))  # a node serving only gateways
         await building.check_flists(m)
-        flists, published = await self._images(m)
-        mine = await self.ps()
-        others = await self._replace(m, mine, flists, progress)
+        # Names before images: a name another twin holds is refused with nothing pushed.
+        claimed = await gateways.claim_names(self._reg, self.twin_id, m)
+        try:
+            flists, published = await self._images(m)
+            mine = await self.ps()
+            others = await self._replace(m, mine, flists, progress)
+            replaced = [d for d in mine if d.name == m.name]
+            kept = {g.name for g in m.gateways} | gateways.names_of(others)
+            await gateways.release_names(self._reg, gateways.names_of(replaced) - kept)
+            applied, deps = await self._span_network(m, parts, others, flists, published, progress)
+            gateways.add_gateways(deps, m, gw_nodes)
+        except (GridClientError, ManifestError):
+            await gateways.release_names(self._reg, claimed)
+            raise
+
+        async def one(node_id: int, dep: Deployment) -> DeploymentInfo:
+            api = self._on(await self._node(node_id))
+            contract_id = await deploying.submit(
+                self._reg, self.identity, node_id, api, dep, m.name, before=self._keys.give_new
+            )
+            info = await deploying.wait_ok(api, node_id, contract_id, m.name, progress, timeout)
+            await self._expose(parts[node_id], info)
+            return info
+
+        got = await asyncio.gather(*(one(n, d) for n, d in deps.items()), return_exceptions=True)
+        errors = [
+            f"node {n}: {e}" for n, e in zip(deps, got, strict=True) if isinstance(e, Exception)
+        ]
+        if errors:
+            failed = {n for n, e in zip(deps, got, strict=True) if isinstance(e, Exception)}
+            lost = {g.name for g, n in zip(m.gateways, gw_nodes, strict=True) if n in failed}
+            await gateways.release_names(self._reg, set(claimed) & lost)
+            raise GridClientError(f"deployment '{m.name}': " + "; ".join(errors))
+        infos = [i for i in got if isinstance(i, DeploymentInfo)]
+        return spanning.SpanningDeployment(applied, sorted(infos, key=lambda d: d.node_id))
+
+    async def _span_network(
+        self,
+        m: Manifest,
+        parts: dict[int, Manifest],
+        others: list[DeploymentInfo],
+        flists: dict[str, str],
+        published: list[str],
+        progress: Progress | None,
+    ) -> tuple[Applied, dict[int, Deployment]]:
+        """The network across `parts`' nodes (and those where others of yours use it),
+        created or updated on each; each part's deployment, built on its node's /24."""
         net = m.network_name
-        # every node where a machine of yours uses the network stays on it
-        spanned = {*parts, *(d.node_id for d in others for x in d.machines if x.network == net)}
+        spanned = {*parts, *(d.node_id for d in others if gateways.uses_network(d, net))}
         ensured = self.network_service().ensure(net, m.network.ip_range, sorted(spanned))
         applied = await _planned(ensured)
         for r in applied.results:
@@ -340,30 +413,14 @@ class GridClient:
                 + "; ".join(f"node {r.node_id}: {r.error}" for r in failed)
                 + ". Nothing else was deployed; deploy again once the node is back"
             )
-
-        async def one(node_id: int, part: Manifest) -> DeploymentInfo:
-            node = await self._node(node_id)
+        deps = {}
+        for node_id, part in parts.items():
             subnet = IPv4Network(applied.plan.node(node_id).subnet)
             taken = building.taken_ips(others, node_id, part)
-            dep = building.build_deployment(
+            deps[node_id] = building.build_deployment(
                 self.twin_id, part, flists, taken, published, subnet=subnet
             )
-            api = self._on(node)
-            contract_id = await deploying.submit(
-                self._reg, self.identity, node_id, api, dep, m.name, before=self._keys.give_new
-            )
-            info = await deploying.wait_ok(api, node_id, contract_id, m.name, progress, timeout)
-            await self._expose(part, info)
-            return info
-
-        got = await asyncio.gather(*(one(n, p) for n, p in parts.items()), return_exceptions=True)
-        errors = [
-            f"node {n}: {e}" for n, e in zip(parts, got, strict=True) if isinstance(e, Exception)
-        ]
-        if errors:
-            raise GridClientError(f"deployment '{m.name}': " + "; ".join(errors))
-        infos = [i for i in got if isinstance(i, DeploymentInfo)]
-        return spanning.SpanningDeployment(applied, sorted(infos, key=lambda d: d.node_id))
+        return applied, deps
 
     async def _expose(self, m: Manifest, info: DeploymentInfo) -> None:
         """On a local grid, a host port for each machine port (its URL in `info`)."""
@@ -474,7 +531,24 @@ class GridClient:
         await self._unpublish(removed, others)
         names = gateways.names_of(removed) - gateways.names_of(others)
         await gateways.release_names(self._reg, names)
+        await self._drop_gateway_networks(removed, others)
         return removed
+
+    async def _drop_gateway_networks(
+        self, removed: list[DeploymentInfo], others: list[DeploymentInfo]
+    ) -> None:
+        """Take a network off the nodes where `removed` had only gateways on it, when
+        nothing of `others` uses it there; the network's other nodes drop it as a peer."""
+        service = self.network_service()
+        for net, node_id in sorted(spanning.gateway_only_nodes(removed, others)):
+            plan = await service.current(net)
+            if plan is None or node_id not in {n.node_id for n in plan.nodes}:
+                continue
+            rest = [n.node_id for n in plan.nodes if n.node_id != node_id]
+            if rest:
+                await _planned(service.ensure(net, plan.ip_range, rest))
+            else:
+                await service.nodes.remove(node_id, net)
 
     async def _unpublish(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from zos.client import placement
+from zos.client import gateways, placement
 from zos.client.manifest import MachineSpec, Manifest, ManifestError, NodeFilter
 from zos.client.networks import Applied
 from zos.client.views import DeploymentInfo
@@ -37,7 +37,7 @@ async def place_machines(m: Manifest, node_by_id: NodeById, up_nodes: UpNodes) -
     used: dict[int, tuple[int, int]] = {}  # node -> (memory, disk) placed here so far
     where: dict[str, int] = {}
     for i, x in enumerate(m.machines):
-        memory, disk = placement.needs(_only(m, [x]))
+        memory, disk = placement.needs(only(m, [x]))
         node_id = x.node if x.node is not None else (m.node if x.nodes is None else None)
         if node_id is not None:
             try:
@@ -82,7 +82,7 @@ def _roomiest(
     return max(fits, key=lambda n: (left(n)[0], -n.id))
 
 
-def _only(m: Manifest, machines: list[MachineSpec]) -> Manifest:
+def only(m: Manifest, machines: list[MachineSpec]) -> Manifest:
     """`m` with only `machines` and the disks they mount."""
     mounted = {mount.disk for x in machines for mount in x.mounts}
     disks = [d for d in m.disks if d.name in mounted]
@@ -103,7 +103,7 @@ def parts(m: Manifest, where: dict[str, int]) -> dict[int, Manifest]:
                 f"{', '.join(map(str, sorted(nodes)))}; a disk lives on one node",
                 m.source_line("disks", i),
             )
-    out = {node_id: _only(m, xs) for node_id, xs in by_node.items()}
+    out = {node_id: only(m, xs) for node_id, xs in by_node.items()}
     unmounted = [
         d for d in m.disks if not any(d.name == t.disk for x in m.machines for t in x.mounts)
     ]
@@ -111,3 +111,27 @@ def parts(m: Manifest, where: dict[str, int]) -> dict[int, Manifest]:
         first = out[where[m.machines[0].name]]
         first.disks = [*first.disks, *unmounted]
     return out
+
+
+def as_one(infos: Sequence[DeploymentInfo], node_id: int) -> DeploymentInfo:
+    """A one-node manifest whose gateways run on other nodes, as one deployment: the one
+    on its machines' node, with the gateways of the others beside its own."""
+    info = next(i for i in infos if i.node_id == node_id)
+    others = [g for i in infos if i is not info for g in i.gateways]
+    return info.model_copy(update={"gateways": [*info.gateways, *others]})
+
+
+def gateway_only_nodes(
+    removed: Sequence[DeploymentInfo], others: Sequence[DeploymentInfo]
+) -> set[tuple[str, int]]:
+    """(network, node) where `removed` had gateways on the network but no machine, and
+    nothing of `others` uses the network on that node."""
+    found = set()
+    for d in removed:
+        for net in {g.network for g in d.gateways if g.network}:
+            here = [x for x in [*removed, *others] if x.node_id == d.node_id]
+            if any(x.network == net for x in here for x in x.machines):
+                continue
+            if not any(gateways.uses_network(x, net) for x in others if x.node_id == d.node_id):
+                found.add((net, d.node_id))
+    return found

@@ -47,6 +47,7 @@ class GatewayInfo(BaseModel):
     url: str = ""
     state: str = ""
     backends: list[str] = Field(default_factory=list)
+    network: str = ""  # the private network it reaches its backend on
 
 
 class DeploymentInfo(BaseModel):
@@ -86,6 +87,7 @@ def gateway_of(wl: Workload, state: str) -> GatewayInfo:
         url=f"https://{fqdn}" if fqdn else "",
         state=state,
         backends=list(data.backends),  # type: ignore[union-attr]
+        network=data.network or "",  # type: ignore[union-attr]
     )
 
 
