@@ -365,6 +365,29 @@ async def test_a_gateway_on_another_node_than_its_machine(world: World) -> None:
     assert plan is not None and [n.node_id for n in plan.nodes] == [world.plain.node_id]
 
 
+async def test_a_manifest_over_several_nodes_publishes_a_gateway(world: World) -> None:
+    """The same machine, placed by its own `node:` (a manifest spanning nodes, deployed
+    with `deploy_across`), its gateway on the node it names."""
+    assert world.owner.registry is not None
+    name = f"mesh{os.getpid()}"
+    path = world.run / "meshgw.yaml"
+    text = SPAN.format(deployment="meshgw", node="null", name=name)
+    text = text.replace(
+        "    image: rootfs\n", f"    image: rootfs\n    node: {world.plain.node_id}\n"
+    )
+    path.write_text(text.replace("port: 8080}", f"port: 8080, node: {world.gateway.node_id}}}"))
+    done = await world.owner.deploy_across(path)
+    fqdn = f"{name}.{world.gateway.domain}"
+    by_node = {d.node_id: d for d in done.deployments}
+    assert sorted(by_node) == [world.gateway.node_id, world.plain.node_id]
+    assert [g.url for g in by_node[world.gateway.node_id].gateways] == [f"https://{fqdn}"]
+    assert (await world.verified(fqdn)).text == PAGE
+    await world.owner.rm("meshgw")
+    assert (await world.get(fqdn)).status == 404
+    with pytest.raises(BusError, match="no name contract"):
+        await world.owner.registry.get_name_contract(name)
+
+
 def network_part(
     nodes: list[NodeEntry], i: int, subnets: list[str], keys: list[str], ports: list[int]
 ) -> dict[str, Any]:
