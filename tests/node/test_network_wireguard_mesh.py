@@ -617,20 +617,28 @@ async def test_a_network_the_typescript_client_built_provisions_here(grid: GridS
     workload = raw["workloads"][0]
     data = workload["data"]
     nodes = nodes_of(grid)
-    local_endpoint = f"{nodes[1].entry.address.split('/')[0]}:9550"
-    public = [p for p in data["peers"] if p["endpoint"]]
-    assert [p["endpoint"] for p in public] == ["[2a02:1802:5e:0:2::12]:9550"]
-    for p in public:
-        p["endpoint"] = local_endpoint  # never dial the real grid
     owner = await tenant(grid)
     try:
+        # The vector's port is its own; this module's other networks took random ports,
+        # which can be the same: provision it on a node where it is free.
+        for home in nodes:
+            if data["wireguard_listen_port"] not in await owner.node(home).list_wg_ports():  # type: ignore[arg-type]
+                break
+        else:
+            pytest.fail(f"port {data['wireguard_listen_port']} is taken on every node")
+        other = next(n for n in nodes if n is not home)
+        local_endpoint = f"{other.entry.address.split('/')[0]}:9550"
+        public = [p for p in data["peers"] if p["endpoint"]]
+        assert [p["endpoint"] for p in public] == ["[2a02:1802:5e:0:2::12]:9550"]
+        for p in public:
+            p["endpoint"] = local_endpoint  # never dial the real grid
         dep = owner.deployment([workload])
-        await owner.deploy(nodes[0], dep)  # type: ignore[arg-type]
-        await owner.wait_states(nodes[0], dep.contract_id, {"mesh": "ok"})  # type: ignore[arg-type]
+        await owner.deploy(home, dep)  # type: ignore[arg-type]
+        await owner.wait_states(home, dep.contract_id, {"mesh": "ok"})  # type: ignore[arg-type]
         from zos.gridtypes.names import network_id
 
         netid = network_id(owner.twin_id, "mesh")
-        entry = nodes[0].entry
+        entry = home.entry
         wg = wireguard.WireGuard(
             Path(entry.data_dir) / "networks" / "wireguard", prefix=entry.netns_prefix
         )
@@ -652,12 +660,12 @@ async def test_a_network_the_typescript_client_built_provisions_here(grid: GridS
         assert links.addresses(status.name, ns) == [ip_interface("100.64.40.2/16")]
         routes = await netns.exec_in(ns, "ip", "route", "show", "10.40.0.0/16")
         assert f"dev {status.name}" in routes
-        assert 19683 in await owner.node(nodes[0]).list_wg_ports()  # type: ignore[arg-type]
-        await owner.node(nodes[0]).delete(dep.contract_id)  # type: ignore[arg-type]
-        await owner.wait_states(nodes[0], dep.contract_id, {"mesh": "deleted"})  # type: ignore[arg-type]
+        assert 19683 in await owner.node(home).list_wg_ports()  # type: ignore[arg-type]
+        await owner.node(home).delete(dep.contract_id)  # type: ignore[arg-type]
+        await owner.wait_states(home, dep.contract_id, {"mesh": "deleted"})  # type: ignore[arg-type]
         assert await wg.status(netid) is None
         assert not netns.exists(ns)
-        assert 19683 not in await owner.node(nodes[0]).list_wg_ports()  # type: ignore[arg-type]
+        assert 19683 not in await owner.node(home).list_wg_ports()  # type: ignore[arg-type]
     finally:
         await close(owner)
 
