@@ -129,6 +129,20 @@ async def test_block_whose_id_is_not_its_hash_is_refused(hub: Hub) -> None:
     assert not any(p.is_file() for p in hub.blocks.rglob("*"))
 
 
+async def test_a_block_body_other_than_the_signed_one_is_refused(hub: Hub) -> None:
+    # The id, the path and the signed hash all agree; only the bytes sent differ (same
+    # length): the hub must hash what it receives, or anyone could put other bytes
+    # under a block id that flists of other twins point at.
+    _, cipher = encrypt_block(b"payload")
+    block_id = hashlib.blake2b(cipher, digest_size=32).hexdigest()
+    other = bytes(b ^ 0xFF for b in cipher)
+    status, text = await put_block(hub, other, signed(OWNER, TWIN, cipher), block_id=block_id)
+    assert status == 400 and "the body does not hash to its" in text
+    assert not any(p.is_file() for p in hub.blocks.rglob("*"))
+    status, _ = await put_block(hub, cipher, signed(OWNER, TWIN, cipher))
+    assert status == 201  # the real bytes, signed the same way, are stored
+
+
 async def test_stale_and_replayed_requests_are_refused(hub: Hub) -> None:
     _, cipher = encrypt_block(b"payload")
     status, text = await put_block(hub, cipher, signed(OWNER, TWIN, cipher, now=time.time() - 900))
