@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from gridhelpers import GRID_MARKS, close_grid, quiet, web_rootfs
 
+from hangguard import HANG_GUARD
 from zos.bus import BusError
 from zos.client import GridClient
 from zos.client.manifest import ManifestError
@@ -90,7 +91,7 @@ class World:
             tls=context or self.trust(), timeout=5,
         )  # fmt: skip
 
-    async def verified(self, host: str, timeout: float = 120.0) -> nsclient.Response:
+    async def verified(self, host: str, timeout: float = HANG_GUARD) -> nsclient.Response:
         return await until_trusted(lambda: self.get(host), timeout)
 
     async def deploy(

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from netzm_helpers import ctx, deployment, network_data, unique_twin
 from test_network_manager import attach_machine
 
+from hangguard import HANG_GUARD
 from zos.grid.acme import LocalAcme, self_signed, until_trusted
 from zos.grid.gatewaylab import GatewayLab
 from zos.node.gatewayproxy import AcmeSettings, NodeProxy
@@ -100,7 +101,7 @@ class Site:
 
     async def verified(self, host: str) -> nsclient.Response:
         """The page once the proxy shows a certificate pebble's root verifies."""
-        return await until_trusted(lambda: self.get(host))
+        return await until_trusted(lambda: self.get(host), HANG_GUARD)
 
 
 def name_proxy(name: str, backends: list[str], **extra: Any) -> dict[str, Any]:

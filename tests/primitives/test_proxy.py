@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from cryptography import x509
 
+from hangguard import HANG_GUARD
 from zos.grid.acme import LocalAcme, self_signed, until_trusted
 from zos.grid.gatewaylab import GatewayLab
 from zos.primitives import netns, nsclient
@@ -70,7 +71,7 @@ class Gateway:
             hostname=host, tls=tls,
         )  # fmt: skip
 
-    async def verified(self, host: str, timeout: float = 120.0) -> nsclient.Response:
+    async def verified(self, host: str, timeout: float = HANG_GUARD) -> nsclient.Response:
         """The page once the proxy shows a certificate for `host` that pebble's root
         verifies (until ACME is done it shows its own default one)."""
         return await until_trusted(lambda: self.get(host), timeout)
@@ -247,8 +248,8 @@ async def test_a_removed_route_stops_serving(gw: Gateway) -> None:
 
 
 async def _all_served(gw: Gateway) -> list[bytes | None]:
-    app = await gw.verified("app.example.test", timeout=30)
-    hello = await gw.verified(f"hello.{DOMAIN}", timeout=30)
+    app = await gw.verified("app.example.test")
+    hello = await gw.verified(f"hello.{DOMAIN}")
     passed = await gw.get("tls.example.test", ca=gw.backend_cert)
     assert app.text == PAGE and hello.text == PAGE and passed.status == 200
     return [app.peer_cert, hello.peer_cert]
