@@ -9,6 +9,7 @@ from zdb_helpers import ADMIN, Connect, Err, Raw, nsinfo, refused, walk
 
 from zos.zdb import ZdbServer
 from zos.zdb.client import RespClient, RespError, encode
+from zos.zdb.protocol import MAX_KEY
 
 MiB = 1024 * 1024
 
@@ -414,6 +415,27 @@ async def test_lock_allows_reads_freeze_allows_nothing(admin: RespClient, connec
     assert await admin.command(b"NSSET", b"l", b"freeze", b"0") == "OK"
     assert await c.command(b"GET", b"k") == b"v"
     assert await c.command(b"SET", b"k", b"w") == b"k"
+
+
+async def test_lock_0_unlocks(admin: RespClient, connect: Connect) -> None:
+    await new_namespace(admin, b"l0")
+    c = await connect(ns=b"l0")
+    assert await admin.command(b"NSSET", b"l0", b"lock", b"1") == "OK"
+    with refused("Namespace is temporarily locked (read-only)"):
+        await c.command(b"SET", b"k", b"v")
+    assert await admin.command(b"NSSET", b"l0", b"lock", b"0") == "OK"
+    assert await c.command(b"SET", b"k", b"v") == b"k"
+    assert (await info(admin, b"l0"))["locked"] == "no"
+
+
+async def test_a_key_longer_than_the_limit_is_refused(client: RespClient) -> None:
+    longest = b"k" * MAX_KEY
+    assert await client.command(b"SET", longest, b"v") == longest
+    with refused("Key too large"):
+        await client.command(b"SET", longest + b"k", b"v")
+    with refused("Invalid key"):  # nor can any other command name it
+        await client.command(b"EXISTS", longest + b"k")
+    assert await client.command(b"GET", longest) == b"v"
 
 
 async def test_flush(admin: RespClient, connect: Connect, client: RespClient) -> None:
