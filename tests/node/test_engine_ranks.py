@@ -66,8 +66,15 @@ def fakes(log: list[tuple[str, str]], services: NodeServices) -> dict[str, Manag
         type = "zmount"
         rank = 50
 
+    return managers_of((Disk, Net), log, services)
+
+
+def managers_of(
+    classes: tuple[type[Recording], ...], log: list[tuple[str, str]], services: NodeServices
+) -> dict[str, Manager]:
+    """One manager of each class, all writing to `log`, by type."""
     made: dict[str, Manager] = {}
-    for cls in (Disk, Net):
+    for cls in classes:
         manager = cls(services)
         manager.log = log
         made[cls.type] = manager
@@ -273,11 +280,7 @@ async def test_networks_other_deployments_use_come_back_first(
         type = "zmount"
         rank = 10
 
-    managers: dict[str, Manager] = {}
-    for cls in (Disk, SlowNet):
-        manager = cls(services)
-        manager.log = log
-        managers[cls.type] = manager
+    managers = managers_of((Disk, SlowNet), log, services)
     for contract, wl in (
         (CONTRACT, workload("disk", "zmount", "ok")),
         (CONTRACT + 1, workload("net", "network", "ok")),
