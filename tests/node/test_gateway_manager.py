@@ -30,7 +30,6 @@ from zos.node.services import NameContractInfo, NodeServices
 from zos.node.workloads import GatewayFqdnManager, GatewayNameManager, WorkloadError
 from zos.node.workloads.network import NetworkManager
 from zos.primitives import netns, nsclient
-from zos.primitives.nodedns import acme_zone
 from zos.primitives.supervisor import Backoff
 from zos.registry import PublicConfig
 
@@ -129,13 +128,7 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     run = tmp_path_factory.mktemp("gwmanager")
     lab = GatewayLab(f"m{os.getpid() % 100000}")
     ip = lab.gateway_ip
-    acme = LocalAcme(
-        run / "acme",
-        lab.world_ip,
-        lab.world_ns,
-        addresses={SITE: (ip,), TLS_SITE: (ip,), f"*.{DOMAIN}": (ip,)},
-        delegations={acme_zone(DOMAIN): (ip, 53)},
-    )
+    acme = lab.acme(run / "acme", (SITE, TLS_SITE), DOMAIN)
     registry = Registry(PublicConfig(ipv4=f"{ip}/24", gw4=lab.world_ip, domain=DOMAIN))
     backoff = Backoff(base=0.1, cap=1.0, stable=30.0)
     proxy = NodeProxy(

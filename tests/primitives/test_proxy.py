@@ -110,14 +110,8 @@ async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]
     lab = GatewayLab(f"t{os.getpid() % 100000}")
     ip = lab.gateway_ip
     names = ("app.example.test", "tls.example.test", "lost-route.example.test")
-    acme = LocalAcme(
-        run / "acme",
-        lab.world_ip,
-        lab.world_ns,
-        # lost-route.example.test is left out on purpose: the world cannot resolve it.
-        addresses={names[0]: (ip,), names[1]: (ip,), f"*.{DOMAIN}": (ip,)},
-        delegations={acme_zone(DOMAIN): (ip, 53)},
-    )
+    # lost-route.example.test is left out on purpose: the world cannot resolve it.
+    acme = lab.acme(run / "acme", names[:2], DOMAIN)
     records = run / "dns01"
     dns = NodeDns(run / "dns", (ip, 53), [acme_zone(DOMAIN)], records, lab.public_ns)
     settings = ProxySettings(

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv4Network
+from pathlib import Path
 
+from zos.grid.acme import LocalAcme
 from zos.primitives import links, netns
+from zos.primitives.nodedns import acme_zone
 
 SUBNET = IPv4Network("10.239.0.0/24")
 
@@ -50,6 +53,18 @@ class GatewayLab:
     @property
     def backend_ip(self) -> str:
         return str(self.subnet[3])
+
+    def acme(self, run_dir: Path, names: tuple[str, ...], domain: str) -> LocalAcme:
+        """The world's ACME CA and DNS: `names` and `*.domain` resolve to the gateway,
+        `domain`'s DNS-01 challenges are delegated to the gateway's own DNS server."""
+        ip = self.gateway_ip
+        return LocalAcme(
+            run_dir,
+            self.world_ip,
+            self.world_ns,
+            addresses={**{n: (ip,) for n in names}, f"*.{domain}": (ip,)},
+            delegations={acme_zone(domain): (ip, 53)},
+        )
 
     def create(self) -> GatewayLab:
         """Blocks (netlink): call through `asyncio.to_thread` from a running loop."""
