@@ -12,7 +12,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,7 @@ pytestmark = [
 
 DOMAIN = "gw.example.test"
 PAGE = "hello from the backend\n"
+ACME_RETRY = Backoff(base=0.5, cap=2.0)  # how soon a failed certificate is asked again
 TLS_PAGE = b"HTTP/1.0 200 OK\r\nContent-Length: 21\r\n\r\nthe backend's own TLS"
 
 
@@ -109,9 +110,9 @@ async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]
     run = tmp_path_factory.mktemp("gateway")
     lab = GatewayLab(f"t{os.getpid() % 100000}")
     ip = lab.gateway_ip
-    names = ("app.example.test", "tls.example.test", "lost-route.example.test")
+    names = ("app.example.test", "tls.example.test", "late.example.test", "lost-route.example.test")
     # lost-route.example.test is left out on purpose: the world cannot resolve it.
-    acme = lab.acme(run / "acme", names[:2], DOMAIN)
+    acme = lab.acme(run / "acme", names[:3], DOMAIN)
     records = run / "dns01"
     dns = NodeDns(run / "dns", (ip, 53), [acme_zone(DOMAIN)], records, lab.public_ns)
     settings = ProxySettings(
@@ -121,7 +122,7 @@ async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]
         acme_ca=acme.api_ca,
         dns01=Dns01(records, (f"{lab.world_ip}:53",)),
     )
-    proxy = Proxy(settings, Backoff(base=0.1, cap=1.0, stable=30.0))
+    proxy = Proxy(settings, Backoff(base=0.1, cap=1.0, stable=30.0), ACME_RETRY)
     www = run / "www"
     www.mkdir()
     (www / "index.html").write_text(PAGE)
@@ -222,6 +223,50 @@ async def test_no_certificate_for_a_name_that_does_not_lead_here(gw: Gateway) ->
     with pytest.raises(ssl.SSLCertVerificationError):
         await gw.get("lost-route.example.test")
     await gw.proxy.remove_route("lost")
+
+
+def _failures(gw: Gateway, host: str) -> int:
+    """How many times Traefik wrote that it could not get a certificate for `host`."""
+    log = gw.proxy.run_dir / "traefik.log"
+    lines = log.read_text(errors="replace").splitlines()
+    return sum(1 for line in lines if "Unable to obtain" in line and host in line)
+
+
+async def _until(what: str, check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + HANG_GUARD
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.2)
+
+
+async def test_a_certificate_that_failed_is_ordered_again_once_acme_answers(gw: Gateway) -> None:
+    """Traefik itself never retries a failed order until its configuration changes: the
+    proxy's retry must, with nothing else changing here."""
+    host = "late.example.test"  # HTTP-01 for its own name (under no wildcard served here)
+    pebble = f"ip daddr {gw.acme.host} tcp dport {gw.acme.acme_port}"
+    block = (
+        "table inet zos_test_block {\n chain out {\n"
+        f"  type filter hook output priority 0\n  {pebble} reject with tcp reset\n }}\n}}\n"
+    )
+    await netns.exec_in(gw.lab.public_ns, "nft", "-f", "-", input=block.encode())
+    try:
+        before = gw.proxy.acme_retry.nudges
+        await gw.proxy.set_route(HttpRoute("late", host, (gw.http_backend,)))
+        # The first order and at least one retry failed: the CA was unreachable.
+        await _until("traefik never tried", lambda: _failures(gw, host) >= 2)
+        assert gw.proxy.acme_retry.nudges > before
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await gw.get(host)
+    finally:
+        await netns.exec_in(gw.lab.public_ns, "nft", "delete", "table", "inet", "zos_test_block")
+    late = await gw.verified(host)
+    assert late.text == PAGE and _names(late.peer_cert) == [host]
+    # Every certificate there: the retry stops asking.
+    await _until("the retry did not settle", lambda: not gw.proxy.acme_retry.missing())
+    settled = gw.proxy.acme_retry.nudges
+    await asyncio.sleep(3 * ACME_RETRY.cap)
+    assert gw.proxy.acme_retry.nudges == settled
+    await gw.proxy.remove_route("late")
 
 
 async def test_a_removed_route_stops_serving(gw: Gateway) -> None:

@@ -7,7 +7,8 @@ added or removed takes effect without a restart, and a Traefik that died (restar
 `zos.primitives.hostproc`, which also lets it outlive the agent) comes back with every
 route. Certificates come by ACME from `acme_url`: HTTP-01 for a route's own host, DNS-01
 for a domain's wildcard (the TXT values written by `zos.primitives.dns`'s hook, served
-by the node's DNS server). Accounts and certificates are kept in the run directory.
+by the node's DNS server). Accounts and certificates are kept in the run directory; a
+certificate Traefik failed to get is asked for again (`zos.primitives.proxycerts`).
 
 The admin endpoint (API, ping, metrics) listens on 127.0.0.1 of the public namespace:
 loopback is per namespace, so no tenant namespace reaches it, and a route can name
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -36,6 +36,7 @@ import yaml
 
 from zos.primitives import dns, links, netns, nsclient
 from zos.primitives.hostproc import HostProcess, HostProcessError
+from zos.primitives.proxycerts import RETRY, AcmeRetry, storage_file
 from zos.primitives.proxyroutes import (
     DNS01,
     ENTRYPOINT,
@@ -120,17 +121,16 @@ def _flags(settings: ProxySettings, routes: Path, acme: Path) -> list[str]:
         "providers.file.watch": "true",
         "providers.providersthrottleduration": "200ms",
     }
-    tag = hashlib.sha256(s.acme_url.encode()).hexdigest()[:12]  # accounts are per CA
     resolvers = [HTTP01] + ([DNS01] if s.dns01 is not None else [])
     for name in resolvers:
-        acme = f"certificatesresolvers.{name}.acme"
-        flags[f"{acme}.caserver"] = s.acme_url
-        flags[f"{acme}.storage"] = str(acme_dir(s.run_dir) / f"{name}-{tag}.json")
-        flags[f"{acme}.keytype"] = "EC256"
+        prefix = f"certificatesresolvers.{name}.acme"
+        flags[f"{prefix}.caserver"] = s.acme_url
+        flags[f"{prefix}.storage"] = str(storage_file(acme, name, s.acme_url))
+        flags[f"{prefix}.keytype"] = "EC256"
         if s.acme_email:
-            flags[f"{acme}.email"] = s.acme_email
+            flags[f"{prefix}.email"] = s.acme_email
         if s.acme_ca is not None:
-            flags[f"{acme}.cacertificates"] = str(s.acme_ca)
+            flags[f"{prefix}.cacertificates"] = str(s.acme_ca)
     flags[f"certificatesresolvers.{HTTP01}.acme.httpchallenge.entrypoint"] = "web"
     if s.dns01 is not None:
         challenge = f"certificatesresolvers.{DNS01}.acme.dnschallenge"
@@ -147,7 +147,12 @@ def acme_dir(run_dir: Path) -> Path:
 
 
 class Proxy:
-    def __init__(self, settings: ProxySettings, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProxySettings,
+        backoff: Backoff | None = None,
+        acme_retry: Backoff = RETRY,
+    ) -> None:
         self.settings = settings
         self.run_dir = settings.run_dir
         self.routes_dir = settings.run_dir / "routes"
@@ -160,6 +165,9 @@ class Proxy:
             backoff,
         )
         self._lock = asyncio.Lock()
+        self.acme_retry = AcmeRetry(
+            self.routes, self.routes_dir, acme_dir(self.run_dir), settings.acme_url, acme_retry
+        )
 
     # --- the process ----------------------------------------------------------------------
 
@@ -200,9 +208,11 @@ class Proxy:
         """Running (found again, or started) and answering ping; its pid."""
         await asyncio.to_thread(self._prepare)
         try:
-            return await self._proc.ensure(self._ready, timeout)
+            pid = await self._proc.ensure(self._ready, timeout)
         except HostProcessError as e:
             raise ProxyError(f"traefik: {e}") from None
+        self.acme_retry.start()
+        return pid
 
     async def _ready(self) -> bool:
         try:
@@ -212,10 +222,12 @@ class Proxy:
 
     async def stop(self) -> None:
         """Stop Traefik (and its restarts); the route files stay for the next start."""
+        self.acme_retry.stop()
         await self._proc.stop()
 
     def close(self) -> None:
         """Stop watching; Traefik keeps serving (the agent is going away)."""
+        self.acme_retry.stop()
         self._proc.close()
 
     async def admin_get(self, path: str) -> nsclient.Response:
