@@ -112,7 +112,9 @@ class AcmeRetry:
             f"http:\n  middlewares:\n    {MIDDLEWARE}:\n      headers:\n"
             f'        customRequestHeaders:\n          X-Zos-Acme-Retry: "{self.nudges}"\n'
         )
-        tmp = self.routes_dir / ".acme-retry.tmp"  # Traefik loads no dotted *.tmp
+        # Traefik loads no dotted *.tmp; a route's temporary is `.<name>.tmp`, and no
+        # route name starts with "_", so the two never share a file.
+        tmp = self.routes_dir / "._acme-retry.tmp"
         tmp.write_text(text)
         os.replace(tmp, self.routes_dir / NUDGE_FILE)
 
