@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -96,6 +97,41 @@ async def test_a_program_that_will_not_start_says_why(make) -> None:
     with pytest.raises(HostProcessError, match="exited at start: cannot bind 9900"):
         await broken.ensure(never)
     await broken.stop()
+
+
+# Its main thread exits first (a zombie leader), one thread lives on until `flag` exists;
+# SIGTERM stays pending meanwhile (blocked in every thread), as QEMU's exiting threads are.
+LINGER = """
+import ctypes, os, signal, sys, threading, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+def linger():
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.02)
+    os._exit(0)
+threading.Thread(target=linger).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+async def test_stop_returns_once_the_last_thread_is_gone_and_reaped(make, tmp_path: Path) -> None:
+    """A zombie leader is not a gone process while its threads run: stop waits, and
+    reaps it, rather than leave a zombie in /proc."""
+    flag = tmp_path / "let-go"
+    p = make(sys.executable, "-c", LINGER, str(flag))
+    pid = await p.ensure(_ready)
+    await _wait_for(lambda: _state(pid) == "Z")  # the leader is out, its thread is not
+    stopping = asyncio.create_task(p.stop())
+    await asyncio.sleep(0.2)
+    flag.touch()
+    await stopping
+    assert not Path(f"/proc/{pid}").exists()
 
 
 @pytest.mark.netns

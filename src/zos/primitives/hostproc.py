@@ -41,22 +41,24 @@ def start_time(pid: int) -> int:
     return 0 if fields[0] == "Z" else int(fields[19])
 
 
-def _reap(pid: int) -> None:
-    # Our own child stays a zombie until waited for; someone else's is not ours to wait.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+def _reap(pid: int) -> bool:
+    """Wait for `pid` if it is our own child that has exited (it stays a zombie until
+    then); False only while it is our child and not yet reaped."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:  # not ours to wait for, or reaped already
+        return True
 
 
 def _gone(pid: int, started: int) -> bool:
     """Whether the process `pid` started at `started` is gone, reaped if it was ours.
 
-    Reaped again once it is seen gone: it may have become a zombie between the first
-    wait and the look at its state (start_time reads a zombie as gone)."""
+    start_time reads a zombie as gone, but a zombie leader may still have threads that
+    are exiting (QEMU's, under load): our own child is gone only once reaped."""
     _reap(pid)  # our own child that exited unwatched (after close) is a zombie
     if start_time(pid) == started:
         return False
-    _reap(pid)
-    return True
+    return _reap(pid)
 
 
 class HostProcess:
