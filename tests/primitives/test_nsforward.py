@@ -6,6 +6,7 @@ namespace's loopback, which nothing else reaches."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -24,6 +25,7 @@ pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.asyncio(loop_scop
 
 LOOPBACK = "127.0.0.1"
 LISTEN_PORT, BACKEND_PORT = 18080, 18081
+HANG_GUARD = 30.0  # seconds: only a hung relay takes this long
 
 
 @dataclass
@@ -111,6 +113,39 @@ async def test_bytes_go_both_ways_through_the_other_namespace(
     got = await asyncio.gather(*(asyncio.to_thread(exchange, pair.listen_ns, p) for p in payloads))
     assert got == payloads
     assert [n for n in pair.closed if n] == [1 << 20] * 4  # (0: the readiness probe's)
+
+
+async def test_a_relay_survives_garbage_collection_while_both_sides_are_quiet() -> None:
+    """The client has sent its question and EOF, the backend has not answered yet: no
+    socket is being read or written, and the loop holds tasks only weakly. A collection
+    then must not destroy the relay (it did, under load: the client got EOF, no answer)."""
+    heard, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # to the forwarder's EOF
+        heard.set()
+        await answer.wait()
+        writer.write(b"late answer")
+        await writer.drain()
+        writer.close()
+
+    backend = await asyncio.start_server(slow, LOOPBACK, 0)
+    port = backend.sockets[0].getsockname()[1]
+    front = await asyncio.start_server(
+        lambda r, w: nsforward.splice(r, w, None, LOOPBACK, port), LOOPBACK, 0
+    )
+    try:
+        reader, writer = await asyncio.open_connection(LOOPBACK, front.sockets[0].getsockname()[1])
+        writer.write(b"question")
+        writer.write_eof()
+        await asyncio.wait_for(heard.wait(), HANG_GUARD)
+        gc.collect()
+        answer.set()
+        assert await asyncio.wait_for(reader.read(), HANG_GUARD) == b"late answer"
+        writer.close()
+    finally:
+        front.close()
+        backend.close()
 
 
 async def test_only_the_dialling_namespace_reaches_the_backend(

@@ -16,6 +16,7 @@ import logging
 import socket
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from zos.primitives import netns
 from zos.primitives.signals import stop_on_signals
@@ -88,6 +89,9 @@ async def splice(
     await relay(reader, writer, r2, w2)
 
 
+_relaying: set[asyncio.Task[Any] | None] = set()  # the relays under way
+
+
 async def relay(
     r1: asyncio.StreamReader,
     w1: asyncio.StreamWriter,
@@ -95,10 +99,18 @@ async def relay(
     w2: asyncio.StreamWriter,
 ) -> None:
     """Copy both ways between two connections until both directions are done; close both."""
-    await asyncio.gather(pipe(r1, w2), pipe(r2, w1))
-    for w in (w1, w2):
-        with contextlib.suppress(Exception):
-            w.close()
+    # The loop holds tasks weakly, and a stream's protocol its reader: once one side has
+    # sent EOF and the other is quiet, nothing holds this task, and a garbage collection
+    # would destroy it mid-copy and close both sockets. Hold it until it is done.
+    task = asyncio.current_task()
+    _relaying.add(task)
+    try:
+        await asyncio.gather(pipe(r1, w2), pipe(r2, w1))
+    finally:
+        _relaying.discard(task)
+        for w in (w1, w2):
+            with contextlib.suppress(Exception):
+                w.close()
 
 
 @dataclass(frozen=True)
