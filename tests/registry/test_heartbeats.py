@@ -7,6 +7,7 @@ have read the same stream answer the same pages.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -144,3 +145,77 @@ async def test_two_service_copies_answer_the_same_pages(
         assert seen == sorted(n.node_id for n in nodes)
     finally:
         await second.stop()
+
+
+async def test_a_page_of_new_twins_has_its_keys_read_at_once(
+    enroll, nats_server: NatsServer, registry_identity: Identity
+) -> None:
+    """A copy that knows none of the page's twins reads their keys together (not one
+    registry read per node in turn), then checks each status with its own twin's key."""
+    nodes = [await enroll(node=True) for _ in range(4)]
+    for i, n in enumerate(nodes):
+        await n.registry.heartbeat(n.node_id, Capacity(cru=1, hru=10 + i))
+    fresh = await RegistryService(nats_server.url, registry_identity).start()
+    store, reading, most = fresh.store, 0, 0
+    get = store.get
+
+    async def counted(bucket, key, parse):  # type: ignore[no-untyped-def]
+        nonlocal reading, most
+        if bucket != "twins":
+            return await get(bucket, key, parse)
+        reading += 1
+        most = max(most, reading)
+        try:
+            await asyncio.sleep(0.05)  # long enough for the others to start, if they do
+            return await get(bucket, key, parse)
+        finally:
+            reading -= 1
+
+    store.get = counted  # type: ignore[method-assign]
+    try:
+        got = {n["id"]: n for n in await fresh.index.search(ListNodesArgs(farm_id=None))}
+        assert most == len(nodes), most  # every new twin's key at once
+        for i, n in enumerate(nodes):
+            assert got[n.node_id]["used"]["hru"] == 10 + i and got[n.node_id]["status"] == "up"
+        checked = fresh.index.checked
+        most = 0
+        await nodes[0].registry.heartbeat(nodes[0].node_id, Capacity(cru=1, hru=99))
+        got = {n["id"]: n for n in await fresh.index.search(ListNodesArgs(farm_id=None))}
+        assert got[nodes[0].node_id]["used"]["hru"] == 99
+        assert most == 0 and fresh.index.checked == checked + 1  # known keys: no read
+    finally:
+        await fresh.stop()
+
+
+async def test_searches_that_come_together_share_one_look_at_the_stream(
+    enroll, registry: RegistryService
+) -> None:
+    """Searches that arrive while the stream is being asked its last sequence share the
+    next ask, not the one under way (it could miss a heartbeat acknowledged after it
+    began): ten searches during one ask make one more, and each sees the heartbeat."""
+    node = await enroll(node=True)
+    index, js = registry.index, registry.store.js
+    ask, held, let_go = js.stream_info, asyncio.Event(), asyncio.Event()
+
+    async def gated(*a, **kw):  # type: ignore[no-untyped-def]
+        if not held.is_set():
+            held.set()
+            await let_go.wait()
+        return await ask(*a, **kw)
+
+    js.stream_info = gated  # type: ignore[method-assign]
+    try:
+        asks = index.stream_asks
+        first = asyncio.create_task(index.search(ListNodesArgs(farm_id=None)))
+        await asyncio.wait_for(held.wait(), 30)
+        await node.registry.heartbeat(node.node_id, Capacity(cru=1, hru=7))
+        later = [asyncio.create_task(index.search(ListNodesArgs(farm_id=None))) for _ in range(10)]
+        await asyncio.sleep(0.1)  # they all arrive during the held ask
+        let_go.set()
+        await first
+        for page in await asyncio.gather(*later):
+            [mine] = [n for n in page if n["id"] == node.node_id]
+            assert mine["used"]["hru"] == 7
+        assert index.stream_asks - asks == 2
+    finally:
+        js.stream_info = ask  # type: ignore[method-assign]

@@ -44,6 +44,7 @@ from zos.registry.store import Mirror, Store, follow
 log = logging.getLogger(__name__)
 
 CATCH_UP = 10.0  # seconds a search waits for the index to read what the stream has
+KEY_READS = 64  # twins' keys a search reads from the registry at once
 
 
 class _Entry:
@@ -91,7 +92,12 @@ class NodeIndex:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        # The stream's last sequence, asked once for all the searches that came before
+        # the ask began: asks begun, the begin-number of the newest answer, and it.
+        self._asking = asyncio.Lock()
+        self._asked = self._answered = self._last = 0
         self.checked = 0  # signatures checked (for benchmarks)
+        self.stream_asks = 0  # (for tests and benchmarks)
 
     # -- life ------------------------------------------------------------------------
 
@@ -181,12 +187,7 @@ class NodeIndex:
 
     async def caught_up(self) -> None:
         """Once the index has read every status the stream held when this was called."""
-
-        async def last() -> int:
-            info = await self.store.js.stream_info(heartbeats.STREAM)
-            return info.state.last_seq
-
-        target = await self.store._retry("heartbeat stream info", last)
+        target = await self._stream_last()
         if target <= self.seq:
             return
         future = asyncio.get_running_loop().create_future()
@@ -195,6 +196,28 @@ class NodeIndex:
             await asyncio.wait_for(future, CATCH_UP)
         except TimeoutError:
             raise BusError("unavailable", "the node index is behind the heartbeats") from None
+
+    async def _stream_last(self) -> int:
+        """The stream's last sequence as of some moment after this call began.
+
+        Searches that arrive together share one ask (the JS API is slow under heavy
+        heartbeat load), but never one already under way when they came: that answer
+        could miss a heartbeat acknowledged just before them."""
+        arrived = self._asked
+        async with self._asking:
+            if self._answered > arrived:
+                return self._last
+            self._asked += 1
+            mine = self._asked
+
+            async def last() -> int:
+                self.stream_asks += 1
+                info = await self.store.js.stream_info(heartbeats.STREAM)
+                return info.state.last_seq
+
+            self._last = await self.store._retry("heartbeat stream info", last)
+            self._answered = mine
+            return self._last
 
     # -- checking --------------------------------------------------------------------
 
@@ -268,11 +291,15 @@ class NodeIndex:
         start = bisect.bisect_right(ids, args.after_id)
         skip, found = args.offset, []
         now = time.time()
-        for node_id in list(ids[start:]) if start < len(ids) else ():
+        walk = list(ids[start:]) if start < len(ids) else []
+        for i, node_id in enumerate(walk):
             entry = self._entries.get(node_id)
             if entry is None or not self._matches(entry, *entry.claimed(), wanted, args, now):
                 continue
             if entry.pending is not None:
+                if entry.twin_id not in self._keys:
+                    wants = skip + args.limit - len(found)
+                    await self._read_keys(walk[i:], wants, wanted, args, now)
                 await self._check(node_id, entry)
                 if not self._matches(entry, entry.used, entry.seen, wanted, args, now):
                     continue
@@ -284,6 +311,36 @@ class NodeIndex:
             if len(found) == args.limit:
                 break
         return found
+
+    async def _read_keys(
+        self,
+        walk: list[int],
+        count: int,
+        wanted: tuple[int, int, int, int],
+        args: ListNodesArgs,
+        now: float,
+    ) -> None:
+        """Read at once the keys the next `count` candidates of `walk` will be checked
+        with, rather than one registry read per node in turn (a page of new twins)."""
+        twins: set[int] = set()
+        for node_id in walk:
+            entry = self._entries.get(node_id)
+            if entry is None or not self._matches(entry, *entry.claimed(), wanted, args, now):
+                continue
+            count -= 1
+            if entry.pending is not None and entry.twin_id not in self._keys:
+                twins.add(entry.twin_id)
+            if count <= 0:
+                break
+        room = asyncio.Semaphore(KEY_READS)
+
+        async def read(twin_id: int) -> None:
+            async with room:
+                await self._key(twin_id)
+
+        # A key that could not be read stays unknown: its check reads it again, and fails
+        # there with the reason.
+        await asyncio.gather(*(read(t) for t in twins), return_exceptions=True)
 
     def _matches(
         self,
