@@ -137,6 +137,30 @@ async def seed(
     return first_node, list(range(first_farm, first_farm + farms)), time.perf_counter() - t0
 
 
+async def settle(urls: list[str], insider: Identity, timeout: float = 900.0) -> float:
+    """Seconds until every stream's replicas are current with their leader. Seeding
+    100,000 nodes is 400,000 R3 writes in minutes; the servers catch their followers up
+    for a while after, and service copies started meanwhile timed out making their
+    consumers (a real grid does not gain 100,000 nodes in minutes)."""
+    t0 = time.perf_counter()
+    conn = await connect(urls, insider)
+    try:
+        js = conn.nc.jetstream(timeout=30)
+        while True:
+            behind = []
+            for info in await js.streams_info():
+                peers = (info.cluster.replicas or []) if info.cluster else []
+                if any(not p.current or p.offline or p.lag for p in peers):
+                    behind.append(info.config.name)
+            if not behind:
+                return time.perf_counter() - t0
+            if time.perf_counter() - t0 > timeout:
+                raise SystemExit(f"streams still catching up after {timeout:.0f} s: {behind}")
+            await asyncio.sleep(1)
+    finally:
+        await conn.close()
+
+
 async def seed_nodes(conn: Connection, spec: dict[str, Any]) -> dict[str, Any]:
     """This worker's share of the nodes and their twins, through the registry's Store on
     a connection of the registry key: the four records `register_twin` and
@@ -473,6 +497,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"seeded {args.nodes} nodes in {len(farms)} farms in {seeded:.1f} s "
                 f"({4 * args.nodes / seeded:.0f} signed records/s, as the service writes them)"
             )
+            print(f"every stream's replicas current {await settle(urls, insider):.1f} s later")
             key_file = Path(tmp) / "registry.key"
             write_key_file(key_file, registry)
             t0 = time.perf_counter()
