@@ -153,6 +153,14 @@ TARGETS = {
             "tests/zdb/test_zdb_commands.py",
         ),
     ),
+    # What a hub request's signature covers (method, path, time, nonce, body): client
+    # and hub share it, so only a test that replays a request elsewhere sees a change.
+    "hub-sign": Target("src/zos/flist/hubsign.py", (), ("tests/hub",), constants=True),
+    "supervisor": Target(
+        "src/zos/primitives/supervisor.py",
+        ("Backoff.delay", "Backoff.wait", "Supervisor._exited", "Supervisor._restart"),
+        ("tests/primitives/test_supervisor.py",),
+    ),
 }
 
 # The flist-unpack lines EQUIVALENT names more than once.
@@ -165,6 +173,10 @@ _POOL = (
     'with ThreadPoolExecutor(min(8, os.cpu_count() or 2), thread_name_prefix="flist-unpack")'
     " as pool:"
 )
+
+_DELAY = "return min(self.base * (2 ** max(failures - 1, 0)), self.cap)"
+_ONCE = "if w is None or (w.task and not w.task.done()):"
+_STABLE = "w.failures = 1 if ran >= self.backoff.stable else w.failures + 1"
 
 # Survivors that change nothing a caller can observe, by target: (function, line text
 # the mutant is on, stripped, the mutation) -> why (see `Mutant.key`). Matched on text,
@@ -232,6 +244,34 @@ EQUIVALENT: dict[str, dict[tuple[str, str, str], str]] = {
             )
             for what in ("0 -> 1", "0 -> -1")
         },
+    },
+    "hub-sign": {
+        ("sign_headers", "nonce = os.urandom(16).hex()", what): (
+            "15 or 17 random bytes are as unique, and their hex within the hub's 16-64 chars"
+        )
+        for what in ("16 -> 17", "16 -> 15")
+    },
+    "supervisor": {
+        ("Backoff.delay", _DELAY, "0 -> -1"): (
+            "no wait asks for 0 failures: an exit counts at least one before the wait"
+        ),
+        **{
+            ("Supervisor._exited", _ONCE, what): (
+                "an exit is told once (its pidfd's reader goes at the first call), and a "
+                "container forgotten before the call is not restarted either way"
+            )
+            for what in ("if-guard never taken", "'or' -> 'and'")
+        },
+        ("Supervisor._exited", _STABLE, "'>=' -> '>'"): (
+            "differs only when a run lasts exactly `stable` seconds of the monotonic clock"
+        ),
+        ("Supervisor._restart", "if self._watches.get(cid) is not w:", "if-guard never taken"): (
+            "forget() cancels the task in its wait, so the check after the wait never sees it"
+        ),
+        ("Supervisor._restart", "w.pid = 0", "statement dropped"): (
+            "_start watches the new pid at once; the old pid's pidfd closed at the exit, so "
+            "_watch cannot take it for the new one (and no caller reads pid() meanwhile)"
+        ),
     },
 }
 

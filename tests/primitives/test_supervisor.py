@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hangguard import HANG_GUARD
 from zos.primitives import logd
 from zos.primitives.runc import ContainerSpec, Runc, write_bundle
 from zos.primitives.supervisor import Backoff, Supervisor
@@ -55,6 +58,16 @@ class HeldBackoff(Backoff):
         return await asyncio.wait_for(self.waits.get(), 60)
 
 
+def pidfds() -> int:
+    """How many pidfds this process holds."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd) == "anon_inode:[pidfd]"
+    return count
+
+
 def crashing(
     env: tuple[Runc, Path, Path], tmp_path: Path, stable: float
 ) -> tuple[Runc, str, Path, HeldBackoff, Supervisor]:
@@ -84,11 +97,13 @@ async def test_crash_restarts_only_after_its_backoff(
     a delay that doubles up to the cap, and while a wait is held it stays down."""
     runc, cid, bundle, backoff, sup = crashing(env, tmp_path, stable=30)
     delays = []
+    held = pidfds()
     try:
         await sup.ensure(cid, bundle)
         for restarts in range(4):
             delay, gate = await backoff.next_wait()
             assert sup.restarts(cid) == restarts
+            assert pidfds() == held  # the exited one's is closed (not left readable, polled)
             state = await runc.state(cid)
             assert state is not None and state["status"] == "stopped", state
             delays.append(delay)
@@ -115,6 +130,68 @@ async def test_a_run_longer_than_stable_resets_the_backoff(
     finally:
         await sup.stop(cid)
     assert delays == [0.1, 0.1, 0.1]
+
+
+async def test_after_a_stable_run_the_backoff_starts_again_from_its_base(
+    env: tuple[Runc, Path, Path], tmp_path: Path
+) -> None:
+    """A run counted stable resets the count to one failure, not to none: the crash
+    after it waits the base delay, and the quick crash after that twice as long."""
+    _, cid, bundle, backoff, sup = crashing(env, tmp_path, stable=0)  # the first run: stable
+    try:
+        await sup.ensure(cid, bundle)
+        first, gate = await backoff.next_wait()
+        backoff.stable = 3600  # the runs after it are quick crashes
+        gate.set()
+        second, gate = await backoff.next_wait()
+        gate.set()
+    finally:
+        await sup.stop(cid)
+    assert (first, second) == (0.1, 0.2)
+
+
+async def test_a_restart_revives_the_log_daemon_backs_off_when_it_fails_and_ends_with_the_bundle(
+    env: tuple[Runc, Path, Path], tmp_path: Path
+) -> None:
+    """Before a restart the log daemon is started again if it died; a restart that fails
+    (runc refuses the bundle) counts as one more failure, so the next wait is longer;
+    and a container whose bundle is gone is no longer supervised."""
+    _, cid, bundle, backoff, sup = crashing(env, tmp_path, stable=30)
+    logs = env[1]
+    backoff.cap = 10  # (the doubling stays visible)
+    config = bundle / "config.json"
+    good = config.read_bytes()
+    delays = []
+    try:
+        await sup.ensure(cid, bundle)
+        delay, gate = await backoff.next_wait()
+        delays.append(delay)
+        await asyncio.to_thread(logd.stop_daemon, logs)
+        assert not logd.running(logs)
+        gate.set()
+        delay, gate = await backoff.next_wait()  # restarted (with its log daemon), crashed
+        delays.append(delay)
+        assert logd.running(logs) and sup.restarts(cid) == 1
+        config.write_text("{}")  # runc refuses it
+        gate.set()
+        delay, gate = await backoff.next_wait()
+        delays.append(delay)
+        assert sup.restarts(cid) == 2  # (an attempt counts)
+        config.write_bytes(good)
+        gate.set()
+        delay, gate = await backoff.next_wait()
+        delays.append(delay)
+        assert sup.restarts(cid) == 3
+        config.unlink()
+        gate.set()
+        for _ in range(int(HANG_GUARD / 0.05)):
+            if cid not in sup.watched():
+                break
+            await asyncio.sleep(0.05)
+        assert cid not in sup.watched()
+    finally:
+        await sup.stop(cid)
+    assert delays == [0.1, 0.2, 0.4, 0.8]
 
 
 async def test_logs_are_bounded_and_followed(env: tuple[Runc, Path, Path], tmp_path: Path) -> None:
