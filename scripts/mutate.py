@@ -245,6 +245,13 @@ EQUIVALENT: dict[str, dict[tuple[str, str, str], str]] = {
             for what in ("0 -> 1", "0 -> -1")
         },
     },
+    "envelope": {
+        (
+            "Envelope.signing_bytes",
+            'return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()',
+            "True -> False",
+        ): "every string signed is ASCII already (the model's patterns: hex ids, command)",
+    },
     "hub-sign": {
         ("sign_headers", "nonce = os.urandom(16).hex()", what): (
             "15 or 17 random bytes are as unique, and their hex within the hub's 16-64 chars"
