@@ -31,34 +31,43 @@ class HostProcessError(Exception):
     """The program would not start or answer; the message carries the end of its log."""
 
 
-def start_time(pid: int) -> int:
-    """Clock ticks since boot when `pid` started; 0 if it is gone or a zombie."""
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks since boot) of `pid`; None if there is none."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0
+        return None
     fields = stat.rsplit(")", 1)[1].split()
-    return 0 if fields[0] == "Z" else int(fields[19])
+    return fields[0], int(fields[19])
 
 
-def _reap(pid: int) -> bool:
-    """Wait for `pid` if it is our own child that has exited (it stays a zombie until
-    then); False only while it is our child and not yet reaped."""
-    try:
-        return os.waitpid(pid, os.WNOHANG)[0] == pid
-    except ChildProcessError:  # not ours to wait for, or reaped already
-        return True
+def start_time(pid: int) -> int:
+    """Clock ticks since boot when `pid` started; 0 if it is gone or a zombie."""
+    got = _stat(pid)
+    return 0 if got is None or got[0] == "Z" else got[1]
+
+
+def _reap(pid: int) -> None:
+    # Our own child stays a zombie until waited for; someone else's is not ours to wait.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _gone(pid: int, started: int) -> bool:
     """Whether the process `pid` started at `started` is gone, reaped if it was ours.
 
-    start_time reads a zombie as gone, but a zombie leader may still have threads that
-    are exiting (QEMU's, under load): our own child is gone only once reaped."""
-    _reap(pid)  # our own child that exited unwatched (after close) is a zombie
-    if start_time(pid) == started:
+    Only that process is waited for, never one that has its pid since. Its zombie is
+    gone once reaped, not before: a leader whose other threads are still exiting (QEMU's,
+    under load) reads as a zombie that cannot be reaped yet."""
+    got = _stat(pid)
+    if got is None or got[1] != started:
+        return True
+    if got[0] != "Z":
         return False
-    return _reap(pid)
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:  # someone else's zombie: dead, not ours to wait for
+        return True
 
 
 class HostProcess:
