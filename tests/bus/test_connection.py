@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
+import signal
 import socket
 
 import nats
 import nats.errors
 import pytest
 
+from hangguard import HANG_GUARD
 from zos.bus import BusError, connect
 from zos.bus.subjects import REGISTRY_QUERY, inbox_prefix, register_subject
 from zos.grid.natsserver import NatsServer
@@ -122,3 +126,29 @@ async def test_a_closed_nats_client_is_replaced_with_its_subscriptions(
         assert await asyncio.wait_for(heard.get(), 10) == b"still here"
     finally:
         await other.close()
+
+
+async def test_closing_gives_up_on_a_server_that_stopped_reading(
+    nats_server: NatsServer, bus_insider: Identity
+) -> None:
+    """nats-py's close flushes what is pending and waits for it for ever: a server that
+    no longer reads (stopped here) must not hang a shutdown."""
+    conn = await connect(nats_server.url, bus_insider)
+    assert nats_server.proc is not None
+    os.kill(nats_server.proc.pid, signal.SIGSTOP)
+    pump = None
+    try:
+
+        async def publish() -> None:
+            for _ in range(64):  # more than the sockets hold: the flush cannot finish
+                await conn.nc.publish("zos.test.stuck", b"x" * (1 << 20))
+
+        pump = asyncio.ensure_future(publish())
+        await asyncio.wait([pump], timeout=2)  # (as far as it gets)
+        await asyncio.wait_for(conn.close(), HANG_GUARD)
+    finally:
+        os.kill(nats_server.proc.pid, signal.SIGCONT)
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(BaseException):
+                await pump

@@ -41,6 +41,7 @@ from zos.identity.nkey import seed_nkey
 log = logging.getLogger(__name__)
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+CLOSE_WITHIN = 10.0  # seconds a close may take before the client is dropped
 _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"')
 
 Listener = Callable[[], Awaitable[None]]
@@ -138,9 +139,16 @@ class Connection:
 
     async def close(self) -> None:
         self._closing = True
+        if self._reopening is not None:
+            self._reopening.cancel()
         if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+            try:
+                # nats-py flushes and waits for the socket to close: never for ever.
+                await asyncio.wait_for(self._nc.close(), CLOSE_WITHIN)
+            except TimeoutError:
+                log.warning("nats %s: close took over %.0f s; dropped", self.name, CLOSE_WITHIN)
+            except Exception as e:
+                log.debug("nats %s: close: %r", self.name, e)
             self._nc = None
 
     async def __aenter__(self) -> Connection:
