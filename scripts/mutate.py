@@ -275,10 +275,13 @@ EQUIVALENT: dict[str, dict[tuple[str, str, str], str]] = {
         ("Supervisor._restart", "if self._watches.get(cid) is not w:", "if-guard never taken"): (
             "forget() cancels the task in its wait, so the check after the wait never sees it"
         ),
-        ("Supervisor._restart", "w.pid = 0", "statement dropped"): (
-            "_start watches the new pid at once; the old pid's pidfd closed at the exit, so "
-            "_watch cannot take it for the new one (and no caller reads pid() meanwhile)"
-        ),
+        **{
+            ("Supervisor._restart", "w.pid = 0", what): (
+                "_start watches the new pid at once; the old pid's pidfd closed at the exit, "
+                "so _watch cannot take it for the new one (and no caller reads pid() meanwhile)"
+            )
+            for what in ("statement dropped", "0 -> 1", "0 -> -1")
+        },
     },
 }
 
