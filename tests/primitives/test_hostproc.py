@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hangguard import HANG_GUARD
 from zos.primitives import links, netns
 from zos.primitives.hostaddr import primary_ipv4
 from zos.primitives.hostproc import HostProcess, HostProcessError, start_time
@@ -126,7 +127,7 @@ async def test_stop_returns_once_the_last_thread_is_gone_and_reaped(make, tmp_pa
     flag = tmp_path / "let-go"
     p = make(sys.executable, "-c", LINGER, str(flag))
     pid = await p.ensure(_ready)
-    await _wait_for(lambda: _state(pid) == "Z")  # the leader is out, its thread is not
+    await _wait_for(lambda: _state(pid) == "Z", HANG_GUARD)  # the leader is out, not its thread
     stopping = asyncio.create_task(p.stop())
     await asyncio.sleep(0.2)
     flag.touch()
