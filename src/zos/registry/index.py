@@ -292,14 +292,15 @@ class NodeIndex:
         skip, found = args.offset, []
         now = time.time()
         walk = list(ids[start:]) if start < len(ids) else []
+        tried: set[int] = set()  # twins whose keys this search read (or could not)
         for i, node_id in enumerate(walk):
             entry = self._entries.get(node_id)
             if entry is None or not self._matches(entry, *entry.claimed(), wanted, args, now):
                 continue
             if entry.pending is not None:
-                if entry.twin_id not in self._keys:
+                if entry.twin_id not in self._keys and entry.twin_id not in tried:
                     wants = skip + args.limit - len(found)
-                    await self._read_keys(walk[i:], wants, wanted, args, now)
+                    await self._read_keys(walk[i:], wants, wanted, args, now, tried)
                 await self._check(node_id, entry)
                 if not self._matches(entry, entry.used, entry.seen, wanted, args, now):
                     continue
@@ -319,19 +320,23 @@ class NodeIndex:
         wanted: tuple[int, int, int, int],
         args: ListNodesArgs,
         now: float,
+        tried: set[int],
     ) -> None:
         """Read at once the keys the next `count` candidates of `walk` will be checked
-        with, rather than one registry read per node in turn (a page of new twins)."""
+        with, rather than one registry read per node in turn (a page of new twins); the
+        twins go into `tried`, so a twin with no key is not looked ahead for again."""
         twins: set[int] = set()
         for node_id in walk:
             entry = self._entries.get(node_id)
             if entry is None or not self._matches(entry, *entry.claimed(), wanted, args, now):
                 continue
             count -= 1
-            if entry.pending is not None and entry.twin_id not in self._keys:
+            known = entry.twin_id in self._keys or entry.twin_id in tried
+            if entry.pending is not None and not known:
                 twins.add(entry.twin_id)
             if count <= 0:
                 break
+        tried |= twins
         room = asyncio.Semaphore(KEY_READS)
 
         async def read(twin_id: int) -> None:
