@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import logging
 import time
 from typing import Any, Literal
@@ -294,13 +295,13 @@ class NodeIndex:
         walk = list(ids[start:]) if start < len(ids) else []
         tried: set[int] = set()  # twins whose keys this search read (or could not)
         for i, node_id in enumerate(walk):
-            entry = self._entries.get(node_id)
-            if entry is None or not self._matches(entry, *entry.claimed(), wanted, args, now):
+            entry = self._candidate(node_id, wanted, args, now)
+            if entry is None:
                 continue
             if entry.pending is not None:
                 if entry.twin_id not in self._keys and entry.twin_id not in tried:
                     wants = skip + args.limit - len(found)
-                    await self._read_keys(walk[i:], wants, wanted, args, now, tried)
+                    await self._read_keys(walk, i, wants, wanted, args, now, tried)
                 await self._check(node_id, entry)
                 if not self._matches(entry, entry.used, entry.seen, wanted, args, now):
                     continue
@@ -313,22 +314,33 @@ class NodeIndex:
                 break
         return found
 
+    def _candidate(
+        self, node_id: int, wanted: tuple[int, int, int, int], args: ListNodesArgs, now: float
+    ) -> _Entry | None:
+        """The node's entry if what it claims (checked or not) matches the search."""
+        entry = self._entries.get(node_id)
+        if entry is None or not self._matches(entry, *entry.claimed(), wanted, args, now):
+            return None
+        return entry
+
     async def _read_keys(
         self,
         walk: list[int],
+        start: int,
         count: int,
         wanted: tuple[int, int, int, int],
         args: ListNodesArgs,
         now: float,
         tried: set[int],
     ) -> None:
-        """Read at once the keys the next `count` candidates of `walk` will be checked
-        with, rather than one registry read per node in turn (a page of new twins); the
-        twins go into `tried`, so a twin with no key is not looked ahead for again."""
+        """Read at once the keys the next `count` candidates of `walk` from `start` will be
+        checked with, rather than one registry read per node in turn (a page of new
+        twins); the twins go into `tried`, so a twin with no key is not looked ahead for
+        again."""
         twins: set[int] = set()
-        for node_id in walk:
-            entry = self._entries.get(node_id)
-            if entry is None or not self._matches(entry, *entry.claimed(), wanted, args, now):
+        for node_id in itertools.islice(walk, start, None):
+            entry = self._candidate(node_id, wanted, args, now)
+            if entry is None:
                 continue
             count -= 1
             known = entry.twin_id in self._keys or entry.twin_id in tried
