@@ -128,9 +128,14 @@ def ensure_veth(name: str, peer: str, ns: str | None = None, peer_ns: str | None
     """A veth pair `name` (in `ns`) ↔ `peer` (in `peer_ns`); recreated if half of it is missing."""
     check_ifname(name)
     check_ifname(peer)
-    if exists(name, ns) and exists(peer, peer_ns if peer_ns else ns):
+    peer_side = peer_ns if peer_ns else ns
+    if exists(name, ns) and exists(peer, peer_side):
         return
+    # A half left alone is a pair whose other end was moved away or whose namespace is
+    # going (the kernel destroys a deleted namespace's links later): both halves go.
     delete(name, ns)
+    if kind(peer, peer_side) == "veth":
+        delete(peer, peer_side)
     with ipr(ns) as sock:
         spec: dict[str, object] = {"ifname": peer}
         if peer_ns and peer_ns != ns:
