@@ -12,6 +12,8 @@ import json
 import time
 
 import pytest
+from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 
 from zos.bus import BusError, connect
 from zos.bus.subjects import node_status_subject
@@ -21,6 +23,7 @@ from zos.registry import Capacity, RegistryService
 from zos.registry import heartbeats as hb
 from zos.registry.objects.nodes import ListNodesArgs
 from zos.registry.signing import RegistrySigner
+from zos.registry.store import position
 
 pytestmark = pytest.mark.nats
 
@@ -219,3 +222,27 @@ async def test_searches_that_come_together_share_one_look_at_the_stream(
         assert index.stream_asks - asks == 2
     finally:
         js.stream_info = ask  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.ZOS_HEARTBEATS.c1.1.4242.17.1767225600123456789.3",
+        "$JS.ACK._.acchash.ZOS_HEARTBEATS.c1.1.4242.17.1767225600123456789.3",
+        "$JS.ACK.dom.acchash.ZOS_HEARTBEATS.c1.1.4242.17.1767225600123456789.3.r4nd",
+    ],
+    ids=["v1", "v2", "v2 with a random token"],
+)
+def test_a_message_position_is_read_from_its_reply_as_nats_py_reads_it(reply: str) -> None:
+    msg = Msg(_client=None, subject=node_status_subject(7), reply=reply)  # type: ignore[arg-type]
+    meta = msg.metadata
+    expected = (meta.sequence.stream, meta.timestamp.timestamp(), meta.num_pending)
+    assert position(msg) == pytest.approx(expected)
+    assert position(msg)[:1] == (4242,) and position(msg)[2] == 3
+
+
+@pytest.mark.parametrize("reply", ["", "_INBOX.x.y", "$JS.ACK.too.few"])
+def test_a_message_from_no_stream_has_no_position(reply: str) -> None:
+    msg = Msg(_client=None, subject=node_status_subject(7), reply=reply)  # type: ignore[arg-type]
+    with pytest.raises(NotJSMessageError):
+        position(msg)

@@ -40,7 +40,7 @@ from zos.registry.models import DOWN_AFTER, Capacity, Node
 from zos.registry.objects.base import TWIN
 from zos.registry.objects.nodes import ListNodesArgs
 from zos.registry.signing import RegistryKey
-from zos.registry.store import Mirror, Store, follow
+from zos.registry.store import Mirror, Store, follow, position
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,26 @@ class _Entry:
     """What the index knows of one node: its record's numbers, its last checked status
     (or its registration) and the newest status not checked yet."""
 
-    __slots__ = ("capacity", "farm_id", "gateway", "pending", "seen", "seq", "twin_id", "used")
+    __slots__ = (
+        "capacity",
+        "claim",
+        "farm_id",
+        "gateway",
+        "pending",
+        "seen",
+        "seq",
+        "twin_id",
+        "used",
+    )
 
     def __init__(self, node: Node) -> None:
         self.farm_id = node.farm_id
         self.twin_id = node.twin_id
         self.seq = 0  # stream sequence of the status `used` and `seen` come from
-        self.pending: tuple[int, bytes, float, heartbeats.Heartbeat] | None = None
+        self.pending: tuple[int, bytes, float] | None = None  # seq, blob, stored at
+        # What the pending status claims, parsed when a search first looks at it (most
+        # beats are replaced by the next unread): None not parsed yet, False unreadable.
+        self.claim: heartbeats.Heartbeat | Literal[False] | None = None
         self.record(node)
 
     def record(self, node: Node) -> None:
@@ -70,9 +83,22 @@ class _Entry:
 
     def claimed(self) -> tuple[tuple[int, int, int, int], float]:
         if self.pending is not None:
-            _, _, stored_at, status = self.pending
-            return _four(status.used), min(status.at / 1000, stored_at)
+            _, blob, stored_at = self.pending
+            if self.claim is None:
+                self.claim = heartbeats.unverified(blob) or False
+            if self.claim:
+                return _four(self.claim.used), min(self.claim.at / 1000, stored_at)
         return self.used, self.seen
+
+    def take(self, seq: int, blob: bytes, stored_at: float) -> None:
+        if seq <= self.seq or (self.pending is not None and seq <= self.pending[0]):
+            return  # a consumer restarted: seen already
+        self.pending, self.claim = (seq, blob, stored_at), None
+
+    def settle(self, seq: int) -> None:
+        """The pending status `seq` was checked (taken or dropped)."""
+        if self.pending is not None and self.pending[0] == seq:
+            self.pending, self.claim = None, None
 
 
 def _four(c: Any) -> tuple[int, int, int, int]:
@@ -148,33 +174,24 @@ class NodeIndex:
         bisect.insort(self._farms.setdefault(node.farm_id, []), node_id)
         orphan = self._orphans.pop(node_id, None)
         if orphan is not None:
-            self._take(entry, *orphan)
+            entry.take(*orphan)
 
     async def _on_status(self, msg: Msg) -> None:
-        meta = msg.metadata
-        seq = meta.sequence.stream
+        seq, stored_at, pending = position(msg)
         try:
             node_id = int(last_token(msg.subject))
         except ValueError:
             node_id = 0
         entry = self._entries.get(node_id)
-        stored_at = meta.timestamp.timestamp()
         if entry is not None:
-            self._take(entry, seq, msg.data, stored_at)
+            entry.take(seq, msg.data, stored_at)
         elif node_id > 0:
             self._orphans[node_id] = (seq, msg.data, stored_at)
         if seq > self.seq:
             self.seq = seq
             self._wake()
-        if meta.num_pending == 0:
+        if pending == 0:
             self._ready.set()
-
-    def _take(self, entry: _Entry, seq: int, blob: bytes, stored_at: float) -> None:
-        if seq <= entry.seq or (entry.pending is not None and seq <= entry.pending[0]):
-            return  # a consumer restarted: seen already
-        status = heartbeats.unverified(blob)
-        if status is not None:
-            entry.pending = (seq, blob, stored_at, status)
 
     def _wake(self) -> None:
         still = []
@@ -235,7 +252,7 @@ class NodeIndex:
         """Verify the entry's newest status: taken if it is the node's, dropped if not."""
         if entry.pending is None:
             return
-        seq, blob, stored_at, _ = entry.pending
+        seq, blob, stored_at = entry.pending
         status = None
         for fresh in (False, True):  # again with the key read now: it may have rotated
             key = await self._key(entry.twin_id, fresh)
@@ -247,8 +264,7 @@ class NodeIndex:
                 break
             except BusError as e:
                 log.debug("heartbeat of node %d refused: %s", node_id, e)
-        if entry.pending is not None and entry.pending[0] == seq:
-            entry.pending = None
+        entry.settle(seq)
         if status is not None and seq > entry.seq:
             entry.seq = seq
             entry.used = _four(status.used)

@@ -422,9 +422,9 @@ class Mirror(Generic[M]):
     async def _on_msg(self, msg: Msg) -> None:
         key = msg.subject.split(".", 2)[2]
         op = (msg.headers or {}).get("KV-Operation")
-        meta = msg.metadata
-        self._take(key, meta.sequence.stream, op in ("DEL", "PURGE"), msg.data)
-        if meta.num_pending == 0:
+        seq, _, pending = position(msg)
+        self._take(key, seq, op in ("DEL", "PURGE"), msg.data)
+        if pending == 0:
             self._ready.set()
 
     async def resync(self) -> None:
@@ -452,6 +452,22 @@ class Mirror(Generic[M]):
             every=self.resync_every,
             then=self.resync,
         )
+
+
+def position(msg: Msg) -> tuple[int, float, int]:
+    """A stream message's sequence, the time the stream stored it (unix seconds) and how
+    many are pending after it, read from its reply subject. nats-py's `msg.metadata`
+    builds datetimes and dataclasses for the same: 12 µs a message, a third of what
+    reading 10,000 heartbeats a second cost a service copy."""
+    tokens = (msg.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"]:
+        # $JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<consumer seq>.<ns>.<pending>, or
+        # with <domain>.<account hash> before the stream (and a random token at the end)
+        at = 5 if len(tokens) == 9 else 7 if len(tokens) in (11, 12) else 0
+        if at:
+            return int(tokens[at]), int(tokens[at + 2]) / 1e9, int(tokens[at + 3])
+    meta = msg.metadata  # raises NotJSMessageError
+    return meta.sequence.stream, meta.timestamp.timestamp(), meta.num_pending
 
 
 async def follow(
