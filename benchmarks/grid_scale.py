@@ -322,7 +322,11 @@ async def beat(
         while k < due:
             if len(pending) >= spec["in_flight"]:
                 room.clear()
-                await room.wait()
+                try:  # acks lost with a stream leader are sent again, not waited for
+                    await asyncio.wait_for(room.wait(), 1.0)
+                except TimeoutError:
+                    await resend_late(time.perf_counter())
+                continue
             pending[k] = (time.perf_counter(), 0)
             await send(k)
             k += 1
@@ -381,6 +385,7 @@ async def users(
     }
     contracts = 0
     refusals: dict[str, int] = {}
+    reasons: dict[str, str] = {}  # the first message of each refusal code
     t0 = time.perf_counter()
 
     async def user(c: RegistryClient) -> None:
@@ -403,12 +408,13 @@ async def users(
                     contracts += 1
             except BusError as e:  # e.g. a node not beaten yet since the seed: down
                 refusals[e.code] = refusals.get(e.code, 0) + 1
+                reasons.setdefault(e.code, f"{kind}: {e.message}")
                 await asyncio.sleep(0.2)
 
     try:
         await asyncio.gather(*(user(c) for c in clients))
         if refusals:
-            print(f"users were refused: {refusals}")
+            print(f"users were refused: {refusals} (first: {reasons})")
         return lat, contracts, time.perf_counter() - t0
     finally:
         for c in clients:
@@ -567,6 +573,17 @@ async def main(args: argparse.Namespace) -> None:
             stats1, wall = proc_stats(pids), time.perf_counter() - wall0
             stop.set()
             lat, contracts, user_time = await user_run
+            t1 = time.perf_counter()
+            statuses, after = {"up": 0, "down": 0}, 0
+            while page := await probe.list_nodes(after_id=after, limit=1000):
+                for n in page:
+                    statuses[n.status] += 1
+                after = page[-1].id
+            listed = (
+                f"service, right after the run: {statuses['up']} of {args.nodes} seeded nodes up, "
+                f"{statuses['down']} down (paged by after_id, 1000 a page, each status checked: "
+                f"{time.perf_counter() - t1:.0f} s)"
+            )
 
             acked = sum(r["acked"] for r in results)
             elapsed = max(r["elapsed"] for r in results)
@@ -629,14 +646,7 @@ async def main(args: argparse.Namespace) -> None:
                         f"search {kind + when:<29} p50 {pct(samples, 0.5) * 1e3:7.1f} ms  p99 "
                         f"{pct(samples, 0.99) * 1e3:7.1f} ms  ({len(samples)} searches)"
                     )
-            t1 = time.perf_counter()
-            up, after = 0, 0
-            while page := await probe.list_nodes(status="up", after_id=after, limit=1000):
-                up, after = up + len(page), page[-1].id
-            print(
-                f"service: {up} of {args.nodes} seeded nodes up (paged by after_id through the "
-                f"service, 1000 a page, each status checked: {time.perf_counter() - t1:.0f} s)"
-            )
+            print(listed)
             print(f"contracts: {contracts / user_time:.1f} created/s by {args.users} users")
             print(f"\n{'process':<14} {'CPU % of a core':>16} {'RSS MiB':>9}")
             for name in pids:
@@ -655,6 +665,9 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"load average before/after: {load0} / {os.getloadavg()[0]:.1f} (a shared machine)"
             )
+            for i in range(args.copies):  # warnings only (--log-level warning)
+                if logged := tail(Path(tmp) / f"service-{i}.log", 8):
+                    print(f"service {i} logged, last lines:\n{logged}")
             await probe.close()
             await conn.close()
         finally:

@@ -409,6 +409,9 @@ class Mirror(Generic[M]):
             self._task = None
 
     def _take(self, key: str, revision: int, deleted: bool, data: bytes | None) -> None:
+        have = self.items.get(key)
+        if have is not None and have[0] >= revision:
+            return  # read already (a resync re-reads every key: 100,000 signatures)
         if deleted or not data:
             self.apply(key, revision, None)
             return
