@@ -50,6 +50,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 KEY_SIZE = 32
 IDENTIFIER_SIZE = 16
 
@@ -186,11 +189,6 @@ def key_identifier(key: bytes) -> bytes:
 
     Lets a key be checked against a directory's policy before it reaches the kernel.
     """
-    # Imported here: cryptography costs every agent ~7 MiB resident, needed only by
-    # nodes that hold encrypted volumes.
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
     _check_key(key)
     hkdf = HKDF(algorithm=hashes.SHA512(), length=IDENTIFIER_SIZE, salt=None, info=b"fscrypt\0\1")
     return hkdf.derive(key)
