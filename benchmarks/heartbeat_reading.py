@@ -9,7 +9,7 @@ every registry copy uses), once per way of handling a message:
 
 - baseline: nats-py's delivery alone (the callback does nothing);
 - nats-py's `msg.metadata` for the stream position, then the status parsed (what the
-  index did per beat before stop 26);
+  index did per beat until it read positions itself);
 - `store.position` and the status kept unparsed (what `NodeIndex._on_status` does now;
   the claim is parsed when a search first looks at the node).
 
