@@ -369,9 +369,13 @@ class Mirror(Generic[M]):
         # Told every change (key, value or None), as it is applied (the node index).
         self.listeners: list[Callable[[str, M | None], None]] = []
 
-    def apply(self, key: str, revision: int, value: M | None) -> None:
+    def _has(self, key: str, revision: int) -> bool:
+        """Whether the mirror holds `key` at `revision` or newer."""
         have = self.items.get(key)
-        if have is not None and have[0] >= revision:
+        return have is not None and have[0] >= revision
+
+    def apply(self, key: str, revision: int, value: M | None) -> None:
+        if self._has(key, revision):
             return
         self.items[key] = (revision, value)
         self._sorted = None
@@ -409,8 +413,7 @@ class Mirror(Generic[M]):
             self._task = None
 
     def _take(self, key: str, revision: int, deleted: bool, data: bytes | None) -> None:
-        have = self.items.get(key)
-        if have is not None and have[0] >= revision:
+        if self._has(key, revision):
             return  # read already (a resync re-reads every key: 100,000 signatures)
         if deleted or not data:
             self.apply(key, revision, None)
