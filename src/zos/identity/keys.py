@@ -9,6 +9,7 @@ clients.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -106,11 +107,12 @@ class Identity:
         except ValueError:
             raise KeyError_("seed: not hex") from None
 
-    @property
+    # Built once: deriving the key pair costs about as much as a signature.
+    @functools.cached_property
     def _signing_key(self) -> nacl.signing.SigningKey:
         return nacl.signing.SigningKey(self.seed)
 
-    @property
+    @functools.cached_property
     def public_key(self) -> bytes:
         return bytes(self._signing_key.verify_key)
 
