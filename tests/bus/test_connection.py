@@ -96,6 +96,28 @@ async def test_an_unregistered_key_may_only_register(
         await conn.close()
 
 
+async def test_a_request_cancelled_by_its_caller_stays_cancelled(
+    nats_server: NatsServer, registry: RegistryService
+) -> None:
+    """A refusal cancels the request's own task: a cancel from outside must not be taken
+    for one, nor a refusal for an outside cancel."""
+    conn = await connect(nats_server.url, Identity.generate())
+    try:
+        asking = asyncio.create_task(conn.request(REGISTRY_QUERY, b"{}", timeout=60))
+        await asyncio.sleep(0)  # sent; nats-server's refusal cannot be back yet
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        # The refusal still comes, and is given to the next request, not left pending.
+        with pytest.raises(BusError) as e:
+            await conn.request(REGISTRY_QUERY, b"{}", timeout=60)
+        assert e.value.code == "not_permitted"
+        assert not conn._waiting
+        await asyncio.sleep(0.05)  # nothing is cancelled late
+    finally:
+        await conn.close()
+
+
 async def test_a_closed_nats_client_is_replaced_with_its_subscriptions(
     nats_server: NatsServer, enroll
 ) -> None:

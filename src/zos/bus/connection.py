@@ -80,7 +80,7 @@ class Connection:
         self.inbox = inbox_prefix(identity.public_key)
         self.refusals: deque[tuple[str, str]] = deque(maxlen=100)  # (publish|subscription, subject)
         self._nc: NATS | None = None
-        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiting: dict[str, set[_Waiter]] = {}
         self._listeners: list[Listener] = []
         self._subs: set[Subscription] = set()
         self._renewing = False
@@ -162,27 +162,26 @@ class Connection:
     async def request(
         self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None = None
     ) -> Msg:
-        """A request; `not_permitted` at once if nats-server refuses the subject."""
-        refused = asyncio.get_running_loop().create_future()
+        """A request; `not_permitted` at once if nats-server refuses the subject.
+
+        The request runs in the caller's task, which a refusal cancels (as
+        `asyncio.timeout` does): no second task and no wait on two futures per request."""
+        task = asyncio.current_task()
+        assert task is not None
+        waiter = _Waiter(task)
         waiting = self._waiting.setdefault(subject.lower(), set())
-        waiting.add(refused)
-        asking = asyncio.ensure_future(
-            self.nc.request(subject, data, timeout=timeout, headers=headers)
-        )
+        waiting.add(waiter)
         try:
-            await asyncio.wait({asking, refused}, return_when=asyncio.FIRST_COMPLETED)
-            if not asking.done():
-                asking.cancel()
-                with contextlib.suppress(BaseException):
-                    await asking
-                refused.result()  # raises the refusal
-            return asking.result()
+            return await self.nc.request(subject, data, timeout=timeout, headers=headers)
+        except asyncio.CancelledError:
+            # Ours only if nobody else cancelled the task too.
+            if waiter.refusal is not None and task.uncancel() == 0:
+                raise waiter.refusal from None
+            raise
         finally:
-            waiting.discard(refused)
+            waiting.discard(waiter)
             if not waiting:
                 self._waiting.pop(subject.lower(), None)
-            if not asking.done():
-                asking.cancel()
 
     async def publish(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
@@ -260,13 +259,11 @@ class Connection:
         log.info("nats %s: nats-server refused %s to %s for this key", self.name, kind, subject)
         if kind == "publish":
             for waiter in self._waiting.get(subject, ()):
-                if not waiter.done():
-                    waiter.set_exception(
-                        BusError(
-                            "not_permitted",
-                            f"nats-server does not let this key publish to {subject}",
-                        )
+                waiter.refuse(
+                    BusError(
+                        "not_permitted", f"nats-server does not let this key publish to {subject}"
                     )
+                )
 
     async def _on_disconnect(self) -> None:
         if not self._renewing and not self._closing:
@@ -308,6 +305,21 @@ class Connection:
                 await listener()
             except Exception:
                 log.exception("nats %s: reconnect listener failed", self.name)
+
+
+class _Waiter:
+    """A request waiting for its answer, and the refusal that cancelled it, if one did."""
+
+    __slots__ = ("refusal", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.refusal: BusError | None = None
+
+    def refuse(self, error: BusError) -> None:
+        if self.refusal is None:
+            self.refusal = error
+            self.task.cancel()
 
 
 class Subscription:
