@@ -41,8 +41,12 @@ from zos.identity import Identity
 log = logging.getLogger(__name__)
 
 
+# Built once: json.dumps with arguments builds an encoder per call.
+_to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _to_json(value).encode()
 
 
 class BusClient(NatsHolder):

@@ -56,6 +56,10 @@ DEFAULT_TTL = 60.0
 COMMAND_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
 
 
+# Built once: json.dumps with arguments builds an encoder per call.
+_signing_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -91,7 +95,7 @@ class Envelope(BaseModel):
             self.reply_to,
             hashlib.sha256(self.payload).hexdigest(),
         ]
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
+        return _signing_json(fields).encode()
 
     @classmethod
     def create(
