@@ -15,6 +15,7 @@ import dns.rcode
 import pytest
 
 from zos.primitives import dns as zdns
+from zos.primitives import dnsprocess
 from zos.primitives.nodedns import acme_zone
 
 ZONE = "_acme-challenge.gw.example.test"
@@ -115,7 +116,7 @@ def test_hook_program_writes_and_removes_a_value(tmp_path: Path) -> None:
     records = tmp_path / "records"
 
     def hook(*args: str) -> subprocess.CompletedProcess[str]:
-        argv = [*zdns.hook_argv(records), *args]
+        argv = [*dnsprocess.hook_argv(records), *args]
         return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
     assert hook("present", ZONE + ".", TOKEN).returncode == 0
@@ -124,4 +125,4 @@ def test_hook_program_writes_and_removes_a_value(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "TXT value" in bad.stderr
     assert hook("cleanup", ZONE + ".", TOKEN).returncode == 0
     assert zdns.ChallengeRecords(records).values(ZONE) == []
-    assert sys.executable in zdns.hook_argv(records)
+    assert sys.executable in dnsprocess.hook_argv(records)

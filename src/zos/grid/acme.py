@@ -36,7 +36,7 @@ from cryptography.x509.oid import NameOID
 from zos.grid import procs
 from zos.grid.natsserver import free_port
 from zos.grid.state import Proc
-from zos.primitives import dns, netns, nsclient
+from zos.primitives import dns, dnsprocess, netns, nsclient
 
 
 class AcmeError(Exception):
@@ -162,7 +162,7 @@ class LocalAcme:
 
     def _start_dns(self, timeout: float) -> None:
         zones = sorted({name.removeprefix("*.") for name in self.addresses})
-        argv = dns.serve_argv(
+        argv = dnsprocess.serve_argv(
             (self.host, self.dns_port), zones, self.addresses, None, self.delegations
         )
         self.dns_proc = procs.spawn(

@@ -21,7 +21,7 @@ import errno
 import logging
 import socket
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
@@ -308,32 +308,6 @@ def _host_port(text: str) -> tuple[str, int]:
     except ValueError:
         raise DnsError(f"{text!r} is not IP:PORT") from None
     return host, int(port)
-
-
-def serve_argv(
-    listen: tuple[str, int],
-    zones: Iterable[str],
-    addresses: Mapping[str, Iterable[str]] | None = None,
-    records: Path | None = None,
-    delegations: Mapping[str, tuple[str, int]] | None = None,
-) -> list[str]:
-    """The command line of a server process (`python -m zos.primitives.dns serve ...`)."""
-    host = f"[{listen[0]}]" if ":" in listen[0] else listen[0]
-    argv = [sys.executable, "-m", "zos.primitives.dns", "serve", "--listen", f"{host}:{listen[1]}"]
-    for z in zones:
-        argv += ["--zone", z]
-    for name, ips in (addresses or {}).items():
-        argv += ["--address", f"{name}={','.join(ips)}"]
-    if records is not None:
-        argv += ["--records", str(records)]
-    for zone, (h, p) in (delegations or {}).items():
-        argv += ["--delegate", f"{zone}={h}:{p}"]
-    return argv
-
-
-def hook_argv(records: Path) -> list[str]:
-    """The ACME DNS-01 hook; Traefik adds `present|cleanup FQDN VALUE`."""
-    return [sys.executable, "-m", "zos.primitives.dnsrecords", "--records", str(records)]
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

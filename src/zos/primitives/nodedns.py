@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from zos.primitives import dns, netns
+from zos.primitives import dnsprocess, netns
+from zos.primitives.dnsrecords import check_name
 from zos.primitives.hostproc import HostProcess, HostProcessError
 from zos.primitives.supervisor import Backoff
 
@@ -22,7 +23,7 @@ class NodeDnsError(Exception):
 
 def acme_zone(domain: str) -> str:
     """The zone the farmer delegates to the node for DNS-01 of `*.<domain>`."""
-    return "_acme-challenge." + dns.check_name(domain, "domain")
+    return "_acme-challenge." + check_name(domain, "domain")
 
 
 class NodeDns:
@@ -37,10 +38,10 @@ class NodeDns:
     ) -> None:
         self.run_dir = run_dir
         self.listen = listen
-        self.zones = [dns.check_name(z, "zone") for z in zones]
+        self.zones = [check_name(z, "zone") for z in zones]
         self.records = records
         self.ns = ns
-        argv = netns.argv_in(ns, dns.serve_argv(listen, self.zones, None, records))
+        argv = netns.argv_in(ns, dnsprocess.serve_argv(listen, self.zones, None, records))
         self._proc = HostProcess(
             "dns", ["env", "-i", *argv], run_dir / "state.json", run_dir / "dns.log", backoff
         )
@@ -50,6 +51,9 @@ class NodeDns:
         return self._proc.pid
 
     async def _ready(self) -> bool:
+        # Imported here: only a node that serves DNS-01 needs dnspython to ask its server.
+        from zos.primitives import dns
+
         try:
             await asyncio.to_thread(
                 dns.query, *self.listen, self.zones[0], "SOA", self.ns, timeout=0.5

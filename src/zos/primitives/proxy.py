@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from zos.primitives import dns, links, netns, nsclient
+from zos.primitives import dnsprocess, links, netns, nsclient
 from zos.primitives.hostproc import HostProcess, HostProcessError
 from zos.primitives.proxycerts import RETRY, AcmeRetry, storage_file
 from zos.primitives.proxyroutes import (
@@ -198,7 +198,8 @@ class Proxy:
         acme_dir(self.run_dir).mkdir(mode=0o700, exist_ok=True)
         if self.settings.dns01 is not None:
             self.settings.dns01.records.mkdir(parents=True, exist_ok=True)
-            hook = " ".join(shlex.quote(a) for a in dns.hook_argv(self.settings.dns01.records))
+            argv = dnsprocess.hook_argv(self.settings.dns01.records)
+            hook = " ".join(shlex.quote(a) for a in argv)
             tmp = self.hook.with_suffix(".tmp")
             tmp.write_text(f'#!/bin/sh\nexec {hook} "$@"\n')
             tmp.chmod(0o700)

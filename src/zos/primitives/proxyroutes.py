@@ -21,7 +21,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
-from zos.primitives.dns import DnsError, check_name
+from zos.primitives.dnsrecords import DnsError, check_name
 
 HTTP01 = "http01"  # certificate resolver names in the static config
 DNS01 = "dns01"
