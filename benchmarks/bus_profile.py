@@ -12,7 +12,8 @@ Two parts, both with the payload `bus_registry.py` sends:
 - profile: `--requests` round trips one at a time between a registered twin and a node
   through the grid's nats-server (auth callout, permissions), both ends in this process:
   first unprofiled, printing per round trip the wall time, this process's CPU time and
-  nats-server's; then the same under cProfile, so one profile covers the caller, the
+  nats-server's, beside bare NATS request/reply from the same caller to another node in
+  the same run (the baseline); then the same under cProfile, so one profile covers the caller, the
   node, asyncio and nats-py. The profile counts CPU time (user + system: a shared
   machine's other load and the time this process waits for a core fall out) and prints
   it by where it goes (own time of the functions, grouped: PyNaCl/libsodium, pydantic,
@@ -35,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from bus_registry import PAYLOAD, Grid
+from nats.aio.msg import Msg
 
 from zos.bus import BusClient, Envelope, Keys, ReplayCache, Request, Router, StaticResolver
+from zos.bus.subjects import twin_subject
 from zos.grid.natsserver import NatsServer
 from zos.identity import Identity
 from zos.primitives.capacity import cpu_seconds
@@ -128,15 +131,33 @@ async def profiled_round_trips(n: int, top: int) -> None:
             caller = BusClient(alice.conn, alice.identity, alice.twin_id, keys)
             await node.serve(router)
             await bob.conn.settle()
-            for _ in range(200):  # warm up
-                await caller.request(bob.twin_id, "echo", PAYLOAD)
+            # The baseline: bare request/reply between the same caller and a second
+            # node, which answers on its own subject with the request's bytes.
+            plain = await grid.node()
+
+            async def answer(msg: Msg) -> None:
+                await msg.respond(msg.data)
+
+            await plain.conn.subscribe(twin_subject(plain.twin_id), answer)
+            await plain.conn.settle()
+            data = json.dumps(PAYLOAD, separators=(",", ":")).encode()
+            cases = {
+                "bus": lambda: caller.request(bob.twin_id, "echo", PAYLOAD),
+                "bare": lambda: alice.conn.request(twin_subject(plain.twin_id), data, 10),
+            }
             pid = server.pid or 0
-            t, cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(pid)
-            for _ in range(n):
-                await caller.request(bob.twin_id, "echo", PAYLOAD)
-            wall = (time.perf_counter() - t) / n * 1e6
-            cpu = (time.process_time() - cpu) / n * 1e6
-            server_cpu = (cpu_seconds(pid) - server_cpu) / n * 1e6
+            costs = {}
+            for name, call in cases.items():
+                for _ in range(200):  # warm up
+                    await call()
+                t, cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(pid)
+                for _ in range(n):
+                    await call()
+                costs[name] = (
+                    (time.perf_counter() - t) / n * 1e6,
+                    (time.process_time() - cpu) / n * 1e6,
+                    (cpu_seconds(pid) - server_cpu) / n * 1e6,
+                )
             profile = cProfile.Profile(time.process_time)
             profile.enable()
             for _ in range(n):
@@ -154,10 +175,12 @@ async def profiled_round_trips(n: int, top: int) -> None:
         own[group] = own.get(group, 0.0) + tottime
     total = sum(own.values())
     print(f"profile: {n} signed, sealed round trips one at a time, then {n} under cProfile")
-    print(
-        f"  per round trip (unprofiled): {wall:.0f} us wall, {cpu:.0f} us CPU in this "
-        f"process (caller and node), {server_cpu:.0f} us CPU in nats-server"
-    )
+    for name, what in (("bus", "signed and sealed"), ("bare", "bare NATS (baseline)")):
+        wall, cpu, server_cpu = costs[name]
+        print(
+            f"  per round trip, {what}, unprofiled: {wall:.0f} us wall, {cpu:.0f} us CPU in "
+            f"this process (caller and node), {server_cpu:.0f} us CPU in nats-server"
+        )
     profiled = total / n * 1e6
     print(f"  this process's CPU by group (own time of its functions, {profiled:.0f} us profiled):")
     for group, seconds in sorted(own.items(), key=lambda kv: -kv[1]):
