@@ -20,6 +20,7 @@ import pytest
 from zos.bus import Connection
 from zos.grid.natsserver import NatsServer, free_port, nats_server_binary
 from zos.identity import Identity
+from zos.primitives.nat import HOST_TABLE
 from zos.registry import Capacity, RegistryClient, RegistryService
 
 IS_ROOT = os.geteuid() == 0
@@ -33,6 +34,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_root)
         if item.get_closest_marker("nats") and nats_server_binary() is None:
             item.add_marker(skip_nats)
+
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def _host_table_exists() -> bool:
+    listed = subprocess.run(["nft", "list", "table", "inet", HOST_TABLE], capture_output=True)
+    return listed.returncode == 0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_left_as_found() -> Iterator[None]:
+    """The node's host table and IPv4 forwarding are the machine's: tests that build a
+    node's networks set them (a node keeps them); the suite takes back what it set."""
+    if not IS_ROOT or shutil.which("nft") is None:
+        yield
+        return
+    had_table, forward = _host_table_exists(), IP_FORWARD.read_text()
+    yield
+    if not had_table and _host_table_exists():
+        subprocess.run(["nft", "delete", "table", "inet", HOST_TABLE], check=True)
+    IP_FORWARD.write_text(forward)
 
 
 @pytest.fixture
