@@ -13,8 +13,10 @@ Two parts, both with the payload `bus_registry.py` sends:
   through the grid's nats-server (auth callout, permissions), both ends in this process:
   first unprofiled, printing per round trip the wall time, this process's CPU time and
   nats-server's, beside bare NATS request/reply from the same caller to another node in
-  the same run (the baseline); then the same under cProfile, so one profile covers the caller, the
-  node, asyncio and nats-py. The profile counts CPU time (user + system: a shared
+  the same run (the baseline); then the envelope's steps timed where they run, over as
+  many round trips (in place they cost more than the steps above, alone in a loop);
+  then the same under cProfile, so one profile covers the caller, the node, asyncio and
+  nats-py. The profile counts CPU time (user + system: a shared
   machine's other load and the time this process waits for a core fall out) and prints
   it by where it goes (own time of the functions, grouped: PyNaCl/libsodium, pydantic,
   json, hashing, zos.bus, nats-py, asyncio and sockets), then the `--top` functions by
@@ -26,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
 import pstats
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,41 @@ def step_costs(rounds: int, calls: int = 300) -> list[tuple[str, float]]:
                 call()
             samples[name].append((time.perf_counter() - t) / calls * 1e6)
     return [(name, min(samples[name])) for name, _ in steps]
+
+
+IN_PLACE = {  # what each end does to an envelope, and the calls that do it
+    "build (seal, sign): Envelope.create": "create",
+    "verify a signature: Envelope.verify": "verify",
+    "open and decode: Envelope.decode_payload": "decode_payload",
+    "parse: Envelope.from_bytes": "from_bytes",
+    "encode: Envelope.to_bytes": "to_bytes",
+}
+
+
+@contextlib.contextmanager
+def timed_in_place() -> Iterator[dict[str, float]]:
+    """Seconds spent in each of Envelope's steps during real round trips: in place they
+    cost more than alone in a loop (cold caches between the event loop's work)."""
+    spent = dict.fromkeys(IN_PLACE, 0.0)
+    saved = {attr: Envelope.__dict__[attr] for attr in IN_PLACE.values()}
+
+    def timing(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t
+
+        return timed
+
+    for name, attr in IN_PLACE.items():
+        setattr(Envelope, attr, timing(name, getattr(Envelope, attr)))
+    try:
+        yield spent
+    finally:
+        for attr, original in saved.items():
+            setattr(Envelope, attr, original)
 
 
 GROUPS = [  # (group, substrings of a cProfile entry's file or function name)
@@ -158,6 +196,9 @@ async def profiled_round_trips(n: int, top: int) -> None:
                     (time.process_time() - cpu) / n * 1e6,
                     (cpu_seconds(pid) - server_cpu) / n * 1e6,
                 )
+            with timed_in_place() as in_place:
+                for _ in range(n):
+                    await caller.request(bob.twin_id, "echo", PAYLOAD)
             profile = cProfile.Profile(time.process_time)
             profile.enable()
             for _ in range(n):
@@ -181,6 +222,10 @@ async def profiled_round_trips(n: int, top: int) -> None:
             f"  per round trip, {what}, unprofiled: {wall:.0f} us wall, {cpu:.0f} us CPU in "
             f"this process (caller and node), {server_cpu:.0f} us CPU in nats-server"
         )
+    print("  the envelope's steps timed in place (both ends, per round trip, unprofiled):")
+    for name, seconds in in_place.items():
+        print(f"  {name:<42} {seconds / n * 1e6:7.1f} us")
+    print(f"  {'together':<42} {sum(in_place.values()) / n * 1e6:7.1f} us")
     profiled = total / n * 1e6
     print(f"  this process's CPU by group (own time of its functions, {profiled:.0f} us profiled):")
     for group, seconds in sorted(own.items(), key=lambda kv: -kv[1]):
