@@ -150,6 +150,7 @@ async def test_container_limits_mounts_and_isolation(
     # the volume, env and hostname; only its own processes (sh, ls, grep) under /proc
     assert lines[:3] == ["from the host", "hi there", "box1"]
     assert int(lines[3]) <= 4
+    assert lines[4:] == ["END"]  # it ran to the end, and is still running (sleep)
     # its own network namespace (fresh one: only lo)
     assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
     cgroup_dir = cgroups.controller_dir(pid, "memory")
