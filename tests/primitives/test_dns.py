@@ -126,3 +126,15 @@ def test_hook_program_writes_and_removes_a_value(tmp_path: Path) -> None:
     assert hook("cleanup", ZONE + ".", TOKEN).returncode == 0
     assert zdns.ChallengeRecords(records).values(ZONE) == []
     assert sys.executable in dnsprocess.hook_argv(records)
+
+
+def test_the_node_agent_does_not_load_the_server() -> None:
+    """The agent starts the server and the hook as processes of their own: dnspython is
+    not in its memory until it asks a DNS server it runs (the readiness probe)."""
+    probe = (
+        "import sys; from zos.cli import build_parser;"
+        " build_parser('node').parse_args(['node', 'run']); import zos.node.agent;"
+        " print(sorted(m for m in ('dns', 'zos.primitives.dns') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

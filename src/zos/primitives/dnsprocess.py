@@ -2,7 +2,7 @@
 (`zos.primitives.dnsrecords`) as processes of their own.
 
 Standard library only: the node agent starts both but answers no DNS itself, and
-importing the server would load dnspython (5 MiB) into it.
+importing the server would load dnspython (2 MiB of its memory) into it.
 """
 
 from __future__ import annotations
