@@ -118,6 +118,28 @@ async def test_a_request_cancelled_by_its_caller_stays_cancelled(
         await conn.close()
 
 
+async def test_a_refusal_does_not_hide_a_cancel_from_outside(
+    nats_server: NatsServer, registry: RegistryService
+) -> None:
+    """Both at once: the refusal and a cancel from outside in the same turn of the loop.
+    The caller asked to stop, so the request is cancelled, not answered `not_permitted`."""
+    conn = await connect(nats_server.url, Identity.generate())
+    try:
+        asking = asyncio.create_task(conn.request(REGISTRY_QUERY, b"{}", timeout=60))
+        told = conn.nc._error_cb  # nats-py's error callback: ours, which refuses
+
+        async def told_then_cancelled(e: Exception) -> None:
+            await told(e)
+            asking.cancel()
+
+        conn.nc._error_cb = told_then_cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        assert conn.refused(REGISTRY_QUERY)  # the refusal did come
+    finally:
+        await conn.close()
+
+
 async def test_a_closed_nats_client_is_replaced_with_its_subscriptions(
     nats_server: NatsServer, enroll
 ) -> None:
