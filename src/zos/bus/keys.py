@@ -1,9 +1,9 @@
 """A twin's own keys, prepared once, and the box key it shares with each peer twin.
 
-Building a libsodium signing key costs about as much as a signature, and a shared box
-key (an X25519 exchange, `zos.identity.shared_key`) many times what boxing a message
-with it costs. So the bus keeps one `Keys` per client, and in it one shared key per peer
-twin: at most `max_peers`, the least recently used dropped first.
+The signing key is the identity's, built once (`Identity`). A shared box key (an X25519
+exchange, `zos.identity.shared_key`) costs many times what boxing a message with it
+costs, so the bus keeps one `Keys` per client, and in it one shared key per peer twin:
+at most `max_peers`, the least recently used dropped first.
 
 An entry remembers the ed25519 key it was derived from, and every lookup passes the key
 the resolver gives now: when a twin's key changes (issue 11's rotation), its old entry
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import nacl.signing
-
 from zos.identity import Identity, box_open, box_seal, shared_key
 
 
@@ -24,12 +22,11 @@ class Keys:
         self.identity = identity
         self.public_key = identity.public_key
         self.max_peers = max_peers
-        self._signing = nacl.signing.SigningKey(identity.seed)
         self._x25519 = identity.x25519_private
         self._peers: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
 
     def sign(self, message: bytes) -> bytes:
-        return self._signing.sign(message).signature
+        return self.identity.sign(message)
 
     def shared_key(self, twin_id: int, public_key: bytes) -> bytes:
         """The box key shared with `twin_id`, whose ed25519 key is `public_key` (SealError

@@ -45,11 +45,9 @@ class RegistrySigner:
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self.public_key = identity.public_key
-        # A signing key only (no box keys): the grid benchmark holds one per node.
-        self._signing = nacl.signing.SigningKey(identity.seed)
 
     def sign_raw(self, message: bytes) -> bytes:
-        return self._signing.sign(message).signature
+        return self.identity.sign(message)
 
     def sign(self, context: str, body: bytes) -> bytes:
         signature = self.sign_raw(_message(context, body))
