@@ -181,7 +181,7 @@ async def profiled_round_trips(n: int, top: int) -> None:
             data = json.dumps(PAYLOAD, separators=(",", ":")).encode()
             cases = {
                 "bus": lambda: caller.request(bob.twin_id, "echo", PAYLOAD),
-                "bare": lambda: alice.conn.request(twin_subject(plain.twin_id), data, 10),
+                "bare": lambda: alice.nc.request(twin_subject(plain.twin_id), data, 10),
             }
             pid = server.pid or 0
             costs = {}
